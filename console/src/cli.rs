@@ -1,0 +1,325 @@
+//! Headless commands: clap definitions and what each command does.
+//!
+//! Every command prints human text by default and one JSON document with
+//! `--json`; a failure returns an error that the binary prints as one line
+//! and turns into a non-zero exit code.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chord_node::chord::{Id, NodeRef};
+use chord_node::client::{Client, RingNode};
+use chord_node::peer::PeerOptions;
+use clap::{Args, Parser, Subcommand};
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use crate::fleet::{locate_node_binary, Fleet, FleetOptions, STOP_TIMEOUT};
+
+#[derive(Debug, Parser)]
+#[command(name = "chord-console", version, about = "Operate a chord-dfs ring")]
+pub struct Cli {
+    /// Node to enter the ring through.
+    #[arg(long, global = true, default_value = "127.0.0.1:5057", env = "CHORD_PEER")]
+    pub peer: String,
+    /// Print one JSON document instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Deadline of one call to a node, in milliseconds.
+    #[arg(long, global = true, default_value_t = 3000)]
+    pub timeout_ms: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Walk the ring by successor pointers and show every node.
+    Ring,
+    /// Find the node that owns a key (or a file name).
+    Lookup(LookupArgs),
+    /// Run a fleet of chord-node processes on this machine.
+    #[command(subcommand)]
+    Local(LocalCommand),
+    /// Measure the ring.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct LookupArgs {
+    /// The key as 40 hex digits.
+    #[arg(long, conflicts_with = "name")]
+    pub key: Option<String>,
+    /// A file name; its key is SHA-1 of the name.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Start N nodes on 127.0.0.1 joined into one ring; Ctrl-C stops them.
+    Up(LocalUpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LocalUpArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 8)]
+    pub nodes: usize,
+    /// gRPC port of the first node; the others take the following ports.
+    #[arg(long, default_value_t = 5057)]
+    pub base_port: u16,
+    /// Where the nodes keep their data (default: a folder under the temp dir).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Copies of every key.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Hop count and latency of random lookups from random nodes.
+    Lookups(BenchLookupsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLookupsArgs {
+    /// How many lookups.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+}
+
+impl Cli {
+    fn client(&self) -> Result<Client> {
+        Ok(Client::new(
+            self.peer.clone(),
+            PeerOptions {
+                rpc_timeout: Duration::from_millis(self.timeout_ms),
+                ..PeerOptions::default()
+            },
+        )?)
+    }
+}
+
+/// Runs one headless command.
+pub async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Ring => ring(&cli).await,
+        Command::Lookup(args) => lookup(&cli, args).await,
+        Command::Local(LocalCommand::Up(args)) => local_up(&cli, args).await,
+        Command::Bench(BenchCommand::Lookups(args)) => bench_lookups(&cli, args).await,
+    }
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub fn node_json(node: &NodeRef) -> Value {
+    json!({ "addr": node.addr, "id": node.id.to_hex() })
+}
+
+/// The `ring --json` document; its keys are a contract scripts rely on.
+pub fn ring_json(nodes: &[RingNode]) -> Value {
+    let nodes: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "addr": n.info.node.addr,
+                "id": n.info.node.id.to_hex(),
+                "predecessor": n.info.predecessor.as_ref().map(|p| p.addr.clone()),
+                "successors": n.info.successors.iter().map(|s| s.addr.clone()).collect::<Vec<_>>(),
+                "fingers": n.distinct_fingers().iter().map(|f| f.addr.clone()).collect::<Vec<_>>(),
+                "uptime_secs": n.info.uptime_secs,
+            })
+        })
+        .collect();
+    json!({ "nodes": nodes })
+}
+
+async fn ring(cli: &Cli) -> Result<()> {
+    let nodes = cli.client()?.ring().await?;
+    if cli.json {
+        return print_json(&ring_json(&nodes));
+    }
+    println!(
+        "{:<3} {:<22} {:<10} {:<22} {:<7} successors",
+        "#", "addr", "id", "predecessor", "fingers"
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        let pred = n.info.predecessor.as_ref().map_or("-", |p| p.addr.as_str());
+        let succs: Vec<&str> = n.info.successors.iter().map(|s| s.addr.as_str()).collect();
+        println!(
+            "{:<3} {:<22} {:<10} {:<22} {:<7} {}",
+            i,
+            n.info.node.addr,
+            n.info.node.id.short(),
+            pred,
+            n.distinct_fingers().len(),
+            succs.join(" ")
+        );
+    }
+    println!("{} nodes", nodes.len());
+    Ok(())
+}
+
+async fn lookup(cli: &Cli, args: &LookupArgs) -> Result<()> {
+    let key = match (&args.key, &args.name) {
+        (Some(hex), _) => hex.parse::<Id>()?,
+        (None, Some(name)) => Id::hash(name.as_bytes()),
+        (None, None) => bail!("give --key <40 hex> or a name"),
+    };
+    let (owner, hops) = cli.client()?.lookup(&key).await?;
+    if cli.json {
+        return print_json(&json!({ "key": key.to_hex(), "owner": node_json(&owner), "hops": hops }));
+    }
+    println!("key   {key}\nowner {} ({})\nhops  {hops}", owner.addr, owner.id);
+    Ok(())
+}
+
+async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let last_port = u32::from(args.base_port) + args.nodes as u32 - 1;
+    if last_port > u32::from(u16::MAX) {
+        bail!("ports {}..={last_port} do not fit below 65536", args.base_port);
+    }
+    let data_root = args.data_root.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("chord-dfs-local-{}", args.base_port))
+    });
+    let mut opts = FleetOptions::new(locate_node_binary()?, data_root.clone());
+    opts.replicas = args.replicas;
+    opts.successors = args.replicas.max(3);
+    let mut fleet = Fleet::new(opts)?;
+    let mut rng = rand::rng();
+    let mut addrs: Vec<String> = Vec::new();
+    for i in 0..args.nodes {
+        let port = args.base_port + i as u16;
+        let join = addrs.choose(&mut rng).cloned();
+        let addr = fleet
+            .start(port, join.as_deref())
+            .await
+            .with_context(|| format!("starting node {}", i + 1))?;
+        if !cli.json {
+            println!("started {addr}{}", join.map(|j| format!(" (joined via {j})")).unwrap_or_default());
+        }
+        addrs.push(addr);
+    }
+    if cli.json {
+        print_json(&json!({ "nodes": addrs, "data_root": data_root }))?;
+    } else {
+        println!("{} nodes up; data in {}; Ctrl-C stops them", addrs.len(), data_root.display());
+    }
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    if !cli.json {
+        println!("stopping {} nodes", fleet.len());
+    }
+    fleet.stop_all(STOP_TIMEOUT).await;
+    Ok(())
+}
+
+/// Mean, median and 99th percentile of a sample.
+fn summary(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    xs.sort_by(f64::total_cmp);
+    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+    let at = |q: f64| xs[((xs.len() - 1) as f64 * q).round() as usize];
+    (mean, at(0.5), at(0.99))
+}
+
+/// The true owner of `key` among `ids`: the first id at or after it.
+pub fn true_owner(sorted: &[Id], key: &Id) -> Option<Id> {
+    sorted
+        .iter()
+        .find(|id| *id >= key)
+        .or_else(|| sorted.first())
+        .copied()
+}
+
+async fn bench_lookups(cli: &Cli, args: &BenchLookupsArgs) -> Result<()> {
+    let client = cli.client()?;
+    let nodes = client.ring().await?;
+    if nodes.is_empty() {
+        bail!("the ring has no nodes");
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.info.node.addr.clone()).collect();
+    let mut sorted: Vec<Id> = nodes.iter().map(|n| n.info.node.id).collect();
+    sorted.sort();
+    let mut rng = rand::rng();
+    let (mut hops, mut millis, mut wrong, mut failed) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    for _ in 0..args.count {
+        let key = Id::from_array(rng.random());
+        let from = addrs.choose(&mut rng).context("no nodes")?;
+        let t = Instant::now();
+        match client.lookup_from(from, &key).await {
+            Ok((owner, h)) => {
+                millis.push(t.elapsed().as_secs_f64() * 1e3);
+                hops.push(f64::from(h));
+                if Some(owner.id) != true_owner(&sorted, &key) {
+                    wrong += 1;
+                }
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let n = nodes.len();
+    let paper = 0.5 * (n as f64).log2();
+    let (h_mean, h_p50, h_p99) = summary(hops);
+    let (l_mean, l_p50, l_p99) = summary(millis);
+    if cli.json {
+        return print_json(&json!({
+            "nodes": n, "lookups": args.count, "failed": failed, "wrong_owner": wrong,
+            "hops": { "mean": h_mean, "p50": h_p50, "p99": h_p99 },
+            "latency_ms": { "mean": l_mean, "p50": l_p50, "p99": l_p99 },
+            "paper_mean_hops": paper,
+        }));
+    }
+    println!("{n} nodes, {} lookups ({failed} failed, {wrong} wrong owner)", args.count);
+    println!("{:<12} {:>8} {:>8} {:>8}", "", "mean", "p50", "p99");
+    println!("{:<12} {:>8.2} {:>8.1} {:>8.1}", "hops", h_mean, h_p50, h_p99);
+    println!("{:<12} {:>8.2} {:>8.2} {:>8.2}", "latency ms", l_mean, l_p50, l_p99);
+    println!("{:<12} {:>8.2}   (Chord paper: ½·log2 N)", "paper hops", paper);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn true_owner_wraps() {
+        let ids: Vec<Id> = [10u8, 20, 30]
+            .iter()
+            .map(|b| {
+                let mut a = [0u8; 20];
+                a[19] = *b;
+                Id::from_array(a)
+            })
+            .collect();
+        let key = |b: u8| {
+            let mut a = [0u8; 20];
+            a[19] = b;
+            Id::from_array(a)
+        };
+        assert_eq!(true_owner(&ids, &key(15)), Some(ids[1]));
+        assert_eq!(true_owner(&ids, &key(20)), Some(ids[1]));
+        assert_eq!(true_owner(&ids, &key(31)), Some(ids[0]));
+        assert_eq!(true_owner(&ids, &key(0)), Some(ids[0]));
+        assert_eq!(true_owner(&[], &key(0)), None);
+    }
+
+    #[test]
+    fn summary_percentiles() {
+        let (mean, p50, p99) = summary((1..=100).map(f64::from).collect());
+        assert_eq!(mean, 50.5);
+        assert!((50.0..=51.0).contains(&p50));
+        assert!(p99 >= 98.0);
+    }
+}

@@ -1,0 +1,276 @@
+//! The local fleet: real `chord-node` processes on 127.0.0.1.
+//!
+//! A [`Fleet`] owns its child processes: each is killed when the fleet is
+//! dropped, so neither a panicking test nor a crashed console leaves nodes
+//! behind. Graceful stops send SIGTERM and wait, bounded, before SIGKILL.
+//! The integration tests use the same fleet as `chord-console local up`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chord_node::peer::{PeerOptions, PeerPool};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// How long a node may take to answer its first ping after it starts.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node may take to leave gracefully before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Settings shared by every node of a fleet.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    /// The `chord-node` binary.
+    pub binary: PathBuf,
+    /// Each node gets `<data_root>/<port>` as its data directory.
+    pub data_root: PathBuf,
+    /// Replicas per key.
+    pub replicas: usize,
+    /// Successor list length.
+    pub successors: usize,
+    /// Extra flags passed to every node (maintenance intervals, say).
+    pub extra_args: Vec<String>,
+    /// Turn on each node's HTTP gateway on `port + http_offset`.
+    pub http_offset: Option<u16>,
+}
+
+impl FleetOptions {
+    pub fn new(binary: PathBuf, data_root: PathBuf) -> FleetOptions {
+        FleetOptions {
+            binary,
+            data_root,
+            replicas: 3,
+            successors: 3,
+            extra_args: Vec::new(),
+            http_offset: None,
+        }
+    }
+}
+
+/// One running node process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    pub addr: String,
+    pub port: u16,
+    pub http: Option<String>,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl NodeProcess {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+#[derive(Debug)]
+pub struct Fleet {
+    opts: FleetOptions,
+    nodes: BTreeMap<String, NodeProcess>,
+    probe: PeerPool,
+}
+
+impl Fleet {
+    pub fn new(opts: FleetOptions) -> Result<Fleet> {
+        if !opts.binary.is_file() {
+            bail!(
+                "chord-node binary not found at {} (build it with `cargo build --bins`)",
+                opts.binary.display()
+            );
+        }
+        std::fs::create_dir_all(&opts.data_root)
+            .with_context(|| format!("cannot create {}", opts.data_root.display()))?;
+        Ok(Fleet {
+            opts,
+            nodes: BTreeMap::new(),
+            probe: PeerPool::new(PeerOptions {
+                rpc_timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_millis(500),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &FleetOptions {
+        &self.opts
+    }
+
+    /// Addresses of the running nodes, sorted.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    pub fn node(&self, addr: &str) -> Option<&NodeProcess> {
+        self.nodes.get(addr)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Starts a node on `port` (joining through `join`, or creating a ring)
+    /// and waits until it answers.
+    pub async fn start(&mut self, port: u16, join: Option<&str>) -> Result<String> {
+        let addr = format!("127.0.0.1:{port}");
+        if self.nodes.contains_key(&addr) {
+            bail!("a node already runs on {addr}");
+        }
+        let data_dir = self.opts.data_root.join(port.to_string());
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let log = data_dir.join("node.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let mut cmd = Command::new(&self.opts.binary);
+        cmd.arg("--listen")
+            .arg(&addr)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--replicas")
+            .arg(self.opts.replicas.to_string())
+            .arg("--successors")
+            .arg(self.opts.successors.to_string());
+        if let Some(join) = join {
+            cmd.arg("--join").arg(join);
+        }
+        let http = self.opts.http_offset.map(|off| {
+            let http = format!("127.0.0.1:{}", port.saturating_add(off));
+            cmd.arg("--http").arg(&http);
+            http
+        });
+        cmd.args(&self.opts.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.opts.binary.display()))?;
+        self.nodes.insert(
+            addr.clone(),
+            NodeProcess {
+                addr: addr.clone(),
+                port,
+                http,
+                data_dir,
+                log,
+                child,
+            },
+        );
+        self.wait_ready(&addr, READY_TIMEOUT).await?;
+        Ok(addr)
+    }
+
+    /// Waits until the node at `addr` answers a ping, or its process exits.
+    pub async fn wait_ready(&mut self, addr: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.probe.ping(addr).await.is_ok() {
+                return Ok(());
+            }
+            let node = self
+                .nodes
+                .get_mut(addr)
+                .ok_or_else(|| anyhow!("no node {addr} in this fleet"))?;
+            if let Some(status) = node.child.try_wait()? {
+                let log = node.log.clone();
+                self.nodes.remove(addr);
+                bail!(
+                    "node {addr} exited with {status} before it was ready: {}",
+                    last_line(&log)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!("node {addr} did not answer within {timeout:?}");
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// `kill -9`: the node vanishes without a word to its neighbours.
+    pub async fn kill(&mut self, addr: &str) -> Result<()> {
+        let mut node = self
+            .nodes
+            .remove(addr)
+            .ok_or_else(|| anyhow!("no node {addr} in this fleet"))?;
+        node.child.kill().await.context("kill")?;
+        Ok(())
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a graceful exit; SIGKILL after.
+    /// Returns whether the node exited on its own with success.
+    pub async fn stop(&mut self, addr: &str, timeout: Duration) -> Result<bool> {
+        let mut node = self
+            .nodes
+            .remove(addr)
+            .ok_or_else(|| anyhow!("no node {addr} in this fleet"))?;
+        terminate(&mut node, timeout).await
+    }
+
+    /// Stops every node gracefully, in parallel, each bounded by `timeout`.
+    pub async fn stop_all(&mut self, timeout: Duration) {
+        let nodes = std::mem::take(&mut self.nodes);
+        let stops = nodes.into_values().map(|mut node| async move {
+            let _ = terminate(&mut node, timeout).await;
+        });
+        futures::future::join_all(stops).await;
+    }
+}
+
+async fn terminate(node: &mut NodeProcess, timeout: Duration) -> Result<bool> {
+    if let Some(pid) = node.child.id() {
+        let pid = Pid::from_raw(i32::try_from(pid).context("pid out of range")?);
+        // The process may already be gone; that is fine.
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    match tokio::time::timeout(timeout, node.child.wait()).await {
+        Ok(status) => Ok(status.context("wait")?.success()),
+        Err(_) => {
+            node.child.kill().await.context("kill")?;
+            Ok(false)
+        }
+    }
+}
+
+/// The last non-empty line of a log file, for one-line error reasons.
+pub fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .unwrap_or_else(|| format!("(no output; see {})", path.display()))
+}
+
+/// Finds the `chord-node` binary: `$CHORD_NODE_BIN`, else beside this
+/// executable, else one directory up (a test binary lives in `target/*/deps`).
+pub fn locate_node_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("CHORD_NODE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut dir = exe.parent();
+    for _ in 0..2 {
+        let Some(d) = dir else { break };
+        let candidate = d.join("chord-node");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        dir = d.parent();
+    }
+    bail!(
+        "chord-node binary not found beside {} (build it with `cargo build --bins`, or set CHORD_NODE_BIN)",
+        exe.display()
+    )
+}

@@ -1,0 +1,7 @@
+//! chord-console: the operator's console for a chord-dfs ring.
+//!
+//! [`cli`] holds the headless commands; [`fleet`] runs local `chord-node`
+//! processes (used by `local up` and by the integration tests).
+
+pub mod cli;
+pub mod fleet;

@@ -1,0 +1,117 @@
+//! The client library: what the console and the tests use to talk to a ring.
+//!
+//! A [`Client`] enters the ring through one node (the entry peer) and reaches
+//! any other node it learns of. It holds no ring state of its own: every
+//! answer is fresh from the nodes.
+
+use std::collections::HashSet;
+
+use crate::chord::{Id, NodeRef};
+use crate::error::{Error, Result};
+use crate::peer::{FingerRow, PeerInfo, PeerOptions, PeerPool};
+
+/// Most nodes a ring walk visits before it stops: a guard against a ring
+/// whose successor pointers never lead back to the start.
+pub const MAX_RING_WALK: usize = 4096;
+
+#[derive(Debug)]
+pub struct Client {
+    entry: String,
+    peers: PeerPool,
+}
+
+/// One node as seen by a ring walk.
+#[derive(Clone, Debug)]
+pub struct RingNode {
+    pub info: PeerInfo,
+    pub fingers: Vec<FingerRow>,
+}
+
+impl RingNode {
+    /// The distinct finger targets in finger order.
+    pub fn distinct_fingers(&self) -> Vec<NodeRef> {
+        let mut seen = HashSet::new();
+        self.fingers
+            .iter()
+            .filter_map(|f| f.node.clone())
+            .filter(|n| seen.insert(n.addr.clone()))
+            .collect()
+    }
+}
+
+impl Client {
+    pub fn new(entry: impl Into<String>, opts: PeerOptions) -> Result<Client> {
+        let entry = entry.into();
+        crate::wire::validate_addr(&entry).map_err(|e| Error::invalid(format!("--peer: {e}")))?;
+        Ok(Client {
+            entry,
+            peers: PeerPool::new(opts),
+        })
+    }
+
+    pub fn entry(&self) -> &str {
+        &self.entry
+    }
+
+    pub fn peers(&self) -> &PeerPool {
+        &self.peers
+    }
+
+    pub async fn info(&self, addr: &str) -> Result<PeerInfo> {
+        self.peers.get_info(addr).await
+    }
+
+    /// Walks the ring by successor pointers from the entry node, in ring
+    /// order. A node that does not answer is skipped via the previous node's
+    /// successor list, so one dead node does not end the walk.
+    pub async fn ring(&self) -> Result<Vec<RingNode>> {
+        let first = self.peers.get_info(&self.entry).await?;
+        let start = first.node.addr.clone();
+        let mut visited = HashSet::from([start.clone()]);
+        let mut nodes = Vec::new();
+        let mut current = first;
+        loop {
+            let fingers = self
+                .peers
+                .get_finger_table(&current.node.addr)
+                .await
+                .unwrap_or_default();
+            let candidates = current.successors.clone();
+            nodes.push(RingNode {
+                info: current,
+                fingers,
+            });
+            if nodes.len() >= MAX_RING_WALK {
+                break;
+            }
+            let mut next = None;
+            for candidate in candidates {
+                if candidate.addr == start || visited.contains(&candidate.addr) {
+                    break;
+                }
+                if let Ok(info) = self.peers.get_info(&candidate.addr).await {
+                    next = Some(info);
+                    break;
+                }
+            }
+            match next {
+                Some(info) => {
+                    visited.insert(info.node.addr.clone());
+                    current = info;
+                }
+                None => break,
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// The owner of `key` and the hops the entry node took to find it.
+    pub async fn lookup(&self, key: &Id) -> Result<(NodeRef, u32)> {
+        self.peers.find_successor(&self.entry, key).await
+    }
+
+    /// Same as [`Client::lookup`], started at another node.
+    pub async fn lookup_from(&self, addr: &str, key: &Id) -> Result<(NodeRef, u32)> {
+        self.peers.find_successor(addr, key).await
+    }
+}

@@ -1,0 +1,120 @@
+//! Node configuration: every tunable of a running node, with the reason for
+//! its default. The binary fills it from flags; tests and the local fleet fill
+//! it directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::wire;
+
+/// Default gRPC port of a node.
+pub const DEFAULT_PORT: u16 = 5057;
+/// Default HTTP gateway port (the port the original file server used).
+pub const DEFAULT_HTTP_PORT: u16 = 5058;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address the gRPC server binds.
+    pub listen: SocketAddr,
+    /// `host:port` other nodes use to reach us; our id is its SHA-1.
+    pub advertise: String,
+    /// A live node to join through; `None` creates a new ring.
+    pub join: Option<String>,
+    /// Where chunks and manifests live.
+    pub data_dir: PathBuf,
+    /// Length r of the successor list: the ring survives r-1 adjacent failures.
+    pub successors: usize,
+    /// Copies kept of every chunk and manifest.
+    pub replicas: usize,
+    /// Address of the HTTP gateway, if it is on.
+    pub http: Option<SocketAddr>,
+    /// Period of `stabilize`. Short enough that a join is visible within a
+    /// second or two on loopback, long enough to stay cheap on a big ring.
+    pub stabilize_interval: Duration,
+    /// Period of one `fix_fingers` step (one finger refreshed per step; the
+    /// core skips fingers that share a target, so ~log N steps refresh all).
+    pub fix_fingers_interval: Duration,
+    /// Period of `check_predecessor`.
+    pub check_predecessor_interval: Duration,
+    /// Deadline of one outbound call; a peer slower than this counts as failed.
+    pub rpc_timeout: Duration,
+    /// How long a joining node keeps trying its bootstrap peer.
+    pub join_timeout: Duration,
+    /// Period of the repair loop.
+    pub repair_interval: Duration,
+    /// Chunk size used by the HTTP gateway's uploads.
+    pub chunk_size: usize,
+    /// Cap on the repair loop's push rate, so repair never starves clients.
+    pub repair_bytes_per_sec: u64,
+    /// How long a gracefully leaving node keeps handing keys over.
+    pub handoff_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            advertise: format!("127.0.0.1:{DEFAULT_PORT}"),
+            join: None,
+            data_dir: PathBuf::from("chord-data"),
+            successors: 3,
+            replicas: 3,
+            http: None,
+            stabilize_interval: Duration::from_millis(500),
+            fix_fingers_interval: Duration::from_millis(200),
+            check_predecessor_interval: Duration::from_secs(1),
+            rpc_timeout: Duration::from_secs(2),
+            join_timeout: Duration::from_secs(20),
+            repair_interval: Duration::from_secs(3),
+            chunk_size: crate::DEFAULT_CHUNK_BYTES,
+            repair_bytes_per_sec: 64 * 1024 * 1024,
+            handoff_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Config {
+    /// Rejects settings the node cannot run with, with a reason.
+    pub fn validate(&self) -> Result<()> {
+        wire::validate_addr(&self.advertise)
+            .map_err(|e| Error::invalid(format!("--advertise: {e}")))?;
+        if let Some(join) = &self.join {
+            wire::validate_addr(join).map_err(|e| Error::invalid(format!("--join: {e}")))?;
+            if *join == self.advertise {
+                return Err(Error::invalid("--join names this node itself"));
+            }
+        }
+        if !(1..=32).contains(&self.successors) {
+            return Err(Error::invalid("--successors must be 1..=32"));
+        }
+        if !(1..=16).contains(&self.replicas) {
+            return Err(Error::invalid("--replicas must be 1..=16"));
+        }
+        if self.replicas > self.successors + 1 {
+            return Err(Error::invalid(
+                "--replicas must not exceed --successors + 1 (a node only knows that many holders)",
+            ));
+        }
+        for (name, d) in [
+            ("stabilize", self.stabilize_interval),
+            ("fix-fingers", self.fix_fingers_interval),
+            ("check-predecessor", self.check_predecessor_interval),
+            ("rpc-timeout", self.rpc_timeout),
+            ("repair", self.repair_interval),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(format!("--{name} interval must be above zero")));
+            }
+        }
+        if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {
+            return Err(Error::invalid(format!(
+                "chunk size must be {}..={} bytes",
+                crate::MIN_CHUNK_BYTES,
+                crate::MAX_CHUNK_BYTES
+            )));
+        }
+        Ok(())
+    }
+}

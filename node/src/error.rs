@@ -1,0 +1,87 @@
+//! The one error type of the `chord-node` library.
+//!
+//! Every fallible function of the library returns [`Result`]. The single
+//! mapping to `tonic::Status` lives in `server::status`, the single mapping
+//! from a `tonic::Status` answered by a peer lives in `peer`; this module knows
+//! nothing of the wire so the pure core and the store can use it as is.
+
+use std::io;
+
+/// The library's result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong, classified by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something malformed (bad id, bad name, bad address).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The thing asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Bytes do not match the key or checksum they claim.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The disk has no room left; nothing partial was kept.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    /// A local I/O failure other than a full disk.
+    #[error("i/o error: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A peer could not be reached or did not answer within its deadline.
+    #[error("peer {peer} unreachable: {reason}")]
+    Unreachable { peer: String, reason: String },
+    /// A peer answered, but with an error of its own.
+    #[error("peer {peer} answered with an error: {message}")]
+    Remote {
+        peer: String,
+        message: String,
+        /// Whether the peer said the call may succeed if tried again.
+        retryable: bool,
+    },
+    /// A peer answered something that does not parse or makes no sense.
+    #[error("peer {peer} answered nonsense: {reason}")]
+    BadReply { peer: String, reason: String },
+    /// The operation cannot complete now (ring too small, no live holder...).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    Shutdown,
+}
+
+impl Error {
+    /// Whether trying again (perhaps via another peer) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::Unavailable(_) | Error::BadReply { .. } => true,
+            Error::Remote { retryable, .. } => *retryable,
+            Error::Corrupt(_) => true, // another replica may hold good bytes
+            Error::InvalidArgument(_)
+            | Error::NotFound(_)
+            | Error::DiskFull(_)
+            | Error::Io { .. }
+            | Error::Shutdown => false,
+        }
+    }
+
+    /// Wraps an I/O error with what was being done, turning ENOSPC into
+    /// [`Error::DiskFull`] so callers can tell the two apart.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        let context = context.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull
+        {
+            Error::DiskFull(context)
+        } else {
+            Error::Io { context, source }
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Error {
+        Error::InvalidArgument(msg.into())
+    }
+}

@@ -1,0 +1,34 @@
+//! chord-node: a Chord ring node that stores replicated, content-addressed chunks.
+//!
+//! Bottom-up: [`chord`] is the pure protocol core (no I/O); [`wire`] converts
+//! and validates `chord.v1` messages; [`peer`] makes deadline-bounded calls to
+//! other nodes; [`node`] drives the core over the network. [`store`] keeps
+//! chunks and manifests on disk; [`replication`] spreads writes and reads
+//! over the ring; [`repair`] moves keys to where they belong. [`server`]
+//! exposes it all as tonic services and owns the node's tasks; [`client`] is
+//! the library the console and tests use.
+
+pub mod chord;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod node;
+pub mod peer;
+pub mod repair;
+pub mod replication;
+pub mod server;
+pub mod store;
+pub mod wire;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Smallest chunk size accepted: below this, per-chunk overhead dominates.
+pub const MIN_CHUNK_BYTES: usize = 4 * 1024;
+/// Largest chunk size accepted: a node buffers at most one chunk per transfer.
+pub const MAX_CHUNK_BYTES: usize = 64 * 1024 * 1024;
+/// Default chunk size: MiB scale, so a 1 GiB file is a few hundred chunks.
+pub const DEFAULT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Size of one streamed gRPC message of chunk data.
+pub const PIECE_BYTES: usize = 256 * 1024;

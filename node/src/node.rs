@@ -1,0 +1,382 @@
+//! The running node: ring state behind a short-held lock, the peer pool, and
+//! the maintenance loops that drive the pure core over the network.
+//!
+//! [`Node`] is shared by the tonic services, the HTTP gateway and the
+//! maintenance tasks. The only mutable protocol state is the [`RingState`]
+//! inside a `std::sync::Mutex`; every critical section is a few core calls
+//! with no `.await` inside, so the lock is never held across network I/O.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::chord::{Id, Lookup, LookupStep, NodeRef, Options, RingState, Route};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::peer::{PeerOptions, PeerPool};
+use crate::store::Store;
+
+/// The shared state of one running node.
+#[derive(Debug)]
+pub struct Node {
+    me: NodeRef,
+    config: Config,
+    ring: Mutex<RingState>,
+    peers: PeerPool,
+    store: Arc<Store>,
+    /// Set once a graceful leave has begun: the node stops claiming its
+    /// range (lookups for it go to the successor) while it hands keys over.
+    leaving: AtomicBool,
+    started: Instant,
+    pub counters: Counters,
+}
+
+/// Request counters exposed by `status` and published as metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub lookups: AtomicU64,
+    pub lookup_hops: AtomicU64,
+    /// Chunk bytes received from clients and peers.
+    pub bytes_in: AtomicU64,
+    /// Chunk bytes sent to clients and peers.
+    pub bytes_out: AtomicU64,
+    /// Bytes pushed by the repair loop (a subset of `bytes_out`).
+    pub repair_bytes: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+impl Node {
+    /// A node that starts a new ring of its own.
+    pub fn create(config: Config, store: Store) -> Arc<Node> {
+        let me = NodeRef::from_addr(config.advertise.clone());
+        let state = RingState::create(me.clone(), ring_options(&config));
+        Node::with_state(config, me, state, store)
+    }
+
+    /// A node that joins the ring `config.join` belongs to: asks that peer for
+    /// our successor, retrying until `config.join_timeout` has passed.
+    pub async fn join(config: Config, store: Store) -> Result<Arc<Node>> {
+        let me = NodeRef::from_addr(config.advertise.clone());
+        let bootstrap = config
+            .join
+            .clone()
+            .ok_or_else(|| Error::invalid("join needs a peer address"))?;
+        let peers = PeerPool::new(peer_options(&config));
+        let deadline = Instant::now() + config.join_timeout;
+        let mut last_err;
+        loop {
+            match find_successor_via(&peers, &bootstrap, &me).await {
+                Ok(successor) => {
+                    info!(peer = %bootstrap, successor = %successor, "joined ring");
+                    let state = RingState::join(me.clone(), successor, ring_options(&config));
+                    return Ok(Node::with_state(config, me, state, store));
+                }
+                Err(e) if e.is_retryable() => last_err = e,
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "could not join through {bootstrap} within {:?}: {last_err}",
+                    config.join_timeout
+                )));
+            }
+            debug!(peer = %bootstrap, error = %last_err, "join attempt failed; retrying");
+            tokio::time::sleep(JOIN_RETRY_INTERVAL).await;
+        }
+    }
+
+    fn with_state(config: Config, me: NodeRef, state: RingState, store: Store) -> Arc<Node> {
+        Arc::new(Node {
+            peers: PeerPool::new(peer_options(&config)),
+            me,
+            config,
+            ring: Mutex::new(state),
+            store: Arc::new(store),
+            leaving: AtomicBool::new(false),
+            started: Instant::now(),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn me(&self) -> &NodeRef {
+        &self.me
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn peers(&self) -> &PeerPool {
+        &self.peers
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Runs a blocking store operation off the async threads.
+    pub async fn disk<T, F>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|e| Error::Unavailable(format!("disk task failed: {e}")))?
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+
+    /// One routing step for `target`, as this node answers it. While leaving,
+    /// the node's own range is answered with its successor, the next owner.
+    pub fn route(&self, target: &Id) -> Route {
+        let ring = self.ring();
+        if self.is_leaving() && ring.owns(target) && ring.successor().addr != self.me.addr {
+            return Route::Owner(ring.successor().clone());
+        }
+        ring.route(target)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The ring state, for a short section with no `.await` inside.
+    pub fn ring(&self) -> MutexGuard<'_, RingState> {
+        // A panic while holding the lock cannot leave the core half-updated in
+        // a way worse than a stale pointer, which stabilize repairs.
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the core a peer failed, and drops our channel to it.
+    pub fn peer_failed(&self, peer: &NodeRef) {
+        if peer.addr == self.me.addr {
+            return;
+        }
+        warn!(peer = %peer.addr, "peer failed; dropping it from fingers and successors");
+        self.ring().peer_failed(&peer.addr);
+        self.peers.forget(&peer.addr);
+    }
+
+    /// Finds the owner of `target` by an iterative walk started here.
+    /// Returns the owner and the number of remote nodes asked.
+    pub async fn find_successor(&self, target: Id) -> Result<(NodeRef, u32)> {
+        let first = self.route(&target);
+        let mut lookup = Lookup::new(target, first);
+        let (owner, hops) = self.drive_lookup(&mut lookup).await?;
+        Counters::bump(&self.counters.lookups, 1);
+        Counters::bump(&self.counters.lookup_hops, u64::from(hops));
+        Ok((owner, hops))
+    }
+
+    async fn drive_lookup(&self, lookup: &mut Lookup) -> Result<(NodeRef, u32)> {
+        loop {
+            match lookup.next() {
+                LookupStep::Done { owner, hops } => return Ok((owner, hops)),
+                LookupStep::Failed(reason) => {
+                    return Err(Error::Unavailable(format!(
+                        "lookup of {} failed: {reason}",
+                        lookup.target().short()
+                    )))
+                }
+                LookupStep::Ask(peer) => {
+                    if peer.addr == self.me.addr {
+                        let route = self.route(&lookup.target());
+                        lookup.on_route(&peer, route);
+                        continue;
+                    }
+                    match self.peers.find_step(&peer.addr, &lookup.target()).await {
+                        Ok(route) => lookup.on_route(&peer, route),
+                        Err(e) => {
+                            debug!(peer = %peer.addr, error = %e, "lookup step failed");
+                            if e.is_retryable() {
+                                self.peer_failed(&peer);
+                            }
+                            lookup.on_failure(&peer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The successor list of the owner of `key`, owner first: the nodes that
+    /// should hold a key replicated `count` times.
+    pub async fn replica_set(&self, key: Id, count: usize) -> Result<Vec<NodeRef>> {
+        let (owner, _) = self.find_successor(key).await?;
+        let mut set = vec![owner.clone()];
+        if count > 1 {
+            let successors = if owner.addr == self.me.addr {
+                self.ring().successors().to_vec()
+            } else {
+                match self.peers.get_info(&owner.addr).await {
+                    Ok(info) => info.successors,
+                    Err(e) => {
+                        self.peer_failed(&owner);
+                        return Err(e);
+                    }
+                }
+            };
+            for s in successors {
+                if set.len() >= count {
+                    break;
+                }
+                if !set.iter().any(|n| n.addr == s.addr) {
+                    set.push(s);
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// One round of `stabilize`: learn the successor's predecessor and
+    /// successor list, adopt a closer successor, and notify it.
+    pub async fn stabilize(&self) {
+        let target = self.ring().stabilize_target();
+        let to_notify = if target.addr == self.me.addr {
+            let mut ring = self.ring();
+            let pred = ring.predecessor().cloned();
+            let succs = ring.successors().to_vec();
+            ring.on_stabilize(&target, pred, succs)
+        } else {
+            match self.peers.get_info(&target.addr).await {
+                Ok(info) => self
+                    .ring()
+                    .on_stabilize(&target, info.predecessor, info.successors),
+                Err(e) => {
+                    debug!(peer = %target.addr, error = %e, "stabilize failed");
+                    self.peer_failed(&target);
+                    return;
+                }
+            }
+        };
+        if let Some(successor) = to_notify {
+            if successor.addr == self.me.addr {
+                return;
+            }
+            if let Err(e) = self.peers.notify(&successor.addr, &self.me).await {
+                debug!(peer = %successor.addr, error = %e, "notify failed");
+                self.peer_failed(&successor);
+            }
+        }
+    }
+
+    /// One round of `fix_fingers`: refresh the next finger by a lookup.
+    pub async fn fix_fingers(&self) {
+        let (index, start) = self.ring().next_finger();
+        match self.find_successor(start).await {
+            Ok((owner, _)) => self.ring().set_finger(index, owner),
+            Err(e) => debug!(finger = index, error = %e, "fix_fingers lookup failed"),
+        }
+    }
+
+    /// One round of `check_predecessor`: drop the predecessor if it is gone.
+    pub async fn check_predecessor(&self) {
+        let Some(pred) = self.ring().predecessor_to_check() else {
+            return;
+        };
+        if pred.addr == self.me.addr {
+            return;
+        }
+        if let Err(e) = self.peers.ping(&pred.addr).await {
+            debug!(peer = %pred.addr, error = %e, "predecessor did not answer");
+            self.peer_failed(&pred);
+        }
+    }
+
+    /// Graceful leave: hand our links to our neighbours so they repair at once.
+    pub async fn leave_ring(&self) {
+        self.leaving.store(true, Ordering::Release);
+        let notices = self.ring().leave_notices();
+        for notice in notices {
+            let result = self
+                .peers
+                .leave(
+                    &notice.to.addr,
+                    &self.me,
+                    notice.predecessor.as_ref(),
+                    &notice.successors,
+                )
+                .await;
+            match result {
+                Ok(()) => info!(peer = %notice.to.addr, "told neighbour we are leaving"),
+                Err(e) => warn!(peer = %notice.to.addr, error = %e, "could not tell neighbour we are leaving"),
+            }
+        }
+    }
+
+    /// Runs the three maintenance loops until `cancel` fires.
+    pub async fn maintain(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        let c = &self.config;
+        for (what, period) in [
+            (Task::Stabilize, c.stabilize_interval),
+            (Task::FixFingers, c.fix_fingers_interval),
+            (Task::CheckPredecessor, c.check_predecessor_interval),
+        ] {
+            let node = self.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                let mut ticker = tokio::time::interval(period);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = ticker.tick() => match what {
+                            Task::Stabilize => node.stabilize().await,
+                            Task::FixFingers => node.fix_fingers().await,
+                            Task::CheckPredecessor => node.check_predecessor().await,
+                        },
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Task {
+    Stabilize,
+    FixFingers,
+    CheckPredecessor,
+}
+
+/// Pause between attempts to reach the bootstrap peer while joining.
+const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+async fn find_successor_via(peers: &PeerPool, bootstrap: &str, me: &NodeRef) -> Result<NodeRef> {
+    let (successor, _) = peers.find_successor(bootstrap, &me.id).await?;
+    if successor.addr != me.addr {
+        return Ok(successor);
+    }
+    // The ring still remembers an earlier run of this address: our place is
+    // already ours, so the node after it is our successor.
+    let (next, _) = peers.find_successor(bootstrap, &me.id.add_pow2(0)).await?;
+    Ok(next)
+}
+
+fn ring_options(config: &Config) -> Options {
+    Options {
+        successors: config.successors,
+    }
+}
+
+fn peer_options(config: &Config) -> PeerOptions {
+    PeerOptions {
+        rpc_timeout: config.rpc_timeout,
+        ..PeerOptions::default()
+    }
+}

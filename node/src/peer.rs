@@ -1,0 +1,481 @@
+//! Outbound calls to other nodes: a pool of tonic channels with deadlines.
+//!
+//! Every call carries a deadline ([`PeerOptions::rpc_timeout`]), and every
+//! answer is validated by [`crate::wire`] before it is returned. This module
+//! holds the one mapping from a `tonic::Status` answered by a peer to
+//! [`Error`]. It knows nothing of ring state: callers decide what a failure
+//! means (usually `RingState::peer_failed`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chord_proto::pb;
+use chord_proto::pb::ring_client::RingClient;
+use chord_proto::pb::store_client::StoreClient;
+use tonic::transport::{Channel, Endpoint};
+use bytes::{Bytes, BytesMut};
+use tonic::{Code, Status};
+
+use crate::chord::{Id, NodeRef, Route};
+use crate::error::{Error, Result};
+use crate::store::Manifest;
+use crate::wire;
+
+/// Largest gRPC message a node accepts or sends. Chunk data moves in pieces
+/// of [`crate::PIECE_BYTES`], far below this; the cap bounds what a
+/// misbehaving peer can make us buffer.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct PeerOptions {
+    /// Deadline of one unary call. Loopback and a VPC answer in milliseconds;
+    /// a peer slower than this is treated as failed.
+    pub rpc_timeout: Duration,
+    /// How long to wait for a TCP connection before calling the peer unreachable.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            rpc_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Cached channels to peers, keyed by advertised address.
+#[derive(Debug)]
+pub struct PeerPool {
+    opts: PeerOptions,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// What `GetInfo` tells about a peer.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub node: NodeRef,
+    pub predecessor: Option<NodeRef>,
+    pub successors: Vec<NodeRef>,
+    pub uptime_secs: u64,
+    pub replicas: u32,
+}
+
+/// One row of a peer's finger table.
+#[derive(Clone, Debug)]
+pub struct FingerRow {
+    pub index: u32,
+    pub start: Id,
+    pub node: Option<NodeRef>,
+}
+
+impl PeerPool {
+    pub fn new(opts: PeerOptions) -> PeerPool {
+        PeerPool {
+            opts,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn options(&self) -> &PeerOptions {
+        &self.opts
+    }
+
+    /// A channel to `addr`, created lazily; the connection is made on first use.
+    pub fn channel(&self, addr: &str) -> Result<Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = channels.get(addr) {
+            return Ok(ch.clone());
+        }
+        wire::validate_addr(addr)?;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::invalid(format!("address {addr:?}: {e}")))?
+            .connect_timeout(self.opts.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let ch = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// Forgets the channel to `addr` so the next call reconnects from scratch.
+    pub fn forget(&self, addr: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
+    }
+
+    pub fn ring(&self, addr: &str) -> Result<RingClient<Channel>> {
+        Ok(RingClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub fn store(&self, addr: &str) -> Result<StoreClient<Channel>> {
+        Ok(StoreClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Wraps `msg` in a request with the unary deadline.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(self.opts.rpc_timeout);
+        req
+    }
+
+    /// Maps a failed call's status to an error, forgetting the channel when
+    /// the peer could not be reached so a restarted peer is reconnected.
+    pub fn fail(&self, addr: &str, status: Status) -> Error {
+        let err = status_to_error(addr, status);
+        if matches!(err, Error::Unreachable { .. }) {
+            self.forget(addr);
+        }
+        err
+    }
+
+    pub async fn get_info(&self, addr: &str) -> Result<PeerInfo> {
+        let resp = self
+            .ring(addr)?
+            .get_info(self.request(pb::Empty {}))
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        info_from_pb(resp).map_err(wire::blame(addr))
+    }
+
+    pub async fn find_step(&self, addr: &str, target: &Id) -> Result<Route> {
+        let resp = self
+            .ring(addr)?
+            .find_step(self.request(pb::FindStepRequest {
+                id: target.as_bytes().to_vec(),
+            }))
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        wire::route_from_pb(resp).map_err(wire::blame(addr))
+    }
+
+    /// Asks `addr` to run a whole lookup; the deadline allows for its own hops.
+    pub async fn find_successor(&self, addr: &str, target: &Id) -> Result<(NodeRef, u32)> {
+        let mut req = tonic::Request::new(pb::FindSuccessorRequest {
+            id: target.as_bytes().to_vec(),
+        });
+        req.set_timeout(self.opts.rpc_timeout * LOOKUP_DEADLINE_FACTOR);
+        let resp = self
+            .ring(addr)?
+            .find_successor(req)
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        let owner = wire::node_from_pb(resp.owner, "owner").map_err(wire::blame(addr))?;
+        Ok((owner, resp.hops))
+    }
+
+    pub async fn notify(&self, addr: &str, candidate: &NodeRef) -> Result<()> {
+        self.ring(addr)?
+            .notify(self.request(pb::NotifyRequest {
+                candidate: Some(wire::node_to_pb(candidate)),
+            }))
+            .await
+            .map_err(|s| self.fail(addr, s))?;
+        Ok(())
+    }
+
+    pub async fn ping(&self, addr: &str) -> Result<()> {
+        self.ring(addr)?
+            .ping(self.request(pb::Empty {}))
+            .await
+            .map_err(|s| self.fail(addr, s))?;
+        Ok(())
+    }
+
+    pub async fn leave(
+        &self,
+        addr: &str,
+        leaving: &NodeRef,
+        predecessor: Option<&NodeRef>,
+        successors: &[NodeRef],
+    ) -> Result<()> {
+        self.ring(addr)?
+            .leave(self.request(pb::LeaveRequest {
+                leaving: Some(wire::node_to_pb(leaving)),
+                predecessor: predecessor.map(wire::node_to_pb),
+                successors: wire::nodes_to_pb(successors),
+            }))
+            .await
+            .map_err(|s| self.fail(addr, s))?;
+        Ok(())
+    }
+
+    pub async fn get_finger_table(&self, addr: &str) -> Result<Vec<FingerRow>> {
+        let resp = self
+            .ring(addr)?
+            .get_finger_table(self.request(pb::Empty {}))
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        resp.fingers
+            .into_iter()
+            .map(|f| {
+                Ok(FingerRow {
+                    index: f.index,
+                    start: wire::id_from_pb(&f.start, "finger start")?,
+                    node: f.node.map(|n| wire::node_from_pb(Some(n), "finger")).transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(wire::blame(addr))
+    }
+}
+
+
+// ------------------------------------------------------------------ Store
+
+impl PeerPool {
+    /// Streams `data` to `addr` as one chunk in [`crate::PIECE_BYTES`]
+    /// pieces. `copies` > 1 asks the receiver to replicate before answering.
+    /// Returns how many copies are durable.
+    pub async fn put_chunk(&self, addr: &str, key: &Id, data: Bytes, copies: u32) -> Result<u32> {
+        let header = pb::PutChunkRequest {
+            body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
+                key: key.as_bytes().to_vec(),
+                size: data.len() as u64,
+                copies,
+            })),
+        };
+        let pieces = (0..data.len())
+            .step_by(crate::PIECE_BYTES)
+            .map(move |at| {
+                let end = (at + crate::PIECE_BYTES).min(data.len());
+                pb::PutChunkRequest {
+                    body: Some(pb::put_chunk_request::Body::Data(data.slice(at..end).to_vec())),
+                }
+            });
+        let stream = futures::stream::iter(std::iter::once(header).chain(pieces));
+        let mut req = tonic::Request::new(stream);
+        req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let resp = self
+            .store(addr)?
+            .put_chunk(req)
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        Ok(resp.copies)
+    }
+
+    /// Fetches one chunk from `addr` and checks its bytes against `key`.
+    pub async fn get_chunk(&self, addr: &str, key: &Id) -> Result<Bytes> {
+        let mut req = tonic::Request::new(pb::GetChunkRequest {
+            key: key.as_bytes().to_vec(),
+        });
+        req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let mut stream = self
+            .store(addr)?
+            .get_chunk(req)
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        let mut buf = BytesMut::new();
+        while let Some(piece) = stream.message().await.map_err(|s| self.fail(addr, s))? {
+            if buf.len() + piece.data.len() > crate::MAX_CHUNK_BYTES {
+                return Err(Error::BadReply {
+                    peer: addr.to_string(),
+                    reason: format!("chunk {} is larger than any chunk may be", key.short()),
+                });
+            }
+            buf.extend_from_slice(&piece.data);
+        }
+        if Id::hash(&buf) != *key {
+            return Err(Error::Corrupt(format!(
+                "{addr} sent bytes that do not match chunk {}",
+                key.short()
+            )));
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Which of `keys` the node at `addr` holds.
+    pub async fn has_chunks(&self, addr: &str, keys: &[Id]) -> Result<Vec<bool>> {
+        let resp = self
+            .store(addr)?
+            .has_chunks(self.request(pb::KeyList {
+                keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            }))
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        if resp.present.len() != keys.len() {
+            return Err(Error::BadReply {
+                peer: addr.to_string(),
+                reason: format!("asked about {} keys, told about {}", keys.len(), resp.present.len()),
+            });
+        }
+        Ok(resp.present)
+    }
+
+    /// Stores `manifest` on `addr`. `replica` marks a copy forwarded by
+    /// another node (stored as is, not forwarded again).
+    pub async fn put_manifest(
+        &self,
+        addr: &str,
+        manifest: &Manifest,
+        copies: u32,
+        replica: bool,
+    ) -> Result<(u32, u64)> {
+        let mut req = tonic::Request::new(pb::PutManifestRequest {
+            manifest: Some(wire::manifest_to_pb(manifest)),
+            copies,
+            replica,
+        });
+        req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let resp = self
+            .store(addr)?
+            .put_manifest(req)
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        Ok((resp.copies, resp.version))
+    }
+
+    /// The manifest of `name`: from `addr`'s own disk (`route` false), or
+    /// found through the ring by `addr` (`route` true). Tombstones included.
+    pub async fn get_manifest(&self, addr: &str, name: &str, route: bool) -> Result<Option<Manifest>> {
+        let mut req = tonic::Request::new(pb::GetManifestRequest {
+            name: name.to_string(),
+            route,
+        });
+        req.set_timeout(self.opts.rpc_timeout * LOOKUP_DEADLINE_FACTOR);
+        let resp = self
+            .store(addr)?
+            .get_manifest(req)
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        resp.manifest
+            .map(wire::manifest_from_pb)
+            .transpose()
+            .map_err(wire::blame(addr))
+    }
+
+    /// Writes a tombstone for `name` through `addr`.
+    pub async fn delete_file(&self, addr: &str, name: &str) -> Result<u64> {
+        let mut req = tonic::Request::new(pb::DeleteFileRequest {
+            name: name.to_string(),
+        });
+        req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let resp = self
+            .store(addr)?
+            .delete_file(req)
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        Ok(resp.version)
+    }
+
+    /// Live files: on `addr` only, or gathered from the whole ring.
+    pub async fn list_files(&self, addr: &str, ring: bool) -> Result<Vec<pb::FileEntry>> {
+        let mut req = tonic::Request::new(pb::ListFilesRequest { ring });
+        req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        Ok(self
+            .store(addr)?
+            .list_files(req)
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner()
+            .files)
+    }
+
+    /// Keys `addr` holds in `(start, end]`: chunk keys, and manifest keys
+    /// with their versions.
+    pub async fn list_keys(&self, addr: &str, start: &Id, end: &Id) -> Result<KeysHeld> {
+        let resp = self
+            .store(addr)?
+            .list_keys(self.request(pb::ListKeysRequest {
+                start: start.as_bytes().to_vec(),
+                end: end.as_bytes().to_vec(),
+            }))
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        let parse = |b: &[u8]| wire::id_from_pb(b, "key").map_err(wire::blame(addr));
+        Ok(KeysHeld {
+            chunks: resp.chunks.iter().map(|k| parse(k)).collect::<Result<_>>()?,
+            manifests: resp
+                .manifests
+                .iter()
+                .map(|m| Ok((parse(&m.key)?, m.version)))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    pub async fn get_stats(&self, addr: &str) -> Result<pb::StoreStats> {
+        Ok(self
+            .store(addr)?
+            .get_stats(self.request(pb::Empty {}))
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner())
+    }
+}
+
+/// What a node holds in a key range.
+#[derive(Clone, Debug, Default)]
+pub struct KeysHeld {
+    pub chunks: Vec<Id>,
+    pub manifests: Vec<(Id, u64)>,
+}
+
+/// Moving a chunk (up to [`crate::MAX_CHUNK_BYTES`]) and its replication
+/// takes longer than a unary call; its deadline is this many unary ones.
+const TRANSFER_DEADLINE_FACTOR: u32 = 15;
+
+/// A lookup asked of another node may take several hops of its own, each
+/// with its own deadline; the outer call allows for a few of them.
+const LOOKUP_DEADLINE_FACTOR: u32 = 4;
+
+pub fn info_from_pb(resp: pb::NodeInfo) -> Result<PeerInfo> {
+    Ok(PeerInfo {
+        node: wire::node_from_pb(resp.node, "node")?,
+        predecessor: resp
+            .predecessor
+            .map(|p| wire::node_from_pb(Some(p), "predecessor"))
+            .transpose()?,
+        successors: wire::nodes_from_pb(resp.successors, "successor")?,
+        uptime_secs: resp.uptime_secs,
+        replicas: resp.replicas,
+    })
+}
+
+/// The one mapping from a status answered by (or on the way to) a peer.
+pub fn status_to_error(peer: &str, status: Status) -> Error {
+    let peer = peer.to_string();
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            Error::Unreachable {
+                peer,
+                reason: status.message().to_string(),
+            }
+        }
+        Code::NotFound => Error::NotFound(status.message().to_string()),
+        Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
+        Code::DataLoss => Error::Corrupt(format!("{peer}: {}", status.message())),
+        Code::ResourceExhausted => Error::Remote {
+            peer,
+            message: status.message().to_string(),
+            retryable: false,
+        },
+        Code::Internal | Code::Unimplemented => Error::BadReply {
+            peer,
+            reason: status.message().to_string(),
+        },
+        _ => Error::Remote {
+            peer,
+            message: format!("{:?}: {}", status.code(), status.message()),
+            retryable: true,
+        },
+    }
+}

@@ -1,0 +1,343 @@
+//! The repair loop: one mechanism that makes joins, graceful leaves,
+//! crashes and corrupt chunks all converge to "every key on its R holders".
+//!
+//! Each round, a node walks the keys it holds in ring order. For a run of
+//! keys with the same owner it asks the owner's replica set which of those
+//! keys they hold, pushes what they lack, and — only if it is not itself one
+//! of the holders — drops its own copies once every holder has confirmed
+//! (by listing the key or by acknowledging the push). Nothing is deleted on a
+//! guess: a holder that does not answer keeps our copy alive.
+//!
+//! A scrubber re-hashes a bounded number of chunk bytes per round; a corrupt
+//! chunk is quarantined, and the next round of another holder restores it.
+//! Pushes go one at a time under a byte-rate cap so repair never starves
+//! client transfers.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use crate::chord::{Id, NodeRef};
+use crate::error::Result;
+use crate::node::{Counters, Node};
+use crate::store::Manifest;
+
+/// What one repair round did.
+#[derive(Clone, Debug, Default)]
+pub struct RepairReport {
+    pub chunks_pushed: u64,
+    pub manifests_pushed: u64,
+    pub bytes_pushed: u64,
+    pub chunks_dropped: u64,
+    pub manifests_dropped: u64,
+    /// Keys we hold but could not confirm on all holders (kept).
+    pub unconfirmed: u64,
+    pub corrupt_found: u64,
+}
+
+impl RepairReport {
+    pub fn is_quiet(&self) -> bool {
+        self.chunks_pushed + self.manifests_pushed + self.chunks_dropped + self.manifests_dropped
+            + self.corrupt_found
+            == 0
+    }
+}
+
+/// Keeps the average byte rate of pushes under a cap.
+#[derive(Debug)]
+struct Pacer {
+    bytes_per_sec: u64,
+    started: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    fn new(bytes_per_sec: u64) -> Pacer {
+        Pacer {
+            bytes_per_sec: bytes_per_sec.max(1),
+            started: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn account(&mut self, bytes: u64) {
+        self.sent += bytes;
+        let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_sec as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Held {
+    Chunk,
+    Manifest(u64),
+}
+
+impl Node {
+    /// Runs the repair loop until `cancel` fires.
+    pub async fn repair_loop(&self, cancel: tokio_util::sync::CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config().repair_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut scrub_cursor = Id::ZERO;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let round = async {
+                let mut report = self.scrub(&mut scrub_cursor).await;
+                match self.repair_round(false).await {
+                    Ok(r) => {
+                        report.chunks_pushed += r.chunks_pushed;
+                        report.manifests_pushed += r.manifests_pushed;
+                        report.bytes_pushed += r.bytes_pushed;
+                        report.chunks_dropped += r.chunks_dropped;
+                        report.manifests_dropped += r.manifests_dropped;
+                        report.unconfirmed += r.unconfirmed;
+                    }
+                    Err(e) => debug!(error = %e, "repair round failed"),
+                }
+                report
+            };
+            let report = tokio::select! {
+                _ = cancel.cancelled() => break,
+                report = round => report,
+            };
+            if !report.is_quiet() {
+                info!(?report, "repair round");
+            }
+        }
+    }
+
+    /// Hands every key to its holders as if this node were gone, retrying
+    /// until all are confirmed or `deadline` passes. Used on graceful leave.
+    pub async fn hand_off(&self, deadline: Duration) -> RepairReport {
+        let started = Instant::now();
+        let mut total = RepairReport::default();
+        loop {
+            match self.repair_round(true).await {
+                Ok(r) => {
+                    total.chunks_pushed += r.chunks_pushed;
+                    total.manifests_pushed += r.manifests_pushed;
+                    total.bytes_pushed += r.bytes_pushed;
+                    total.chunks_dropped += r.chunks_dropped;
+                    total.manifests_dropped += r.manifests_dropped;
+                    total.unconfirmed = r.unconfirmed;
+                    if r.unconfirmed == 0 {
+                        break;
+                    }
+                }
+                Err(e) => warn!(error = %e, "hand-off round failed"),
+            }
+            if started.elapsed() >= deadline {
+                warn!(left = total.unconfirmed, "hand-off deadline passed; keys stay on disk");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        total
+    }
+
+    /// One pass over every key held here. With `leaving`, this node counts
+    /// as no key's holder, so everything is pushed on and then dropped.
+    pub async fn repair_round(&self, leaving: bool) -> Result<RepairReport> {
+        let (chunks, manifests) = self
+            .disk(|s| Ok((s.chunk_keys()?, s.manifest_keys_in(&Id::ZERO, &Id::ZERO)?)))
+            .await?;
+        let mut keys: Vec<(Id, Held)> = chunks.into_iter().map(|k| (k, Held::Chunk)).collect();
+        keys.extend(manifests.into_iter().map(|(k, v)| (k, Held::Manifest(v))));
+        keys.sort_by_key(|(k, _)| *k);
+
+        let mut report = RepairReport::default();
+        let mut pacer = Pacer::new(self.config().repair_bytes_per_sec);
+        let mut i = 0;
+        while i < keys.len() {
+            let first = keys[i].0;
+            let holders = match self.holders(first, leaving).await {
+                Ok(h) => h,
+                Err(e) => {
+                    debug!(key = %first.short(), error = %e, "cannot place key; keeping it");
+                    report.unconfirmed += 1;
+                    i += 1;
+                    continue;
+                }
+            };
+            // Every key in [first, owner] has the same owner, hence the same holders.
+            let owner = holders[0].id;
+            let run_end = keys[i..]
+                .iter()
+                .position(|(k, _)| !k.in_half_open(&first.prev(), &owner))
+                .map_or(keys.len(), |n| i + n);
+            let run = &keys[i..run_end];
+            self.repair_run(run, &holders, leaving, &mut pacer, &mut report).await;
+            i = run_end;
+        }
+        Ok(report)
+    }
+
+    /// The nodes that should hold `key`, owner first, without this node when
+    /// it is leaving.
+    async fn holders(&self, key: Id, leaving: bool) -> Result<Vec<NodeRef>> {
+        let want = self.replicas();
+        let mut set = self.replica_set(key, want + 1).await?;
+        if leaving {
+            set.retain(|n| n.addr != self.me().addr);
+        }
+        set.truncate(want);
+        if set.is_empty() {
+            return Err(crate::Error::Unavailable("no other node to hold the key".into()));
+        }
+        Ok(set)
+    }
+
+    async fn repair_run(
+        &self,
+        run: &[(Id, Held)],
+        holders: &[NodeRef],
+        leaving: bool,
+        pacer: &mut Pacer,
+        report: &mut RepairReport,
+    ) {
+        let me = self.me().addr.clone();
+        let first = run[0].0;
+        let last = run[run.len() - 1].0;
+        let mut confirmed: HashMap<Id, usize> = HashMap::new();
+        let others: Vec<&NodeRef> = holders.iter().filter(|h| h.addr != me).collect();
+        for holder in &others {
+            let held = match self.peers().list_keys(&holder.addr, &first.prev(), &last).await {
+                Ok(h) => h,
+                Err(e) => {
+                    debug!(peer = %holder.addr, error = %e, "holder did not list its keys");
+                    continue;
+                }
+            };
+            let chunks: std::collections::HashSet<Id> = held.chunks.into_iter().collect();
+            let versions: HashMap<Id, u64> = held.manifests.into_iter().collect();
+            for (key, kind) in run {
+                let ok = match kind {
+                    Held::Chunk if chunks.contains(key) => true,
+                    Held::Chunk => self.push_chunk(holder, *key, pacer, report).await,
+                    Held::Manifest(v) if versions.get(key).is_some_and(|theirs| theirs >= v) => true,
+                    Held::Manifest(_) => self.push_manifest(holder, *key, report).await,
+                };
+                if ok {
+                    *confirmed.entry(*key).or_default() += 1;
+                }
+            }
+        }
+        let i_hold = !leaving && holders.iter().any(|h| h.addr == me);
+        if i_hold {
+            return;
+        }
+        // Not a holder: drop our copy of each key every holder confirmed.
+        for (key, kind) in run {
+            if confirmed.get(key).copied().unwrap_or(0) < others.len() || others.is_empty() {
+                report.unconfirmed += 1;
+                continue;
+            }
+            let key = *key;
+            let dropped = match kind {
+                Held::Chunk => self.disk(move |s| s.delete_chunk(&key)).await,
+                Held::Manifest(_) => self.disk(move |s| s.delete_manifest(&key)).await,
+            };
+            match (dropped, kind) {
+                (Ok(()), Held::Chunk) => report.chunks_dropped += 1,
+                (Ok(()), Held::Manifest(_)) => report.manifests_dropped += 1,
+                (Err(e), _) => warn!(key = %key.short(), error = %e, "could not drop a handed-off key"),
+            }
+        }
+    }
+
+    async fn push_chunk(&self, to: &NodeRef, key: Id, pacer: &mut Pacer, report: &mut RepairReport) -> bool {
+        let data = match self.disk(move |s| s.read_chunk(&key)).await {
+            Ok(d) => Bytes::from(d),
+            Err(e) => {
+                // Corrupt (now quarantined) or gone: nothing of ours to push.
+                debug!(key = %key.short(), error = %e, "cannot read chunk to push");
+                return false;
+            }
+        };
+        let len = data.len() as u64;
+        match self.peers().put_chunk(&to.addr, &key, data, 1).await {
+            Ok(_) => {
+                report.chunks_pushed += 1;
+                report.bytes_pushed += len;
+                Counters::bump(&self.counters.repair_bytes, len);
+                Counters::bump(&self.counters.bytes_out, len);
+                pacer.account(len).await;
+                true
+            }
+            Err(e) => {
+                debug!(peer = %to.addr, key = %key.short(), error = %e, "chunk push failed");
+                false
+            }
+        }
+    }
+
+    async fn push_manifest(&self, to: &NodeRef, key: Id, report: &mut RepairReport) -> bool {
+        let manifest: Option<Manifest> = match self.disk(move |s| s.get_manifest(&key)).await {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(key = %key.short(), error = %e, "cannot read manifest to push");
+                return false;
+            }
+        };
+        let Some(manifest) = manifest else { return false };
+        match self.peers().put_manifest(&to.addr, &manifest, 1, true).await {
+            Ok(_) => {
+                report.manifests_pushed += 1;
+                true
+            }
+            Err(e) => {
+                debug!(peer = %to.addr, error = %e, "manifest push failed");
+                false
+            }
+        }
+    }
+
+    /// Re-hashes up to [`SCRUB_BYTES_PER_ROUND`] of chunk data, continuing
+    /// where the previous round stopped; quarantines what does not match.
+    async fn scrub(&self, cursor: &mut Id) -> RepairReport {
+        let mut report = RepairReport::default();
+        let from = *cursor;
+        let result = self
+            .disk(move |s| {
+                let keys = s.chunk_keys()?;
+                let start = keys.iter().position(|k| *k > from).unwrap_or(0);
+                let mut budget = SCRUB_BYTES_PER_ROUND;
+                let mut corrupt = 0u64;
+                let mut last = from;
+                for key in keys[start..].iter().chain(keys[..start].iter()) {
+                    if budget == 0 {
+                        break;
+                    }
+                    budget = budget.saturating_sub(s.chunk_len(key).unwrap_or(0).max(1));
+                    if let Err(crate::Error::Corrupt(_)) = s.verify_chunk(key) {
+                        corrupt += 1;
+                    }
+                    last = *key;
+                }
+                Ok((corrupt, last))
+            })
+            .await;
+        match result {
+            Ok((corrupt, last)) => {
+                *cursor = last;
+                if corrupt > 0 {
+                    warn!(corrupt, "scrub found corrupt chunks; quarantined for repair");
+                }
+                report.corrupt_found = corrupt;
+            }
+            Err(e) => debug!(error = %e, "scrub failed"),
+        }
+        report
+    }
+}
+
+/// Chunk bytes re-hashed per repair round: the whole store is checked every
+/// (store size / this) rounds without hogging the disk.
+pub const SCRUB_BYTES_PER_ROUND: u64 = 256 * 1024 * 1024;

@@ -1,0 +1,300 @@
+//! Storage operations that span the ring: replicated writes, manifests that
+//! are checked against the chunks the ring holds, routed manifest reads and
+//! the ring-wide file listing.
+//!
+//! Placement rule: a key lives on its owner (its successor on the ring) and
+//! the owner's next R-1 successors. A write is acknowledged once
+//! min(R, ring size) copies are durable. These are methods of [`Node`]; the
+//! disk is reached only through [`Node::disk`].
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chord_proto::pb;
+use futures::stream::{self, StreamExt};
+use tracing::{debug, warn};
+
+use crate::chord::{Id, NodeRef};
+use crate::error::{Error, Result};
+use crate::node::{Counters, Node};
+use crate::store::{validate_name, Manifest};
+
+/// Lookups in flight at once while checking a manifest's chunks.
+const CHECK_PARALLELISM: usize = 16;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Node {
+    /// Copies wanted for every key, capped by what a successor list can name.
+    pub fn replicas(&self) -> usize {
+        self.config().replicas
+    }
+
+    /// Stores `data` here and on our successors until `copies` copies (or as
+    /// many as the ring has nodes) are durable. Returns the copies made.
+    pub async fn put_chunk_replicated(&self, key: Id, data: Bytes, copies: u32) -> Result<u32> {
+        let len = data.len() as u64;
+        let local = data.clone();
+        self.disk(move |s| s.put_chunk(&key, &local)).await?;
+        Counters::bump(&self.counters.bytes_in, len);
+        let want = (copies.max(1) as usize).min(self.replicas());
+        if want <= 1 {
+            return Ok(1);
+        }
+        let successors = self.ring().successors().to_vec();
+        let needed = want.min(1 + successors.len());
+        let mut made = 1;
+        let mut next = successors.into_iter();
+        // First the nearest want-1 successors in parallel, then one more
+        // further along the list for each that failed.
+        let mut batch: Vec<NodeRef> = next.by_ref().take(want - 1).collect();
+        while !batch.is_empty() && made < want {
+            let results = futures::future::join_all(batch.iter().map(|peer| {
+                let data = data.clone();
+                async move { (peer, self.peers().put_chunk(&peer.addr, &key, data, 1).await) }
+            }))
+            .await;
+            let mut failed = 0;
+            for (peer, result) in results {
+                match result {
+                    Ok(_) => {
+                        made += 1;
+                        Counters::bump(&self.counters.bytes_out, len);
+                    }
+                    Err(e) => {
+                        warn!(peer = %peer.addr, key = %key.short(), error = %e, "replica write failed");
+                        if e.is_retryable() {
+                            self.peer_failed(peer);
+                        }
+                        failed += 1;
+                    }
+                }
+            }
+            batch = next.by_ref().take(failed).collect();
+        }
+        if made < needed {
+            return Err(Error::Unavailable(format!(
+                "chunk {}: only {made} of {needed} copies durable",
+                key.short()
+            )));
+        }
+        Ok(made as u32)
+    }
+
+    /// Whether some holder of `key` has the chunk (the owner, else a replica).
+    async fn ring_has_chunk(&self, key: Id) -> Result<bool> {
+        let holders = self.replica_set(key, self.replicas()).await?;
+        for holder in holders {
+            let present = if holder.addr == self.me().addr {
+                self.store().has_chunk(&key)
+            } else {
+                match self.peers().has_chunks(&holder.addr, &[key]).await {
+                    Ok(p) => p.first().copied().unwrap_or(false),
+                    Err(e) => {
+                        debug!(peer = %holder.addr, error = %e, "has_chunks failed");
+                        false
+                    }
+                }
+            };
+            if present {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Stores a manifest written by a client: every chunk it names must be on
+    /// the ring, its version is made newer than any stored one, and it is
+    /// replicated like a chunk. Returns (copies, version).
+    pub async fn put_manifest_primary(&self, mut manifest: Manifest, copies: u32) -> Result<(u32, u64)> {
+        manifest.validate()?;
+        if !manifest.deleted {
+            let mut distinct = manifest.chunks.clone();
+            distinct.sort();
+            distinct.dedup();
+            let missing: Vec<Id> = stream::iter(distinct)
+                .map(|key| async move { (key, self.ring_has_chunk(key).await) })
+                .buffer_unordered(CHECK_PARALLELISM)
+                .filter_map(|(key, has)| async move {
+                    match has {
+                        Ok(true) => None,
+                        _ => Some(key),
+                    }
+                })
+                .collect()
+                .await;
+            if let Some(first) = missing.first() {
+                return Err(Error::invalid(format!(
+                    "manifest for {:?} names {} chunk(s) the ring does not hold (e.g. {first})",
+                    manifest.name,
+                    missing.len()
+                )));
+            }
+        }
+        let key = manifest.key();
+        let stored = self.disk(move |s| s.get_manifest(&key)).await.unwrap_or(None);
+        let floor = stored.map_or(0, |m| m.version + 1);
+        manifest.version = manifest.version.max(floor).max(now_ms());
+        if manifest.modified_ms == 0 {
+            manifest.modified_ms = now_ms();
+        }
+        let version = manifest.version;
+        let made = self.put_manifest_replicated(manifest, copies).await?;
+        Ok((made, version))
+    }
+
+    /// Stores `manifest` here and on successors, newest version winning.
+    async fn put_manifest_replicated(&self, manifest: Manifest, copies: u32) -> Result<u32> {
+        let local = manifest.clone();
+        self.disk(move |s| s.put_manifest(&local)).await?;
+        let want = (copies.max(1) as usize).min(self.replicas());
+        let successors: Vec<NodeRef> = self.ring().successors().to_vec();
+        let needed = want.min(1 + successors.len());
+        let mut made = 1;
+        for peer in successors {
+            if made >= want {
+                break;
+            }
+            match self.peers().put_manifest(&peer.addr, &manifest, 1, true).await {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    warn!(peer = %peer.addr, error = %e, "manifest replica write failed");
+                    if e.is_retryable() {
+                        self.peer_failed(&peer);
+                    }
+                }
+            }
+        }
+        if made < needed {
+            return Err(Error::Unavailable(format!(
+                "manifest for {:?}: only {made} of {needed} copies durable",
+                manifest.name
+            )));
+        }
+        Ok(made as u32)
+    }
+
+    /// The newest manifest of `name` among its holders (tombstones included).
+    pub async fn find_manifest(&self, name: &str) -> Result<Option<Manifest>> {
+        validate_name(name)?;
+        let key = Id::hash(name.as_bytes());
+        let holders = self.replica_set(key, self.replicas()).await?;
+        let answers = futures::future::join_all(holders.iter().map(|holder| async move {
+            if holder.addr == self.me().addr {
+                self.disk(move |s| s.get_manifest(&key)).await
+            } else {
+                self.peers().get_manifest(&holder.addr, name, false).await
+            }
+        }))
+        .await;
+        let mut best: Option<Manifest> = None;
+        let mut errors = 0;
+        for answer in answers {
+            match answer {
+                Ok(Some(m)) => {
+                    if best.as_ref().is_none_or(|b| m.supersedes(b)) {
+                        best = Some(m);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    debug!(error = %e, "manifest read failed");
+                    errors += 1;
+                }
+            }
+        }
+        if best.is_none() && errors == holders.len() {
+            return Err(Error::Unavailable(format!("no holder of {name:?} answered")));
+        }
+        Ok(best)
+    }
+
+    /// Writes a tombstone for `name` through its owner. Returns its version.
+    pub async fn delete_file(&self, name: &str) -> Result<u64> {
+        let current = self
+            .find_manifest(name)
+            .await?
+            .filter(|m| !m.deleted)
+            .ok_or_else(|| Error::NotFound(format!("no file named {name:?}")))?;
+        let tombstone = Manifest::tombstone(name, current.version + 1, now_ms());
+        let (owner, _) = self.find_successor(tombstone.key()).await?;
+        let copies = self.replicas() as u32;
+        let (_, version) = if owner.addr == self.me().addr {
+            self.put_manifest_primary(tombstone, copies).await?
+        } else {
+            self.peers().put_manifest(&owner.addr, &tombstone, copies, false).await?
+        };
+        Ok(version)
+    }
+
+    /// This node's manifests as listing entries (tombstones included).
+    pub async fn local_files(&self) -> Result<Vec<pb::FileEntry>> {
+        let manifests = self.disk(|s| s.manifests()).await?;
+        Ok(manifests.iter().map(file_entry).collect())
+    }
+
+    /// Every live file on the ring: each node's listing, merged so that the
+    /// newest version of a name wins and deleted names drop out.
+    pub async fn ring_files(&self) -> Result<Vec<pb::FileEntry>> {
+        let mut merged: HashMap<String, pb::FileEntry> = HashMap::new();
+        let mut absorb = |entries: Vec<pb::FileEntry>| {
+            for e in entries {
+                let newer = merged.get(&e.name).is_none_or(|old| {
+                    (e.version, e.deleted) > (old.version, old.deleted)
+                });
+                if newer {
+                    merged.insert(e.name.clone(), e);
+                }
+            }
+        };
+        absorb(self.local_files().await?);
+        for peer in self.walk_ring().await {
+            match self.peers().list_files(&peer.addr, false).await {
+                Ok(entries) => absorb(entries),
+                Err(e) => debug!(peer = %peer.addr, error = %e, "listing failed"),
+            }
+        }
+        let mut files: Vec<pb::FileEntry> = merged.into_values().filter(|e| !e.deleted).collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// The other nodes of the ring, found by following successor pointers.
+    pub async fn walk_ring(&self) -> Vec<NodeRef> {
+        let mut seen = vec![self.me().clone()];
+        let mut frontier = self.ring().successors().to_vec();
+        let mut out = Vec::new();
+        while let Some(next) = frontier.first().cloned() {
+            if seen.iter().any(|n| n.addr == next.addr) || out.len() >= crate::client::MAX_RING_WALK {
+                break;
+            }
+            match self.peers().get_info(&next.addr).await {
+                Ok(info) => {
+                    seen.push(next.clone());
+                    out.push(next);
+                    frontier = info.successors;
+                }
+                Err(_) => {
+                    frontier.remove(0);
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn file_entry(m: &Manifest) -> pb::FileEntry {
+    pb::FileEntry {
+        name: m.name.clone(),
+        size: m.size,
+        version: m.version,
+        chunks: m.chunks.len() as u32,
+        modified_ms: m.modified_ms,
+        deleted: m.deleted,
+    }
+}

@@ -1,0 +1,156 @@
+//! The tonic services and the `serve` entry point that wires a node together.
+//!
+//! The service impls are thin: validate the request through [`crate::wire`],
+//! call the core or the store, convert back. [`error_to_status`] is the one
+//! mapping from [`Error`] to `tonic::Status`. `serve` owns every task it spawns
+//! and returns only after they have all stopped.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chord_proto::pb::ring_server::RingServer;
+use chord_proto::pb::store_server::StoreServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::peer::MAX_MESSAGE_BYTES;
+use crate::store::Store;
+
+mod ring;
+mod store;
+
+pub use ring::{node_info, RingService};
+pub use store::{store_stats, StoreService};
+
+/// The one mapping from a node error to the status a caller sees.
+pub fn error_to_status(err: Error) -> Status {
+    let msg = err.to_string();
+    match err {
+        Error::InvalidArgument(_) => Status::invalid_argument(msg),
+        Error::NotFound(_) => Status::not_found(msg),
+        Error::Corrupt(_) => Status::data_loss(msg),
+        Error::DiskFull(_) => Status::resource_exhausted(msg),
+        Error::Io { .. } => Status::internal(msg),
+        Error::Unreachable { .. } | Error::Unavailable(_) | Error::BadReply { .. } => {
+            Status::unavailable(msg)
+        }
+        Error::Remote { retryable, .. } => {
+            if retryable {
+                Status::unavailable(msg)
+            } else {
+                Status::failed_precondition(msg)
+            }
+        }
+        Error::Shutdown => Status::unavailable(msg),
+    }
+}
+
+/// Builds the node (creating or joining a ring), serves it on `listener`
+/// until `shutdown` completes, then leaves the ring gracefully.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    config.validate()?;
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| Error::Unavailable(format!("opening the store: {e}")))??;
+    let node = match &config.join {
+        None => {
+            info!(addr = %config.advertise, "creating a new ring");
+            Node::create(config, store)
+        }
+        Some(peer) => {
+            info!(addr = %config.advertise, peer = %peer, "joining ring");
+            Node::join(config, store).await?
+        }
+    };
+    info!(id = %node.me().id, addr = %node.me().addr, "node is up");
+    run(node, listener, shutdown).await
+}
+
+/// Serves an already-built node until `shutdown`, then leaves gracefully.
+pub async fn run(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let stop_server = CancellationToken::new();
+    let stop_maintenance = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let ring = RingServer::new(RingService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let store = StoreServer::new(StoreService::new(node.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(ring)
+        .add_service(store)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            stop_server.clone().cancelled_owned(),
+        );
+    tasks.spawn(async move {
+        grpc.await
+            .map_err(|e| Error::Unavailable(format!("grpc server: {e}")))
+    });
+    let maintain = node.clone().maintain(stop_maintenance.clone());
+    tasks.spawn(async move {
+        maintain.await;
+        Ok(())
+    });
+    let repairer = node.clone();
+    let stop_repair = stop_maintenance.clone();
+    tasks.spawn(async move {
+        repairer.repair_loop(stop_repair).await;
+        Ok(())
+    });
+    if let Some(addr) = node.config().http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen for HTTP on {addr}"), e))?;
+        let gateway = crate::gateway::serve(node.clone(), listener, stop_server.clone().cancelled_owned());
+        tasks.spawn(gateway);
+        info!(%addr, "HTTP gateway is up");
+    }
+
+    tokio::select! {
+        _ = shutdown => info!("shutting down: leaving the ring"),
+        Some(res) = tasks.join_next() => {
+            // A task ended on its own: that is a fault, not a shutdown.
+            let err = match res {
+                Ok(Ok(())) => Error::Unavailable("a node task stopped unexpectedly".into()),
+                Ok(Err(e)) => e,
+                Err(e) => Error::Unavailable(format!("a node task panicked: {e}")),
+            };
+            stop_maintenance.cancel();
+            stop_server.cancel();
+            while tasks.join_next().await.is_some() {}
+            return Err(err);
+        }
+    }
+    stop_maintenance.cancel();
+    // Leave first, so lookups stop landing here, then hand every key on
+    // while still serving reads; only then stop the server.
+    node.leave_ring().await;
+    let report = node.hand_off(node.config().handoff_timeout).await;
+    info!(?report, "hand-off done");
+    stop_server.cancel();
+    while let Some(res) = tasks.join_next().await {
+        if let Ok(Err(e)) = res {
+            warn!(error = %e, "task failed during shutdown");
+        }
+    }
+    info!("left the ring");
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! `chord.v1.Store`: thin handlers over the node's disk store and the
+//! ring-level operations in [`crate::replication`].
+//!
+//! Chunk data moves in pieces of at most [`crate::PIECE_BYTES`]; a chunk is
+//! never larger than [`crate::MAX_CHUNK_BYTES`], so a handler holds at most
+//! one chunk. A stream that ends early, lies about its size or carries bytes
+//! that do not match its key stores nothing.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use chord_proto::pb;
+use chord_proto::pb::put_chunk_request::Body;
+use chord_proto::pb::store_server::Store;
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::error_to_status;
+use crate::chord::Id;
+use crate::error::Error;
+use crate::node::{Counters, Node};
+use crate::store::validate_name;
+use crate::wire;
+
+/// Most keys one `HasChunks` call may ask about: bounds the answer's size.
+pub const MAX_KEYS_PER_CALL: usize = 100_000;
+
+#[derive(Clone, Debug)]
+pub struct StoreService {
+    node: Arc<Node>,
+}
+
+impl StoreService {
+    pub fn new(node: Arc<Node>) -> StoreService {
+        StoreService { node }
+    }
+
+    fn count(&self) {
+        Counters::bump(&self.node.counters.requests, 1);
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChunkPiece, Status>> + Send>>;
+
+fn invalid(msg: impl Into<String>) -> Status {
+    error_to_status(Error::invalid(msg))
+}
+
+#[tonic::async_trait]
+impl Store for StoreService {
+    async fn put_chunk(
+        &self,
+        req: Request<Streaming<pb::PutChunkRequest>>,
+    ) -> Result<Response<pb::PutChunkResponse>, Status> {
+        self.count();
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::PutChunkRequest { body: Some(Body::Header(h)) }) => h,
+            _ => return Err(invalid("the first message of PutChunk must be its header")),
+        };
+        let key = wire::id_from_pb(&header.key, "key").map_err(error_to_status)?;
+        let size = usize::try_from(header.size).unwrap_or(usize::MAX);
+        if size > crate::MAX_CHUNK_BYTES {
+            return Err(invalid(format!(
+                "chunk of {size} bytes is over the {} byte limit",
+                crate::MAX_CHUNK_BYTES
+            )));
+        }
+        // Grow with what actually arrives, not with what the header claims.
+        let mut buf = BytesMut::with_capacity(size.min(crate::PIECE_BYTES));
+        while let Some(msg) = stream.message().await? {
+            match msg.body {
+                Some(Body::Data(data)) => {
+                    if buf.len() + data.len() > size {
+                        return Err(invalid(format!("chunk {} is longer than its header said", key.short())));
+                    }
+                    buf.extend_from_slice(&data);
+                }
+                _ => return Err(invalid("PutChunk carries one header, then data only")),
+            }
+        }
+        if buf.len() != size {
+            return Err(invalid(format!(
+                "chunk {} ended after {} of {size} bytes",
+                key.short(),
+                buf.len()
+            )));
+        }
+        let data: Bytes = buf.freeze();
+        if Id::hash(&data) != key {
+            return Err(invalid(format!("bytes do not match chunk key {key}")));
+        }
+        let already = self.node.store().has_chunk(&key);
+        let copies = self
+            .node
+            .put_chunk_replicated(key, data, header.copies)
+            .await
+            .map_err(error_to_status)?;
+        Ok(Response::new(pb::PutChunkResponse { copies, written: !already }))
+    }
+
+    type GetChunkStream = ChunkStream;
+
+    async fn get_chunk(
+        &self,
+        req: Request<pb::GetChunkRequest>,
+    ) -> Result<Response<Self::GetChunkStream>, Status> {
+        self.count();
+        let key = wire::id_from_pb(&req.into_inner().key, "key").map_err(error_to_status)?;
+        // read_chunk checks the bytes and quarantines a corrupt file.
+        let data = Bytes::from(
+            self.node
+                .disk(move |s| s.read_chunk(&key))
+                .await
+                .map_err(error_to_status)?,
+        );
+        Counters::bump(&self.node.counters.bytes_out, data.len() as u64);
+        let pieces: Vec<Result<pb::ChunkPiece, Status>> = (0..data.len())
+            .step_by(crate::PIECE_BYTES)
+            .map(|at| {
+                let end = (at + crate::PIECE_BYTES).min(data.len());
+                Ok(pb::ChunkPiece { data: data.slice(at..end).to_vec() })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(pieces))))
+    }
+
+    async fn has_chunks(&self, req: Request<pb::KeyList>) -> Result<Response<pb::HasChunksResponse>, Status> {
+        self.count();
+        let keys = req.into_inner().keys;
+        if keys.len() > MAX_KEYS_PER_CALL {
+            return Err(invalid(format!("at most {MAX_KEYS_PER_CALL} keys per call")));
+        }
+        let keys = keys
+            .iter()
+            .map(|k| wire::id_from_pb(k, "key"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(error_to_status)?;
+        let store = self.node.store();
+        let present = keys.iter().map(|k| store.has_chunk(k)).collect();
+        Ok(Response::new(pb::HasChunksResponse { present }))
+    }
+
+    async fn put_manifest(
+        &self,
+        req: Request<pb::PutManifestRequest>,
+    ) -> Result<Response<pb::PutManifestResponse>, Status> {
+        self.count();
+        let req = req.into_inner();
+        let manifest = req
+            .manifest
+            .ok_or_else(|| invalid("manifest is missing"))
+            .and_then(|m| wire::manifest_from_pb(m).map_err(error_to_status))?;
+        if req.replica {
+            let version = manifest.version;
+            self.node
+                .disk(move |s| s.put_manifest(&manifest))
+                .await
+                .map_err(error_to_status)?;
+            return Ok(Response::new(pb::PutManifestResponse { copies: 1, version }));
+        }
+        let (copies, version) = self
+            .node
+            .put_manifest_primary(manifest, req.copies)
+            .await
+            .map_err(error_to_status)?;
+        Ok(Response::new(pb::PutManifestResponse { copies, version }))
+    }
+
+    async fn get_manifest(
+        &self,
+        req: Request<pb::GetManifestRequest>,
+    ) -> Result<Response<pb::GetManifestResponse>, Status> {
+        self.count();
+        let req = req.into_inner();
+        validate_name(&req.name).map_err(error_to_status)?;
+        let manifest = if req.route {
+            self.node.find_manifest(&req.name).await
+        } else {
+            let key = Id::hash(req.name.as_bytes());
+            self.node.disk(move |s| s.get_manifest(&key)).await
+        }
+        .map_err(error_to_status)?;
+        Ok(Response::new(pb::GetManifestResponse {
+            manifest: manifest.as_ref().map(wire::manifest_to_pb),
+        }))
+    }
+
+    async fn delete_file(
+        &self,
+        req: Request<pb::DeleteFileRequest>,
+    ) -> Result<Response<pb::PutManifestResponse>, Status> {
+        self.count();
+        let name = req.into_inner().name;
+        let version = self.node.delete_file(&name).await.map_err(error_to_status)?;
+        Ok(Response::new(pb::PutManifestResponse {
+            copies: self.node.replicas() as u32,
+            version,
+        }))
+    }
+
+    async fn list_files(
+        &self,
+        req: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<pb::ListFilesResponse>, Status> {
+        self.count();
+        let files = if req.into_inner().ring {
+            self.node.ring_files().await
+        } else {
+            self.node.local_files().await
+        }
+        .map_err(error_to_status)?;
+        Ok(Response::new(pb::ListFilesResponse { files }))
+    }
+
+    async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.count();
+        let req = req.into_inner();
+        let start = wire::id_from_pb(&req.start, "start").map_err(error_to_status)?;
+        let end = wire::id_from_pb(&req.end, "end").map_err(error_to_status)?;
+        let (chunks, manifests) = self
+            .node
+            .disk(move |s| Ok((s.chunk_keys_in(&start, &end)?, s.manifest_keys_in(&start, &end)?)))
+            .await
+            .map_err(error_to_status)?;
+        Ok(Response::new(pb::ListKeysResponse {
+            chunks: chunks.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            manifests: manifests
+                .iter()
+                .map(|(k, v)| pb::KeyVersion { key: k.as_bytes().to_vec(), version: *v })
+                .collect(),
+        }))
+    }
+
+    async fn get_stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::StoreStats>, Status> {
+        self.count();
+        Ok(Response::new(store_stats(&self.node)))
+    }
+}
+
+pub fn store_stats(node: &Node) -> pb::StoreStats {
+    let s = node.store().stats();
+    let c = &node.counters;
+    pb::StoreStats {
+        chunks: s.chunks,
+        manifests: s.manifests,
+        tombstones: s.tombstones,
+        bytes: s.bytes,
+        requests: c.requests.load(Ordering::Relaxed),
+        bytes_in: c.bytes_in.load(Ordering::Relaxed),
+        bytes_out: c.bytes_out.load(Ordering::Relaxed),
+        repair_bytes: c.repair_bytes.load(Ordering::Relaxed),
+        corrupt_chunks: s.corrupt_chunks,
+    }
+}

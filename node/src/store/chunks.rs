@@ -1,0 +1,632 @@
+//! Chunk operations: content-addressed blobs under `chunks/<2 hex>/<40 hex>`.
+//!
+//! Invariants: a chunk is stored only if its bytes hash to its key, whether
+//! it arrives whole ([`Store::put_chunk`]) or streamed ([`ChunkWriter`]), and
+//! is never longer than [`crate::MAX_CHUNK_BYTES`]. Every full read re-checks
+//! the hash; a mismatch moves the file to `quarantine/` (re-checked under the
+//! key's lock first, so a good copy written meanwhile is never moved aside).
+//! Nothing here decides which chunks a node should hold.
+
+use std::fs::{self, File};
+use std::io;
+
+use sha1::{Digest, Sha1};
+
+use super::disk::{self, TmpFile, QUARANTINED_CHUNK_PREFIX};
+use super::Store;
+use crate::chord::Id;
+use crate::error::{Error, Result};
+
+impl Store {
+    /// Stores `data` under `key`, after checking that `SHA-1(data) == key`
+    /// (otherwise `Error::Corrupt` and nothing is written). Returns `false`
+    /// when an intact copy was already there. A corrupt copy in the way is
+    /// quarantined and replaced.
+    pub fn put_chunk(&self, key: &Id, data: &[u8]) -> Result<bool> {
+        check_chunk_len(key, data.len() as u64)?;
+        let actual = Id::hash(data);
+        if actual != *key {
+            return Err(mismatch(key, &actual));
+        }
+        // Replicas and retries often resend what is already here: skip the
+        // write (and its fsyncs) when a good copy exists.
+        if self.has_intact_chunk(key)? {
+            return Ok(false);
+        }
+        let mut tmp = self.layout().tmp_file("chunk", key)?;
+        tmp.write_all(data)?;
+        tmp.finish()?;
+        self.commit_chunk(key, tmp, data.len() as u64)
+    }
+
+    /// Starts a streamed write of the chunk `key`, holding at most one
+    /// buffer of it in memory.
+    pub fn chunk_writer(&self, key: Id) -> Result<ChunkWriter> {
+        let tmp = self.layout().tmp_file("chunk", &key)?;
+        Ok(ChunkWriter {
+            store: self.clone(),
+            key,
+            tmp,
+            hasher: Sha1::new(),
+            len: 0,
+        })
+    }
+
+    /// The bytes of chunk `key`, checked against the key. Missing is
+    /// `Error::NotFound`; bytes that do not match are quarantined and
+    /// reported as `Error::Corrupt`.
+    pub fn read_chunk(&self, key: &Id) -> Result<Vec<u8>> {
+        let path = self.layout().chunk_path(key);
+        let data = disk::read_capped(&path, crate::MAX_CHUNK_BYTES as u64).map_err(|e| {
+            match e.kind() {
+                io::ErrorKind::NotFound => not_found(key),
+                // Longer than any chunk we would store: cannot be intact.
+                io::ErrorKind::InvalidData => Error::Corrupt(format!("chunk {key}: {e}")),
+                _ => Error::io(format!("reading chunk {key}"), e),
+            }
+        });
+        let data = match data {
+            Ok(data) => data,
+            Err(e @ Error::Corrupt(_)) => {
+                self.quarantine_if_corrupt(key)?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let actual = Id::hash(&data);
+        if actual != *key {
+            self.quarantine_if_corrupt(key)?;
+            return Err(mismatch(key, &actual));
+        }
+        Ok(data)
+    }
+
+    /// An open handle on chunk `key` and its length, for streaming it out.
+    /// The caller hashes while streaming and calls
+    /// [`Store::quarantine_chunk`] if the bytes turn out wrong. The handle
+    /// stays valid even if the chunk is replaced or deleted meanwhile.
+    pub fn open_chunk(&self, key: &Id) -> Result<(File, u64)> {
+        let path = self.layout().chunk_path(key);
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => not_found(key),
+            _ => Error::io(format!("opening chunk {key}"), e),
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading metadata of chunk {key}"), e))?
+            .len();
+        Ok((file, len))
+    }
+
+    /// Reports that chunk `key` was found corrupt while streaming. The file
+    /// is re-hashed under the key's lock and moved to `quarantine/` only if
+    /// it really does not match (a good copy may have replaced it since the
+    /// caller opened it). A missing chunk is not an error.
+    pub fn quarantine_chunk(&self, key: &Id) -> Result<()> {
+        self.quarantine_if_corrupt(key).map(|_| ())
+    }
+
+    /// Whether a file for chunk `key` exists. Cheap: does not check bytes.
+    pub fn has_chunk(&self, key: &Id) -> bool {
+        self.layout().chunk_path(key).is_file()
+    }
+
+    /// Re-hashes chunk `key` in full (the scrubber's check). Missing is
+    /// `Error::NotFound`; a mismatch quarantines it and is `Error::Corrupt`.
+    pub fn verify_chunk(&self, key: &Id) -> Result<()> {
+        let path = self.layout().chunk_path(key);
+        let (actual, _) = disk::hash_file(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => not_found(key),
+            _ => Error::io(format!("hashing chunk {key}"), e),
+        })?;
+        if actual != *key {
+            self.quarantine_if_corrupt(key)?;
+            return Err(mismatch(key, &actual));
+        }
+        Ok(())
+    }
+
+    /// Removes chunk `key`. Removing a chunk that is not there succeeds, so
+    /// a retried hand-off does not fail.
+    pub fn delete_chunk(&self, key: &Id) -> Result<()> {
+        let path = self.layout().chunk_path(key);
+        let _guard = self.key_lock(key);
+        match fs::remove_file(&path) {
+            Ok(()) => disk::fsync_parent(&path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing chunk {key}"), e)),
+        }
+        self.index().remove_chunk(key);
+        Ok(())
+    }
+
+    /// Every chunk key held, in ascending order.
+    pub fn chunk_keys(&self) -> Result<Vec<Id>> {
+        Ok(self.index().chunk_keys())
+    }
+
+    /// The chunk keys in `(start, end]` on the circle, in clockwise order
+    /// from `start` (ascending unless the arc wraps past zero). Equal ends
+    /// mean the whole ring.
+    pub fn chunk_keys_in(&self, start: &Id, end: &Id) -> Result<Vec<Id>> {
+        Ok(self.index().chunk_keys_in(start, end))
+    }
+
+    /// Length in bytes of chunk `key`'s file.
+    pub fn chunk_len(&self, key: &Id) -> Result<u64> {
+        let path = self.layout().chunk_path(key);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(not_found(key)),
+            Err(e) => Err(Error::io(format!("reading metadata of chunk {key}"), e)),
+        }
+    }
+
+    /// Whether a file for `key` exists and hashes to `key`.
+    fn has_intact_chunk(&self, key: &Id) -> Result<bool> {
+        match disk::hash_file(&self.layout().chunk_path(key)) {
+            Ok((actual, _)) => Ok(actual == *key),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(format!("hashing chunk {key}"), e)),
+        }
+    }
+
+    /// Moves a verified, fsynced temporary file into place as chunk `key`
+    /// unless an intact copy beat it there.
+    fn commit_chunk(&self, key: &Id, tmp: TmpFile, len: u64) -> Result<bool> {
+        let path = self.layout().chunk_path(key);
+        let _guard = self.key_lock(key);
+        match disk::hash_file(&path) {
+            Ok((actual, _)) if actual == *key => return Ok(false), // tmp dropped: removed
+            Ok(_) => self.move_chunk_to_quarantine(key)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("hashing chunk {key}"), e)),
+        }
+        tmp.persist(&path)?;
+        self.index().insert_chunk(*key, len);
+        Ok(true)
+    }
+
+    /// Re-hashes chunk `key` under its lock and quarantines it if it does
+    /// not match. Returns whether it was moved.
+    fn quarantine_if_corrupt(&self, key: &Id) -> Result<bool> {
+        let path = self.layout().chunk_path(key);
+        let _guard = self.key_lock(key);
+        match disk::hash_file(&path) {
+            Ok((actual, _)) if actual == *key => Ok(false),
+            Ok(_) => self.move_chunk_to_quarantine(key).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(format!("hashing chunk {key}"), e)),
+        }
+    }
+
+    /// Moves chunk `key`'s file aside and counts it. The caller holds the
+    /// key's lock and has established the file is corrupt.
+    fn move_chunk_to_quarantine(&self, key: &Id) -> Result<()> {
+        let from = self.layout().chunk_path(key);
+        let to = self.layout().quarantine_chunk_path(key);
+        disk::move_durably(&from, &to)
+            .map_err(|e| Error::io(format!("quarantining chunk {key}"), e))?;
+        tracing::warn!(key = %key, to = %to.display(), "corrupt chunk quarantined");
+        let mut index = self.index();
+        index.remove_chunk(key);
+        index.count_corrupt_chunk();
+        Ok(())
+    }
+
+    /// Rebuilds the chunk part of the index from `chunks/`. Entries that
+    /// are not a chunk in its right fan-out dir are logged and left alone.
+    pub(super) fn scan_chunks(&self) -> Result<()> {
+        let mut found = Vec::new();
+        for fan_out in disk::read_dir(&self.layout().chunks)? {
+            let dir_name = fan_out.file_name();
+            let prefix = dir_name.to_str().filter(|n| {
+                n.len() == 2
+                    && n.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            });
+            let is_dir = fan_out.file_type().is_ok_and(|t| t.is_dir());
+            let Some(prefix) = prefix.filter(|_| is_dir) else {
+                tracing::warn!(path = %fan_out.path().display(), "unexpected entry in chunks/, ignored");
+                continue;
+            };
+            for entry in disk::read_dir(&fan_out.path())? {
+                let path = entry.path();
+                let key = entry
+                    .file_name()
+                    .to_str()
+                    .filter(|n| n.starts_with(prefix))
+                    .and_then(|n| n.parse::<Id>().ok())
+                    .filter(|k| k.to_hex() == entry.file_name().to_string_lossy());
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?;
+                match key {
+                    Some(key) if meta.is_file() => found.push((key, meta.len())),
+                    _ => {
+                        tracing::warn!(path = %path.display(), "unexpected entry in chunks/, ignored");
+                    }
+                }
+            }
+        }
+        let mut index = self.index();
+        for (key, len) in found {
+            index.insert_chunk(key, len);
+        }
+        Ok(())
+    }
+
+    /// Counts the chunks already in `quarantine/`, so the corrupt count
+    /// survives a restart until an operator deals with them.
+    pub(super) fn scan_quarantine(&self) -> Result<()> {
+        let count = disk::read_dir(&self.layout().quarantine)?
+            .iter()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(QUARANTINED_CHUNK_PREFIX))
+            })
+            .count();
+        let mut index = self.index();
+        for _ in 0..count {
+            index.count_corrupt_chunk();
+        }
+        Ok(())
+    }
+}
+
+/// A streamed write of one chunk: bytes go to a temporary file while their
+/// SHA-1 is computed, so memory stays bounded whatever the chunk size.
+/// [`ChunkWriter::commit`] checks the hash and moves the file into place;
+/// dropping the writer without committing removes the temporary file.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    store: Store,
+    key: Id,
+    tmp: TmpFile,
+    hasher: Sha1,
+    len: u64,
+}
+
+impl ChunkWriter {
+    /// The key the bytes must hash to.
+    pub fn key(&self) -> &Id {
+        &self.key
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing has been written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `data`. Fails with `Error::InvalidArgument` once the chunk
+    /// would pass [`crate::MAX_CHUNK_BYTES`], so a peer cannot fill the disk
+    /// through one endless stream.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        let len = self.len + data.len() as u64;
+        check_chunk_len(&self.key, len)?;
+        self.tmp.write_all(data)?;
+        self.hasher.update(data);
+        self.len = len;
+        Ok(())
+    }
+
+    /// Checks the bytes against the key (`Error::Corrupt` and nothing kept
+    /// otherwise), makes them durable and moves them into place. Returns
+    /// `false` if an intact copy was already stored.
+    pub fn commit(self) -> Result<bool> {
+        let ChunkWriter {
+            store,
+            key,
+            mut tmp,
+            hasher,
+            len,
+        } = self;
+        let actual = Id::from_array(hasher.finalize().into());
+        if actual != key {
+            return Err(mismatch(&key, &actual));
+        }
+        tmp.finish()?;
+        store.commit_chunk(&key, tmp, len)
+    }
+}
+
+fn check_chunk_len(key: &Id, len: u64) -> Result<()> {
+    if len > crate::MAX_CHUNK_BYTES as u64 {
+        return Err(Error::invalid(format!(
+            "chunk {key} is longer than the limit of {} bytes",
+            crate::MAX_CHUNK_BYTES
+        )));
+    }
+    Ok(())
+}
+
+fn mismatch(key: &Id, actual: &Id) -> Error {
+    Error::Corrupt(format!("chunk {key}: bytes hash to {actual}"))
+}
+
+fn not_found(key: &Id) -> Error {
+    Error::NotFound(format!("chunk {key}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use std::io::Read;
+
+    use super::super::tests::open_temp;
+    use super::*;
+
+    fn count(dir: &std::path::Path) -> usize {
+        fs::read_dir(dir).unwrap().count()
+    }
+
+    /// Every chunk file under `chunks/`, across fan-out dirs.
+    fn chunk_files(root: &std::path::Path) -> usize {
+        fs::read_dir(root.join("chunks"))
+            .unwrap()
+            .map(|d| count(&d.unwrap().path()))
+            .sum()
+    }
+
+    fn flip_a_byte(store: &Store, key: &Id) {
+        let path = store.layout().chunk_path(key);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[0] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+    }
+
+    #[test]
+    fn round_trip() {
+        let (_dir, store) = open_temp();
+        let data = b"hello, ring".to_vec();
+        let key = Id::hash(&data);
+        assert!(!store.has_chunk(&key));
+        assert!(store.put_chunk(&key, &data).unwrap());
+        assert!(store.has_chunk(&key));
+        assert_eq!(store.read_chunk(&key).unwrap(), data);
+        assert_eq!(store.chunk_len(&key).unwrap(), data.len() as u64);
+        let (mut file, len) = store.open_chunk(&key).unwrap();
+        let mut streamed = Vec::new();
+        file.read_to_end(&mut streamed).unwrap();
+        assert_eq!((streamed, len), (data.clone(), data.len() as u64));
+        store.verify_chunk(&key).unwrap();
+        assert_eq!(store.chunk_keys().unwrap(), vec![key]);
+        let stats = store.stats();
+        assert_eq!((stats.chunks, stats.bytes), (1, data.len() as u64));
+
+        // A second copy is recognised, not rewritten or double-counted.
+        assert!(!store.put_chunk(&key, &data).unwrap());
+        assert_eq!(store.stats(), stats);
+
+        // The empty chunk is a chunk like any other.
+        let empty = Id::hash(b"");
+        assert!(store.put_chunk(&empty, b"").unwrap());
+        assert_eq!(store.read_chunk(&empty).unwrap(), b"");
+    }
+
+    #[test]
+    fn missing_chunk_is_not_found() {
+        let (_dir, store) = open_temp();
+        let key = Id::hash(b"nowhere");
+        assert!(matches!(store.read_chunk(&key), Err(Error::NotFound(_))));
+        assert!(matches!(store.verify_chunk(&key), Err(Error::NotFound(_))));
+        assert!(matches!(store.open_chunk(&key), Err(Error::NotFound(_))));
+        assert!(matches!(store.chunk_len(&key), Err(Error::NotFound(_))));
+        store.delete_chunk(&key).unwrap();
+        store.quarantine_chunk(&key).unwrap();
+    }
+
+    #[test]
+    fn key_mismatch_is_rejected_and_leaves_nothing() {
+        let (dir, store) = open_temp();
+        let wrong = Id::hash(b"something else");
+        let err = store.put_chunk(&wrong, b"these bytes").unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+
+        let mut writer = store.chunk_writer(wrong).unwrap();
+        writer.write(b"these ").unwrap();
+        writer.write(b"bytes").unwrap();
+        let err = writer.commit().unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+
+        assert_eq!(chunk_files(dir.path()), 0);
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+        assert_eq!(store.stats().chunks, 0);
+        assert!(!store.has_chunk(&wrong));
+    }
+
+    #[test]
+    fn corruption_is_detected_and_quarantined() {
+        let (dir, store) = open_temp();
+        let a = vec![1u8; 1000];
+        let b = vec![2u8; 1000];
+        let (ka, kb) = (Id::hash(&a), Id::hash(&b));
+        store.put_chunk(&ka, &a).unwrap();
+        store.put_chunk(&kb, &b).unwrap();
+        flip_a_byte(&store, &ka);
+        flip_a_byte(&store, &kb);
+
+        let err = store.read_chunk(&ka).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        let err = store.verify_chunk(&kb).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+
+        for key in [ka, kb] {
+            assert!(!store.has_chunk(&key));
+            assert!(matches!(store.read_chunk(&key), Err(Error::NotFound(_))));
+        }
+        // Moved aside, not deleted: the bad bytes are still there to inspect.
+        assert_eq!(count(&dir.path().join("quarantine")), 2);
+        let stats = store.stats();
+        assert_eq!((stats.chunks, stats.bytes, stats.corrupt_chunks), (0, 0, 2));
+
+        // A good copy can be stored again, and the count survives a restart.
+        assert!(store.put_chunk(&ka, &a).unwrap());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.stats().corrupt_chunks, 2);
+        assert_eq!(store.read_chunk(&ka).unwrap(), a);
+    }
+
+    #[test]
+    fn truncated_or_oversized_files_are_corrupt() {
+        let (_dir, store) = open_temp();
+        let data = vec![3u8; 100];
+        let key = Id::hash(&data);
+        store.put_chunk(&key, &data).unwrap();
+        fs::write(store.layout().chunk_path(&key), &data[..50]).unwrap();
+        assert!(matches!(store.verify_chunk(&key), Err(Error::Corrupt(_))));
+        assert_eq!(store.stats().corrupt_chunks, 1);
+    }
+
+    #[test]
+    fn put_replaces_a_corrupt_copy() {
+        let (dir, store) = open_temp();
+        let data = vec![9u8; 300];
+        let key = Id::hash(&data);
+        store.put_chunk(&key, &data).unwrap();
+        flip_a_byte(&store, &key);
+        // Not an intact copy, so the put writes and reports it did.
+        assert!(store.put_chunk(&key, &data).unwrap());
+        assert_eq!(store.read_chunk(&key).unwrap(), data);
+        assert_eq!(count(&dir.path().join("quarantine")), 1);
+        let stats = store.stats();
+        assert_eq!(
+            (stats.chunks, stats.bytes, stats.corrupt_chunks),
+            (1, 300, 1)
+        );
+    }
+
+    #[test]
+    fn quarantine_chunk_rechecks_before_moving() {
+        let (dir, store) = open_temp();
+        let data = vec![4u8; 64];
+        let key = Id::hash(&data);
+        store.put_chunk(&key, &data).unwrap();
+        // The caller thinks it is bad, but the bytes on disk are fine.
+        store.quarantine_chunk(&key).unwrap();
+        assert!(store.has_chunk(&key));
+        flip_a_byte(&store, &key);
+        store.quarantine_chunk(&key).unwrap();
+        assert!(!store.has_chunk(&key));
+        assert_eq!(count(&dir.path().join("quarantine")), 1);
+    }
+
+    #[test]
+    fn delete_removes_file_and_counts() {
+        let (_dir, store) = open_temp();
+        let data = b"short-lived".to_vec();
+        let key = Id::hash(&data);
+        store.put_chunk(&key, &data).unwrap();
+        store.delete_chunk(&key).unwrap();
+        assert!(!store.has_chunk(&key));
+        assert_eq!(store.stats(), super::super::StoreStats::default());
+        store.delete_chunk(&key).unwrap(); // idempotent
+    }
+
+    #[test]
+    fn keys_in_wraps_around_zero() {
+        let (_dir, store) = open_temp();
+        let mut keys: Vec<Id> = (0u32..40)
+            .map(|i| {
+                let data = i.to_be_bytes();
+                let key = Id::hash(&data);
+                store.put_chunk(&key, &data).unwrap();
+                key
+            })
+            .collect();
+        keys.sort();
+        assert_eq!(store.chunk_keys().unwrap(), keys);
+        // An arc from the 30th key round past zero to the 5th.
+        let (start, end) = (keys[30], keys[5]);
+        let got = store.chunk_keys_in(&start, &end).unwrap();
+        let mut expected: Vec<Id> = keys[31..].to_vec();
+        expected.extend_from_slice(&keys[..=5]);
+        assert_eq!(got, expected);
+        assert!(got.iter().all(|k| k.in_half_open(&start, &end)));
+        assert_eq!(
+            store.chunk_keys_in(&keys[2], &keys[4]).unwrap(),
+            keys[3..=4]
+        );
+        assert_eq!(store.chunk_keys_in(&keys[7], &keys[7]).unwrap().len(), 40);
+    }
+
+    #[test]
+    fn writer_commits_streamed_bytes() {
+        let (dir, store) = open_temp();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let key = Id::hash(&data);
+        let mut writer = store.chunk_writer(key).unwrap();
+        assert!(writer.is_empty());
+        for piece in data.chunks(7_000) {
+            writer.write(piece).unwrap();
+        }
+        assert_eq!((*writer.key(), writer.len()), (key, data.len() as u64));
+        assert!(writer.commit().unwrap());
+        assert_eq!(store.read_chunk(&key).unwrap(), data);
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+
+        // Streaming a chunk that is already stored changes nothing.
+        let mut again = store.chunk_writer(key).unwrap();
+        again.write(&data).unwrap();
+        assert!(!again.commit().unwrap());
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+        assert_eq!(store.stats().chunks, 1);
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let (dir, store) = open_temp();
+        let key = Id::hash(b"never finished");
+        let mut writer = store.chunk_writer(key).unwrap();
+        writer.write(b"never").unwrap();
+        assert_eq!(count(&dir.path().join("tmp")), 1);
+        drop(writer);
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+        assert!(!store.has_chunk(&key));
+        assert_eq!(store.stats().chunks, 0);
+    }
+
+    #[test]
+    fn writer_refuses_to_grow_past_the_limit() {
+        let (dir, store) = open_temp();
+        let mut writer = store.chunk_writer(Id::hash(b"endless")).unwrap();
+        let piece = vec![0u8; 4 << 20];
+        let mut written = 0usize;
+        let err = loop {
+            match writer.write(&piece) {
+                Ok(()) => written += piece.len(),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert_eq!(written, crate::MAX_CHUNK_BYTES);
+        drop(writer);
+        assert_eq!(count(&dir.path().join("tmp")), 0);
+    }
+
+    #[test]
+    fn concurrent_puts_of_one_chunk_count_once() {
+        let (_dir, store) = open_temp();
+        let data = vec![5u8; 50_000];
+        let key = Id::hash(&data);
+        let stored: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| store.put_chunk(&key, &data).unwrap()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(stored, 1);
+        let stats = store.stats();
+        assert_eq!((stats.chunks, stats.bytes), (1, 50_000));
+    }
+}

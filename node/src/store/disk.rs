@@ -1,0 +1,377 @@
+//! File-system plumbing for the store: where things live, and how a file is
+//! made durable and visible in one step.
+//!
+//! Invariants kept here:
+//! - Every path is built from a hex key or a name this module makes up; no
+//!   user-supplied string ever reaches the file system.
+//! - A file appears under its final name only complete and fsynced: it is
+//!   written under `tmp/`, fsynced, renamed into place, and the directory
+//!   that now holds it is fsynced so the rename itself survives a crash.
+//! - A temporary file that is not persisted is removed when dropped, so an
+//!   error or an abandoned stream leaves nothing behind (and `tmp/` is
+//!   cleared on open for what a crash left).
+//!
+//! Knows nothing of chunks versus manifests beyond their paths; the checks
+//! and the counters are the callers'.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::chord::Id;
+use crate::error::{Error, Result};
+
+/// Buffer for hashing and copying files: large enough that a MiB-scale chunk
+/// takes a handful of reads, small enough to be irrelevant per thread.
+pub(super) const IO_BUF_BYTES: usize = 64 * 1024;
+
+const CHUNKS_DIR: &str = "chunks";
+const MANIFESTS_DIR: &str = "manifests";
+const TMP_DIR: &str = "tmp";
+const QUARANTINE_DIR: &str = "quarantine";
+/// Suffix of a manifest file, after its 40 hex digits.
+pub(super) const MANIFEST_EXT: &str = ".json";
+/// Prefix of quarantined chunk files, by which open counts them.
+pub(super) const QUARANTINED_CHUNK_PREFIX: &str = "chunk-";
+const QUARANTINED_MANIFEST_PREFIX: &str = "manifest-";
+
+/// The directories under the data dir and the paths inside them.
+#[derive(Debug)]
+pub(super) struct Layout {
+    pub root: PathBuf,
+    pub chunks: PathBuf,
+    pub manifests: PathBuf,
+    pub tmp: PathBuf,
+    pub quarantine: PathBuf,
+    /// Makes temporary and quarantine names unique within this process.
+    seq: AtomicU64,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+            chunks: root.join(CHUNKS_DIR),
+            manifests: root.join(MANIFESTS_DIR),
+            tmp: root.join(TMP_DIR),
+            quarantine: root.join(QUARANTINE_DIR),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Creates every directory, including the 256 chunk fan-out dirs, so a
+    /// rename into place never needs to create (and fsync) a parent first.
+    pub fn create(&self) -> Result<()> {
+        for dir in [
+            &self.root,
+            &self.chunks,
+            &self.manifests,
+            &self.tmp,
+            &self.quarantine,
+        ] {
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        for byte in 0..=u8::MAX {
+            let dir = self.chunks.join(hex::encode([byte]));
+            fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        for dir in [&self.chunks, &self.root] {
+            fsync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// `chunks/<first 2 hex>/<40 hex>`: the fan-out keeps directories small.
+    pub fn chunk_path(&self, key: &Id) -> PathBuf {
+        let hex = key.to_hex();
+        self.chunks.join(&hex[..2]).join(hex)
+    }
+
+    /// `manifests/<40 hex>.json`.
+    pub fn manifest_path(&self, key: &Id) -> PathBuf {
+        self.manifests
+            .join(format!("{}{MANIFEST_EXT}", key.to_hex()))
+    }
+
+    /// A new, empty temporary file; `label` only helps someone reading `tmp/`.
+    pub fn tmp_file(&self, label: &str, key: &Id) -> Result<TmpFile> {
+        let name = format!("{}-{label}-{}", self.next_seq(), key.to_hex());
+        TmpFile::create(self.tmp.join(name))
+    }
+
+    /// A fresh name under `quarantine/` for a bad chunk.
+    pub fn quarantine_chunk_path(&self, key: &Id) -> PathBuf {
+        self.quarantine.join(format!(
+            "{QUARANTINED_CHUNK_PREFIX}{}-{}-{}",
+            key.to_hex(),
+            now_ms(),
+            self.next_seq()
+        ))
+    }
+
+    /// A fresh name under `quarantine/` for a bad manifest.
+    pub fn quarantine_manifest_path(&self, key: &Id) -> PathBuf {
+        self.quarantine.join(format!(
+            "{QUARANTINED_MANIFEST_PREFIX}{}-{}-{}{MANIFEST_EXT}",
+            key.to_hex(),
+            now_ms(),
+            self.next_seq()
+        ))
+    }
+
+    /// Removes everything under `tmp/`: at open no write is in flight, so
+    /// whatever is there was abandoned by a crash. Returns how many entries.
+    pub fn clear_tmp(&self) -> Result<usize> {
+        let mut removed = 0;
+        for entry in read_dir(&self.tmp)? {
+            let path = entry.path();
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            let result = if is_dir {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            result.map_err(|e| Error::io(format!("clearing {}", path.display()), e))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A file under `tmp/` that is removed on drop unless [`TmpFile::persist`]ed.
+#[derive(Debug)]
+pub(super) struct TmpFile {
+    path: PathBuf,
+    /// `None` once [`TmpFile::finish`] has flushed, fsynced and closed it.
+    file: Option<BufWriter<File>>,
+    /// Whether drop should remove `path` (false once renamed away).
+    armed: bool,
+}
+
+impl TmpFile {
+    fn create(path: PathBuf) -> Result<TmpFile> {
+        // create_new: never share a file with another writer, even by mistake.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        Ok(TmpFile {
+            path,
+            file: Some(BufWriter::with_capacity(IO_BUF_BYTES, file)),
+            armed: true,
+        })
+    }
+
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::invalid("write to a temporary file already finished"))?;
+        file.write_all(data)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+    }
+
+    /// Flushes, fsyncs and closes the file: its bytes are durable, though
+    /// not yet visible under a final name.
+    pub fn finish(&mut self) -> Result<()> {
+        let Some(writer) = self.file.take() else {
+            return Ok(());
+        };
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+    }
+
+    /// Finishes the file if need be, renames it to `dest` (replacing what
+    /// was there) and fsyncs `dest`'s directory so the new name is durable.
+    pub fn persist(mut self, dest: &Path) -> Result<()> {
+        self.finish()?;
+        fs::rename(&self.path, dest).map_err(|e| {
+            Error::io(
+                format!("renaming {} to {}", self.path.display(), dest.display()),
+                e,
+            )
+        })?;
+        self.armed = false;
+        fsync_parent(dest)
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        if self.armed {
+            // Close before removing; a failure only leaves a file that the
+            // next open clears, so it is logged, not raised.
+            self.file = None;
+            if let Err(e) = fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not remove temporary file");
+                }
+            }
+        }
+    }
+}
+
+/// Fsyncs a directory so that entries created, renamed or removed in it
+/// survive a crash (on Linux a rename is durable only once its directory is).
+pub(super) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Fsyncs the directory that holds `path`.
+pub(super) fn fsync_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) => fsync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Moves `from` to `to` (both inside the data dir) and makes both
+/// directories' new state durable.
+pub(super) fn move_durably(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    for path in [to, from] {
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
+/// SHA-1 and length of a file's bytes, read in bounded pieces.
+pub(super) fn hash_file(path: &Path) -> io::Result<(Id, u64)> {
+    use sha1::{Digest, Sha1};
+    let mut file = File::open(path)?;
+    let mut hasher = Sha1::new();
+    let mut buf = vec![0u8; IO_BUF_BYTES];
+    let mut len = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((Id::from_array(hasher.finalize().into()), len))
+}
+
+/// Reads a whole file, failing with `InvalidData` rather than allocating
+/// without bound if it is longer than `max` bytes.
+pub(super) fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let mut data = Vec::new();
+    file.take(max + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is longer than {max} bytes", path.display()),
+        ));
+    }
+    Ok(data)
+}
+
+/// The entries of `dir`, with errors (for the listing or an entry) wrapped.
+pub(super) fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    let context = || format!("listing {}", dir.display());
+    fs::read_dir(dir)
+        .map_err(|e| Error::io(context(), e))?
+        .map(|entry| entry.map_err(|e| Error::io(context(), e)))
+        .collect()
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmp_file_is_removed_unless_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        let key = Id::hash(b"k");
+        let mut dropped = layout.tmp_file("t", &key).unwrap();
+        dropped.write_all(b"abc").unwrap();
+        drop(dropped);
+        assert_eq!(fs::read_dir(&layout.tmp).unwrap().count(), 0);
+
+        let mut kept = layout.tmp_file("t", &key).unwrap();
+        kept.write_all(b"abc").unwrap();
+        let dest = layout.chunk_path(&key);
+        kept.persist(&dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"abc");
+        assert_eq!(fs::read_dir(&layout.tmp).unwrap().count(), 0);
+        assert_eq!(hash_file(&dest).unwrap(), (Id::hash(b"abc"), 3));
+    }
+
+    #[test]
+    fn paths_are_hex_fan_out() {
+        let layout = Layout::new(Path::new("/data"));
+        let key: Id = "ab".repeat(20).parse().unwrap();
+        assert_eq!(
+            layout.chunk_path(&key),
+            Path::new("/data/chunks/ab").join("ab".repeat(20))
+        );
+        assert_eq!(
+            layout.manifest_path(&key),
+            Path::new("/data/manifests").join(format!("{}.json", "ab".repeat(20)))
+        );
+    }
+
+    #[test]
+    fn read_capped_refuses_long_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"12345").unwrap();
+        assert_eq!(read_capped(&path, 5).unwrap(), b"12345");
+        let err = read_capped(&path, 4).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// A full disk surfaces as `Error::DiskFull` through the write path, and
+    /// the temporary file is still removed. `/dev/full` answers every write
+    /// with ENOSPC; skipped where it does not exist.
+    #[test]
+    fn enospc_is_disk_full_and_leaves_nothing() {
+        let Ok(full) = OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // The guard owns a real tmp path (so drop removes that, never
+        // /dev/full) but writes go to the full device.
+        let path = dir.path().join("tmp-file");
+        fs::write(&path, b"").unwrap();
+        let mut tmp = TmpFile {
+            path: path.clone(),
+            file: Some(BufWriter::with_capacity(IO_BUF_BYTES, full)),
+            armed: true,
+        };
+        let big = vec![0u8; 2 * IO_BUF_BYTES];
+        let err = tmp.write_all(&big).and_then(|()| tmp.finish()).unwrap_err();
+        assert!(matches!(err, Error::DiskFull(_)), "{err:?}");
+        drop(tmp);
+        assert!(!path.exists());
+    }
+}

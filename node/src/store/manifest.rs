@@ -1,0 +1,318 @@
+//! The manifest: what a stored file is made of, and which of two versions wins.
+//!
+//! A manifest names a file, lists its chunk keys in order and carries the
+//! whole-file SHA-256 and a version. It is stored under `SHA-1(name)` and is
+//! written after all its chunks, so a file is visible only once complete. A
+//! deletion is a *tombstone*: a manifest with `deleted = true` and no chunks,
+//! which replicates and supersedes like any other version so that a deleted
+//! file cannot be resurrected by a replica that missed the delete.
+//!
+//! Invariant: [`Manifest::supersedes`] is a strict total order on distinct
+//! manifests, so every replica that sees the same set of versions keeps the
+//! same one whatever the order they arrived in. Pure: no I/O.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::name::validate_name;
+use crate::chord::Id;
+use crate::error::{Error, Result};
+
+/// One version of a stored file (or of its deletion).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The user's file name; its SHA-1 is the manifest's key.
+    pub name: String,
+    /// File length in bytes.
+    pub size: u64,
+    /// Length of every chunk but the last, which holds the remainder.
+    pub chunk_size: u32,
+    /// Chunk keys (SHA-1 of each chunk's bytes) in file order; hex on disk.
+    #[serde(with = "hex_ids")]
+    pub chunks: Vec<Id>,
+    /// SHA-256 of the whole file; hex on disk. All zeros in a tombstone.
+    #[serde(with = "hex_sha256")]
+    pub sha256: [u8; 32],
+    /// Larger versions supersede smaller ones.
+    pub version: u64,
+    /// A tombstone: the file was deleted at this version.
+    pub deleted: bool,
+    /// Wall-clock time of the write, milliseconds since the Unix epoch; shown
+    /// to users and used only as a late tie-break, never to order versions.
+    pub modified_ms: u64,
+}
+
+impl Manifest {
+    /// The manifest's place on the ring: SHA-1 of the name's bytes.
+    pub fn key(&self) -> Id {
+        Id::hash(self.name.as_bytes())
+    }
+
+    /// The record of `name` being deleted at `version`.
+    pub fn tombstone(name: impl Into<String>, version: u64, modified_ms: u64) -> Manifest {
+        Manifest {
+            name: name.into(),
+            size: 0,
+            chunk_size: 0,
+            chunks: Vec::new(),
+            sha256: [0; 32],
+            version,
+            deleted: true,
+            modified_ms,
+        }
+    }
+
+    /// Checks the manifest is self-consistent: a valid name, and exactly
+    /// `ceil(size / chunk_size)` chunks of an acceptable size (none for an
+    /// empty file or a tombstone).
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        if self.deleted {
+            if self.size != 0 || !self.chunks.is_empty() {
+                return Err(Error::invalid(format!(
+                    "tombstone for {:?} has size {} and {} chunks; it must have none",
+                    self.name,
+                    self.size,
+                    self.chunks.len()
+                )));
+            }
+            return Ok(());
+        }
+        if self.size == 0 {
+            if !self.chunks.is_empty() {
+                return Err(Error::invalid(format!(
+                    "empty file {:?} lists {} chunks",
+                    self.name,
+                    self.chunks.len()
+                )));
+            }
+            return Ok(());
+        }
+        if self.chunk_size == 0 {
+            return Err(Error::invalid(format!(
+                "file {:?} has {} bytes but a chunk size of 0",
+                self.name, self.size
+            )));
+        }
+        if self.chunk_size as usize > crate::MAX_CHUNK_BYTES {
+            return Err(Error::invalid(format!(
+                "file {:?} has chunk size {}, above the limit of {}",
+                self.name,
+                self.chunk_size,
+                crate::MAX_CHUNK_BYTES
+            )));
+        }
+        let expected = self.size.div_ceil(u64::from(self.chunk_size));
+        if self.chunks.len() as u64 != expected {
+            return Err(Error::invalid(format!(
+                "file {:?} of {} bytes in chunks of {} needs {expected} chunks, lists {}",
+                self.name,
+                self.size,
+                self.chunk_size,
+                self.chunks.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `self` should replace `other` (two versions of the same file).
+    ///
+    /// The larger version wins. Equal versions come from concurrent writers
+    /// that both read the same old version; any fixed rule makes replicas
+    /// converge, and this one prefers, in turn: a tombstone (a delete racing a
+    /// write should not be silently undone), the larger SHA-256, the later
+    /// `modified_ms`, then the remaining fields, so that two manifests that
+    /// differ at all are always ordered.
+    pub fn supersedes(&self, other: &Manifest) -> bool {
+        self.rank(other) == Ordering::Greater
+    }
+
+    fn rank(&self, other: &Manifest) -> Ordering {
+        self.version
+            .cmp(&other.version)
+            .then(self.deleted.cmp(&other.deleted))
+            .then(self.sha256.cmp(&other.sha256))
+            .then(self.modified_ms.cmp(&other.modified_ms))
+            .then(self.size.cmp(&other.size))
+            .then(self.chunk_size.cmp(&other.chunk_size))
+            .then_with(|| self.chunks.cmp(&other.chunks))
+            .then_with(|| self.name.cmp(&other.name))
+    }
+}
+
+/// `Vec<Id>` as a JSON array of 40-digit hex strings.
+mod hex_ids {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::chord::Id;
+
+    pub fn serialize<S: Serializer>(ids: &[Id], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter().map(Id::to_hex))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Id>, D::Error> {
+        let strings = Vec::<String>::deserialize(d)?;
+        strings
+            .iter()
+            .map(|s| s.parse::<Id>().map_err(D::Error::custom))
+            .collect()
+    }
+}
+
+/// `[u8; 32]` as a 64-digit hex string.
+mod hex_sha256 {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out)
+            .map_err(|e| D::Error::custom(format!("sha256 must be 64 hex digits: {e}")))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+pub(super) mod tests {
+    use super::*;
+
+    /// A valid live manifest of `size` bytes in chunks of `chunk_size`.
+    pub(crate) fn live(name: &str, size: u64, chunk_size: u32, version: u64) -> Manifest {
+        let n = if size == 0 {
+            0
+        } else {
+            size.div_ceil(u64::from(chunk_size))
+        };
+        Manifest {
+            name: name.to_string(),
+            size,
+            chunk_size,
+            chunks: (0..n).map(|i| Id::hash(&i.to_be_bytes())).collect(),
+            sha256: [7; 32],
+            version,
+            deleted: false,
+            modified_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn key_is_sha1_of_name() {
+        let m = live("abc", 0, 0, 1);
+        assert_eq!(m.key().to_hex(), "a9993e364706816aba3e25717850c26c9cd0d89d");
+    }
+
+    #[test]
+    fn validate_table() {
+        let mut too_few = live("f", 10, 4, 1);
+        too_few.chunks.pop();
+        let mut too_many = live("f", 8, 4, 1);
+        too_many.chunks.push(Id::hash(b"extra"));
+        let mut zero_chunk_size = live("f", 8, 4, 1);
+        zero_chunk_size.chunk_size = 0;
+        let mut empty_with_chunks = live("f", 0, 4, 1);
+        empty_with_chunks.chunks.push(Id::hash(b"x"));
+        let mut fat_tombstone = Manifest::tombstone("f", 2, 0);
+        fat_tombstone.chunks.push(Id::hash(b"x"));
+        let mut sized_tombstone = Manifest::tombstone("f", 2, 0);
+        sized_tombstone.size = 3;
+        let mut huge_chunks = live("f", 1, 4, 1);
+        huge_chunks.chunk_size = crate::MAX_CHUNK_BYTES as u32 + 1;
+        let cases = [
+            (live("f", 0, 0, 1), true),
+            (live("f", 0, 4, 1), true),
+            (live("f", 1, 4, 1), true),
+            (live("f", 4, 4, 1), true),
+            (live("f", 5, 4, 1), true),
+            (live("f", 3 << 20, 1 << 20, 1), true),
+            (Manifest::tombstone("f", 2, 0), true),
+            (live("", 0, 0, 1), false),
+            (live("a/b", 0, 0, 1), false),
+            (too_few, false),
+            (too_many, false),
+            (zero_chunk_size, false),
+            (empty_with_chunks, false),
+            (fat_tombstone, false),
+            (sized_tombstone, false),
+            (huge_chunks, false),
+        ];
+        for (i, (m, ok)) in cases.iter().enumerate() {
+            let got = m.validate();
+            assert_eq!(got.is_ok(), *ok, "case {i}: {got:?}");
+            if let Err(e) = got {
+                assert!(matches!(e, Error::InvalidArgument(_)), "case {i}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn newer_version_wins_whatever_else() {
+        let old = Manifest::tombstone("f", 1, 99);
+        let new = live("f", 5, 4, 2);
+        assert!(new.supersedes(&old));
+        assert!(!old.supersedes(&new));
+        assert!(!new.supersedes(&new.clone()), "equal is not newer");
+    }
+
+    #[test]
+    fn equal_versions_break_ties_the_same_way_everywhere() {
+        let a = live("f", 5, 4, 3);
+        let mut b = a.clone();
+        b.sha256 = [9; 32];
+        let tomb = Manifest::tombstone("f", 3, 0);
+        let mut later = a.clone();
+        later.modified_ms += 1;
+        let mut other_chunking = a.clone();
+        other_chunking.chunk_size = 5;
+        other_chunking.chunks.truncate(1);
+        // The tombstone beats both writes; the larger SHA-256 beats the smaller.
+        assert!(tomb.supersedes(&a) && tomb.supersedes(&b));
+        assert!(b.supersedes(&a));
+        assert!(later.supersedes(&a));
+        // Exactly one of any two distinct manifests wins: replicas converge.
+        let all = [a, b, tomb, later, other_chunking];
+        for x in &all {
+            for y in &all {
+                if x == y {
+                    assert!(!x.supersedes(y));
+                } else {
+                    assert!(x.supersedes(y) ^ y.supersedes(x), "{x:?} vs {y:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_uses_hex_and_round_trips() {
+        let m = live("f", 9, 4, 1);
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(text.contains(&m.chunks[0].to_hex()), "{text}");
+        assert!(text.contains(&"07".repeat(32)), "{text}");
+        let back: Manifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn bad_json_is_an_error_not_a_panic() {
+        let good = serde_json::to_value(live("f", 9, 4, 1)).unwrap();
+        let mut short_id = good.clone();
+        short_id["chunks"][0] = "abcd".into();
+        let mut bad_sha = good.clone();
+        bad_sha["sha256"] = "zz".into();
+        let mut neg_size = good.clone();
+        neg_size["size"] = (-1).into();
+        let mut missing = good;
+        missing.as_object_mut().unwrap().remove("version");
+        for v in [short_id, bad_sha, neg_size, missing] {
+            assert!(serde_json::from_value::<Manifest>(v).is_err());
+        }
+        assert!(serde_json::from_str::<Manifest>("{not json").is_err());
+    }
+}

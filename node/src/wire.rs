@@ -1,0 +1,184 @@
+//! Conversions between `chord.v1` messages and the node's domain types.
+//!
+//! Everything that arrives from the network passes through here before the
+//! core sees it, so this is where malformed input is turned into
+//! [`Error::InvalidArgument`] (from a client) or [`Error::BadReply`] (from a
+//! peer we asked). A node's id must be SHA-1 of the address it advertises: a
+//! peer that claims otherwise is answering nonsense.
+
+use chord_proto::pb;
+
+use crate::chord::{Id, NodeRef, Route};
+use crate::error::{Error, Result};
+use crate::store::Manifest;
+
+/// Longest `host:port` accepted: a DNS name is at most 253 bytes, plus the port.
+pub const MAX_ADDR_LEN: usize = 260;
+
+pub fn node_to_pb(node: &NodeRef) -> pb::NodeRef {
+    pb::NodeRef {
+        id: node.id.as_bytes().to_vec(),
+        addr: node.addr.clone(),
+    }
+}
+
+pub fn nodes_to_pb<'a>(nodes: impl IntoIterator<Item = &'a NodeRef>) -> Vec<pb::NodeRef> {
+    nodes.into_iter().map(node_to_pb).collect()
+}
+
+/// Checks that `addr` is `host:port` with a non-empty host and a port number.
+pub fn validate_addr(addr: &str) -> Result<()> {
+    if addr.is_empty() || addr.len() > MAX_ADDR_LEN {
+        return Err(Error::invalid(format!(
+            "address must be 1..={MAX_ADDR_LEN} bytes, got {}",
+            addr.len()
+        )));
+    }
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| Error::invalid(format!("address {addr:?} is not host:port")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    if !host_ok {
+        return Err(Error::invalid(format!("address {addr:?} has a bad host")));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(Error::invalid(format!("address {addr:?} has a bad port"))),
+    }
+}
+
+/// A node reference sent by a client or peer; its id must match its address.
+pub fn node_from_pb(node: Option<pb::NodeRef>, what: &str) -> Result<NodeRef> {
+    let node = node.ok_or_else(|| Error::invalid(format!("{what} is missing")))?;
+    validate_addr(&node.addr)?;
+    let id = Id::from_slice(&node.id).map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+    let expected = NodeRef::from_addr(node.addr);
+    if expected.id != id {
+        return Err(Error::invalid(format!(
+            "{what}: id {} is not SHA-1 of {:?}",
+            id.short(),
+            expected.addr
+        )));
+    }
+    Ok(expected)
+}
+
+pub fn nodes_from_pb(nodes: Vec<pb::NodeRef>, what: &str) -> Result<Vec<NodeRef>> {
+    nodes
+        .into_iter()
+        .map(|n| node_from_pb(Some(n), what))
+        .collect()
+}
+
+pub fn id_from_pb(bytes: &[u8], what: &str) -> Result<Id> {
+    Id::from_slice(bytes).map_err(|e| Error::invalid(format!("{what}: {e}")))
+}
+
+pub fn route_to_pb(route: Route) -> pb::FindStepResponse {
+    match route {
+        Route::Owner(owner) => pb::FindStepResponse {
+            owner: Some(node_to_pb(&owner)),
+            next: Vec::new(),
+        },
+        Route::Forward(next) => pb::FindStepResponse {
+            owner: None,
+            next: nodes_to_pb(&next),
+        },
+    }
+}
+
+pub fn route_from_pb(resp: pb::FindStepResponse) -> Result<Route> {
+    match resp.owner {
+        Some(owner) => Ok(Route::Owner(node_from_pb(Some(owner), "owner")?)),
+        None if resp.next.is_empty() => Err(Error::invalid("a step names no owner and no next hop")),
+        None => Ok(Route::Forward(nodes_from_pb(resp.next, "next hop")?)),
+    }
+}
+
+pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
+    pb::Manifest {
+        name: m.name.clone(),
+        size: m.size,
+        chunk_size: m.chunk_size,
+        chunks: m.chunks.iter().map(|c| c.as_bytes().to_vec()).collect(),
+        sha256: m.sha256.to_vec(),
+        version: m.version,
+        deleted: m.deleted,
+        modified_ms: m.modified_ms,
+    }
+}
+
+/// A manifest from the wire, checked for shape (see `Manifest::validate`).
+pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
+    let sha256: [u8; 32] = m
+        .sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::invalid(format!("sha256 is 32 bytes, got {}", m.sha256.len())))?;
+    let chunks = m
+        .chunks
+        .iter()
+        .map(|c| id_from_pb(c, "chunk key"))
+        .collect::<Result<Vec<_>>>()?;
+    let manifest = Manifest {
+        name: m.name,
+        size: m.size,
+        chunk_size: m.chunk_size,
+        chunks,
+        sha256,
+        version: m.version,
+        deleted: m.deleted,
+        modified_ms: m.modified_ms,
+    };
+    manifest.validate()?;
+    Ok(manifest)
+}
+
+/// Re-labels an input error found in a peer's answer as that peer's fault.
+pub fn blame(peer: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::InvalidArgument(reason) => Error::BadReply {
+            peer: peer.to_string(),
+            reason,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        for ok in ["127.0.0.1:5057", "ip-10-0-0-1.ec2.internal:5057", "[::1]:80", "a:1"] {
+            assert!(validate_addr(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "127.0.0.1", ":5057", "host:0", "host:70000", "ho st:1", "h:x"] {
+            assert!(validate_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_id_must_match_address() {
+        let good = NodeRef::from_addr("127.0.0.1:5057");
+        assert_eq!(node_from_pb(Some(node_to_pb(&good)), "n").unwrap(), good);
+        let mut forged = node_to_pb(&good);
+        forged.addr = "127.0.0.1:5058".into();
+        assert!(node_from_pb(Some(forged), "n").is_err());
+        let mut short = node_to_pb(&good);
+        short.id.pop();
+        assert!(matches!(node_from_pb(Some(short), "n"), Err(Error::InvalidArgument(_))));
+        assert!(node_from_pb(None, "n").is_err());
+    }
+
+    #[test]
+    fn empty_step_is_rejected() {
+        let empty = pb::FindStepResponse { owner: None, next: vec![] };
+        assert!(route_from_pb(empty).is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! Test harness: a [`TestCluster`] of real `chord-node` processes on
+//! 127.0.0.1, built on the console's [`Fleet`] so every process is killed when
+//! the cluster is dropped (a failing test leaves nothing behind). Every wait
+//! here is bounded and reports what it last saw when it gives up.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chord_console::fleet::{locate_node_binary, Fleet, FleetOptions};
+use chord_node::chord::{Id, NodeRef};
+use chord_node::peer::{PeerInfo, PeerOptions, PeerPool};
+use rand::seq::IndexedRandom;
+use tempfile::TempDir;
+
+/// Maintenance intervals that make a small loopback ring converge in seconds.
+pub const FAST: &[&str] = &[
+    "--stabilize-ms",
+    "150",
+    "--fix-fingers-ms",
+    "30",
+    "--check-predecessor-ms",
+    "300",
+    "--rpc-timeout-ms",
+    "1000",
+    "--repair-ms",
+    "1000",
+];
+
+/// Pause between polls while waiting for a condition.
+pub const POLL: Duration = Duration::from_millis(200);
+
+pub struct TestCluster {
+    pub fleet: Fleet,
+    pub peers: PeerPool,
+    // Kept for its Drop: the nodes' data lives here.
+    dir: TempDir,
+}
+
+/// A port that was free a moment ago (the OS picks it).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("bind")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl TestCluster {
+    /// A cluster with no nodes yet; `args` go to every node.
+    pub fn new(replicas: usize, args: &[&str]) -> Result<TestCluster> {
+        let dir = tempfile::Builder::new().prefix("chord-test-").tempdir()?;
+        let mut opts = FleetOptions::new(locate_node_binary()?, dir.path().to_path_buf());
+        opts.replicas = replicas;
+        opts.successors = replicas.max(3);
+        opts.extra_args = args.iter().map(|s| s.to_string()).collect();
+        Ok(TestCluster {
+            fleet: Fleet::new(opts)?,
+            peers: PeerPool::new(PeerOptions {
+                rpc_timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_millis(500),
+            }),
+            dir,
+        })
+    }
+
+    /// `n` nodes, each joining through a randomly chosen earlier one.
+    pub async fn start(n: usize, replicas: usize, args: &[&str]) -> Result<TestCluster> {
+        let mut cluster = TestCluster::new(replicas, args)?;
+        for _ in 0..n {
+            cluster.add_node().await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts one more node, joining through a random live node.
+    pub async fn add_node(&mut self) -> Result<String> {
+        let join = self.fleet.addrs().choose(&mut rand::rng()).cloned();
+        self.fleet.start(free_port()?, join.as_deref()).await
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.fleet.addrs()
+    }
+
+    pub fn data_root(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn random_addr(&self) -> Result<String> {
+        self.addrs()
+            .choose(&mut rand::rng())
+            .cloned()
+            .context("cluster is empty")
+    }
+
+    /// The live nodes sorted by id: the ring as it should be.
+    pub fn truth(&self) -> Vec<NodeRef> {
+        let mut nodes: Vec<NodeRef> = self.addrs().into_iter().map(NodeRef::from_addr).collect();
+        nodes.sort_by_key(|n| n.id);
+        nodes
+    }
+
+    /// The true owner of `key`: the first node at or after it.
+    pub fn owner_of(&self, key: &Id) -> Result<NodeRef> {
+        let truth = self.truth();
+        truth
+            .iter()
+            .find(|n| n.id >= *key)
+            .or_else(|| truth.first())
+            .cloned()
+            .context("cluster is empty")
+    }
+
+    /// What is wrong with the ring's pointers now, or `None` when every
+    /// successor and predecessor matches the truth.
+    pub async fn mismatch(&self) -> Option<String> {
+        let truth = self.truth();
+        let n = truth.len();
+        for (i, node) in truth.iter().enumerate() {
+            let info: PeerInfo = match self.peers.get_info(&node.addr).await {
+                Ok(info) => info,
+                Err(e) => return Some(format!("{} does not answer: {e}", node.addr)),
+            };
+            let succ = &truth[(i + 1) % n];
+            let pred = &truth[(i + n - 1) % n];
+            let got_succ = info.successors.first().map_or(node.addr.as_str(), |s| s.addr.as_str());
+            if got_succ != succ.addr {
+                return Some(format!("{}: successor {got_succ}, want {}", node.addr, succ.addr));
+            }
+            let got_pred = info.predecessor.as_ref().map(|p| p.addr.as_str());
+            if n > 1 && got_pred != Some(pred.addr.as_str()) {
+                return Some(format!("{}: predecessor {got_pred:?}, want {}", node.addr, pred.addr));
+            }
+        }
+        None
+    }
+
+    /// Waits until every pointer matches the truth; returns how long it took.
+    pub async fn wait_consistent(&self, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let Some(problem) = self.mismatch().await else {
+                return Ok(start.elapsed());
+            };
+            if start.elapsed() >= timeout {
+                bail!("ring not consistent after {timeout:?}: {problem}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Looks up `count` random keys from random nodes; returns the failures.
+    pub async fn wrong_lookups(&self, count: usize) -> Result<Vec<String>> {
+        let mut wrong = Vec::new();
+        for _ in 0..count {
+            let key = Id::from_array(rand::random());
+            let from = self.random_addr()?;
+            let want = self.owner_of(&key)?;
+            match self.peers.find_successor(&from, &key).await {
+                Ok((owner, _)) if owner == want => {}
+                Ok((owner, _)) => wrong.push(format!(
+                    "{} from {from}: got {}, want {}",
+                    key.short(),
+                    owner.addr,
+                    want.addr
+                )),
+                Err(e) => wrong.push(format!("{} from {from}: {e}", key.short())),
+            }
+        }
+        Ok(wrong)
+    }
+
+    /// Waits until `count` random lookups all return the true owner.
+    pub async fn wait_lookups_correct(&self, count: usize, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let wrong = self.wrong_lookups(count).await?;
+            if wrong.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                bail!("{} of {count} lookups wrong, e.g. {}", wrong.len(), wrong[0]);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}

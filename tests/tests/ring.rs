@@ -1,0 +1,237 @@
+//! The ring with real `chord-node` processes: joins, crashes, graceful
+//! leaves and bad input.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chord_node::chord::NodeRef;
+use chord_proto::pb;
+use chord_proto::pb::ring_client::RingClient;
+use chord_tests::{free_port, TestCluster, FAST};
+use tokio::io::AsyncWriteExt;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn sixteen_nodes_converge_and_route_correctly() {
+    let cluster = TestCluster::start(16, 3, FAST).await.unwrap();
+    let took = cluster.wait_consistent(CONVERGE).await.unwrap();
+    eprintln!("16 nodes consistent after {took:?}");
+    let wrong = cluster.wrong_lookups(1000).await.unwrap();
+    assert!(wrong.is_empty(), "{} wrong lookups, e.g. {}", wrong.len(), wrong[0]);
+}
+
+#[tokio::test]
+async fn survives_kill_of_r_minus_1_adjacent_nodes() {
+    let mut cluster = TestCluster::start(12, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let truth = cluster.truth();
+    // r = 3: kill two adjacent nodes at once.
+    for victim in &truth[4..6] {
+        cluster.fleet.kill(&victim.addr).await.unwrap();
+    }
+    let started = Instant::now();
+    cluster.wait_consistent(Duration::from_secs(30)).await.unwrap();
+    cluster
+        .wait_lookups_correct(300, Duration::from_secs(30))
+        .await
+        .unwrap();
+    eprintln!("repaired after kill -9 in {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn graceful_leave_repairs_neighbours_at_once() {
+    // Failure detection is slow here on purpose (stabilize every 3 s, check
+    // predecessor every 60 s): only the leave notices can repair in time.
+    let slow = [
+        "--stabilize-ms",
+        "3000",
+        "--fix-fingers-ms",
+        "30",
+        "--check-predecessor-ms",
+        "60000",
+    ];
+    let mut cluster = TestCluster::start(5, 3, &slow).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let leaver = cluster.truth()[2].clone();
+    let clean = cluster
+        .fleet
+        .stop(&leaver.addr, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(clean, "the leaving node did not exit cleanly");
+    // Well under one stabilize period.
+    cluster.wait_consistent(Duration::from_millis(1000)).await.unwrap();
+}
+
+#[tokio::test]
+async fn join_through_a_dead_port_fails_cleanly() {
+    let cluster = TestCluster::new(3, &[]).unwrap();
+    let bin = cluster.fleet.options().binary.clone();
+    let port = free_port().unwrap();
+    let dead = free_port().unwrap();
+    let started = Instant::now();
+    let out = tokio::process::Command::new(bin)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--join", &format!("127.0.0.1:{dead}")])
+        .args(["--join-timeout-secs", "2"])
+        .arg("--data-dir")
+        .arg(cluster.data_root().join("dead-join"))
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("chord-node hung on a dead --join")
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("chord-node: ") && last.contains("could not join"),
+        "unclear reason: {last:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn malformed_requests_get_invalid_argument() {
+    let cluster = TestCluster::start(1, 3, FAST).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    let mut ring = RingClient::connect(format!("http://{addr}")).await.unwrap();
+    for bad in [vec![], vec![0u8; 19], vec![0u8; 21]] {
+        let status = ring
+            .find_successor(pb::FindSuccessorRequest { id: bad.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        let status = ring.find_step(pb::FindStepRequest { id: bad }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+    // A candidate whose id is not SHA-1 of its address, or whose address is junk.
+    let mut forged = NodeRef::from_addr("127.0.0.1:1");
+    forged.addr = "127.0.0.1:2".into();
+    for candidate in [
+        pb::NodeRef { id: forged.id.as_bytes().to_vec(), addr: forged.addr.clone() },
+        pb::NodeRef { id: vec![1; 20], addr: "not an address".into() },
+    ] {
+        let status = ring
+            .notify(pb::NotifyRequest { candidate: Some(candidate) })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+    let status = ring.notify(pb::NotifyRequest { candidate: None }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // Raw garbage on the socket does not take the node down.
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(b"\x00\xffGET / HTTP/1.1\r\n\r\nnonsense\x00\x01\x02").await.unwrap();
+    drop(sock);
+    ring.ping(pb::Empty {}).await.unwrap();
+}
+
+mod nonsense_peer {
+    //! A gRPC peer that answers every call with well-formed but wrong data.
+    use chord_proto::pb;
+    use chord_proto::pb::ring_server::Ring;
+    use tonic::{Request, Response, Status};
+
+    pub struct Liar {
+        pub addr: String,
+    }
+
+    fn bogus() -> pb::NodeRef {
+        pb::NodeRef { id: vec![7; 3], addr: "::::".into() }
+    }
+
+    #[tonic::async_trait]
+    impl Ring for Liar {
+        async fn get_info(&self, _: Request<pb::Empty>) -> Result<Response<pb::NodeInfo>, Status> {
+            Ok(Response::new(pb::NodeInfo {
+                node: Some(bogus()),
+                predecessor: Some(bogus()),
+                successors: vec![bogus(); 50],
+                uptime_secs: 0,
+                replicas: 0,
+            }))
+        }
+        async fn find_successor(
+            &self,
+            _: Request<pb::FindSuccessorRequest>,
+        ) -> Result<Response<pb::FindSuccessorResponse>, Status> {
+            // Claims to own everything, with a correct id for its address:
+            // the joiner accepts it, then sees nonsense on every later call.
+            let me = chord_node::chord::NodeRef::from_addr(self.addr.clone());
+            Ok(Response::new(pb::FindSuccessorResponse {
+                owner: Some(chord_node::wire::node_to_pb(&me)),
+                hops: u32::MAX,
+            }))
+        }
+        async fn find_step(
+            &self,
+            _: Request<pb::FindStepRequest>,
+        ) -> Result<Response<pb::FindStepResponse>, Status> {
+            Ok(Response::new(pb::FindStepResponse { owner: None, next: vec![] }))
+        }
+        async fn get_predecessor(
+            &self,
+            _: Request<pb::Empty>,
+        ) -> Result<Response<pb::PredecessorResponse>, Status> {
+            Ok(Response::new(pb::PredecessorResponse { predecessor: Some(bogus()) }))
+        }
+        async fn get_successor_list(
+            &self,
+            _: Request<pb::Empty>,
+        ) -> Result<Response<pb::SuccessorListResponse>, Status> {
+            Ok(Response::new(pb::SuccessorListResponse { successors: vec![bogus()] }))
+        }
+        async fn notify(&self, _: Request<pb::NotifyRequest>) -> Result<Response<pb::Empty>, Status> {
+            Err(Status::internal("\u{0}garbage"))
+        }
+        async fn ping(&self, _: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+            Ok(Response::new(pb::Empty {}))
+        }
+        async fn get_finger_table(
+            &self,
+            _: Request<pb::Empty>,
+        ) -> Result<Response<pb::FingerTableResponse>, Status> {
+            Ok(Response::new(pb::FingerTableResponse {
+                fingers: vec![pb::Finger { index: 9999, start: vec![], node: Some(bogus()) }],
+            }))
+        }
+        async fn leave(&self, _: Request<pb::LeaveRequest>) -> Result<Response<pb::Empty>, Status> {
+            Ok(Response::new(pb::Empty {}))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_peer_answering_nonsense_does_not_crash_the_node() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_addr = listener.local_addr().unwrap().to_string();
+    let liar = pb::ring_server::RingServer::new(nonsense_peer::Liar { addr: liar_addr.clone() });
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(liar)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let mut cluster = TestCluster::new(3, FAST).unwrap();
+    let addr = cluster.fleet.start(free_port().unwrap(), Some(&liar_addr)).await.unwrap();
+    // Let several stabilize / fix_fingers / check_predecessor rounds hit the liar.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let info = cluster.peers.get_info(&addr).await.expect("node died after nonsense");
+    // It gave up on the liar and stands alone, still serving.
+    assert!(
+        info.successors.iter().all(|s| s.addr != liar_addr),
+        "still trusts the liar: {:?}",
+        info.successors
+    );
+    let (owner, _) = cluster
+        .peers
+        .find_successor(&addr, &chord_node::chord::Id::hash(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(owner.addr, addr);
+    server.abort();
+}
