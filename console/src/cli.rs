@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::chord::{Id, NodeRef};
-use chord_node::client::{Client, RingNode};
+use chord_node::client::{Client, NodeStatus, RingNode, TransferOptions};
 use chord_node::peer::PeerOptions;
 use clap::{Args, Parser, Subcommand};
 use rand::seq::IndexedRandom;
@@ -17,6 +17,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use crate::fleet::{locate_node_binary, Fleet, FleetOptions, STOP_TIMEOUT};
+use crate::progress::Progress;
 
 #[derive(Debug, Parser)]
 #[command(name = "chord-console", version, about = "Operate a chord-dfs ring")]
@@ -46,6 +47,49 @@ pub enum Command {
     /// Measure the ring.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Store a file on the ring.
+    Upload(UploadArgs),
+    /// Fetch a file from the ring.
+    Download(DownloadArgs),
+    /// List the files on the ring.
+    Ls,
+    /// Delete a file from the ring.
+    Rm(RmArgs),
+    /// Per-node store counters.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The file to upload.
+    pub file: PathBuf,
+    /// Name on the ring (default: the file's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Chunk size in bytes.
+    #[arg(long, default_value_t = chord_node::DEFAULT_CHUNK_BYTES)]
+    pub chunk_size: usize,
+    /// Chunks in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The file's name on the ring.
+    pub name: String,
+    /// Where to write it (default: the name, in the current directory).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Chunks fetched ahead at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The file's name on the ring.
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +155,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Lookup(args) => lookup(&cli, args).await,
         Command::Local(LocalCommand::Up(args)) => local_up(&cli, args).await,
         Command::Bench(BenchCommand::Lookups(args)) => bench_lookups(&cli, args).await,
+        Command::Upload(args) => upload(&cli, args).await,
+        Command::Download(args) => download(&cli, args).await,
+        Command::Ls => ls(&cli).await,
+        Command::Rm(args) => rm(&cli, args).await,
+        Command::Status => status(&cli).await,
     }
 }
 
@@ -220,6 +269,159 @@ async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
         println!("stopping {} nodes", fleet.len());
     }
     fleet.stop_all(STOP_TIMEOUT).await;
+    Ok(())
+}
+
+async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => args
+            .file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .with_context(|| format!("{} has no usable file name; give --name", args.file.display()))?,
+    };
+    let size = std::fs::metadata(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?
+        .len();
+    let opts = TransferOptions {
+        chunk_size: args.chunk_size,
+        parallel: args.parallel,
+        ..TransferOptions::default()
+    };
+    let progress = Progress::new(&format!("upload {name}"), size, cli.json);
+    let started = Instant::now();
+    let report = cli
+        .client()?
+        .upload_file(&args.file, &name, &opts, &|n| progress.add(n))
+        .await?;
+    progress.finish();
+    let secs = started.elapsed().as_secs_f64();
+    if cli.json {
+        return print_json(&json!({
+            "name": report.name, "size": report.size, "chunks": report.chunks,
+            "chunks_skipped": report.chunks_skipped, "version": report.version,
+            "sha256": hex::encode(report.sha256), "seconds": secs,
+        }));
+    }
+    println!(
+        "uploaded {} ({} bytes, {} chunks, {} already on the ring) in {secs:.2} s, {:.1} MB/s",
+        report.name,
+        report.size,
+        report.chunks,
+        report.chunks_skipped,
+        mb_per_sec(report.size, secs)
+    );
+    Ok(())
+}
+
+async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
+    let client = cli.client()?;
+    let manifest = client.manifest(&args.name).await?;
+    let out = match &args.output {
+        Some(p) => p.clone(),
+        None => PathBuf::from(&args.name),
+    };
+    let opts = TransferOptions {
+        parallel: args.parallel,
+        ..TransferOptions::default()
+    };
+    let progress = Progress::new(&format!("download {}", args.name), manifest.size, cli.json);
+    let started = Instant::now();
+    let report = client
+        .download(&args.name, &out, &opts, &|n| progress.add(n))
+        .await?;
+    progress.finish();
+    let secs = started.elapsed().as_secs_f64();
+    if cli.json {
+        return print_json(&json!({
+            "name": report.name, "size": report.size, "chunks": report.chunks,
+            "version": report.version, "path": out, "seconds": secs,
+        }));
+    }
+    println!(
+        "downloaded {} to {} ({} bytes, SHA-256 verified) in {secs:.2} s, {:.1} MB/s",
+        report.name,
+        out.display(),
+        report.size,
+        mb_per_sec(report.size, secs)
+    );
+    Ok(())
+}
+
+fn mb_per_sec(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs.max(1e-9)
+}
+
+async fn ls(cli: &Cli) -> Result<()> {
+    let files = cli.client()?.list().await?;
+    if cli.json {
+        let files: Vec<Value> = files
+            .iter()
+            .map(|f| json!({
+                "name": f.name, "size": f.size, "version": f.version,
+                "chunks": f.chunks, "modified_ms": f.modified_ms,
+            }))
+            .collect();
+        return print_json(&json!({ "files": files }));
+    }
+    for f in &files {
+        println!("{:>14}  {:>4} chunks  {}", f.size, f.chunks, f.name);
+    }
+    println!("{} files", files.len());
+    Ok(())
+}
+
+async fn rm(cli: &Cli, args: &RmArgs) -> Result<()> {
+    let version = cli.client()?.remove(&args.name).await?;
+    if cli.json {
+        return print_json(&json!({ "name": args.name, "deleted": true, "version": version }));
+    }
+    println!("deleted {}", args.name);
+    Ok(())
+}
+
+/// The `status --json` document; its keys are a contract scripts rely on.
+pub fn status_json(nodes: &[NodeStatus]) -> Value {
+    let nodes: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            let s = &n.stats;
+            json!({
+                "addr": n.node.addr, "id": n.node.id.to_hex(),
+                "chunks": s.chunks, "manifests": s.manifests, "tombstones": s.tombstones,
+                "bytes": s.bytes, "requests": s.requests, "bytes_in": s.bytes_in,
+                "bytes_out": s.bytes_out, "repair_bytes": s.repair_bytes,
+                "corrupt_chunks": s.corrupt_chunks,
+            })
+        })
+        .collect();
+    json!({ "nodes": nodes })
+}
+
+async fn status(cli: &Cli) -> Result<()> {
+    let nodes = cli.client()?.status().await?;
+    if cli.json {
+        return print_json(&status_json(&nodes));
+    }
+    println!(
+        "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14}",
+        "addr", "id", "chunks", "manifests", "bytes", "requests", "repair bytes"
+    );
+    for n in &nodes {
+        let s = &n.stats;
+        println!(
+            "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14}",
+            n.node.addr,
+            n.node.id.short(),
+            s.chunks,
+            s.manifests,
+            s.bytes,
+            s.requests,
+            s.repair_bytes
+        );
+    }
     Ok(())
 }
 

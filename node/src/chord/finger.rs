@@ -163,7 +163,7 @@ mod tests {
             (0, Some(220)), // wrap-around
             (50, Some(40)),
             (40, Some(220)),
-            (105, None), // nothing in (me, target)
+            (105, None),     // nothing in (me, target)
             (100, Some(40)), // target == me: the whole ring but me
         ];
         for (target, want) in cases {

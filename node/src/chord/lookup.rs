@@ -257,6 +257,13 @@ mod tests {
         Route::Forward(nodes.iter().map(|&x| n(x)).collect())
     }
 
+    fn done(owner: u8, hops: u32) -> LookupStep {
+        LookupStep::Done {
+            owner: n(owner),
+            hops,
+        }
+    }
+
     fn ask(l: &Lookup) -> u8 {
         match l.next() {
             LookupStep::Ask(node) => node.id.as_bytes()[ID_BYTES - 1],
@@ -267,7 +274,7 @@ mod tests {
     #[test]
     fn local_owner_takes_no_hops() {
         let l = Lookup::new(id(5), Route::Owner(n(9)));
-        assert_eq!(l.next(), LookupStep::Done { owner: n(9), hops: 0 });
+        assert_eq!(l.next(), done(9, 0));
         assert_eq!(l.target(), id(5));
     }
 
@@ -278,11 +285,11 @@ mod tests {
         l.on_route(&n(100), fwd(&[180, 150]));
         assert_eq!(ask(&l), 180);
         l.on_route(&n(180), Route::Owner(n(210)));
-        assert_eq!(l.next(), LookupStep::Done { owner: n(210), hops: 2 });
+        assert_eq!(l.next(), done(210, 2));
         // Late answers change nothing.
         l.on_route(&n(150), Route::Owner(n(1)));
         l.on_failure(&n(210));
-        assert_eq!(l.next(), LookupStep::Done { owner: n(210), hops: 2 });
+        assert_eq!(l.next(), done(210, 2));
     }
 
     #[test]
@@ -312,7 +319,7 @@ mod tests {
         l.on_route(&n(50), fwd(&[180, 120]));
         assert_eq!(ask(&l), 120);
         l.on_route(&n(120), Route::Owner(n(201)));
-        assert_eq!(l.next(), LookupStep::Done { owner: n(201), hops: 3 });
+        assert_eq!(l.next(), done(201, 3));
         assert_eq!(l.failed_peers(), &[n(180), n(150)]);
     }
 
@@ -342,7 +349,7 @@ mod tests {
         l.on_failure(&n(150));
         assert_eq!(ask(&l), 200);
         l.on_route(&n(200), Route::Owner(n(200)));
-        assert_eq!(l.next(), LookupStep::Done { owner: n(200), hops: 2 });
+        assert_eq!(l.next(), done(200, 2));
     }
 
     #[test]
@@ -351,7 +358,7 @@ mod tests {
         l.on_route(&n(100), fwd(&[160, 200]));
         assert_eq!(ask(&l), 160);
         l.on_route(&n(160), Route::Owner(n(180)));
-        assert_eq!(l.next(), LookupStep::Done { owner: n(180), hops: 2 });
+        assert_eq!(l.next(), done(180, 2));
     }
 
     #[test]
@@ -362,7 +369,9 @@ mod tests {
         let mut at = NodeRef::from_addr("liar-0");
         let mut l = Lookup::new(target, Route::Forward(vec![at.clone()]));
         for k in 1..=(MAX_HOPS + 10) {
-            let LookupStep::Ask(node) = l.next() else { break };
+            let LookupStep::Ask(node) = l.next() else {
+                break;
+            };
             assert_eq!(node, at);
             let mut next = NodeRef::from_addr(format!("liar-{k}"));
             // Make each proposal strictly closer so only the cap stops it.

@@ -77,7 +77,10 @@ struct Envelope {
 enum Purpose {
     /// Finding our successor through `via`; `retried` once we looked up the
     /// id after ours because the ring still named us as the owner.
-    Join { via: NodeRef, retried: bool },
+    Join {
+        via: NodeRef,
+        retried: bool,
+    },
     Finger(usize),
     /// A lookup asked for by the test through [`Sim::lookup`].
     Query,
@@ -86,8 +89,13 @@ enum Purpose {
 /// An operation waiting for a reply at its requester.
 #[derive(Clone, Debug)]
 enum Op {
-    Lookup { lookup: Lookup, purpose: Purpose },
-    Stabilize { asked: NodeRef },
+    Lookup {
+        lookup: Lookup,
+        purpose: Purpose,
+    },
+    Stabilize {
+        asked: NodeRef,
+    },
     /// Notify, ping, leave: only a failure matters.
     Probe,
 }
@@ -141,7 +149,10 @@ impl Sim {
         }
         let me = NodeRef::from_addr(addr);
         let Some(via) = via else {
-            self.insert(me.clone(), Some(RingState::create(me.clone(), self.opts.clone())));
+            self.insert(
+                me.clone(),
+                Some(RingState::create(me.clone(), self.opts.clone())),
+            );
             return Ok(me);
         };
         let via = self
@@ -162,12 +173,21 @@ impl Sim {
             .get(addr)
             .is_some_and(|n| n.alive && n.ring.is_some());
         self.finished.remove(&op);
-        if joined {
-            Ok(me)
-        } else {
+        if !joined {
             self.nodes.remove(addr);
-            Err(Error::Unavailable(format!("{addr} could not join")))
+            return Err(Error::Unavailable(format!("{addr} could not join")));
         }
+        // Stabilize at once, as the network node does, so the newcomer holds
+        // a full successor list before anything else can happen: with only
+        // the one successor the join found, that node's crash would leave
+        // it a ring of its own that nobody knows.
+        if let Some(op) = self.stabilize(addr) {
+            let mut count = 0;
+            while self.is_pending(addr, op) && count < MAX_DELIVERIES && self.deliver_one() {
+                count += 1;
+            }
+        }
+        Ok(me)
     }
 
     /// Crashes `addr`: it stops answering, and requests to it time out.
@@ -190,7 +210,11 @@ impl Sim {
             return false;
         };
         let me = node.me.clone();
-        let notices = node.ring.as_ref().map(|r| r.leave_notices()).unwrap_or_default();
+        let notices = node
+            .ring
+            .as_ref()
+            .map(|r| r.leave_notices())
+            .unwrap_or_default();
         self.kill(addr);
         for notice in notices {
             let op = self.new_op();
@@ -296,7 +320,7 @@ impl Sim {
             .filter(|n| n.alive && n.ring.is_some())
             .map(|n| n.me.clone())
             .collect();
-        live.sort_by(|a, b| a.id.cmp(&b.id));
+        live.sort_by_key(|n| n.id);
         live
     }
 
@@ -450,7 +474,13 @@ impl Sim {
             return;
         };
         match (pending, reply) {
-            (Op::Lookup { mut lookup, purpose }, Reply::Route(route)) => {
+            (
+                Op::Lookup {
+                    mut lookup,
+                    purpose,
+                },
+                Reply::Route(route),
+            ) => {
                 lookup.on_route(from, route);
                 self.continue_lookup(to, op, lookup, purpose);
             }
@@ -484,7 +514,11 @@ impl Sim {
         if let Some(ring) = node.ring.as_mut() {
             ring.peer_failed(&peer.addr);
         }
-        if let Some(Op::Lookup { mut lookup, purpose }) = node.ops.remove(&op) {
+        if let Some(Op::Lookup {
+            mut lookup,
+            purpose,
+        }) = node.ops.remove(&op)
+        {
             lookup.on_failure(peer);
             self.continue_lookup(to, op, lookup, purpose);
         }
@@ -545,7 +579,11 @@ impl Sim {
                 }
                 Some((owner, hops)) => {
                     if let Some(node) = self.nodes.get_mut(&at.addr) {
-                        node.ring = Some(RingState::join(at.clone(), owner.clone(), self.opts.clone()));
+                        node.ring = Some(RingState::join(
+                            at.clone(),
+                            owner.clone(),
+                            self.opts.clone(),
+                        ));
                     }
                     self.finished.insert(op, Some((owner, hops)));
                 }
@@ -556,20 +594,29 @@ impl Sim {
         }
     }
 
-    fn stabilize(&mut self, addr: &str) {
-        let Some(node) = self.nodes.get_mut(addr) else {
-            return;
-        };
+    fn is_pending(&self, addr: &str, op: u64) -> bool {
+        self.nodes
+            .get(addr)
+            .is_some_and(|n| n.ops.contains_key(&op))
+    }
+
+    /// Starts a stabilize round at `addr`; the operation, if it sent one.
+    fn stabilize(&mut self, addr: &str) -> Option<u64> {
+        let node = self.nodes.get_mut(addr)?;
         let me = node.me.clone();
-        let Some(ring) = node.ring.as_mut() else {
-            return;
-        };
+        let ring = node.ring.as_mut()?;
         let target = ring.stabilize_target();
         if target.addr != me.addr {
             let op = self.new_op();
-            self.track(&me, op, Op::Stabilize { asked: target.clone() });
+            self.track(
+                &me,
+                op,
+                Op::Stabilize {
+                    asked: target.clone(),
+                },
+            );
             self.send(op, &me, &target, Request::GetNeighbors);
-            return;
+            return Some(op);
         }
         // Alone: we are our own successor and answer ourselves.
         let predecessor = ring.predecessor().cloned();
@@ -579,6 +626,7 @@ impl Sim {
             self.track(&me, op, Op::Probe);
             self.send(op, &me, &successor, Request::Notify(me.clone()));
         }
+        None
     }
 
     fn fix_finger(&mut self, addr: &str) {

@@ -317,6 +317,8 @@ impl RingState {
         if self.next_finger > i && self.next_finger <= last {
             self.next_finger = (last + 1) % ID_BITS;
         }
+        // A lookup answered after we became alone still names a live node.
+        self.refill_successor();
     }
 
     /// The predecessor to probe in `check_predecessor`, if any.
@@ -388,7 +390,11 @@ impl RingState {
         if leaving.addr == self.me.addr {
             return;
         }
-        if self.predecessor.as_ref().is_some_and(|p| p.addr == leaving.addr) {
+        if self
+            .predecessor
+            .as_ref()
+            .is_some_and(|p| p.addr == leaving.addr)
+        {
             self.predecessor =
                 predecessor.filter(|p| p.addr != self.me.addr && p.addr != leaving.addr);
         }
@@ -440,7 +446,10 @@ mod tests {
 
     /// Node `me` in a settled ring of the given positions (sorted ascending).
     fn settled(me: u8, ring: &[u8]) -> RingState {
-        let pos = ring.iter().position(|&x| x == me).expect("me is in the ring");
+        let pos = ring
+            .iter()
+            .position(|&x| x == me)
+            .expect("me is in the ring");
         let len = ring.len();
         let mut s = RingState::create(n(me), opts());
         let succs = (1..len).map(|k| n(ring[(pos + k) % len]));
@@ -485,11 +494,11 @@ mod tests {
         s.fingers.set(7, Some(n(10)));
         // (target, expected): Owner(x) as (true, [x]), Forward as (false, list)
         let cases: &[(u8, bool, &[u8])] = &[
-            (100, true, &[100]), // equal to me
-            (60, true, &[100]),  // (pred, me]
+            (100, true, &[100]),     // equal to me
+            (60, true, &[100]),      // (pred, me]
             (50, false, &[10, 200]), // equal to pred: not mine
-            (150, true, &[200]), // (me, successor]
-            (200, true, &[200]), // equal to successor
+            (150, true, &[200]),     // (me, successor]
+            (200, true, &[200]),     // equal to successor
             (201, false, &[200]),
             (5, false, &[200]), // wrap-around
             (10, false, &[200]),
@@ -551,7 +560,7 @@ mod tests {
         };
         assert_eq!(fwd(&s, 170), ["n160", "n150", "n200"]);
         assert_eq!(fwd(&s, 200), ["n160", "n150", "n200"]); // the owner itself
-        // Past the list's reach: no owner to name.
+                                                            // Past the list's reach: no owner to name.
         assert_eq!(fwd(&s, 5), ["n200", "n160", "n150"]);
         // Fingers crowding out a list entry: no guess without the whole list.
         for (i, x) in [161, 165, 168].into_iter().enumerate() {
@@ -571,7 +580,7 @@ mod tests {
         assert!(a.notify(n(200)));
         assert_eq!(a.predecessor(), Some(&n(200)));
         assert_eq!(a.successor(), &n(200)); // the lone-node shortcut
-        // a stabilizes with b: b's list wraps through a and is cut there.
+                                            // a stabilizes with b: b's list wraps through a and is cut there.
         let notify = a.on_stabilize(&n(200), b.predecessor().cloned(), b.successors().to_vec());
         assert_eq!(notify, Some(n(200)));
         assert!(b.notify(n(10)));
@@ -596,7 +605,8 @@ mod tests {
     fn stabilize_table() {
         // We are 100 with successor 200.
         // (their predecessor, their successors, expected list, notify)
-        let cases: &[(Option<u8>, &[u8], &[u8], Option<u8>)] = &[
+        type Case<'a> = (Option<u8>, &'a [u8], &'a [u8], Option<u8>);
+        let cases: &[Case] = &[
             (Some(100), &[250, 5], &[200, 250, 5], Some(200)),
             (Some(150), &[250, 5], &[150, 200, 250], Some(150)),
             (Some(50), &[250], &[200, 250], Some(200)), // not between us
@@ -606,11 +616,7 @@ mod tests {
         ];
         for (pred, succs, want, notify) in cases {
             let mut s = RingState::join(n(100), n(200), opts());
-            let got = s.on_stabilize(
-                &n(200),
-                pred.map(n),
-                succs.iter().map(|&x| n(x)).collect(),
-            );
+            let got = s.on_stabilize(&n(200), pred.map(n), succs.iter().map(|&x| n(x)).collect());
             let want_nodes: Vec<NodeRef> = want.iter().map(|&x| n(x)).collect();
             assert_eq!(s.successors(), want_nodes.as_slice(), "pred {pred:?}");
             assert_eq!(got, notify.map(n), "pred {pred:?}");
@@ -633,7 +639,7 @@ mod tests {
             (Some(50), 60, true),
             (Some(50), 40, false),
             (Some(50), 50, false),
-            (Some(250), 10, true),  // wrap-around: 10 ∈ (250, 100)
+            (Some(250), 10, true), // wrap-around: 10 ∈ (250, 100)
             (Some(250), 240, false),
             (Some(50), 100, false), // candidate is me
             (Some(50), 150, false), // after me: not a predecessor
@@ -666,6 +672,8 @@ mod tests {
         assert_eq!(s.next_finger().0, 0);
         // Out of range is ignored.
         s.set_finger(ID_BITS, n(9));
+        // We started alone: the first finger learned became the successor.
+        assert_eq!(s.successor(), &n(20));
     }
 
     #[test]
@@ -736,7 +744,11 @@ mod tests {
         let mut succ = settled(200, &ring);
         pred.fingers.set(0, Some(n(100)));
         for notice in leaving.leave_notices() {
-            let target = if notice.to == n(50) { &mut pred } else { &mut succ };
+            let target = if notice.to == n(50) {
+                &mut pred
+            } else {
+                &mut succ
+            };
             target.on_leave(&n(100), notice.predecessor, notice.successors);
         }
         assert_eq!(addrs(pred.successors()), ["n200", "n250", "n10"]);
@@ -780,12 +792,24 @@ mod tests {
     fn owns_table() {
         let s = settled(100, &[50, 100, 200]);
         // (key, owned)
-        for (key, owned) in [(50, false), (51, true), (100, true), (101, false), (0, false)] {
+        for (key, owned) in [
+            (50, false),
+            (51, true),
+            (100, true),
+            (101, false),
+            (0, false),
+        ] {
             assert_eq!(s.owns(&id(key)), owned, "key {key}");
         }
         // Wrap-around: the lowest node owns the top of the ring.
         let s = settled(50, &[50, 100, 200]);
-        for (key, owned) in [(201, true), (255, true), (0, true), (50, true), (200, false)] {
+        for (key, owned) in [
+            (201, true),
+            (255, true),
+            (0, true),
+            (50, true),
+            (200, false),
+        ] {
             assert_eq!(s.owns(&id(key)), owned, "key {key}");
         }
     }

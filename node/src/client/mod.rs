@@ -6,6 +6,10 @@
 
 use std::collections::HashSet;
 
+mod transfer;
+
+pub use transfer::{verify_whole, DownloadReport, FileEntry, NodeStatus, TransferOptions, UploadReport};
+
 use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::peer::{FingerRow, PeerInfo, PeerOptions, PeerPool};
@@ -103,6 +107,29 @@ impl Client {
             }
         }
         Ok(nodes)
+    }
+
+    /// The nodes of the ring in ring order, without their finger tables.
+    pub async fn walk(&self) -> Result<Vec<NodeRef>> {
+        let first = self.peers.get_info(&self.entry).await?;
+        let start = first.node.addr.clone();
+        let mut out = vec![first.node.clone()];
+        let mut frontier = first.successors;
+        while let Some(next) = frontier.first().cloned() {
+            if next.addr == start || out.iter().any(|n| n.addr == next.addr) || out.len() >= MAX_RING_WALK {
+                break;
+            }
+            match self.peers.get_info(&next.addr).await {
+                Ok(info) => {
+                    out.push(next);
+                    frontier = info.successors;
+                }
+                Err(_) => {
+                    frontier.remove(0);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The owner of `key` and the hops the entry node took to find it.

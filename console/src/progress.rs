@@ -1,0 +1,67 @@
+//! Transfer progress for headless commands: an `indicatif` bar (bytes, rate,
+//! ETA) when stderr is a terminal, plain lines at every tenth otherwise, and
+//! nothing with `--json` (stdout then carries one JSON document only).
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug)]
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines {
+        label: String,
+        total: u64,
+        done: AtomicU64,
+        /// Last tenth printed, so each tenth prints once.
+        shown: AtomicU64,
+    },
+    Quiet,
+}
+
+impl Progress {
+    pub fn new(label: &str, total: u64, json: bool) -> Progress {
+        if json {
+            return Progress::Quiet;
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            let style = ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_message(label.to_string());
+            return Progress::Bar(bar);
+        }
+        eprintln!("{label}: 0 of {total} bytes");
+        Progress::Lines {
+            label: label.to_string(),
+            total,
+            done: AtomicU64::new(0),
+            shown: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add(&self, bytes: u64) {
+        match self {
+            Progress::Bar(bar) => bar.inc(bytes),
+            Progress::Lines { label, total, done, shown } => {
+                let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                let tenth = if *total == 0 { 10 } else { now.saturating_mul(10) / total };
+                if shown.fetch_max(tenth, Ordering::Relaxed) < tenth {
+                    eprintln!("{label}: {now} of {total} bytes ({}%)", tenth.min(10) * 10);
+                }
+            }
+            Progress::Quiet => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! File transfer through the ring: chunked, parallel, resumable uploads and
+//! verified downloads.
+//!
+//! An upload reads its source one chunk at a time, sends up to
+//! [`TransferOptions::parallel`] chunks at once to their owners (which
+//! replicate them), skips chunks the ring already holds (so re-running an
+//! interrupted upload resumes it), and writes the manifest last, so the file
+//! becomes visible whole or not at all. A download fetches chunks in order
+//! with a bounded read-ahead, checks each against its key (falling back to
+//! the next replica on bad bytes or a dead holder), and checks the whole
+//! file's SHA-256 before the file is renamed into place. Memory is bounded
+//! by `parallel × chunk_size` either way.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chord_proto::pb;
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tracing::debug;
+
+use super::Client;
+use crate::chord::{Id, NodeRef};
+use crate::error::{Error, Result};
+use crate::replication::now_ms;
+use crate::store::{validate_name, Manifest};
+
+#[derive(Clone, Debug)]
+pub struct TransferOptions {
+    /// Bytes per chunk of an upload.
+    pub chunk_size: usize,
+    /// Chunks in flight at once: enough to keep several owners busy, few
+    /// enough that `parallel × chunk_size` stays small.
+    pub parallel: usize,
+    /// Tries per chunk (each with a fresh lookup) before the transfer fails.
+    pub attempts: usize,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            chunk_size: crate::DEFAULT_CHUNK_BYTES,
+            parallel: 4,
+            attempts: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UploadReport {
+    pub name: String,
+    pub size: u64,
+    pub chunks: usize,
+    /// Chunks the ring already held (earlier upload, or the same bytes in another file).
+    pub chunks_skipped: usize,
+    pub version: u64,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Clone, Debug)]
+pub struct DownloadReport {
+    pub name: String,
+    pub size: u64,
+    pub chunks: usize,
+    pub version: u64,
+}
+
+/// A listed file.
+pub type FileEntry = pb::FileEntry;
+
+/// One node's store counters, as `status` shows them.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub node: NodeRef,
+    pub stats: pb::StoreStats,
+}
+
+/// Pause before retrying a chunk, multiplied by the attempt number: long
+/// enough for stabilize to route around a node that just died.
+const RETRY_BACKOFF: Duration = Duration::from_millis(300);
+
+impl Client {
+    /// How many copies the ring keeps, as the entry node says.
+    pub async fn replicas(&self) -> Result<u32> {
+        Ok(self.info(self.entry()).await?.replicas.max(1))
+    }
+
+    /// Uploads everything `reader` yields as file `name`.
+    /// `progress` is called with the byte count of each chunk as it lands.
+    pub async fn upload<R: AsyncRead + Unpin>(
+        &self,
+        mut reader: R,
+        name: &str,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<UploadReport> {
+        validate_name(name)?;
+        if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&opts.chunk_size) {
+            return Err(Error::invalid(format!(
+                "chunk size must be {}..={} bytes",
+                crate::MIN_CHUNK_BYTES,
+                crate::MAX_CHUNK_BYTES
+            )));
+        }
+        let replicas = self.replicas().await?;
+        let mut sha = Sha256::new();
+        let mut size = 0u64;
+        let mut keys = Vec::new();
+        let mut skipped = 0usize;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            let chunk = read_chunk(&mut reader, opts.chunk_size).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            sha.update(&chunk);
+            size += chunk.len() as u64;
+            let key = Id::hash(&chunk);
+            keys.push(key);
+            in_flight.push(self.upload_chunk(key, chunk, replicas, opts, progress));
+            if in_flight.len() >= opts.parallel.max(1) {
+                if let Some(result) = in_flight.next().await {
+                    skipped += usize::from(result?);
+                }
+            }
+        }
+        while let Some(result) = in_flight.next().await {
+            skipped += usize::from(result?);
+        }
+        let manifest = Manifest {
+            name: name.to_string(),
+            size,
+            chunk_size: if size == 0 { 0 } else { opts.chunk_size as u32 },
+            chunks: keys,
+            sha256: sha.finalize().into(),
+            version: 0,
+            deleted: false,
+            modified_ms: now_ms(),
+        };
+        let version = self.put_manifest(&manifest, replicas, opts).await?;
+        Ok(UploadReport {
+            name: name.to_string(),
+            size,
+            chunks: manifest.chunks.len(),
+            chunks_skipped: skipped,
+            version,
+            sha256: manifest.sha256,
+        })
+    }
+
+    /// Uploads the file at `path`.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        name: &str,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<UploadReport> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        self.upload(file, name, opts, progress).await
+    }
+
+    /// Sends one chunk to its owner; returns true when the ring already had it.
+    async fn upload_chunk(
+        &self,
+        key: Id,
+        data: Bytes,
+        replicas: u32,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<bool> {
+        let len = data.len() as u64;
+        let mut last = None;
+        for attempt in 0..opts.attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
+            }
+            let owner = match self.lookup(&key).await {
+                Ok((owner, _)) => owner,
+                Err(e) if e.is_retryable() => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Ok(present) = self.peers().has_chunks(&owner.addr, &[key]).await {
+                if present.first() == Some(&true) {
+                    progress(len);
+                    return Ok(true);
+                }
+            }
+            match self.peers().put_chunk(&owner.addr, &key, data.clone(), replicas).await {
+                Ok(_) => {
+                    progress(len);
+                    return Ok(false);
+                }
+                Err(e) if e.is_retryable() => {
+                    debug!(peer = %owner.addr, key = %key.short(), error = %e, "chunk upload failed; retrying");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable(format!("chunk {} not stored", key.short()))))
+    }
+
+    async fn put_manifest(&self, manifest: &Manifest, replicas: u32, opts: &TransferOptions) -> Result<u64> {
+        let mut last = None;
+        for attempt in 0..opts.attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
+            }
+            let result = match self.lookup(&manifest.key()).await {
+                Ok((owner, _)) => self.peers().put_manifest(&owner.addr, manifest, replicas, false).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok((_, version)) => return Ok(version),
+                Err(e) if e.is_retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable("manifest not stored".into())))
+    }
+
+    /// The live manifest of `name`; [`Error::NotFound`] if there is none.
+    pub async fn manifest(&self, name: &str) -> Result<Manifest> {
+        validate_name(name)?;
+        match self.peers().get_manifest(self.entry(), name, true).await? {
+            Some(m) if !m.deleted => Ok(m),
+            _ => Err(Error::NotFound(format!("no file named {name:?}"))),
+        }
+    }
+
+    /// One chunk, from whichever of its holders returns intact bytes.
+    pub async fn fetch_chunk(&self, key: Id, replicas: usize, attempts: usize) -> Result<Bytes> {
+        let mut last = None;
+        for attempt in 0..attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
+            }
+            let holders = match self.holders(key, replicas).await {
+                Ok(h) => h,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            for holder in holders {
+                match self.peers().get_chunk(&holder.addr, &key).await {
+                    Ok(data) => return Ok(data),
+                    Err(e) => {
+                        debug!(peer = %holder.addr, key = %key.short(), error = %e, "chunk read failed; trying next holder");
+                        last = Some(e);
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable(format!("no holder of chunk {}", key.short()))))
+    }
+
+    /// The owner of `key` and its next successors: where copies should be.
+    pub async fn holders(&self, key: Id, replicas: usize) -> Result<Vec<NodeRef>> {
+        let (owner, _) = self.lookup(&key).await?;
+        let mut holders = vec![owner.clone()];
+        if let Ok(info) = self.info(&owner.addr).await {
+            holders.extend(info.successors.into_iter().filter(|s| s.addr != owner.addr));
+        }
+        holders.truncate(replicas.max(1) + 1);
+        Ok(holders)
+    }
+
+    /// The chunks of `manifest` in order, fetched `parallel` ahead.
+    pub fn chunks<'a>(
+        &'a self,
+        manifest: &'a Manifest,
+        replicas: usize,
+        opts: &'a TransferOptions,
+    ) -> impl Stream<Item = Result<Bytes>> + 'a {
+        futures::stream::iter(manifest.chunks.iter().copied())
+            .map(move |key| self.fetch_chunk(key, replicas, opts.attempts))
+            .buffered(opts.parallel.max(1))
+    }
+
+    /// Downloads `name` to `out`, through a temporary file in the same
+    /// directory that is renamed into place only after the SHA-256 matches.
+    pub async fn download(
+        &self,
+        name: &str,
+        out: &Path,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<DownloadReport> {
+        let manifest = self.manifest(name).await?;
+        let replicas = self.replicas().await? as usize;
+        let part = part_path(out);
+        let result = self
+            .download_into(&manifest, &part, replicas, opts, progress)
+            .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&part, out)
+            .await
+            .map_err(|e| Error::io(format!("cannot move the download to {}", out.display()), e))?;
+        Ok(DownloadReport {
+            name: manifest.name.clone(),
+            size: manifest.size,
+            chunks: manifest.chunks.len(),
+            version: manifest.version,
+        })
+    }
+
+    async fn download_into(
+        &self,
+        manifest: &Manifest,
+        part: &Path,
+        replicas: usize,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let mut file = tokio::fs::File::create(part)
+            .await
+            .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
+        let mut sha = Sha256::new();
+        let mut size = 0u64;
+        let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts));
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            sha.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(format!("cannot write {}", part.display()), e))?;
+            progress(chunk.len() as u64);
+        }
+        verify_whole(manifest, size, sha.finalize().into())?;
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io(format!("cannot sync {}", part.display()), e))?;
+        Ok(())
+    }
+
+    /// Every live file on the ring.
+    pub async fn list(&self) -> Result<Vec<FileEntry>> {
+        self.peers().list_files(self.entry(), true).await
+    }
+
+    /// Deletes `name` (a tombstone every holder learns). Returns its version.
+    pub async fn remove(&self, name: &str) -> Result<u64> {
+        validate_name(name)?;
+        self.peers().delete_file(self.entry(), name).await
+    }
+
+    /// Store counters of every node, in ring order.
+    pub async fn status(&self) -> Result<Vec<NodeStatus>> {
+        let mut out = Vec::new();
+        for node in self.walk().await? {
+            match self.peers().get_stats(&node.addr).await {
+                Ok(stats) => out.push(NodeStatus { node, stats }),
+                Err(e) => debug!(peer = %node.addr, error = %e, "no stats"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Checks a whole downloaded file against its manifest.
+pub fn verify_whole(manifest: &Manifest, size: u64, sha256: [u8; 32]) -> Result<()> {
+    if size != manifest.size {
+        return Err(Error::Corrupt(format!(
+            "{:?}: got {size} bytes, the manifest says {}",
+            manifest.name, manifest.size
+        )));
+    }
+    if sha256 != manifest.sha256 {
+        return Err(Error::Corrupt(format!("{:?}: SHA-256 does not match", manifest.name)));
+    }
+    Ok(())
+}
+
+/// Reads up to `size` bytes; fewer only at the end of the input.
+async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        let n = (&mut *reader)
+            .take((size - buf.len()) as u64)
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| Error::io("reading the upload", e))?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// `dir/.name.part-<pid>` beside `out`: same file system, so the final
+/// rename is atomic, and hidden so a half-written file is never mistaken.
+fn part_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    out.with_file_name(format!(".{name}.part-{}", std::process::id()))
+}
