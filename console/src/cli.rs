@@ -127,6 +127,8 @@ pub struct LocalUpArgs {
 pub enum BenchCommand {
     /// Hop count and latency of random lookups from random nodes.
     Lookups(BenchLookupsArgs),
+    /// Upload and download speed and node memory, beside a plain HTTP baseline.
+    Transfer(crate::bench::transfer::TransferArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +157,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Lookup(args) => lookup(&cli, args).await,
         Command::Local(LocalCommand::Up(args)) => local_up(&cli, args).await,
         Command::Bench(BenchCommand::Lookups(args)) => bench_lookups(&cli, args).await,
+        Command::Bench(BenchCommand::Transfer(args)) => crate::bench::transfer::run(args, cli.json).await,
         Command::Upload(args) => upload(&cli, args).await,
         Command::Download(args) => download(&cli, args).await,
         Command::Ls => ls(&cli).await,
@@ -264,7 +267,7 @@ async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
     } else {
         println!("{} nodes up; data in {}; Ctrl-C stops them", addrs.len(), data_root.display());
     }
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    stop_signal().await?;
     if !cli.json {
         println!("stopping {} nodes", fleet.len());
     }
@@ -421,6 +424,19 @@ async fn status(cli: &Cli) -> Result<()> {
             s.requests,
             s.repair_bytes
         );
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C, SIGTERM or SIGHUP, so the fleet is always stopped.
+pub async fn stop_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("watching Ctrl-C")?,
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
     }
     Ok(())
 }

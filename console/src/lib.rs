@@ -1,8 +1,9 @@
 //! chord-console: the operator's console for a chord-dfs ring.
 //!
-//! [`cli`] holds the headless commands; [`fleet`] runs local `chord-node`
+//! [`cli`] holds the headless commands; [`bench`] the transfer benchmark; [`fleet`] runs local `chord-node`
 //! processes (used by `local up` and by the integration tests).
 
+pub mod bench;
 pub mod cli;
 pub mod fleet;
 pub mod progress;

@@ -1,16 +1,505 @@
-//! The HTTP gateway (being written).
+//! The HTTP gateway: plain HTTP access to the ring for curl, browsers and
+//! scripts, served by every node that runs with `--http`.
+//!
+//! | Request              | Answer                                                        |
+//! |----------------------|---------------------------------------------------------------|
+//! | `POST /upload`       | multipart field `files` (one or more parts); one line per file: `name\tsize\tchunks` (JSON with `?json` or `Accept: application/json`) |
+//! | `GET /<name>`        | the file's bytes (`HEAD` gives the headers only)             |
+//! | `GET /`              | one line per file, `name\tsize`; JSON with `?json` or `Accept: application/json` |
+//! | `DELETE /<name>`     | 204 once the file is deleted                                  |
+//!
+//! The gateway holds no file data and no ring state of its own: it is a
+//! [`Client`] whose entry is this node's own advertised address, so every
+//! request goes through the ring and any node serves any file.
+//!
+//! Invariants:
+//! - No request holds a whole file in memory. An upload streams each part
+//!   straight into [`Client::upload`], a download streams chunks as they are
+//!   fetched; either holds at most `parallel` chunks at once.
+//! - A download never hands out wrong bytes silently. Each chunk is checked
+//!   against its key as it is fetched, and the last chunk is held back until
+//!   the whole file's SHA-256 matches the manifest. On any failure the body
+//!   ends early, so the client sees a connection cut short of
+//!   `Content-Length` and never a complete-looking file.
+//! - Every error is an HTTP status with a one-line plain-text reason, so
+//!   `curl -f` fails and no script saves an error page as the file.
+//!
+//! This module must not touch the store or the ring state directly: going
+//! through [`Client`] keeps one tested transfer path for the console, the
+//! tests and HTTP.
 
-use std::future::Future;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::error::Result;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use tokio_util::io::StreamReader;
+use tracing::{debug, info, warn};
+
+use crate::client::{verify_whole, Client, TransferOptions, UploadReport};
+use crate::error::{Error, Result};
 use crate::node::Node;
+use crate::peer::PeerOptions;
+use crate::store::{validate_name, Manifest};
 
+/// The multipart field that carries files, as the original file server and
+/// its scripts (`requests.post(url, files={'files': ...})`) name it.
+pub const UPLOAD_FIELD: &str = "files";
+
+/// How long in-flight HTTP transfers may go on once shutdown has begun. The
+/// node has already handed its keys over by then; without a bound, one slow
+/// multi-GiB download would hold the node's exit indefinitely.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What every handler shares.
+struct Gateway {
+    /// Enters the ring through this node's own gRPC address.
+    client: Client,
+    /// Chunk size (the node's `chunk_size`), read-ahead and retries.
+    opts: TransferOptions,
+    /// Copies the ring keeps: how many holders a chunk fetch may try.
+    replicas: usize,
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then lets
+/// running requests finish for at most [`SHUTDOWN_GRACE`].
 pub async fn serve(
-    _node: Arc<Node>,
-    _listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()>,
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    shutdown.await;
-    Ok(())
+    let config = node.config();
+    let client = Client::new(
+        config.advertise.clone(),
+        PeerOptions {
+            rpc_timeout: config.rpc_timeout,
+            ..PeerOptions::default()
+        },
+    )?;
+    let gateway = Arc::new(Gateway {
+        client,
+        opts: TransferOptions {
+            chunk_size: config.chunk_size,
+            ..TransferOptions::default()
+        },
+        replicas: config.replicas.max(1),
+    });
+    let shutdown = shutdown.shared();
+    let server = axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown.clone());
+    let grace_over = async move {
+        shutdown.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result.map_err(|e| Error::io("HTTP gateway", e)),
+        () = grace_over => {
+            // Dropping the server stops the accept loop; the connections
+            // still open end when the process does.
+            warn!(grace = ?SHUTDOWN_GRACE, "HTTP transfers still running at shutdown; abandoning them");
+            Ok(())
+        }
+    }
+}
+
+fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/", get(list))
+        // `/upload` is also a valid file name: the other methods reach it.
+        .route(
+            "/upload",
+            post(upload).get(upload_named_file).delete(remove_upload_named_file),
+        )
+        .route("/{name}", get(download).delete(remove))
+        .fallback(no_route)
+        // Files may be many GiB; the upload streams, so no limit is needed.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(gateway)
+}
+
+/// `POST /upload`: stores every part of field [`UPLOAD_FIELD`] under its file
+/// name. Parts of other fields are skipped. Files stored before a failing
+/// one stay stored; the error line names them.
+async fn upload(
+    State(gw): State<Arc<Gateway>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    mut multipart: Multipart,
+) -> Response {
+    let mut stored: Vec<UploadReport> = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return upload_failed(e.status(), &e.body_text(), &stored),
+        };
+        if field.name() != Some(UPLOAD_FIELD) {
+            debug!(field = ?field.name(), "skipping a multipart field that is not {UPLOAD_FIELD:?}");
+            continue;
+        }
+        let Some(name) = field.file_name().map(str::to_owned) else {
+            let reason = format!("a part of field {UPLOAD_FIELD:?} has no file name");
+            return upload_failed(StatusCode::BAD_REQUEST, &reason, &stored);
+        };
+        if let Err(e) = validate_name(&name) {
+            return upload_failed(StatusCode::BAD_REQUEST, &format!("{name:?}: {e}"), &stored);
+        }
+        let reader = StreamReader::new(field.map_err(|e| {
+            std::io::Error::other(BodyFailure {
+                status: e.status(),
+                reason: e.body_text(),
+            })
+        }));
+        match gw.client.upload(reader, &name, &gw.opts, &|_| {}).await {
+            Ok(report) => {
+                info!(name = %report.name, size = report.size, chunks = report.chunks, "stored via HTTP");
+                stored.push(report);
+            }
+            Err(e) => {
+                warn!(name = %name, error = %e, "HTTP upload failed");
+                let (status, reason) = match body_failure(&e) {
+                    Some(failure) => (failure.status, failure.reason.clone()),
+                    None => (status_of(&e), e.to_string()),
+                };
+                return upload_failed(status, &format!("{name:?}: {reason}"), &stored);
+            }
+        }
+    }
+    if stored.is_empty() {
+        let reason = format!("no file in multipart field {UPLOAD_FIELD:?}");
+        return plain(StatusCode::BAD_REQUEST, &reason);
+    }
+    if wants_json(&query, &headers) {
+        let files: Vec<serde_json::Value> = stored
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name,
+                    "size": r.size,
+                    "chunks": r.chunks,
+                    "version": r.version,
+                    "sha256": hex::encode(r.sha256),
+                })
+            })
+            .collect();
+        json(&serde_json::Value::Array(files))
+    } else {
+        let mut text = String::new();
+        for r in &stored {
+            let _ = writeln!(text, "{}\t{}\t{}", r.name, r.size, r.chunks);
+        }
+        text.into_response()
+    }
+}
+
+/// Why an upload's request body could not be read, carried through the
+/// `io::Error` that [`Client::upload`] sees, so the client's fault (a cut or
+/// malformed body) is told apart from the ring's.
+#[derive(Debug)]
+struct BodyFailure {
+    status: StatusCode,
+    reason: String,
+}
+
+impl std::fmt::Display for BodyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for BodyFailure {}
+
+fn body_failure(err: &Error) -> Option<&BodyFailure> {
+    match err {
+        Error::Io { source, .. } => source.get_ref()?.downcast_ref::<BodyFailure>(),
+        _ => None,
+    }
+}
+
+fn upload_failed(status: StatusCode, reason: &str, stored: &[UploadReport]) -> Response {
+    if stored.is_empty() {
+        return plain(status, reason);
+    }
+    let names: Vec<&str> = stored.iter().map(|r| r.name.as_str()).collect();
+    plain(status, &format!("{reason} (stored before it: {})", names.join(", ")))
+}
+
+/// `GET /<name>`: the file, streamed chunk by chunk.
+async fn download(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
+    let manifest = match gw.client.manifest(&name).await {
+        Ok(manifest) => manifest,
+        Err(e) => return error_response(&e),
+    };
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(manifest.size));
+    if let Some(value) = content_disposition(&name) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", hex::encode(manifest.sha256))) {
+        headers.insert(header::ETAG, etag);
+    }
+    // Lazy: a HEAD request (answered by this handler, body dropped) fetches no chunk.
+    *response.body_mut() = Body::from_stream(verified_chunks(gw, manifest));
+    response
+}
+
+async fn upload_named_file(state: State<Arc<Gateway>>) -> Response {
+    download(state, Path("upload".to_string())).await
+}
+
+/// The file's chunks in order, fetched `parallel` ahead (as
+/// [`Client::chunks`] does, but owning what it needs so the body can outlive
+/// the handler). Each chunk is checked against its key by the fetch; the
+/// running size is checked against the manifest, and the last chunk is only
+/// released once the whole file's SHA-256 matches. The first error ends the
+/// stream, which makes the server cut the connection.
+fn verified_chunks(gw: Arc<Gateway>, manifest: Manifest) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+    let parallel = gw.opts.parallel.max(1);
+    let fetches = futures::stream::iter(manifest.chunks.clone())
+        .map(move |key| {
+            let gw = gw.clone();
+            async move { gw.client.fetch_chunk(key, gw.replicas, gw.opts.attempts).await }
+        })
+        .buffered(parallel)
+        .boxed();
+    let state = Verify {
+        fetches,
+        sha: Sha256::new(),
+        size: 0,
+        left: manifest.chunks.len(),
+        manifest,
+        finished: false,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.finished {
+            return None;
+        }
+        let item = st.step().await;
+        if let Some(Err(e)) = &item {
+            warn!(name = %st.manifest.name, error = %e, "HTTP download aborted");
+        }
+        item.map(|item| (item, st))
+    })
+}
+
+/// State of one download's verification.
+struct Verify {
+    fetches: futures::stream::BoxStream<'static, Result<Bytes>>,
+    sha: Sha256,
+    size: u64,
+    /// Chunks not yet received.
+    left: usize,
+    manifest: Manifest,
+    /// Set after the whole-file check or the first error: nothing follows.
+    finished: bool,
+}
+
+impl Verify {
+    async fn step(&mut self) -> Option<Result<Bytes>> {
+        let chunk = match self.fetches.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => {
+                self.finished = true;
+                return Some(Err(e));
+            }
+            None => {
+                // Only an empty file gets here unchecked.
+                self.finished = true;
+                return self.check_whole().err().map(Err);
+            }
+        };
+        self.size += chunk.len() as u64;
+        self.left = self.left.saturating_sub(1);
+        if self.size > self.manifest.size {
+            self.finished = true;
+            return Some(Err(Error::Corrupt(format!(
+                "{:?}: chunks hold more than the manifest's {} bytes",
+                self.manifest.name, self.manifest.size
+            ))));
+        }
+        self.sha.update(&chunk);
+        if self.left == 0 {
+            self.finished = true;
+            if let Err(e) = self.check_whole() {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(chunk))
+    }
+
+    fn check_whole(&self) -> Result<()> {
+        verify_whole(&self.manifest, self.size, self.sha.clone().finalize().into())
+    }
+}
+
+/// `Content-Disposition: attachment` with an ASCII fallback name and the
+/// exact name in RFC 5987 form, so header values stay ASCII whatever the name.
+fn content_disposition(name: &str) -> Option<HeaderValue> {
+    let fallback: String = name
+        .chars()
+        .map(|c| if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' { c } else { '_' })
+        .collect();
+    let mut exact = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            exact.push(char::from(b));
+        } else {
+            let _ = write!(exact, "%{b:02X}");
+        }
+    }
+    HeaderValue::from_str(&format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}")).ok()
+}
+
+/// `GET /`: every live file on the ring.
+async fn list(
+    State(gw): State<Arc<Gateway>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut files = match gw.client.list().await {
+        Ok(files) => files,
+        Err(e) => return error_response(&e),
+    };
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    if wants_json(&query, &headers) {
+        let files: Vec<serde_json::Value> = files
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name,
+                    "size": f.size,
+                    "version": f.version,
+                    "chunks": f.chunks,
+                    "modified_ms": f.modified_ms,
+                })
+            })
+            .collect();
+        json(&serde_json::Value::Array(files))
+    } else {
+        // Names hold no control characters, so a tab cannot be part of one.
+        let mut text = String::new();
+        for f in &files {
+            let _ = writeln!(text, "{}\t{}", f.name, f.size);
+        }
+        text.into_response()
+    }
+}
+
+/// `DELETE /<name>`.
+async fn remove(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
+    match gw.client.remove(&name).await {
+        Ok(version) => {
+            info!(name = %name, version, "deleted via HTTP");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn remove_upload_named_file(state: State<Arc<Gateway>>) -> Response {
+    remove(state, Path("upload".to_string())).await
+}
+
+async fn no_route() -> Response {
+    plain(
+        StatusCode::NOT_FOUND,
+        "no such route: use GET /, GET /<name>, POST /upload or DELETE /<name>",
+    )
+}
+
+/// JSON when the query has `json` or the client accepts JSON.
+fn wants_json(query: &HashMap<String, String>, headers: &HeaderMap) -> bool {
+    query.contains_key("json")
+        || headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/json"))
+}
+
+fn json(value: &serde_json::Value) -> Response {
+    let mut response = format!("{value}\n").into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The one mapping from the library's errors to HTTP statuses.
+fn status_of(err: &Error) -> StatusCode {
+    match err {
+        Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+        // A peer's full disk arrives as its only non-retryable remote error
+        // (gRPC `ResourceExhausted`, see `peer::status_to_error`).
+        Error::Remote { retryable: false, .. } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::Remote { retryable: true, .. }
+        | Error::Unreachable { .. }
+        | Error::Unavailable(_)
+        | Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::BadReply { .. } => StatusCode::BAD_GATEWAY,
+        Error::Corrupt(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(err: &Error) -> Response {
+    plain(status_of(err), &err.to_string())
+}
+
+/// A plain-text answer of exactly one line.
+fn plain(status: StatusCode, reason: &str) -> Response {
+    let line: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    (status, format!("{}\n", line.trim())).into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disposition_is_ascii_and_keeps_the_exact_name() {
+        let v = content_disposition("résumé \"final\".txt").unwrap();
+        let s = v.to_str().unwrap();
+        assert_eq!(
+            s,
+            "attachment; filename=\"r_sum_ _final_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22.txt"
+        );
+    }
+
+    #[test]
+    fn statuses() {
+        let table = [
+            (Error::invalid("x"), 400),
+            (Error::NotFound("x".into()), 404),
+            (Error::DiskFull("x".into()), 507),
+            (Error::Unavailable("x".into()), 503),
+            (Error::Shutdown, 503),
+            (Error::Corrupt("x".into()), 500),
+        ];
+        for (err, want) in table {
+            assert_eq!(status_of(&err).as_u16(), want, "{err}");
+        }
+    }
+
+    #[test]
+    fn plain_is_one_line() {
+        let r = plain(StatusCode::BAD_REQUEST, "a\nb\r\n");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
 }

@@ -118,6 +118,7 @@ impl Node {
     pub async fn hand_off(&self, deadline: Duration) -> RepairReport {
         let started = Instant::now();
         let mut total = RepairReport::default();
+        let mut stalled = 0;
         loop {
             match self.repair_round(true).await {
                 Ok(r) => {
@@ -130,14 +131,20 @@ impl Node {
                     if r.unconfirmed == 0 {
                         break;
                     }
+                    stalled = if r.is_quiet() { stalled + 1 } else { 0 };
                 }
-                Err(e) => warn!(error = %e, "hand-off round failed"),
+                Err(e) => {
+                    warn!(error = %e, "hand-off round failed");
+                    stalled += 1;
+                }
             }
-            if started.elapsed() >= deadline {
-                warn!(left = total.unconfirmed, "hand-off deadline passed; keys stay on disk");
+            if started.elapsed() >= deadline || stalled >= HANDOFF_STALL_ROUNDS {
+                // The last node of a ring, or a whole fleet stopping at once,
+                // has no one to hand to: the keys stay on disk, intact.
+                warn!(left = total.unconfirmed, "hand-off cannot make progress; keys stay on disk");
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(HANDOFF_RETRY).await;
         }
         total
     }
@@ -337,6 +344,12 @@ impl Node {
         report
     }
 }
+
+/// Hand-off rounds in a row that move nothing before a leaving node stops
+/// trying (its remaining keys stay on disk).
+const HANDOFF_STALL_ROUNDS: u32 = 4;
+/// Pause between hand-off rounds: time for stabilize to settle a busy ring.
+const HANDOFF_RETRY: Duration = Duration::from_millis(500);
 
 /// Chunk bytes re-hashed per repair round: the whole store is checked every
 /// (store size / this) rounds without hogging the disk.

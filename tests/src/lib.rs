@@ -183,3 +183,74 @@ impl TestCluster {
         }
     }
 }
+
+/// Files for storage tests: random bytes written to a temp dir.
+pub mod files {
+    use std::path::{Path, PathBuf};
+
+    use anyhow::Result;
+    use chord_node::client::{Client, TransferOptions};
+    use chord_node::peer::PeerOptions;
+    use rand::RngCore;
+
+    /// Writes `len` random bytes to `dir/name` and returns the path.
+    pub fn random_file(dir: &Path, name: &str, len: usize) -> Result<PathBuf> {
+        let path = dir.join(name);
+        let mut data = vec![0u8; len];
+        rand::rng().fill_bytes(&mut data);
+        std::fs::write(&path, &data)?;
+        Ok(path)
+    }
+
+    pub fn client(addr: &str) -> Result<Client> {
+        Ok(Client::new(addr, PeerOptions::default())?)
+    }
+
+    /// Small chunks, so small test files still span several chunks.
+    pub fn small_chunks() -> TransferOptions {
+        TransferOptions {
+            chunk_size: 64 * 1024,
+            ..TransferOptions::default()
+        }
+    }
+
+    pub fn no_progress(_: u64) {}
+}
+
+impl TestCluster {
+    /// Sum of the chunk counts of every live node.
+    pub async fn chunk_copies(&self) -> Result<u64> {
+        let mut total = 0;
+        for addr in self.addrs() {
+            total += self.peers.get_stats(&addr).await?.chunks;
+        }
+        Ok(total)
+    }
+
+    /// Sum of a counter over all live nodes.
+    pub async fn sum_stats(&self, f: impl Fn(&chord_proto::pb::StoreStats) -> u64) -> Result<u64> {
+        let mut total = 0;
+        for addr in self.addrs() {
+            total += f(&self.peers.get_stats(&addr).await?);
+        }
+        Ok(total)
+    }
+
+    /// Waits until `cond` holds, polling; reports `what` on timeout.
+    pub async fn wait_for<F, Fut>(&self, what: &str, timeout: Duration, mut cond: F) -> Result<Duration>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let start = Instant::now();
+        loop {
+            if cond().await.unwrap_or(false) {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                bail!("{what}: not true after {timeout:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Benchmarks: commands that measure speed and memory of a real ring and
+//! print figures beside a baseline measured in the same run. They assert
+//! nothing beyond the correctness of what they move; tests do that.
+
+mod http_baseline;
+mod rss;
+mod size;
+pub mod transfer;

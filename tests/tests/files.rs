@@ -1,0 +1,293 @@
+//! Files on the ring with real `chord-node` processes: round trips,
+//! replication through crashes, joins and graceful leaves, corruption, and
+//! bad input.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chord_node::chord::Id;
+use chord_node::client::TransferOptions;
+use chord_node::Error;
+use chord_tests::files::{client, no_progress, random_file, small_chunks};
+use chord_tests::{TestCluster, FAST};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Uploads through one node and downloads through another; bytes must match.
+async fn round_trip(cluster: &TestCluster, dir: &std::path::Path, name: &str, len: usize, opts: &TransferOptions) {
+    let addrs = cluster.addrs();
+    let src = random_file(dir, name, len).unwrap();
+    let up = client(&addrs[0]).unwrap();
+    let report = up.upload_file(&src, name, opts, &no_progress).await.unwrap();
+    assert_eq!(report.size, len as u64);
+    let out = dir.join(format!("{name}.out"));
+    let down = client(&addrs[addrs.len() - 1]).unwrap();
+    down.download(name, &out, opts, &no_progress).await.unwrap();
+    assert!(std::fs::read(&src).unwrap() == std::fs::read(&out).unwrap(), "{name}: bytes differ");
+}
+
+#[tokio::test]
+async fn round_trips_of_edge_sizes_through_different_nodes() {
+    let cluster = TestCluster::start(4, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TransferOptions { chunk_size: 1024 * 1024, ..TransferOptions::default() };
+    for (name, len) in [
+        ("empty", 0),
+        ("one-byte", 1),
+        ("exactly-one-chunk", 1024 * 1024),
+        ("one-chunk-plus-one", 1024 * 1024 + 1),
+        ("hundred-mib", 100 * 1024 * 1024),
+    ] {
+        round_trip(&cluster, dir.path(), name, len, &opts).await;
+    }
+    // Listing shows all five; re-uploading resumes (every chunk already there).
+    let files = client(&cluster.addrs()[1]).unwrap().list().await.unwrap();
+    assert_eq!(files.len(), 5, "{files:?}");
+    let again = client(&cluster.addrs()[2])
+        .unwrap()
+        .upload_file(&dir.path().join("one-chunk-plus-one"), "one-chunk-plus-one", &opts, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(again.chunks_skipped, again.chunks);
+}
+
+#[tokio::test]
+async fn twenty_files_survive_two_crashes_and_regain_three_copies() {
+    let mut cluster = TestCluster::start(8, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_chunks();
+    let mut names = Vec::new();
+    for i in 0..20 {
+        let name = format!("file-{i:02}");
+        let path = random_file(dir.path(), &name, 50_000 + i * 37_000).unwrap();
+        let c = client(&cluster.random_addr().unwrap()).unwrap();
+        c.upload_file(&path, &name, &opts, &no_progress).await.unwrap();
+        names.push(name);
+    }
+    let victims: Vec<String> = cluster.addrs().into_iter().take(2).collect();
+    for v in &victims {
+        cluster.fleet.kill(v).await.unwrap();
+    }
+    for name in &names {
+        let out = dir.path().join(format!("{name}.out"));
+        client(&cluster.random_addr().unwrap())
+            .unwrap()
+            .download(name, &out, &opts, &no_progress)
+            .await
+            .unwrap_or_else(|e| panic!("{name} lost after two crashes: {e}"));
+        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), std::fs::read(&out).unwrap());
+    }
+    // Distinct chunks, from the manifests.
+    let c = client(&cluster.random_addr().unwrap()).unwrap();
+    let mut distinct = HashSet::new();
+    for name in &names {
+        distinct.extend(c.manifest(name).await.unwrap().chunks);
+    }
+    let want = 3 * distinct.len() as u64;
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let took = cluster
+        .wait_for("3 copies of every chunk", Duration::from_secs(90), || async {
+            Ok(cluster.chunk_copies().await? == want)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e} (copies now {:?}, want {want})", futures_copies(&cluster)));
+    eprintln!("{} distinct chunks back at 3 copies {took:?} after the ring settled", distinct.len());
+}
+
+fn futures_copies(cluster: &TestCluster) -> Option<u64> {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(cluster.chunk_copies()).ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn joining_nodes_take_their_share_of_a_loaded_ring() {
+    let mut cluster = TestCluster::start(4, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_chunks();
+    let mut names = Vec::new();
+    for i in 0..12 {
+        let name = format!("load-{i}");
+        let path = random_file(dir.path(), &name, 300_000).unwrap();
+        client(&cluster.random_addr().unwrap())
+            .unwrap()
+            .upload_file(&path, &name, &opts, &no_progress)
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    let before = cluster.sum_stats(|s| s.repair_bytes).await.unwrap();
+    let mut newcomers = Vec::new();
+    for _ in 0..4 {
+        newcomers.push(cluster.add_node().await.unwrap());
+    }
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    cluster
+        .wait_for("every newcomer holds keys", Duration::from_secs(60), || async {
+            for n in &newcomers {
+                if cluster.peers.get_stats(n).await?.chunks == 0 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
+        .unwrap();
+    let moved = cluster.sum_stats(|s| s.repair_bytes).await.unwrap() - before;
+    eprintln!("4 joins into a loaded 4-node ring: {moved} bytes moved by repair");
+    assert!(moved > 0);
+    for name in &names {
+        let out = dir.path().join(format!("{name}.out"));
+        client(&cluster.random_addr().unwrap())
+            .unwrap()
+            .download(name, &out, &opts, &no_progress)
+            .await
+            .unwrap_or_else(|e| panic!("{name} lost after joins: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
+    let mut cluster = TestCluster::start(8, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_chunks();
+    let mut names = Vec::new();
+    for i in 0..10 {
+        let name = format!("keep-{i}");
+        let path = random_file(dir.path(), &name, 200_000).unwrap();
+        client(&cluster.random_addr().unwrap())
+            .unwrap()
+            .upload_file(&path, &name, &opts, &no_progress)
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    for _ in 0..4 {
+        let leaver = cluster.random_addr().unwrap();
+        let clean = cluster.fleet.stop(&leaver, Duration::from_secs(60)).await.unwrap();
+        assert!(clean, "{leaver} did not leave cleanly");
+        cluster.wait_consistent(CONVERGE).await.unwrap();
+    }
+    for name in &names {
+        let out = dir.path().join(format!("{name}.out"));
+        client(&cluster.random_addr().unwrap())
+            .unwrap()
+            .download(name, &out, &opts, &no_progress)
+            .await
+            .unwrap_or_else(|e| panic!("{name} lost after graceful leaves: {e}"));
+        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), std::fs::read(&out).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
+    let cluster = TestCluster::start(4, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = random_file(dir.path(), "victim", 100_000).unwrap();
+    let c = client(&cluster.addrs()[0]).unwrap();
+    c.upload_file(&path, "victim", &small_chunks(), &no_progress).await.unwrap();
+    let key: Id = c.manifest("victim").await.unwrap().chunks[0];
+    let hex = key.to_hex();
+    // Flip one byte of every copy on one node... find a node holding it.
+    let copy = cluster
+        .addrs()
+        .iter()
+        .map(|a| cluster.fleet.node(a).unwrap().data_dir.join("chunks").join(&hex[..2]).join(&hex))
+        .find(|p| p.exists())
+        .expect("no node holds the chunk");
+    let original = std::fs::read(&copy).unwrap();
+    let mut bad = original.clone();
+    bad[10] ^= 0xff;
+    std::fs::write(&copy, &bad).unwrap();
+    cluster
+        .wait_for("corrupt copy replaced by good bytes", Duration::from_secs(30), || async {
+            Ok(std::fs::read(&copy).map(|b| b == original).unwrap_or(false))
+        })
+        .await
+        .unwrap();
+    assert!(cluster.sum_stats(|s| s.corrupt_chunks).await.unwrap() >= 1);
+    // The file still reads back intact.
+    let out = dir.path().join("victim.out");
+    c.download("victim", &out, &small_chunks(), &no_progress).await.unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_partial_appears() {
+    use chord_proto::pb;
+    use chord_proto::pb::store_client::StoreClient;
+
+    let cluster = TestCluster::start(3, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    let c = client(&addr).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = random_file(dir.path(), "x", 10).unwrap();
+    let long = "n".repeat(1025);
+    for bad in ["", "a/b", "..", ".", "nul\0name", " lead", long.as_str()] {
+        let err = c.upload_file(&path, bad, &small_chunks(), &no_progress).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}: {err}");
+    }
+    c.upload_file(&path, &"n".repeat(1024), &small_chunks(), &no_progress)
+        .await
+        .unwrap();
+    assert!(matches!(c.manifest("missing").await.unwrap_err(), Error::NotFound(_)));
+
+    let mut store = StoreClient::connect(format!("http://{addr}")).await.unwrap();
+    let header = |key: Id, size: u64| pb::PutChunkRequest {
+        body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
+            key: key.as_bytes().to_vec(),
+            size,
+            copies: 1,
+        })),
+    };
+    let data = |b: &[u8]| pb::PutChunkRequest { body: Some(pb::put_chunk_request::Body::Data(b.to_vec())) };
+    // Bytes that do not match the key.
+    let wrong = Id::hash(b"something else");
+    let status = store
+        .put_chunk(futures::stream::iter(vec![header(wrong, 5), data(b"hello")]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // A stream that stops early (a client dying mid-transfer): nothing stored.
+    let key = Id::hash(b"hello world");
+    let status = store
+        .put_chunk(futures::stream::iter(vec![header(key, 11), data(b"hello")]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let has = store
+        .has_chunks(pb::KeyList { keys: vec![key.as_bytes().to_vec(), wrong.as_bytes().to_vec()] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(has.present, vec![false, false]);
+    // A manifest that names chunks the ring does not hold.
+    let manifest = pb::Manifest {
+        name: "ghost".into(),
+        size: 5,
+        chunk_size: 65536,
+        chunks: vec![Id::hash(b"never stored").as_bytes().to_vec()],
+        sha256: vec![0; 32],
+        version: 0,
+        deleted: false,
+        modified_ms: 0,
+    };
+    let status = store
+        .put_manifest(pb::PutManifestRequest { manifest: Some(manifest), copies: 3, replica: false })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(matches!(c.manifest("ghost").await.unwrap_err(), Error::NotFound(_)));
+    // Delete is seen everywhere; deleting again is NotFound.
+    c.remove(&"n".repeat(1024)).await.unwrap();
+    for a in cluster.addrs() {
+        assert!(client(&a).unwrap().list().await.unwrap().is_empty());
+    }
+    assert!(matches!(c.remove(&"n".repeat(1024)).await.unwrap_err(), Error::NotFound(_)));
+    // The node is still serving.
+    assert!(c.list().await.is_ok());
+}
