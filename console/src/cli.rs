@@ -121,6 +121,37 @@ pub struct LocalUpArgs {
     /// Copies of every key.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
+    /// HTTP gateway port of the first node; the others take the following
+    /// ports (gRPC ports skip this range).
+    #[arg(long, default_value_t = 5058)]
+    pub http_base_port: u16,
+    /// Run the nodes without HTTP gateways.
+    #[arg(long)]
+    pub no_http: bool,
+}
+
+/// gRPC and HTTP ports for `n` local nodes: node 0's gRPC port is `base`
+/// (the console's default peer), HTTP ports are consecutive from
+/// `http_base`, and every other gRPC port is the next one after `base`
+/// that is not an HTTP port.
+pub fn local_ports(n: usize, base: u16, http_base: Option<u16>) -> Result<Vec<(u16, Option<u16>)>> {
+    let http: Vec<u16> = match http_base {
+        Some(h) => (0..n)
+            .map(|i| u16::try_from(u32::from(h) + i as u32).context("HTTP ports run past 65535"))
+            .collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(n);
+    let mut next = u32::from(base);
+    for i in 0..n {
+        while http.iter().any(|&h| u32::from(h) == next) {
+            next += 1;
+        }
+        let port = u16::try_from(next).context("gRPC ports run past 65535")?;
+        out.push((port, http.get(i).copied()));
+        next += 1;
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,10 +268,11 @@ async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
-    let last_port = u32::from(args.base_port) + args.nodes as u32 - 1;
-    if last_port > u32::from(u16::MAX) {
-        bail!("ports {}..={last_port} do not fit below 65536", args.base_port);
-    }
+    let ports = local_ports(
+        args.nodes,
+        args.base_port,
+        (!args.no_http).then_some(args.http_base_port),
+    )?;
     let data_root = args.data_root.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("chord-dfs-local-{}", args.base_port))
     });
@@ -250,20 +282,26 @@ async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
     let mut fleet = Fleet::new(opts)?;
     let mut rng = rand::rng();
     let mut addrs: Vec<String> = Vec::new();
-    for i in 0..args.nodes {
-        let port = args.base_port + i as u16;
+    let mut gateways: Vec<String> = Vec::new();
+    for (i, (port, http)) in ports.into_iter().enumerate() {
         let join = addrs.choose(&mut rng).cloned();
         let addr = fleet
-            .start(port, join.as_deref())
+            .start_with_http(port, join.as_deref(), http)
             .await
             .with_context(|| format!("starting node {}", i + 1))?;
+        let gateway = http.map(|p| format!("127.0.0.1:{p}"));
         if !cli.json {
-            println!("started {addr}{}", join.map(|j| format!(" (joined via {j})")).unwrap_or_default());
+            println!(
+                "started {addr}{}{}",
+                gateway.as_ref().map(|g| format!(", http://{g}/")).unwrap_or_default(),
+                join.map(|j| format!(" (joined via {j})")).unwrap_or_default()
+            );
         }
         addrs.push(addr);
+        gateways.extend(gateway);
     }
     if cli.json {
-        print_json(&json!({ "nodes": addrs, "data_root": data_root }))?;
+        print_json(&json!({ "nodes": addrs, "http": gateways, "data_root": data_root }))?;
     } else {
         println!("{} nodes up; data in {}; Ctrl-C stops them", addrs.len(), data_root.display());
     }
@@ -470,6 +508,11 @@ async fn bench_lookups(cli: &Cli, args: &BenchLookupsArgs) -> Result<()> {
     let addrs: Vec<String> = nodes.iter().map(|n| n.info.node.addr.clone()).collect();
     let mut sorted: Vec<Id> = nodes.iter().map(|n| n.info.node.id).collect();
     sorted.sort();
+    // Connect to every node first, so the figures are steady-state lookups
+    // and not TCP and HTTP/2 handshakes.
+    for addr in &addrs {
+        client.peers().ping(addr).await.ok();
+    }
     let mut rng = rand::rng();
     let (mut hops, mut millis, mut wrong, mut failed) = (Vec::new(), Vec::new(), 0usize, 0usize);
     for _ in 0..args.count {
@@ -531,6 +574,15 @@ mod tests {
         assert_eq!(true_owner(&ids, &key(31)), Some(ids[0]));
         assert_eq!(true_owner(&ids, &key(0)), Some(ids[0]));
         assert_eq!(true_owner(&[], &key(0)), None);
+    }
+
+    #[test]
+    fn local_ports_skip_the_http_range() {
+        let ports = local_ports(3, 5057, Some(5058)).unwrap();
+        assert_eq!(ports, vec![(5057, Some(5058)), (5061, Some(5059)), (5062, Some(5060))]);
+        let plain = local_ports(2, 6000, None).unwrap();
+        assert_eq!(plain, vec![(6000, None), (6001, None)]);
+        assert!(local_ports(3, 65534, None).is_err());
     }
 
     #[test]

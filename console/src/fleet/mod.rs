@@ -119,8 +119,15 @@ impl Fleet {
     }
 
     /// Starts a node on `port` (joining through `join`, or creating a ring)
-    /// and waits until it answers.
+    /// and waits until it answers. Its gateway, if the fleet has
+    /// `http_offset`, listens on `port + http_offset`.
     pub async fn start(&mut self, port: u16, join: Option<&str>) -> Result<String> {
+        let http = self.opts.http_offset.map(|off| port.saturating_add(off));
+        self.start_with_http(port, join, http).await
+    }
+
+    /// Like [`Fleet::start`], with the gateway on an explicit port (or off).
+    pub async fn start_with_http(&mut self, port: u16, join: Option<&str>, http_port: Option<u16>) -> Result<String> {
         let addr = format!("127.0.0.1:{port}");
         if self.nodes.contains_key(&addr) {
             bail!("a node already runs on {addr}");
@@ -146,8 +153,8 @@ impl Fleet {
         if let Some(join) = join {
             cmd.arg("--join").arg(join);
         }
-        let http = self.opts.http_offset.map(|off| {
-            let http = format!("127.0.0.1:{}", port.saturating_add(off));
+        let http = http_port.map(|p| {
+            let http = format!("127.0.0.1:{p}");
             cmd.arg("--http").arg(&http);
             http
         });
