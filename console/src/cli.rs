@@ -23,7 +23,12 @@ use crate::progress::Progress;
 #[command(name = "chord-console", version, about = "Operate a chord-dfs ring")]
 pub struct Cli {
     /// Node to enter the ring through.
-    #[arg(long, global = true, default_value = "127.0.0.1:5057", env = "CHORD_PEER")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:5057",
+        env = "CHORD_PEER"
+    )]
     pub peer: String,
     /// Print one JSON document instead of human text.
     #[arg(long, global = true)]
@@ -188,7 +193,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Lookup(args) => lookup(&cli, args).await,
         Command::Local(LocalCommand::Up(args)) => local_up(&cli, args).await,
         Command::Bench(BenchCommand::Lookups(args)) => bench_lookups(&cli, args).await,
-        Command::Bench(BenchCommand::Transfer(args)) => crate::bench::transfer::run(args, cli.json).await,
+        Command::Bench(BenchCommand::Transfer(args)) => {
+            crate::bench::transfer::run(args, cli.json).await
+        }
         Command::Upload(args) => upload(&cli, args).await,
         Command::Download(args) => download(&cli, args).await,
         Command::Ls => ls(&cli).await,
@@ -258,9 +265,14 @@ async fn lookup(cli: &Cli, args: &LookupArgs) -> Result<()> {
     };
     let (owner, hops) = cli.client()?.lookup(&key).await?;
     if cli.json {
-        return print_json(&json!({ "key": key.to_hex(), "owner": node_json(&owner), "hops": hops }));
+        return print_json(
+            &json!({ "key": key.to_hex(), "owner": node_json(&owner), "hops": hops }),
+        );
     }
-    println!("key   {key}\nowner {} ({})\nhops  {hops}", owner.addr, owner.id);
+    println!(
+        "key   {key}\nowner {} ({})\nhops  {hops}",
+        owner.addr, owner.id
+    );
     Ok(())
 }
 
@@ -293,8 +305,12 @@ async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
         if !cli.json {
             println!(
                 "started {addr}{}{}",
-                gateway.as_ref().map(|g| format!(", http://{g}/")).unwrap_or_default(),
-                join.map(|j| format!(" (joined via {j})")).unwrap_or_default()
+                gateway
+                    .as_ref()
+                    .map(|g| format!(", http://{g}/"))
+                    .unwrap_or_default(),
+                join.map(|j| format!(" (joined via {j})"))
+                    .unwrap_or_default()
             );
         }
         addrs.push(addr);
@@ -303,7 +319,11 @@ async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
     if cli.json {
         print_json(&json!({ "nodes": addrs, "http": gateways, "data_root": data_root }))?;
     } else {
-        println!("{} nodes up; data in {}; Ctrl-C stops them", addrs.len(), data_root.display());
+        println!(
+            "{} nodes up; data in {}; Ctrl-C stops them",
+            addrs.len(),
+            data_root.display()
+        );
     }
     stop_signal().await?;
     if !cli.json {
@@ -321,7 +341,12 @@ async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
             .file_name()
             .and_then(|n| n.to_str())
             .map(str::to_string)
-            .with_context(|| format!("{} has no usable file name; give --name", args.file.display()))?,
+            .with_context(|| {
+                format!(
+                    "{} has no usable file name; give --name",
+                    args.file.display()
+                )
+            })?,
     };
     let size = std::fs::metadata(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?
@@ -400,10 +425,12 @@ async fn ls(cli: &Cli) -> Result<()> {
     if cli.json {
         let files: Vec<Value> = files
             .iter()
-            .map(|f| json!({
-                "name": f.name, "size": f.size, "version": f.version,
-                "chunks": f.chunks, "modified_ms": f.modified_ms,
-            }))
+            .map(|f| {
+                json!({
+                    "name": f.name, "size": f.size, "version": f.version,
+                    "chunks": f.chunks, "modified_ms": f.modified_ms,
+                })
+            })
             .collect();
         return print_json(&json!({ "files": files }));
     }
@@ -542,11 +569,23 @@ async fn bench_lookups(cli: &Cli, args: &BenchLookupsArgs) -> Result<()> {
             "paper_mean_hops": paper,
         }));
     }
-    println!("{n} nodes, {} lookups ({failed} failed, {wrong} wrong owner)", args.count);
+    println!(
+        "{n} nodes, {} lookups ({failed} failed, {wrong} wrong owner)",
+        args.count
+    );
     println!("{:<12} {:>8} {:>8} {:>8}", "", "mean", "p50", "p99");
-    println!("{:<12} {:>8.2} {:>8.1} {:>8.1}", "hops", h_mean, h_p50, h_p99);
-    println!("{:<12} {:>8.2} {:>8.2} {:>8.2}", "latency ms", l_mean, l_p50, l_p99);
-    println!("{:<12} {:>8.2}   (Chord paper: ½·log2 N)", "paper hops", paper);
+    println!(
+        "{:<12} {:>8.2} {:>8.1} {:>8.1}",
+        "hops", h_mean, h_p50, h_p99
+    );
+    println!(
+        "{:<12} {:>8.2} {:>8.2} {:>8.2}",
+        "latency ms", l_mean, l_p50, l_p99
+    );
+    println!(
+        "{:<12} {:>8.2}   (Chord paper: ½·log2 N)",
+        "paper hops", paper
+    );
     Ok(())
 }
 
@@ -579,7 +618,10 @@ mod tests {
     #[test]
     fn local_ports_skip_the_http_range() {
         let ports = local_ports(3, 5057, Some(5058)).unwrap();
-        assert_eq!(ports, vec![(5057, Some(5058)), (5061, Some(5059)), (5062, Some(5060))]);
+        assert_eq!(
+            ports,
+            vec![(5057, Some(5058)), (5061, Some(5059)), (5062, Some(5060))]
+        );
         let plain = local_ports(2, 6000, None).unwrap();
         assert_eq!(plain, vec![(6000, None), (6001, None)]);
         assert!(local_ports(3, 65534, None).is_err());

@@ -48,9 +48,18 @@ impl Progress {
     pub fn add(&self, bytes: u64) {
         match self {
             Progress::Bar(bar) => bar.inc(bytes),
-            Progress::Lines { label, total, done, shown } => {
+            Progress::Lines {
+                label,
+                total,
+                done,
+                shown,
+            } => {
                 let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-                let tenth = if *total == 0 { 10 } else { now.saturating_mul(10) / total };
+                let tenth = if *total == 0 {
+                    10
+                } else {
+                    now.saturating_mul(10) / total
+                };
                 if shown.fetch_max(tenth, Ordering::Relaxed) < tenth {
                     eprintln!("{label}: {now} of {total} bytes ({}%)", tenth.min(10) * 10);
                 }

@@ -105,7 +105,9 @@ impl Config {
             ("repair", self.repair_interval),
         ] {
             if d.is_zero() {
-                return Err(Error::invalid(format!("--{name} interval must be above zero")));
+                return Err(Error::invalid(format!(
+                    "--{name} interval must be above zero"
+                )));
             }
         }
         if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {

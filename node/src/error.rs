@@ -73,7 +73,8 @@ impl Error {
     /// [`Error::DiskFull`] so callers can tell the two apart.
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
         let context = context.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
         {
             Error::DiskFull(context)
         } else {

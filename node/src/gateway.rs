@@ -117,7 +117,9 @@ fn router(gateway: Arc<Gateway>) -> Router {
         // `/upload` is also a valid file name: the other methods reach it.
         .route(
             "/upload",
-            post(upload).get(upload_named_file).delete(remove_upload_named_file),
+            post(upload)
+                .get(upload_named_file)
+                .delete(remove_upload_named_file),
         )
         .route("/{name}", get(download).delete(remove))
         .fallback(no_route)
@@ -230,7 +232,10 @@ fn upload_failed(status: StatusCode, reason: &str, stored: &[UploadReport]) -> R
         return plain(status, reason);
     }
     let names: Vec<&str> = stored.iter().map(|r| r.name.as_str()).collect();
-    plain(status, &format!("{reason} (stored before it: {})", names.join(", ")))
+    plain(
+        status,
+        &format!("{reason} (stored before it: {})", names.join(", ")),
+    )
 }
 
 /// `GET /<name>`: the file, streamed chunk by chunk.
@@ -241,7 +246,10 @@ async fn download(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> R
     };
     let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(manifest.size));
     if let Some(value) = content_disposition(&name) {
         headers.insert(header::CONTENT_DISPOSITION, value);
@@ -264,12 +272,19 @@ async fn upload_named_file(state: State<Arc<Gateway>>) -> Response {
 /// running size is checked against the manifest, and the last chunk is only
 /// released once the whole file's SHA-256 matches. The first error ends the
 /// stream, which makes the server cut the connection.
-fn verified_chunks(gw: Arc<Gateway>, manifest: Manifest) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+fn verified_chunks(
+    gw: Arc<Gateway>,
+    manifest: Manifest,
+) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
     let parallel = gw.opts.parallel.max(1);
     let fetches = futures::stream::iter(manifest.chunks.clone())
         .map(move |key| {
             let gw = gw.clone();
-            async move { gw.client.fetch_chunk(key, gw.replicas, gw.opts.attempts).await }
+            async move {
+                gw.client
+                    .fetch_chunk(key, gw.replicas, gw.opts.attempts)
+                    .await
+            }
         })
         .buffered(parallel)
         .boxed();
@@ -339,7 +354,11 @@ impl Verify {
     }
 
     fn check_whole(&self) -> Result<()> {
-        verify_whole(&self.manifest, self.size, self.sha.clone().finalize().into())
+        verify_whole(
+            &self.manifest,
+            self.size,
+            self.sha.clone().finalize().into(),
+        )
     }
 }
 
@@ -348,7 +367,13 @@ impl Verify {
 fn content_disposition(name: &str) -> Option<HeaderValue> {
     let fallback: String = name
         .chars()
-        .map(|c| if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' { c } else { '_' })
+        .map(|c| {
+            if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut exact = String::with_capacity(name.len());
     for b in name.bytes() {
@@ -358,7 +383,10 @@ fn content_disposition(name: &str) -> Option<HeaderValue> {
             let _ = write!(exact, "%{b:02X}");
         }
     }
-    HeaderValue::from_str(&format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}")).ok()
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
+    ))
+    .ok()
 }
 
 /// `GET /`: every live file on the ring.
@@ -430,9 +458,10 @@ fn wants_json(query: &HashMap<String, String>, headers: &HeaderMap) -> bool {
 
 fn json(value: &serde_json::Value) -> Response {
     let mut response = format!("{value}\n").into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -444,8 +473,12 @@ fn status_of(err: &Error) -> StatusCode {
         Error::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         // A peer's full disk arrives as its only non-retryable remote error
         // (gRPC `ResourceExhausted`, see `peer::status_to_error`).
-        Error::Remote { retryable: false, .. } => StatusCode::INSUFFICIENT_STORAGE,
-        Error::Remote { retryable: true, .. }
+        Error::Remote {
+            retryable: false, ..
+        } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::Remote {
+            retryable: true, ..
+        }
         | Error::Unreachable { .. }
         | Error::Unavailable(_)
         | Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,

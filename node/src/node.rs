@@ -312,7 +312,9 @@ impl Node {
                 .await;
             match result {
                 Ok(()) => info!(peer = %notice.to.addr, "told neighbour we are leaving"),
-                Err(e) => warn!(peer = %notice.to.addr, error = %e, "could not tell neighbour we are leaving"),
+                Err(e) => {
+                    warn!(peer = %notice.to.addr, error = %e, "could not tell neighbour we are leaving")
+                }
             }
         }
     }

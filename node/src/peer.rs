@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use chord_proto::pb;
 use chord_proto::pb::ring_client::RingClient;
 use chord_proto::pb::store_client::StoreClient;
 use tonic::transport::{Channel, Endpoint};
-use bytes::{Bytes, BytesMut};
 use tonic::{Code, Status};
 
 use crate::chord::{Id, NodeRef, Route};
@@ -224,14 +224,16 @@ impl PeerPool {
                 Ok(FingerRow {
                     index: f.index,
                     start: wire::id_from_pb(&f.start, "finger start")?,
-                    node: f.node.map(|n| wire::node_from_pb(Some(n), "finger")).transpose()?,
+                    node: f
+                        .node
+                        .map(|n| wire::node_from_pb(Some(n), "finger"))
+                        .transpose()?,
                 })
             })
             .collect::<Result<Vec<_>>>()
             .map_err(wire::blame(addr))
     }
 }
-
 
 // ------------------------------------------------------------------ Store
 
@@ -247,14 +249,14 @@ impl PeerPool {
                 copies,
             })),
         };
-        let pieces = (0..data.len())
-            .step_by(crate::PIECE_BYTES)
-            .map(move |at| {
-                let end = (at + crate::PIECE_BYTES).min(data.len());
-                pb::PutChunkRequest {
-                    body: Some(pb::put_chunk_request::Body::Data(data.slice(at..end).to_vec())),
-                }
-            });
+        let pieces = (0..data.len()).step_by(crate::PIECE_BYTES).map(move |at| {
+            let end = (at + crate::PIECE_BYTES).min(data.len());
+            pb::PutChunkRequest {
+                body: Some(pb::put_chunk_request::Body::Data(
+                    data.slice(at..end).to_vec(),
+                )),
+            }
+        });
         let stream = futures::stream::iter(std::iter::once(header).chain(pieces));
         let mut req = tonic::Request::new(stream);
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
@@ -311,7 +313,11 @@ impl PeerPool {
         if resp.present.len() != keys.len() {
             return Err(Error::BadReply {
                 peer: addr.to_string(),
-                reason: format!("asked about {} keys, told about {}", keys.len(), resp.present.len()),
+                reason: format!(
+                    "asked about {} keys, told about {}",
+                    keys.len(),
+                    resp.present.len()
+                ),
             });
         }
         Ok(resp.present)
@@ -343,7 +349,12 @@ impl PeerPool {
 
     /// The manifest of `name`: from `addr`'s own disk (`route` false), or
     /// found through the ring by `addr` (`route` true). Tombstones included.
-    pub async fn get_manifest(&self, addr: &str, name: &str, route: bool) -> Result<Option<Manifest>> {
+    pub async fn get_manifest(
+        &self,
+        addr: &str,
+        name: &str,
+        route: bool,
+    ) -> Result<Option<Manifest>> {
         let mut req = tonic::Request::new(pb::GetManifestRequest {
             name: name.to_string(),
             route,
@@ -403,7 +414,11 @@ impl PeerPool {
             .into_inner();
         let parse = |b: &[u8]| wire::id_from_pb(b, "key").map_err(wire::blame(addr));
         Ok(KeysHeld {
-            chunks: resp.chunks.iter().map(|k| parse(k)).collect::<Result<_>>()?,
+            chunks: resp
+                .chunks
+                .iter()
+                .map(|k| parse(k))
+                .collect::<Result<_>>()?,
             manifests: resp
                 .manifests
                 .iter()

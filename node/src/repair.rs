@@ -39,7 +39,10 @@ pub struct RepairReport {
 
 impl RepairReport {
     pub fn is_quiet(&self) -> bool {
-        self.chunks_pushed + self.manifests_pushed + self.chunks_dropped + self.manifests_dropped
+        self.chunks_pushed
+            + self.manifests_pushed
+            + self.chunks_dropped
+            + self.manifests_dropped
             + self.corrupt_found
             == 0
     }
@@ -141,7 +144,10 @@ impl Node {
             if started.elapsed() >= deadline || stalled >= HANDOFF_STALL_ROUNDS {
                 // The last node of a ring, or a whole fleet stopping at once,
                 // has no one to hand to: the keys stay on disk, intact.
-                warn!(left = total.unconfirmed, "hand-off cannot make progress; keys stay on disk");
+                warn!(
+                    left = total.unconfirmed,
+                    "hand-off cannot make progress; keys stay on disk"
+                );
                 break;
             }
             tokio::time::sleep(HANDOFF_RETRY).await;
@@ -180,7 +186,8 @@ impl Node {
                 .position(|(k, _)| !k.in_half_open(&first.prev(), &owner))
                 .map_or(keys.len(), |n| i + n);
             let run = &keys[i..run_end];
-            self.repair_run(run, &holders, leaving, &mut pacer, &mut report).await;
+            self.repair_run(run, &holders, leaving, &mut pacer, &mut report)
+                .await;
             i = run_end;
         }
         Ok(report)
@@ -196,7 +203,9 @@ impl Node {
         }
         set.truncate(want);
         if set.is_empty() {
-            return Err(crate::Error::Unavailable("no other node to hold the key".into()));
+            return Err(crate::Error::Unavailable(
+                "no other node to hold the key".into(),
+            ));
         }
         Ok(set)
     }
@@ -215,7 +224,11 @@ impl Node {
         let mut confirmed: HashMap<Id, usize> = HashMap::new();
         let others: Vec<&NodeRef> = holders.iter().filter(|h| h.addr != me).collect();
         for holder in &others {
-            let held = match self.peers().list_keys(&holder.addr, &first.prev(), &last).await {
+            let held = match self
+                .peers()
+                .list_keys(&holder.addr, &first.prev(), &last)
+                .await
+            {
                 Ok(h) => h,
                 Err(e) => {
                     debug!(peer = %holder.addr, error = %e, "holder did not list its keys");
@@ -228,7 +241,9 @@ impl Node {
                 let ok = match kind {
                     Held::Chunk if chunks.contains(key) => true,
                     Held::Chunk => self.push_chunk(holder, *key, pacer, report).await,
-                    Held::Manifest(v) if versions.get(key).is_some_and(|theirs| theirs >= v) => true,
+                    Held::Manifest(v) if versions.get(key).is_some_and(|theirs| theirs >= v) => {
+                        true
+                    }
                     Held::Manifest(_) => self.push_manifest(holder, *key, report).await,
                 };
                 if ok {
@@ -254,12 +269,20 @@ impl Node {
             match (dropped, kind) {
                 (Ok(()), Held::Chunk) => report.chunks_dropped += 1,
                 (Ok(()), Held::Manifest(_)) => report.manifests_dropped += 1,
-                (Err(e), _) => warn!(key = %key.short(), error = %e, "could not drop a handed-off key"),
+                (Err(e), _) => {
+                    warn!(key = %key.short(), error = %e, "could not drop a handed-off key")
+                }
             }
         }
     }
 
-    async fn push_chunk(&self, to: &NodeRef, key: Id, pacer: &mut Pacer, report: &mut RepairReport) -> bool {
+    async fn push_chunk(
+        &self,
+        to: &NodeRef,
+        key: Id,
+        pacer: &mut Pacer,
+        report: &mut RepairReport,
+    ) -> bool {
         let data = match self.disk(move |s| s.read_chunk(&key)).await {
             Ok(d) => Bytes::from(d),
             Err(e) => {
@@ -293,8 +316,14 @@ impl Node {
                 return false;
             }
         };
-        let Some(manifest) = manifest else { return false };
-        match self.peers().put_manifest(&to.addr, &manifest, 1, true).await {
+        let Some(manifest) = manifest else {
+            return false;
+        };
+        match self
+            .peers()
+            .put_manifest(&to.addr, &manifest, 1, true)
+            .await
+        {
             Ok(_) => {
                 report.manifests_pushed += 1;
                 true
@@ -335,7 +364,10 @@ impl Node {
             Ok((corrupt, last)) => {
                 *cursor = last;
                 if corrupt > 0 {
-                    warn!(corrupt, "scrub found corrupt chunks; quarantined for repair");
+                    warn!(
+                        corrupt,
+                        "scrub found corrupt chunks; quarantined for repair"
+                    );
                 }
                 report.corrupt_found = corrupt;
             }

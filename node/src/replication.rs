@@ -56,7 +56,12 @@ impl Node {
         while !batch.is_empty() && made < want {
             let results = futures::future::join_all(batch.iter().map(|peer| {
                 let data = data.clone();
-                async move { (peer, self.peers().put_chunk(&peer.addr, &key, data, 1).await) }
+                async move {
+                    (
+                        peer,
+                        self.peers().put_chunk(&peer.addr, &key, data, 1).await,
+                    )
+                }
             }))
             .await;
             let mut failed = 0;
@@ -111,7 +116,11 @@ impl Node {
     /// Stores a manifest written by a client: every chunk it names must be on
     /// the ring, its version is made newer than any stored one, and it is
     /// replicated like a chunk. Returns (copies, version).
-    pub async fn put_manifest_primary(&self, mut manifest: Manifest, copies: u32) -> Result<(u32, u64)> {
+    pub async fn put_manifest_primary(
+        &self,
+        mut manifest: Manifest,
+        copies: u32,
+    ) -> Result<(u32, u64)> {
         manifest.validate()?;
         if !manifest.deleted {
             let mut distinct = manifest.chunks.clone();
@@ -137,7 +146,10 @@ impl Node {
             }
         }
         let key = manifest.key();
-        let stored = self.disk(move |s| s.get_manifest(&key)).await.unwrap_or(None);
+        let stored = self
+            .disk(move |s| s.get_manifest(&key))
+            .await
+            .unwrap_or(None);
         let floor = stored.map_or(0, |m| m.version + 1);
         manifest.version = manifest.version.max(floor).max(now_ms());
         if manifest.modified_ms == 0 {
@@ -160,7 +172,11 @@ impl Node {
             if made >= want {
                 break;
             }
-            match self.peers().put_manifest(&peer.addr, &manifest, 1, true).await {
+            match self
+                .peers()
+                .put_manifest(&peer.addr, &manifest, 1, true)
+                .await
+            {
                 Ok(_) => made += 1,
                 Err(e) => {
                     warn!(peer = %peer.addr, error = %e, "manifest replica write failed");
@@ -209,7 +225,9 @@ impl Node {
             }
         }
         if best.is_none() && errors == holders.len() {
-            return Err(Error::Unavailable(format!("no holder of {name:?} answered")));
+            return Err(Error::Unavailable(format!(
+                "no holder of {name:?} answered"
+            )));
         }
         Ok(best)
     }
@@ -227,7 +245,9 @@ impl Node {
         let (_, version) = if owner.addr == self.me().addr {
             self.put_manifest_primary(tombstone, copies).await?
         } else {
-            self.peers().put_manifest(&owner.addr, &tombstone, copies, false).await?
+            self.peers()
+                .put_manifest(&owner.addr, &tombstone, copies, false)
+                .await?
         };
         Ok(version)
     }
@@ -244,9 +264,9 @@ impl Node {
         let mut merged: HashMap<String, pb::FileEntry> = HashMap::new();
         let mut absorb = |entries: Vec<pb::FileEntry>| {
             for e in entries {
-                let newer = merged.get(&e.name).is_none_or(|old| {
-                    (e.version, e.deleted) > (old.version, old.deleted)
-                });
+                let newer = merged
+                    .get(&e.name)
+                    .is_none_or(|old| (e.version, e.deleted) > (old.version, old.deleted));
                 if newer {
                     merged.insert(e.name.clone(), e);
                 }
@@ -270,7 +290,8 @@ impl Node {
         let mut frontier = self.ring().successors().to_vec();
         let mut out = Vec::new();
         while let Some(next) = frontier.first().cloned() {
-            if seen.iter().any(|n| n.addr == next.addr) || out.len() >= crate::client::MAX_RING_WALK {
+            if seen.iter().any(|n| n.addr == next.addr) || out.len() >= crate::client::MAX_RING_WALK
+            {
                 break;
             }
             match self.peers().get_info(&next.addr).await {

@@ -94,7 +94,9 @@ pub fn route_to_pb(route: Route) -> pb::FindStepResponse {
 pub fn route_from_pb(resp: pb::FindStepResponse) -> Result<Route> {
     match resp.owner {
         Some(owner) => Ok(Route::Owner(node_from_pb(Some(owner), "owner")?)),
-        None if resp.next.is_empty() => Err(Error::invalid("a step names no owner and no next hop")),
+        None if resp.next.is_empty() => {
+            Err(Error::invalid("a step names no owner and no next hop"))
+        }
         None => Ok(Route::Forward(nodes_from_pb(resp.next, "next hop")?)),
     }
 }
@@ -155,10 +157,23 @@ mod tests {
 
     #[test]
     fn addresses() {
-        for ok in ["127.0.0.1:5057", "ip-10-0-0-1.ec2.internal:5057", "[::1]:80", "a:1"] {
+        for ok in [
+            "127.0.0.1:5057",
+            "ip-10-0-0-1.ec2.internal:5057",
+            "[::1]:80",
+            "a:1",
+        ] {
             assert!(validate_addr(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "127.0.0.1", ":5057", "host:0", "host:70000", "ho st:1", "h:x"] {
+        for bad in [
+            "",
+            "127.0.0.1",
+            ":5057",
+            "host:0",
+            "host:70000",
+            "ho st:1",
+            "h:x",
+        ] {
             assert!(validate_addr(bad).is_err(), "{bad}");
         }
     }
@@ -172,13 +187,19 @@ mod tests {
         assert!(node_from_pb(Some(forged), "n").is_err());
         let mut short = node_to_pb(&good);
         short.id.pop();
-        assert!(matches!(node_from_pb(Some(short), "n"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            node_from_pb(Some(short), "n"),
+            Err(Error::InvalidArgument(_))
+        ));
         assert!(node_from_pb(None, "n").is_err());
     }
 
     #[test]
     fn empty_step_is_rejected() {
-        let empty = pb::FindStepResponse { owner: None, next: vec![] };
+        let empty = pb::FindStepResponse {
+            owner: None,
+            next: vec![],
+        };
         assert!(route_from_pb(empty).is_err());
     }
 }

@@ -121,13 +121,22 @@ impl TestCluster {
             };
             let succ = &truth[(i + 1) % n];
             let pred = &truth[(i + n - 1) % n];
-            let got_succ = info.successors.first().map_or(node.addr.as_str(), |s| s.addr.as_str());
+            let got_succ = info
+                .successors
+                .first()
+                .map_or(node.addr.as_str(), |s| s.addr.as_str());
             if got_succ != succ.addr {
-                return Some(format!("{}: successor {got_succ}, want {}", node.addr, succ.addr));
+                return Some(format!(
+                    "{}: successor {got_succ}, want {}",
+                    node.addr, succ.addr
+                ));
             }
             let got_pred = info.predecessor.as_ref().map(|p| p.addr.as_str());
             if n > 1 && got_pred != Some(pred.addr.as_str()) {
-                return Some(format!("{}: predecessor {got_pred:?}, want {}", node.addr, pred.addr));
+                return Some(format!(
+                    "{}: predecessor {got_pred:?}, want {}",
+                    node.addr, pred.addr
+                ));
             }
         }
         None
@@ -177,7 +186,11 @@ impl TestCluster {
                 return Ok(());
             }
             if start.elapsed() >= timeout {
-                bail!("{} of {count} lookups wrong, e.g. {}", wrong.len(), wrong[0]);
+                bail!(
+                    "{} of {count} lookups wrong, e.g. {}",
+                    wrong.len(),
+                    wrong[0]
+                );
             }
             tokio::time::sleep(POLL).await;
         }
@@ -237,7 +250,12 @@ impl TestCluster {
     }
 
     /// Waits until `cond` holds, polling; reports `what` on timeout.
-    pub async fn wait_for<F, Fut>(&self, what: &str, timeout: Duration, mut cond: F) -> Result<Duration>
+    pub async fn wait_for<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: F,
+    ) -> Result<Duration>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool>>,

@@ -2,6 +2,9 @@
 //! replication through crashes, joins and graceful leaves, corruption, and
 //! bad input.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -14,16 +17,28 @@ use chord_tests::{TestCluster, FAST};
 const CONVERGE: Duration = Duration::from_secs(60);
 
 /// Uploads through one node and downloads through another; bytes must match.
-async fn round_trip(cluster: &TestCluster, dir: &std::path::Path, name: &str, len: usize, opts: &TransferOptions) {
+async fn round_trip(
+    cluster: &TestCluster,
+    dir: &std::path::Path,
+    name: &str,
+    len: usize,
+    opts: &TransferOptions,
+) {
     let addrs = cluster.addrs();
     let src = random_file(dir, name, len).unwrap();
     let up = client(&addrs[0]).unwrap();
-    let report = up.upload_file(&src, name, opts, &no_progress).await.unwrap();
+    let report = up
+        .upload_file(&src, name, opts, &no_progress)
+        .await
+        .unwrap();
     assert_eq!(report.size, len as u64);
     let out = dir.join(format!("{name}.out"));
     let down = client(&addrs[addrs.len() - 1]).unwrap();
     down.download(name, &out, opts, &no_progress).await.unwrap();
-    assert!(std::fs::read(&src).unwrap() == std::fs::read(&out).unwrap(), "{name}: bytes differ");
+    assert!(
+        std::fs::read(&src).unwrap() == std::fs::read(&out).unwrap(),
+        "{name}: bytes differ"
+    );
 }
 
 #[tokio::test]
@@ -31,7 +46,10 @@ async fn round_trips_of_edge_sizes_through_different_nodes() {
     let cluster = TestCluster::start(4, 3, FAST).await.unwrap();
     cluster.wait_consistent(CONVERGE).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let opts = TransferOptions { chunk_size: 1024 * 1024, ..TransferOptions::default() };
+    let opts = TransferOptions {
+        chunk_size: 1024 * 1024,
+        ..TransferOptions::default()
+    };
     for (name, len) in [
         ("empty", 0),
         ("one-byte", 1),
@@ -46,7 +64,12 @@ async fn round_trips_of_edge_sizes_through_different_nodes() {
     assert_eq!(files.len(), 5, "{files:?}");
     let again = client(&cluster.addrs()[2])
         .unwrap()
-        .upload_file(&dir.path().join("one-chunk-plus-one"), "one-chunk-plus-one", &opts, &no_progress)
+        .upload_file(
+            &dir.path().join("one-chunk-plus-one"),
+            "one-chunk-plus-one",
+            &opts,
+            &no_progress,
+        )
         .await
         .unwrap();
     assert_eq!(again.chunks_skipped, again.chunks);
@@ -63,7 +86,9 @@ async fn twenty_files_survive_two_crashes_and_regain_three_copies() {
         let name = format!("file-{i:02}");
         let path = random_file(dir.path(), &name, 50_000 + i * 37_000).unwrap();
         let c = client(&cluster.random_addr().unwrap()).unwrap();
-        c.upload_file(&path, &name, &opts, &no_progress).await.unwrap();
+        c.upload_file(&path, &name, &opts, &no_progress)
+            .await
+            .unwrap();
         names.push(name);
     }
     let victims: Vec<String> = cluster.addrs().into_iter().take(2).collect();
@@ -77,7 +102,10 @@ async fn twenty_files_survive_two_crashes_and_regain_three_copies() {
             .download(name, &out, &opts, &no_progress)
             .await
             .unwrap_or_else(|e| panic!("{name} lost after two crashes: {e}"));
-        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), std::fs::read(&out).unwrap());
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            std::fs::read(&out).unwrap()
+        );
     }
     // Distinct chunks, from the manifests.
     let c = client(&cluster.random_addr().unwrap()).unwrap();
@@ -88,16 +116,30 @@ async fn twenty_files_survive_two_crashes_and_regain_three_copies() {
     let want = 3 * distinct.len() as u64;
     cluster.wait_consistent(CONVERGE).await.unwrap();
     let took = cluster
-        .wait_for("3 copies of every chunk", Duration::from_secs(90), || async {
-            Ok(cluster.chunk_copies().await? == want)
-        })
+        .wait_for(
+            "3 copies of every chunk",
+            Duration::from_secs(90),
+            || async { Ok(cluster.chunk_copies().await? == want) },
+        )
         .await
-        .unwrap_or_else(|e| panic!("{e} (copies now {:?}, want {want})", futures_copies(&cluster)));
-    eprintln!("{} distinct chunks back at 3 copies {took:?} after the ring settled", distinct.len());
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e} (copies now {:?}, want {want})",
+                futures_copies(&cluster)
+            )
+        });
+    eprintln!(
+        "{} distinct chunks back at 3 copies {took:?} after the ring settled",
+        distinct.len()
+    );
 }
 
 fn futures_copies(cluster: &TestCluster) -> Option<u64> {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(cluster.chunk_copies()).ok())
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current()
+            .block_on(cluster.chunk_copies())
+            .ok()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,14 +166,18 @@ async fn joining_nodes_take_their_share_of_a_loaded_ring() {
     }
     cluster.wait_consistent(CONVERGE).await.unwrap();
     cluster
-        .wait_for("every newcomer holds keys", Duration::from_secs(60), || async {
-            for n in &newcomers {
-                if cluster.peers.get_stats(n).await?.chunks == 0 {
-                    return Ok(false);
+        .wait_for(
+            "every newcomer holds keys",
+            Duration::from_secs(60),
+            || async {
+                for n in &newcomers {
+                    if cluster.peers.get_stats(n).await?.chunks == 0 {
+                        return Ok(false);
+                    }
                 }
-            }
-            Ok(true)
-        })
+                Ok(true)
+            },
+        )
         .await
         .unwrap();
     let moved = cluster.sum_stats(|s| s.repair_bytes).await.unwrap() - before;
@@ -166,7 +212,11 @@ async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
     }
     for _ in 0..4 {
         let leaver = cluster.random_addr().unwrap();
-        let clean = cluster.fleet.stop(&leaver, Duration::from_secs(60)).await.unwrap();
+        let clean = cluster
+            .fleet
+            .stop(&leaver, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert!(clean, "{leaver} did not leave cleanly");
         cluster.wait_consistent(CONVERGE).await.unwrap();
     }
@@ -177,7 +227,10 @@ async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
             .download(name, &out, &opts, &no_progress)
             .await
             .unwrap_or_else(|e| panic!("{name} lost after graceful leaves: {e}"));
-        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), std::fs::read(&out).unwrap());
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            std::fs::read(&out).unwrap()
+        );
     }
 }
 
@@ -188,14 +241,25 @@ async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let path = random_file(dir.path(), "victim", 100_000).unwrap();
     let c = client(&cluster.addrs()[0]).unwrap();
-    c.upload_file(&path, "victim", &small_chunks(), &no_progress).await.unwrap();
+    c.upload_file(&path, "victim", &small_chunks(), &no_progress)
+        .await
+        .unwrap();
     let key: Id = c.manifest("victim").await.unwrap().chunks[0];
     let hex = key.to_hex();
     // Flip one byte of every copy on one node... find a node holding it.
     let copy = cluster
         .addrs()
         .iter()
-        .map(|a| cluster.fleet.node(a).unwrap().data_dir.join("chunks").join(&hex[..2]).join(&hex))
+        .map(|a| {
+            cluster
+                .fleet
+                .node(a)
+                .unwrap()
+                .data_dir
+                .join("chunks")
+                .join(&hex[..2])
+                .join(&hex)
+        })
         .find(|p| p.exists())
         .expect("no node holds the chunk");
     let original = std::fs::read(&copy).unwrap();
@@ -203,15 +267,19 @@ async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
     bad[10] ^= 0xff;
     std::fs::write(&copy, &bad).unwrap();
     cluster
-        .wait_for("corrupt copy replaced by good bytes", Duration::from_secs(30), || async {
-            Ok(std::fs::read(&copy).map(|b| b == original).unwrap_or(false))
-        })
+        .wait_for(
+            "corrupt copy replaced by good bytes",
+            Duration::from_secs(30),
+            || async { Ok(std::fs::read(&copy).map(|b| b == original).unwrap_or(false)) },
+        )
         .await
         .unwrap();
     assert!(cluster.sum_stats(|s| s.corrupt_chunks).await.unwrap() >= 1);
     // The file still reads back intact.
     let out = dir.path().join("victim.out");
-    c.download("victim", &out, &small_chunks(), &no_progress).await.unwrap();
+    c.download("victim", &out, &small_chunks(), &no_progress)
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
 }
 
@@ -228,15 +296,23 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
     let path = random_file(dir.path(), "x", 10).unwrap();
     let long = "n".repeat(1025);
     for bad in ["", "a/b", "..", ".", "nul\0name", " lead", long.as_str()] {
-        let err = c.upload_file(&path, bad, &small_chunks(), &no_progress).await.unwrap_err();
+        let err = c
+            .upload_file(&path, bad, &small_chunks(), &no_progress)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}: {err}");
     }
     c.upload_file(&path, &"n".repeat(1024), &small_chunks(), &no_progress)
         .await
         .unwrap();
-    assert!(matches!(c.manifest("missing").await.unwrap_err(), Error::NotFound(_)));
+    assert!(matches!(
+        c.manifest("missing").await.unwrap_err(),
+        Error::NotFound(_)
+    ));
 
-    let mut store = StoreClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut store = StoreClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let header = |key: Id, size: u64| pb::PutChunkRequest {
         body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
             key: key.as_bytes().to_vec(),
@@ -244,11 +320,16 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
             copies: 1,
         })),
     };
-    let data = |b: &[u8]| pb::PutChunkRequest { body: Some(pb::put_chunk_request::Body::Data(b.to_vec())) };
+    let data = |b: &[u8]| pb::PutChunkRequest {
+        body: Some(pb::put_chunk_request::Body::Data(b.to_vec())),
+    };
     // Bytes that do not match the key.
     let wrong = Id::hash(b"something else");
     let status = store
-        .put_chunk(futures::stream::iter(vec![header(wrong, 5), data(b"hello")]))
+        .put_chunk(futures::stream::iter(vec![
+            header(wrong, 5),
+            data(b"hello"),
+        ]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -260,7 +341,9 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let has = store
-        .has_chunks(pb::KeyList { keys: vec![key.as_bytes().to_vec(), wrong.as_bytes().to_vec()] })
+        .has_chunks(pb::KeyList {
+            keys: vec![key.as_bytes().to_vec(), wrong.as_bytes().to_vec()],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -277,17 +360,27 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
         modified_ms: 0,
     };
     let status = store
-        .put_manifest(pb::PutManifestRequest { manifest: Some(manifest), copies: 3, replica: false })
+        .put_manifest(pb::PutManifestRequest {
+            manifest: Some(manifest),
+            copies: 3,
+            replica: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert!(matches!(c.manifest("ghost").await.unwrap_err(), Error::NotFound(_)));
+    assert!(matches!(
+        c.manifest("ghost").await.unwrap_err(),
+        Error::NotFound(_)
+    ));
     // Delete is seen everywhere; deleting again is NotFound.
     c.remove(&"n".repeat(1024)).await.unwrap();
     for a in cluster.addrs() {
         assert!(client(&a).unwrap().list().await.unwrap().is_empty());
     }
-    assert!(matches!(c.remove(&"n".repeat(1024)).await.unwrap_err(), Error::NotFound(_)));
+    assert!(matches!(
+        c.remove(&"n".repeat(1024)).await.unwrap_err(),
+        Error::NotFound(_)
+    ));
     // The node is still serving.
     assert!(c.list().await.is_ok());
 }

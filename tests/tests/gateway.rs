@@ -2,6 +2,9 @@
 //! people use: curl and Python `requests`. Every external command runs under
 //! a timeout and is killed if it overruns.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -54,7 +57,9 @@ async fn gateway_cluster(args: &[&str]) -> Result<(TestCluster, Vec<String>)> {
 fn port_with_free_http() -> Result<u16> {
     for _ in 0..50 {
         let port = free_port()?;
-        let Some(http) = port.checked_add(HTTP_OFFSET) else { continue };
+        let Some(http) = port.checked_add(HTTP_OFFSET) else {
+            continue;
+        };
         if std::net::TcpListener::bind(("127.0.0.1", http)).is_ok() {
             return Ok(port);
         }
@@ -95,7 +100,9 @@ async fn curl_ok<S: AsRef<OsStr>>(args: &[S]) -> Result<String> {
     if !out.status.success() {
         bail!(
             "curl {:?} failed with {}: {}",
-            args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -110,7 +117,12 @@ async fn status_and_body(extra: &[&str], url: &str) -> Result<(u16, String)> {
     args.push(url);
     let out = String::from_utf8_lossy(&run("curl", &args).await?.stdout).into_owned();
     let (body, code) = out.rsplit_once('\n').context("curl printed no status")?;
-    Ok((code.trim().parse().with_context(|| format!("status {code:?}"))?, body.to_string()))
+    Ok((
+        code.trim()
+            .parse()
+            .with_context(|| format!("status {code:?}"))?,
+        body.to_string(),
+    ))
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -147,42 +159,80 @@ async fn curl_round_trip_through_any_node() {
     // Upload through A, download through B: identical bytes.
     let big = random_bytes(BIG_FILE);
     let big_path = write(dir.path(), "big.bin", &big);
-    let summary = curl_ok(&["-sSf", "-F", &format!("files=@{big_path}"), &format!("{a}/upload")])
-        .await
-        .unwrap();
+    let summary = curl_ok(&[
+        "-sSf",
+        "-F",
+        &format!("files=@{big_path}"),
+        &format!("{a}/upload"),
+    ])
+    .await
+    .unwrap();
     assert_eq!(summary, format!("big.bin\t{BIG_FILE}\t3\n"));
     let out = dir.path().join("big.out");
     curl_ok(&["-sSf", "-o", out.to_str().unwrap(), &format!("{b}/big.bin")])
         .await
         .unwrap();
-    assert!(std::fs::read(&out).unwrap() == big, "downloaded bytes differ");
+    assert!(
+        std::fs::read(&out).unwrap() == big,
+        "downloaded bytes differ"
+    );
 
     // HEAD: the headers only.
-    let head = curl_ok(&["-sSf", "-I", &format!("{c}/big.bin")]).await.unwrap().to_lowercase();
-    assert!(head.contains(&format!("content-length: {BIG_FILE}")), "{head}");
-    assert!(head.contains("content-type: application/octet-stream"), "{head}");
-    assert!(head.contains("content-disposition: attachment; filename=\"big.bin\""), "{head}");
+    let head = curl_ok(&["-sSf", "-I", &format!("{c}/big.bin")])
+        .await
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        head.contains(&format!("content-length: {BIG_FILE}")),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-type: application/octet-stream"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-disposition: attachment; filename=\"big.bin\""),
+        "{head}"
+    );
 
     // A missing name: curl -f fails with 22 and writes no file; the status is 404.
     let missing_out = dir.path().join("missing.out");
-    let res = run("curl", &["-sf", "-o", missing_out.to_str().unwrap(), &format!("{c}/no-such-file")])
-        .await
-        .unwrap();
+    let res = run(
+        "curl",
+        &[
+            "-sf",
+            "-o",
+            missing_out.to_str().unwrap(),
+            &format!("{c}/no-such-file"),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status.code(), Some(22));
     assert!(!missing_out.exists(), "curl -f saved an error page");
-    let (code, body) = status_and_body(&[], &format!("{c}/no-such-file")).await.unwrap();
+    let (code, body) = status_and_body(&[], &format!("{c}/no-such-file"))
+        .await
+        .unwrap();
     assert_eq!(code, 404);
     assert_eq!(body.lines().count(), 1, "{body:?}");
 
     // Listing: text by default, JSON on request.
     let text = curl_ok(&["-sSf", &format!("{c}/")]).await.unwrap();
-    assert!(text.lines().any(|l| l == format!("big.bin\t{BIG_FILE}")), "{text}");
+    assert!(
+        text.lines().any(|l| l == format!("big.bin\t{BIG_FILE}")),
+        "{text}"
+    );
     for extra in [vec![], vec!["-H", "Accept: application/json"]] {
-        let url = if extra.is_empty() { format!("{b}/?json") } else { format!("{b}/") };
+        let url = if extra.is_empty() {
+            format!("{b}/?json")
+        } else {
+            format!("{b}/")
+        };
         let mut args: Vec<&str> = vec!["-sSf"];
         args.extend(extra.iter().copied());
         args.push(&url);
-        let listing: serde_json::Value = serde_json::from_str(&curl_ok(&args).await.unwrap()).unwrap();
+        let listing: serde_json::Value =
+            serde_json::from_str(&curl_ok(&args).await.unwrap()).unwrap();
         let entry = listing
             .as_array()
             .unwrap()
@@ -218,11 +268,15 @@ async fn curl_round_trip_through_any_node() {
     let some = write(dir.path(), "some.txt", b"hello");
     for bad in ["..", "bad\u{1}name", " padded"] {
         let form = format!("files=@{some};filename=\"{bad}\"");
-        let (code, body) = status_and_body(&["-F", &form], &format!("{a}/upload")).await.unwrap();
+        let (code, body) = status_and_body(&["-F", &form], &format!("{a}/upload"))
+            .await
+            .unwrap();
         assert_eq!(code, 400, "{bad:?}: {body}");
         assert_eq!(body.lines().count(), 1, "{bad:?}: {body:?}");
     }
-    let (code, _) = status_and_body(&[], &format!("{a}/bad%01name")).await.unwrap();
+    let (code, _) = status_and_body(&[], &format!("{a}/bad%01name"))
+        .await
+        .unwrap();
     assert_eq!(code, 400);
     let (code, _) = status_and_body(&[], &format!("{a}/a%2Fb")).await.unwrap();
     assert_eq!(code, 400);
@@ -231,21 +285,38 @@ async fn curl_round_trip_through_any_node() {
     let fancy = "résumé final 🎵.txt";
     let fancy_data = random_bytes(5000);
     let fancy_path = write(dir.path(), fancy, &fancy_data);
-    curl_ok(&["-sSf", "-F", &format!("files=@{fancy_path}"), &format!("{c}/upload")])
-        .await
-        .unwrap();
+    curl_ok(&[
+        "-sSf",
+        "-F",
+        &format!("files=@{fancy_path}"),
+        &format!("{c}/upload"),
+    ])
+    .await
+    .unwrap();
     let got = dir.path().join("fancy.out");
-    curl_ok(&["-sSf", "-o", got.to_str().unwrap(), &format!("{a}/{}", encode(fancy))])
-        .await
-        .unwrap();
-    assert!(std::fs::read(&got).unwrap() == fancy_data, "{fancy} differs");
+    curl_ok(&[
+        "-sSf",
+        "-o",
+        got.to_str().unwrap(),
+        &format!("{a}/{}", encode(fancy)),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        std::fs::read(&got).unwrap() == fancy_data,
+        "{fancy} differs"
+    );
 
     // Delete, then the name is gone everywhere; a second delete is a 404.
-    let (code, _) = status_and_body(&["-X", "DELETE"], &format!("{b}/big.bin")).await.unwrap();
+    let (code, _) = status_and_body(&["-X", "DELETE"], &format!("{b}/big.bin"))
+        .await
+        .unwrap();
     assert_eq!(code, 204);
     let (code, _) = status_and_body(&[], &format!("{a}/big.bin")).await.unwrap();
     assert_eq!(code, 404);
-    let (code, _) = status_and_body(&["-X", "DELETE"], &format!("{c}/big.bin")).await.unwrap();
+    let (code, _) = status_and_body(&["-X", "DELETE"], &format!("{c}/big.bin"))
+        .await
+        .unwrap();
     assert_eq!(code, 404);
     let text = curl_ok(&["-sSf", &format!("{a}/")]).await.unwrap();
     assert!(!text.contains("big.bin"), "{text}");
@@ -269,15 +340,26 @@ async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
     // read just before), so it runs too rarely to interfere here.
     let args: Vec<&str> = FAST
         .chunks(2)
-        .flat_map(|flag| if flag[0] == "--repair-ms" { ["--repair-ms", "600000"] } else { [flag[0], flag[1]] })
+        .flat_map(|flag| {
+            if flag[0] == "--repair-ms" {
+                ["--repair-ms", "600000"]
+            } else {
+                [flag[0], flag[1]]
+            }
+        })
         .collect();
     let (cluster, http) = gateway_cluster(&args).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(BIG_FILE);
     let path = write(dir.path(), "doomed.bin", &data);
-    curl_ok(&["-sSf", "-F", &format!("files=@{path}"), &format!("{}/upload", http[0])])
-        .await
-        .unwrap();
+    curl_ok(&[
+        "-sSf",
+        "-F",
+        &format!("files=@{path}"),
+        &format!("{}/upload", http[0]),
+    ])
+    .await
+    .unwrap();
 
     // Overwrite every copy of the second chunk with same-length garbage.
     let chunk = 4 * 1024 * 1024;
@@ -291,7 +373,11 @@ async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
         if copies.len() >= 3 {
             break copies;
         }
-        assert!(start.elapsed() < CONVERGE, "only {} copies of chunk {key} on disk", copies.len());
+        assert!(
+            start.elapsed() < CONVERGE,
+            "only {} copies of chunk {key} on disk",
+            copies.len()
+        );
         tokio::time::sleep(POLL).await;
     };
     for copy in &copies {
@@ -301,13 +387,24 @@ async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
     // The first chunk goes out, then the connection is cut: curl fails and
     // has fewer bytes than Content-Length, never a complete-looking file.
     let out = dir.path().join("doomed.out");
-    let res = run("curl", &["-sS", "-o", out.to_str().unwrap(), &format!("{}/doomed.bin", http[1])])
-        .await
-        .unwrap();
+    let res = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            out.to_str().unwrap(),
+            &format!("{}/doomed.bin", http[1]),
+        ],
+    )
+    .await
+    .unwrap();
     assert!(!res.status.success(), "curl succeeded on a corrupt file");
     let got = std::fs::read(&out).unwrap_or_default();
     assert!(got.len() < BIG_FILE, "got all {} bytes", got.len());
-    assert!(data.starts_with(&got), "the bytes sent before the cut are wrong");
+    assert!(
+        data.starts_with(&got),
+        "the bytes sent before the cut are wrong"
+    );
 }
 
 #[tokio::test]
@@ -329,7 +426,9 @@ async fn python_requests_client_round_trip() {
     let data = random_bytes(5 * 1024 * 1024 + 123);
     let path = write(dir.path(), "from python.bin", &data);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway_client.py");
-    let out = run("python3", &[script, &http[0], &http[1], &path]).await.unwrap();
+    let out = run("python3", &[script, &http[0], &http[1], &path])
+        .await
+        .unwrap();
     assert!(
         out.status.success(),
         "gateway_client.py failed: {}{}",

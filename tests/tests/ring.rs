@@ -1,6 +1,9 @@
 //! The ring with real `chord-node` processes: joins, crashes, graceful
 //! leaves and bad input.
 
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -18,7 +21,12 @@ async fn sixteen_nodes_converge_and_route_correctly() {
     let took = cluster.wait_consistent(CONVERGE).await.unwrap();
     eprintln!("16 nodes consistent after {took:?}");
     let wrong = cluster.wrong_lookups(1000).await.unwrap();
-    assert!(wrong.is_empty(), "{} wrong lookups, e.g. {}", wrong.len(), wrong[0]);
+    assert!(
+        wrong.is_empty(),
+        "{} wrong lookups, e.g. {}",
+        wrong.len(),
+        wrong[0]
+    );
 }
 
 #[tokio::test]
@@ -31,7 +39,10 @@ async fn survives_kill_of_r_minus_1_adjacent_nodes() {
         cluster.fleet.kill(&victim.addr).await.unwrap();
     }
     let started = Instant::now();
-    cluster.wait_consistent(Duration::from_secs(30)).await.unwrap();
+    cluster
+        .wait_consistent(Duration::from_secs(30))
+        .await
+        .unwrap();
     cluster
         .wait_lookups_correct(300, Duration::from_secs(30))
         .await
@@ -61,7 +72,10 @@ async fn graceful_leave_repairs_neighbours_at_once() {
         .unwrap();
     assert!(clean, "the leaving node did not exit cleanly");
     // Well under one stabilize period.
-    cluster.wait_consistent(Duration::from_millis(1000)).await.unwrap();
+    cluster
+        .wait_consistent(Duration::from_millis(1000))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -105,27 +119,43 @@ async fn malformed_requests_get_invalid_argument() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad:?}");
-        let status = ring.find_step(pb::FindStepRequest { id: bad }).await.unwrap_err();
+        let status = ring
+            .find_step(pb::FindStepRequest { id: bad })
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
     // A candidate whose id is not SHA-1 of its address, or whose address is junk.
     let mut forged = NodeRef::from_addr("127.0.0.1:1");
     forged.addr = "127.0.0.1:2".into();
     for candidate in [
-        pb::NodeRef { id: forged.id.as_bytes().to_vec(), addr: forged.addr.clone() },
-        pb::NodeRef { id: vec![1; 20], addr: "not an address".into() },
+        pb::NodeRef {
+            id: forged.id.as_bytes().to_vec(),
+            addr: forged.addr.clone(),
+        },
+        pb::NodeRef {
+            id: vec![1; 20],
+            addr: "not an address".into(),
+        },
     ] {
         let status = ring
-            .notify(pb::NotifyRequest { candidate: Some(candidate) })
+            .notify(pb::NotifyRequest {
+                candidate: Some(candidate),
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
-    let status = ring.notify(pb::NotifyRequest { candidate: None }).await.unwrap_err();
+    let status = ring
+        .notify(pb::NotifyRequest { candidate: None })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     // Raw garbage on the socket does not take the node down.
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    sock.write_all(b"\x00\xffGET / HTTP/1.1\r\n\r\nnonsense\x00\x01\x02").await.unwrap();
+    sock.write_all(b"\x00\xffGET / HTTP/1.1\r\n\r\nnonsense\x00\x01\x02")
+        .await
+        .unwrap();
     drop(sock);
     ring.ping(pb::Empty {}).await.unwrap();
 }
@@ -141,7 +171,10 @@ mod nonsense_peer {
     }
 
     fn bogus() -> pb::NodeRef {
-        pb::NodeRef { id: vec![7; 3], addr: "::::".into() }
+        pb::NodeRef {
+            id: vec![7; 3],
+            addr: "::::".into(),
+        }
     }
 
     #[tonic::async_trait]
@@ -171,21 +204,31 @@ mod nonsense_peer {
             &self,
             _: Request<pb::FindStepRequest>,
         ) -> Result<Response<pb::FindStepResponse>, Status> {
-            Ok(Response::new(pb::FindStepResponse { owner: None, next: vec![] }))
+            Ok(Response::new(pb::FindStepResponse {
+                owner: None,
+                next: vec![],
+            }))
         }
         async fn get_predecessor(
             &self,
             _: Request<pb::Empty>,
         ) -> Result<Response<pb::PredecessorResponse>, Status> {
-            Ok(Response::new(pb::PredecessorResponse { predecessor: Some(bogus()) }))
+            Ok(Response::new(pb::PredecessorResponse {
+                predecessor: Some(bogus()),
+            }))
         }
         async fn get_successor_list(
             &self,
             _: Request<pb::Empty>,
         ) -> Result<Response<pb::SuccessorListResponse>, Status> {
-            Ok(Response::new(pb::SuccessorListResponse { successors: vec![bogus()] }))
+            Ok(Response::new(pb::SuccessorListResponse {
+                successors: vec![bogus()],
+            }))
         }
-        async fn notify(&self, _: Request<pb::NotifyRequest>) -> Result<Response<pb::Empty>, Status> {
+        async fn notify(
+            &self,
+            _: Request<pb::NotifyRequest>,
+        ) -> Result<Response<pb::Empty>, Status> {
             Err(Status::internal("\u{0}garbage"))
         }
         async fn ping(&self, _: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
@@ -196,7 +239,11 @@ mod nonsense_peer {
             _: Request<pb::Empty>,
         ) -> Result<Response<pb::FingerTableResponse>, Status> {
             Ok(Response::new(pb::FingerTableResponse {
-                fingers: vec![pb::Finger { index: 9999, start: vec![], node: Some(bogus()) }],
+                fingers: vec![pb::Finger {
+                    index: 9999,
+                    start: vec![],
+                    node: Some(bogus()),
+                }],
             }))
         }
         async fn leave(&self, _: Request<pb::LeaveRequest>) -> Result<Response<pb::Empty>, Status> {
@@ -209,7 +256,9 @@ mod nonsense_peer {
 async fn a_peer_answering_nonsense_does_not_crash_the_node() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let liar_addr = listener.local_addr().unwrap().to_string();
-    let liar = pb::ring_server::RingServer::new(nonsense_peer::Liar { addr: liar_addr.clone() });
+    let liar = pb::ring_server::RingServer::new(nonsense_peer::Liar {
+        addr: liar_addr.clone(),
+    });
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(liar)
@@ -217,10 +266,18 @@ async fn a_peer_answering_nonsense_does_not_crash_the_node() {
     );
 
     let mut cluster = TestCluster::new(3, FAST).unwrap();
-    let addr = cluster.fleet.start(free_port().unwrap(), Some(&liar_addr)).await.unwrap();
+    let addr = cluster
+        .fleet
+        .start(free_port().unwrap(), Some(&liar_addr))
+        .await
+        .unwrap();
     // Let several stabilize / fix_fingers / check_predecessor rounds hit the liar.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let info = cluster.peers.get_info(&addr).await.expect("node died after nonsense");
+    let info = cluster
+        .peers
+        .get_info(&addr)
+        .await
+        .expect("node died after nonsense");
     // It gave up on the liar and stands alone, still serving.
     assert!(
         info.successors.iter().all(|s| s.addr != liar_addr),

@@ -127,7 +127,12 @@ impl Fleet {
     }
 
     /// Like [`Fleet::start`], with the gateway on an explicit port (or off).
-    pub async fn start_with_http(&mut self, port: u16, join: Option<&str>, http_port: Option<u16>) -> Result<String> {
+    pub async fn start_with_http(
+        &mut self,
+        port: u16,
+        join: Option<&str>,
+        http_port: Option<u16>,
+    ) -> Result<String> {
         let addr = format!("127.0.0.1:{port}");
         if self.nodes.contains_key(&addr) {
             bail!("a node already runs on {addr}");
@@ -256,7 +261,12 @@ async fn terminate(node: &mut NodeProcess, timeout: Duration) -> Result<bool> {
 pub fn last_line(path: &Path) -> String {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|s| s.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| format!("(no output; see {})", path.display()))
 }
 

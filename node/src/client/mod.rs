@@ -8,7 +8,9 @@ use std::collections::HashSet;
 
 mod transfer;
 
-pub use transfer::{verify_whole, DownloadReport, FileEntry, NodeStatus, TransferOptions, UploadReport};
+pub use transfer::{
+    verify_whole, DownloadReport, FileEntry, NodeStatus, TransferOptions, UploadReport,
+};
 
 use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
@@ -116,7 +118,10 @@ impl Client {
         let mut out = vec![first.node.clone()];
         let mut frontier = first.successors;
         while let Some(next) = frontier.first().cloned() {
-            if next.addr == start || out.iter().any(|n| n.addr == next.addr) || out.len() >= MAX_RING_WALK {
+            if next.addr == start
+                || out.iter().any(|n| n.addr == next.addr)
+                || out.len() >= MAX_RING_WALK
+            {
                 break;
             }
             match self.peers.get_info(&next.addr).await {

@@ -193,7 +193,11 @@ impl Client {
                     return Ok(true);
                 }
             }
-            match self.peers().put_chunk(&owner.addr, &key, data.clone(), replicas).await {
+            match self
+                .peers()
+                .put_chunk(&owner.addr, &key, data.clone(), replicas)
+                .await
+            {
                 Ok(_) => {
                     progress(len);
                     return Ok(false);
@@ -208,14 +212,23 @@ impl Client {
         Err(last.unwrap_or_else(|| Error::Unavailable(format!("chunk {} not stored", key.short()))))
     }
 
-    async fn put_manifest(&self, manifest: &Manifest, replicas: u32, opts: &TransferOptions) -> Result<u64> {
+    async fn put_manifest(
+        &self,
+        manifest: &Manifest,
+        replicas: u32,
+        opts: &TransferOptions,
+    ) -> Result<u64> {
         let mut last = None;
         for attempt in 0..opts.attempts.max(1) {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
             }
             let result = match self.lookup(&manifest.key()).await {
-                Ok((owner, _)) => self.peers().put_manifest(&owner.addr, manifest, replicas, false).await,
+                Ok((owner, _)) => {
+                    self.peers()
+                        .put_manifest(&owner.addr, manifest, replicas, false)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -260,7 +273,8 @@ impl Client {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Error::Unavailable(format!("no holder of chunk {}", key.short()))))
+        Err(last
+            .unwrap_or_else(|| Error::Unavailable(format!("no holder of chunk {}", key.short()))))
     }
 
     /// The owner of `key` and its next successors: where copies should be.
@@ -379,7 +393,10 @@ pub fn verify_whole(manifest: &Manifest, size: u64, sha256: [u8; 32]) -> Result<
         )));
     }
     if sha256 != manifest.sha256 {
-        return Err(Error::Corrupt(format!("{:?}: SHA-256 does not match", manifest.name)));
+        return Err(Error::Corrupt(format!(
+            "{:?}: SHA-256 does not match",
+            manifest.name
+        )));
     }
     Ok(())
 }

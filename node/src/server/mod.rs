@@ -119,7 +119,11 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::io(format!("cannot listen for HTTP on {addr}"), e))?;
-        let gateway = crate::gateway::serve(node.clone(), listener, stop_server.clone().cancelled_owned());
+        let gateway = crate::gateway::serve(
+            node.clone(),
+            listener,
+            stop_server.clone().cancelled_owned(),
+        );
         tasks.spawn(gateway);
         info!(%addr, "HTTP gateway is up");
     }

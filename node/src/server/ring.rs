@@ -132,11 +132,11 @@ impl Ring for RingService {
             .map(|p| wire::node_from_pb(Some(p), "predecessor"))
             .transpose()
             .map_err(error_to_status)?;
-        let successors = wire::nodes_from_pb(req.successors, "successor").map_err(error_to_status)?;
+        let successors =
+            wire::nodes_from_pb(req.successors, "successor").map_err(error_to_status)?;
         info!(peer = %leaving, "neighbour is leaving");
         self.node.ring().on_leave(&leaving, predecessor, successors);
         self.node.peers().forget(&leaving.addr);
         Ok(Response::new(pb::Empty {}))
     }
 }
-

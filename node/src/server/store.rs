@@ -57,7 +57,9 @@ impl Store for StoreService {
         self.count();
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
-            Some(pb::PutChunkRequest { body: Some(Body::Header(h)) }) => h,
+            Some(pb::PutChunkRequest {
+                body: Some(Body::Header(h)),
+            }) => h,
             _ => return Err(invalid("the first message of PutChunk must be its header")),
         };
         let key = wire::id_from_pb(&header.key, "key").map_err(error_to_status)?;
@@ -74,7 +76,10 @@ impl Store for StoreService {
             match msg.body {
                 Some(Body::Data(data)) => {
                     if buf.len() + data.len() > size {
-                        return Err(invalid(format!("chunk {} is longer than its header said", key.short())));
+                        return Err(invalid(format!(
+                            "chunk {} is longer than its header said",
+                            key.short()
+                        )));
                     }
                     buf.extend_from_slice(&data);
                 }
@@ -98,7 +103,10 @@ impl Store for StoreService {
             .put_chunk_replicated(key, data, header.copies)
             .await
             .map_err(error_to_status)?;
-        Ok(Response::new(pb::PutChunkResponse { copies, written: !already }))
+        Ok(Response::new(pb::PutChunkResponse {
+            copies,
+            written: !already,
+        }))
     }
 
     type GetChunkStream = ChunkStream;
@@ -121,17 +129,24 @@ impl Store for StoreService {
             .step_by(crate::PIECE_BYTES)
             .map(|at| {
                 let end = (at + crate::PIECE_BYTES).min(data.len());
-                Ok(pb::ChunkPiece { data: data.slice(at..end).to_vec() })
+                Ok(pb::ChunkPiece {
+                    data: data.slice(at..end).to_vec(),
+                })
             })
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(pieces))))
     }
 
-    async fn has_chunks(&self, req: Request<pb::KeyList>) -> Result<Response<pb::HasChunksResponse>, Status> {
+    async fn has_chunks(
+        &self,
+        req: Request<pb::KeyList>,
+    ) -> Result<Response<pb::HasChunksResponse>, Status> {
         self.count();
         let keys = req.into_inner().keys;
         if keys.len() > MAX_KEYS_PER_CALL {
-            return Err(invalid(format!("at most {MAX_KEYS_PER_CALL} keys per call")));
+            return Err(invalid(format!(
+                "at most {MAX_KEYS_PER_CALL} keys per call"
+            )));
         }
         let keys = keys
             .iter()
@@ -159,7 +174,10 @@ impl Store for StoreService {
                 .disk(move |s| s.put_manifest(&manifest))
                 .await
                 .map_err(error_to_status)?;
-            return Ok(Response::new(pb::PutManifestResponse { copies: 1, version }));
+            return Ok(Response::new(pb::PutManifestResponse {
+                copies: 1,
+                version,
+            }));
         }
         let (copies, version) = self
             .node
@@ -194,7 +212,11 @@ impl Store for StoreService {
     ) -> Result<Response<pb::PutManifestResponse>, Status> {
         self.count();
         let name = req.into_inner().name;
-        let version = self.node.delete_file(&name).await.map_err(error_to_status)?;
+        let version = self
+            .node
+            .delete_file(&name)
+            .await
+            .map_err(error_to_status)?;
         Ok(Response::new(pb::PutManifestResponse {
             copies: self.node.replicas() as u32,
             version,
@@ -215,21 +237,32 @@ impl Store for StoreService {
         Ok(Response::new(pb::ListFilesResponse { files }))
     }
 
-    async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
         self.count();
         let req = req.into_inner();
         let start = wire::id_from_pb(&req.start, "start").map_err(error_to_status)?;
         let end = wire::id_from_pb(&req.end, "end").map_err(error_to_status)?;
         let (chunks, manifests) = self
             .node
-            .disk(move |s| Ok((s.chunk_keys_in(&start, &end)?, s.manifest_keys_in(&start, &end)?)))
+            .disk(move |s| {
+                Ok((
+                    s.chunk_keys_in(&start, &end)?,
+                    s.manifest_keys_in(&start, &end)?,
+                ))
+            })
             .await
             .map_err(error_to_status)?;
         Ok(Response::new(pb::ListKeysResponse {
             chunks: chunks.iter().map(|k| k.as_bytes().to_vec()).collect(),
             manifests: manifests
                 .iter()
-                .map(|(k, v)| pb::KeyVersion { key: k.as_bytes().to_vec(), version: *v })
+                .map(|(k, v)| pb::KeyVersion {
+                    key: k.as_bytes().to_vec(),
+                    version: *v,
+                })
                 .collect(),
         }))
     }
