@@ -214,21 +214,39 @@ impl Node {
 
     /// The successor list of the owner of `key`, owner first: the nodes that
     /// should hold a key replicated `count` times.
+    ///
+    /// Right after a crash a lookup can still name the dead node (its
+    /// predecessor has not noticed yet); then the dead node is dropped here
+    /// and the lookup is retried once stabilize has had time to route
+    /// around it.
     pub async fn replica_set(&self, key: Id, count: usize) -> Result<Vec<NodeRef>> {
-        let (owner, _) = self.find_successor(key).await?;
-        let mut set = vec![owner.clone()];
-        if count > 1 {
+        let mut last = None;
+        for attempt in 0..PLACEMENT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(self.config.stabilize_interval).await;
+            }
+            let (owner, _) = match self.find_successor(key).await {
+                Ok(found) => found,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
             let successors = if owner.addr == self.me.addr {
                 self.ring().successors().to_vec()
-            } else {
+            } else if count > 1 {
                 match self.peers.get_info(&owner.addr).await {
                     Ok(info) => info.successors,
                     Err(e) => {
                         self.peer_failed(&owner);
-                        return Err(e);
+                        last = Some(e);
+                        continue;
                     }
                 }
+            } else {
+                Vec::new()
             };
+            let mut set = vec![owner];
             for s in successors {
                 if set.len() >= count {
                     break;
@@ -237,8 +255,9 @@ impl Node {
                     set.push(s);
                 }
             }
+            return Ok(set);
         }
-        Ok(set)
+        Err(last.unwrap_or_else(|| Error::Unavailable(format!("cannot place key {}", key.short()))))
     }
 
     /// One round of `stabilize`: learn the successor's predecessor and
@@ -355,6 +374,9 @@ enum Task {
     FixFingers,
     CheckPredecessor,
 }
+
+/// Lookups tried (a stabilize interval apart) before a key counts as unplaceable.
+const PLACEMENT_ATTEMPTS: usize = 4;
 
 /// Pause between attempts to reach the bootstrap peer while joining.
 const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(500);

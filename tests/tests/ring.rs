@@ -31,7 +31,7 @@ async fn sixteen_nodes_converge_and_route_correctly() {
 
 #[tokio::test]
 async fn survives_kill_of_r_minus_1_adjacent_nodes() {
-    let mut cluster = TestCluster::start(12, 3, FAST).await.unwrap();
+    let mut cluster = TestCluster::start(16, 3, FAST).await.unwrap();
     cluster.wait_consistent(CONVERGE).await.unwrap();
     let truth = cluster.truth();
     // r = 3: kill two adjacent nodes at once.

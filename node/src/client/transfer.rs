@@ -81,6 +81,9 @@ pub struct NodeStatus {
 /// enough for stabilize to route around a node that just died.
 const RETRY_BACKOFF: Duration = Duration::from_millis(300);
 
+/// Tries of a single metadata call (manifest read, listing) before giving up.
+const CALL_ATTEMPTS: usize = 4;
+
 impl Client {
     /// How many copies the ring keeps, as the entry node says.
     pub async fn replicas(&self) -> Result<u32> {
@@ -243,9 +246,32 @@ impl Client {
     /// The live manifest of `name`; [`Error::NotFound`] if there is none.
     pub async fn manifest(&self, name: &str) -> Result<Manifest> {
         validate_name(name)?;
-        match self.peers().get_manifest(self.entry(), name, true).await? {
+        let found = self
+            .retrying(|| self.peers().get_manifest(self.entry(), name, true))
+            .await?;
+        match found {
             Some(m) if !m.deleted => Ok(m),
             _ => Err(Error::NotFound(format!("no file named {name:?}"))),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or [`CALL_ATTEMPTS`]
+    /// retryable failures have passed (the ring may be repairing itself).
+    async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if e.is_retryable() && attempt + 1 < CALL_ATTEMPTS => {
+                    attempt += 1;
+                    debug!(error = %e, attempt, "retrying");
+                    tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -362,7 +388,7 @@ impl Client {
 
     /// Every live file on the ring.
     pub async fn list(&self) -> Result<Vec<FileEntry>> {
-        self.peers().list_files(self.entry(), true).await
+        self.retrying(|| self.peers().list_files(self.entry(), true)).await
     }
 
     /// Deletes `name` (a tombstone every holder learns). Returns its version.
