@@ -272,3 +272,32 @@ impl TestCluster {
         }
     }
 }
+
+impl TestCluster {
+    /// Where chunk copies are versus where they should be (each chunk on the
+    /// first `replicas` nodes at or after its key). `None` when they agree.
+    pub async fn placement_mismatch(&self, replicas: usize) -> Result<Option<String>> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let truth = self.truth();
+        let mut held: BTreeMap<Id, BTreeSet<String>> = BTreeMap::new();
+        for addr in self.addrs() {
+            let keys = self.peers.list_keys(&addr, &Id::ZERO, &Id::ZERO).await?;
+            for k in keys.chunks {
+                held.entry(k).or_default().insert(addr.clone());
+            }
+        }
+        for (key, holders) in &held {
+            let start = truth.iter().position(|n| n.id >= *key).unwrap_or(0);
+            let want: BTreeSet<String> = (0..replicas.min(truth.len()))
+                .map(|i| truth[(start + i) % truth.len()].addr.clone())
+                .collect();
+            if *holders != want {
+                return Ok(Some(format!(
+                    "chunk {} on {holders:?}, want {want:?}",
+                    key.short()
+                )));
+            }
+        }
+        Ok(None)
+    }
+}

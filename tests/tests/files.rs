@@ -180,6 +180,25 @@ async fn joining_nodes_take_their_share_of_a_loaded_ring() {
         )
         .await
         .unwrap();
+    // Old holders hand over and drop what they no longer own: every chunk
+    // ends up on exactly its owner and the owner's next two successors.
+    cluster
+        .wait_for(
+            "every chunk on exactly its 3 rightful holders",
+            Duration::from_secs(60),
+            || async { Ok(cluster.placement_mismatch(3).await?.is_none()) },
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?}",
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current()
+                        .block_on(cluster.placement_mismatch(3))
+                        .ok()
+                })
+            )
+        });
     let moved = cluster.sum_stats(|s| s.repair_bytes).await.unwrap() - before;
     eprintln!("4 joins into a loaded 4-node ring: {moved} bytes moved by repair");
     assert!(moved > 0);
@@ -232,6 +251,14 @@ async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
             std::fs::read(&out).unwrap()
         );
     }
+    cluster
+        .wait_for(
+            "every chunk on exactly its 3 rightful holders",
+            Duration::from_secs(60),
+            || async { Ok(cluster.placement_mismatch(3).await?.is_none()) },
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -383,4 +410,88 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
     ));
     // The node is still serving.
     assert!(c.list().await.is_ok());
+}
+
+/// Mounts a small tmpfs at `path` for the life of the guard (root only).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, bytes: usize) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(path.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_clear_error_and_the_node_keeps_serving() {
+    let mut cluster = TestCluster::new(1, FAST).unwrap();
+    let port = chord_tests::free_port().unwrap();
+    let Some(_disk) = SmallDisk::mount(&cluster.data_root().join(port.to_string()), 3 << 20) else {
+        // CI runs as root and sets CHORD_REQUIRE_ALL, so this never skips there.
+        assert!(
+            std::env::var_os("CHORD_REQUIRE_ALL").is_none(),
+            "cannot mount a tmpfs"
+        );
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    let addr = cluster.fleet.start(port, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&addr).unwrap();
+    let small = random_file(dir.path(), "small", 100_000).unwrap();
+    c.upload_file(&small, "small", &small_chunks(), &no_progress)
+        .await
+        .unwrap();
+
+    let big = random_file(dir.path(), "big", 8 << 20).unwrap();
+    let err = c
+        .upload_file(&big, "big", &small_chunks(), &no_progress)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("disk full"),
+        "unclear error: {err}"
+    );
+    // Nothing partial is visible, no temporary file is left, and the node
+    // still serves what it had.
+    assert!(matches!(
+        c.manifest("big").await.unwrap_err(),
+        Error::NotFound(_)
+    ));
+    let names: Vec<String> = c
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, vec!["small".to_string()]);
+    let tmp = cluster.fleet.node(&addr).unwrap().data_dir.join("tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "temporary files left behind"
+    );
+    let out = dir.path().join("small.out");
+    c.download("small", &out, &small_chunks(), &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&small).unwrap());
+    cluster.fleet.stop_all(Duration::from_secs(10)).await;
 }

@@ -411,9 +411,9 @@ async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
 async fn python_requests_client_round_trip() {
     match run("python3", &["-c", "import requests"]).await {
         Ok(out) if out.status.success() => {}
-        // CI installs tests/requirements.txt and sets CHORD_REQUIRE_PYTHON,
+        // CI installs tests/requirements.txt and sets CHORD_REQUIRE_ALL,
         // so there a missing module is a failure, not a skip.
-        _ if std::env::var_os("CHORD_REQUIRE_PYTHON").is_some() => {
+        _ if std::env::var_os("CHORD_REQUIRE_ALL").is_some() => {
             panic!("python3 with `requests` is required (pip install -r tests/requirements.txt)")
         }
         _ => {

@@ -388,7 +388,8 @@ impl Client {
 
     /// Every live file on the ring.
     pub async fn list(&self) -> Result<Vec<FileEntry>> {
-        self.retrying(|| self.peers().list_files(self.entry(), true)).await
+        self.retrying(|| self.peers().list_files(self.entry(), true))
+            .await
     }
 
     /// Deletes `name` (a tombstone every holder learns). Returns its version.
