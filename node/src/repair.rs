@@ -38,6 +38,17 @@ pub struct RepairReport {
 }
 
 impl RepairReport {
+    /// Adds `other`'s counts to this report.
+    fn absorb(&mut self, other: &RepairReport) {
+        self.chunks_pushed += other.chunks_pushed;
+        self.manifests_pushed += other.manifests_pushed;
+        self.bytes_pushed += other.bytes_pushed;
+        self.chunks_dropped += other.chunks_dropped;
+        self.manifests_dropped += other.manifests_dropped;
+        self.unconfirmed += other.unconfirmed;
+        self.corrupt_found += other.corrupt_found;
+    }
+
     pub fn is_quiet(&self) -> bool {
         self.chunks_pushed
             + self.manifests_pushed
@@ -94,14 +105,7 @@ impl Node {
             let round = async {
                 let mut report = self.scrub(&mut scrub_cursor).await;
                 match self.repair_round(false).await {
-                    Ok(r) => {
-                        report.chunks_pushed += r.chunks_pushed;
-                        report.manifests_pushed += r.manifests_pushed;
-                        report.bytes_pushed += r.bytes_pushed;
-                        report.chunks_dropped += r.chunks_dropped;
-                        report.manifests_dropped += r.manifests_dropped;
-                        report.unconfirmed += r.unconfirmed;
-                    }
+                    Ok(r) => report.absorb(&r),
                     Err(e) => debug!(error = %e, "repair round failed"),
                 }
                 report
@@ -125,12 +129,9 @@ impl Node {
         loop {
             match self.repair_round(true).await {
                 Ok(r) => {
-                    total.chunks_pushed += r.chunks_pushed;
-                    total.manifests_pushed += r.manifests_pushed;
-                    total.bytes_pushed += r.bytes_pushed;
-                    total.chunks_dropped += r.chunks_dropped;
-                    total.manifests_dropped += r.manifests_dropped;
-                    total.unconfirmed = r.unconfirmed;
+                    // Only the latest round's leftovers count as unconfirmed.
+                    total.unconfirmed = 0;
+                    total.absorb(&r);
                     if r.unconfirmed == 0 {
                         break;
                     }

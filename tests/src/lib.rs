@@ -301,3 +301,43 @@ impl TestCluster {
         Ok(None)
     }
 }
+
+impl TestCluster {
+    /// Uploads `count` random files named `<prefix>-<i>` of `len(i)` bytes
+    /// into `dir` and the ring, each through a random node; returns the names.
+    pub async fn upload_random_files(
+        &self,
+        dir: &std::path::Path,
+        prefix: &str,
+        count: usize,
+        len: impl Fn(usize) -> usize,
+    ) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for i in 0..count {
+            let name = format!("{prefix}-{i:02}");
+            let path = files::random_file(dir, &name, len(i))?;
+            files::client(&self.random_addr()?)?
+                .upload_file(&path, &name, &files::small_chunks(), &files::no_progress)
+                .await
+                .with_context(|| format!("uploading {name}"))?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// Downloads every name (each through a random node) and compares it with
+    /// the original in `dir`; the error names the first file lost or changed.
+    pub async fn check_files_intact(&self, dir: &std::path::Path, names: &[String]) -> Result<()> {
+        for name in names {
+            let out = dir.join(format!("{name}.out"));
+            files::client(&self.random_addr()?)?
+                .download(name, &out, &files::small_chunks(), &files::no_progress)
+                .await
+                .with_context(|| format!("{name} lost"))?;
+            if std::fs::read(dir.join(name))? != std::fs::read(&out)? {
+                bail!("{name} came back with different bytes");
+            }
+        }
+        Ok(())
+    }
+}

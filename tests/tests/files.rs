@@ -80,33 +80,18 @@ async fn twenty_files_survive_two_crashes_and_regain_three_copies() {
     let mut cluster = TestCluster::start(8, 3, FAST).await.unwrap();
     cluster.wait_consistent(CONVERGE).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let opts = small_chunks();
-    let mut names = Vec::new();
-    for i in 0..20 {
-        let name = format!("file-{i:02}");
-        let path = random_file(dir.path(), &name, 50_000 + i * 37_000).unwrap();
-        let c = client(&cluster.random_addr().unwrap()).unwrap();
-        c.upload_file(&path, &name, &opts, &no_progress)
-            .await
-            .unwrap();
-        names.push(name);
-    }
+    let names = cluster
+        .upload_random_files(dir.path(), "file", 20, |i| 50_000 + i * 37_000)
+        .await
+        .unwrap();
     let victims: Vec<String> = cluster.addrs().into_iter().take(2).collect();
     for v in &victims {
         cluster.fleet.kill(v).await.unwrap();
     }
-    for name in &names {
-        let out = dir.path().join(format!("{name}.out"));
-        client(&cluster.random_addr().unwrap())
-            .unwrap()
-            .download(name, &out, &opts, &no_progress)
-            .await
-            .unwrap_or_else(|e| panic!("{name} lost after two crashes: {e}"));
-        assert_eq!(
-            std::fs::read(dir.path().join(name)).unwrap(),
-            std::fs::read(&out).unwrap()
-        );
-    }
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap_or_else(|e| panic!("after two crashes: {e:#}"));
     // Distinct chunks, from the manifests.
     let c = client(&cluster.random_addr().unwrap()).unwrap();
     let mut distinct = HashSet::new();
@@ -147,18 +132,10 @@ async fn joining_nodes_take_their_share_of_a_loaded_ring() {
     let mut cluster = TestCluster::start(4, 3, FAST).await.unwrap();
     cluster.wait_consistent(CONVERGE).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let opts = small_chunks();
-    let mut names = Vec::new();
-    for i in 0..12 {
-        let name = format!("load-{i}");
-        let path = random_file(dir.path(), &name, 300_000).unwrap();
-        client(&cluster.random_addr().unwrap())
-            .unwrap()
-            .upload_file(&path, &name, &opts, &no_progress)
-            .await
-            .unwrap();
-        names.push(name);
-    }
+    let names = cluster
+        .upload_random_files(dir.path(), "load", 12, |_| 300_000)
+        .await
+        .unwrap();
     let before = cluster.sum_stats(|s| s.repair_bytes).await.unwrap();
     let mut newcomers = Vec::new();
     for _ in 0..4 {
@@ -202,14 +179,10 @@ async fn joining_nodes_take_their_share_of_a_loaded_ring() {
     let moved = cluster.sum_stats(|s| s.repair_bytes).await.unwrap() - before;
     eprintln!("4 joins into a loaded 4-node ring: {moved} bytes moved by repair");
     assert!(moved > 0);
-    for name in &names {
-        let out = dir.path().join(format!("{name}.out"));
-        client(&cluster.random_addr().unwrap())
-            .unwrap()
-            .download(name, &out, &opts, &no_progress)
-            .await
-            .unwrap_or_else(|e| panic!("{name} lost after joins: {e}"));
-    }
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap_or_else(|e| panic!("after joins: {e:#}"));
 }
 
 #[tokio::test]
@@ -217,18 +190,10 @@ async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
     let mut cluster = TestCluster::start(8, 3, FAST).await.unwrap();
     cluster.wait_consistent(CONVERGE).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let opts = small_chunks();
-    let mut names = Vec::new();
-    for i in 0..10 {
-        let name = format!("keep-{i}");
-        let path = random_file(dir.path(), &name, 200_000).unwrap();
-        client(&cluster.random_addr().unwrap())
-            .unwrap()
-            .upload_file(&path, &name, &opts, &no_progress)
-            .await
-            .unwrap();
-        names.push(name);
-    }
+    let names = cluster
+        .upload_random_files(dir.path(), "keep", 10, |_| 200_000)
+        .await
+        .unwrap();
     for _ in 0..4 {
         let leaver = cluster.random_addr().unwrap();
         let clean = cluster
@@ -239,18 +204,10 @@ async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
         assert!(clean, "{leaver} did not leave cleanly");
         cluster.wait_consistent(CONVERGE).await.unwrap();
     }
-    for name in &names {
-        let out = dir.path().join(format!("{name}.out"));
-        client(&cluster.random_addr().unwrap())
-            .unwrap()
-            .download(name, &out, &opts, &no_progress)
-            .await
-            .unwrap_or_else(|e| panic!("{name} lost after graceful leaves: {e}"));
-        assert_eq!(
-            std::fs::read(dir.path().join(name)).unwrap(),
-            std::fs::read(&out).unwrap()
-        );
-    }
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap_or_else(|e| panic!("after graceful leaves: {e:#}"));
     cluster
         .wait_for(
             "every chunk on exactly its 3 rightful holders",

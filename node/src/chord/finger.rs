@@ -93,20 +93,7 @@ impl FingerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chord::id::ID_BYTES;
-
-    fn id(last: u8) -> Id {
-        let mut b = [0u8; ID_BYTES];
-        b[ID_BYTES - 1] = last;
-        Id::from_array(b)
-    }
-
-    fn node(last: u8) -> NodeRef {
-        NodeRef {
-            id: id(last),
-            addr: format!("n{last}"),
-        }
-    }
+    use crate::chord::id::fixtures::{id, node};
 
     #[test]
     fn starts_are_powers_of_two_and_wrap() {

@@ -194,15 +194,30 @@ impl fmt::Display for NodeRef {
     }
 }
 
+/// Small, readable ids and nodes for the core's tests: position `last` on
+/// the circle, and a node there whose address names the position.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use super::{Id, NodeRef, ID_BYTES};
 
-    fn id(last: u8) -> Id {
+    pub fn id(last: u8) -> Id {
         let mut b = [0u8; ID_BYTES];
         b[ID_BYTES - 1] = last;
         Id(b)
     }
+
+    pub fn node(last: u8) -> NodeRef {
+        NodeRef {
+            id: id(last),
+            addr: format!("n{last}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::id;
+    use super::*;
 
     #[test]
     fn sha1_of_address_is_the_node_id() {

@@ -238,20 +238,8 @@ impl Lookup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chord::id::fixtures::{id, node as n};
     use crate::chord::id::ID_BYTES;
-
-    fn id(last: u8) -> Id {
-        let mut b = [0u8; ID_BYTES];
-        b[ID_BYTES - 1] = last;
-        Id::from_array(b)
-    }
-
-    fn n(last: u8) -> NodeRef {
-        NodeRef {
-            id: id(last),
-            addr: format!("n{last}"),
-        }
-    }
 
     fn fwd(nodes: &[u8]) -> Route {
         Route::Forward(nodes.iter().map(|&x| n(x)).collect())

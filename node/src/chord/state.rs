@@ -424,21 +424,7 @@ impl RingState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chord::id::ID_BYTES;
-
-    fn id(last: u8) -> Id {
-        let mut b = [0u8; ID_BYTES];
-        b[ID_BYTES - 1] = last;
-        Id::from_array(b)
-    }
-
-    /// A node at a small, readable position; its address names the position.
-    fn n(last: u8) -> NodeRef {
-        NodeRef {
-            id: id(last),
-            addr: format!("n{last}"),
-        }
-    }
+    use crate::chord::id::fixtures::{id, node as n};
 
     fn opts() -> Options {
         Options::default()
