@@ -452,3 +452,65 @@ async fn a_full_disk_is_a_clear_error_and_the_node_keeps_serving() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&small).unwrap());
     cluster.fleet.stop_all(Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn a_node_killed_mid_transfer_does_not_fail_the_transfer() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let mut cluster = TestCluster::start(8, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let len = 40 << 20;
+    let path = random_file(dir.path(), "big", len).unwrap();
+    let opts = TransferOptions {
+        chunk_size: 1 << 20,
+        ..TransferOptions::default()
+    };
+    let entry = cluster.addrs()[0].clone();
+    let c = client(&entry).unwrap();
+
+    // Kill one node (never the entry) once a quarter of the bytes moved.
+    let done = AtomicU64::new(0);
+    let progress = |n: u64| {
+        done.fetch_add(n, Ordering::Relaxed);
+    };
+    let mut victims = cluster.addrs().into_iter().filter(|a| *a != entry);
+    let first = victims.next().unwrap();
+    let second = victims.next().unwrap();
+    let (uploaded, killed) = tokio::join!(
+        c.upload_file(&path, "big", &opts, &progress),
+        kill_midway(first, &done, (len / 4) as u64, &mut cluster.fleet)
+    );
+    uploaded.expect("upload failed after a node died mid-transfer");
+    assert!(killed, "the upload ended before a node could be killed");
+
+    done.store(0, Ordering::Relaxed);
+    let out = dir.path().join("big.out");
+    let (downloaded, killed) = tokio::join!(
+        c.download("big", &out, &opts, &progress),
+        kill_midway(second, &done, (len / 4) as u64, &mut cluster.fleet)
+    );
+    downloaded.expect("download failed after a node died mid-transfer");
+    assert!(killed, "the download ended before a node could be killed");
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&path).unwrap(),
+        "bytes differ"
+    );
+}
+
+/// Kills `victim` once `done` reaches `after` bytes; false if it never did.
+async fn kill_midway(
+    victim: String,
+    done: &std::sync::atomic::AtomicU64,
+    after: u64,
+    fleet: &mut chord_console::fleet::Fleet,
+) -> bool {
+    for _ in 0..6000 {
+        if done.load(std::sync::atomic::Ordering::Relaxed) >= after {
+            fleet.kill(&victim).await.unwrap();
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}

@@ -1,0 +1,207 @@
+//! The `chord-console` binary as scripts use it: `--json` documents whose
+//! keys are a contract, exit codes, and one-line reasons on failure.
+
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use chord_node::chord::{Id, NodeRef};
+use chord_tests::files::random_file;
+use chord_tests::{TestCluster, FAST};
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn console_binary() -> PathBuf {
+    let node = chord_console::fleet::locate_node_binary().unwrap();
+    node.with_file_name("chord-console")
+}
+
+async fn console(peer: &str, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(console_binary())
+        .arg("--peer")
+        .arg(peer)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("chord-console hung")
+        .unwrap()
+}
+
+async fn json(peer: &str, args: &[&str]) -> Value {
+    let out = console(peer, args).await;
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not one JSON document ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[tokio::test]
+async fn json_documents_keep_their_contract() {
+    let cluster = TestCluster::start(5, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let peer = cluster.random_addr().unwrap();
+
+    // ring --json: nodes in ring order with the contract keys.
+    let ring = json(&peer, &["ring", "--json"]).await;
+    let nodes = ring["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5);
+    let truth = cluster.truth();
+    let start = truth
+        .iter()
+        .position(|n| n.addr == nodes[0]["addr"])
+        .unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        let want = &truth[(start + i) % truth.len()];
+        assert_eq!(node["addr"], want.addr.as_str());
+        assert_eq!(node["id"], want.id.to_hex().as_str());
+        let pred = &truth[(start + i + truth.len() - 1) % truth.len()];
+        assert_eq!(node["predecessor"], pred.addr.as_str());
+        let succ = &truth[(start + i + 1) % truth.len()];
+        assert_eq!(node["successors"][0], succ.addr.as_str());
+        assert!(!node["fingers"].as_array().unwrap().is_empty());
+    }
+
+    // lookup by key and by name.
+    let key = Id::hash(b"some key");
+    let found = json(&peer, &["lookup", "--key", &key.to_hex(), "--json"]).await;
+    let owner: NodeRef = cluster.owner_of(&key).unwrap();
+    assert_eq!(found["key"], key.to_hex().as_str());
+    assert_eq!(found["owner"]["addr"], owner.addr.as_str());
+    assert_eq!(found["owner"]["id"], owner.id.to_hex().as_str());
+    assert!(found["hops"].as_u64().is_some());
+    let by_name = json(&peer, &["lookup", "report.pdf", "--json"]).await;
+    assert_eq!(by_name["key"], Id::hash(b"report.pdf").to_hex().as_str());
+
+    // upload, ls, status, download, rm.
+    let dir = tempfile::tempdir().unwrap();
+    let src = random_file(dir.path(), "data.bin", 300_000).unwrap();
+    let up = json(
+        &peer,
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "--chunk-size",
+            "65536",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(up["name"], "data.bin");
+    assert_eq!(up["size"], 300_000);
+    assert_eq!(up["chunks"], 5);
+    let ls = json(&peer, &["ls", "--json"]).await;
+    assert_eq!(ls["files"][0]["name"], "data.bin");
+    assert_eq!(ls["files"][0]["size"], 300_000);
+    // status: 3 copies of each of the 5 chunks, summed over the nodes
+    // (once the repair loop has nothing left to do).
+    cluster
+        .wait_for(
+            "status sums to 3 x 5 chunks",
+            Duration::from_secs(30),
+            || async {
+                let status = json(&peer, &["status", "--json"]).await;
+                let nodes = status["nodes"].as_array().unwrap();
+                let chunks: u64 = nodes.iter().map(|n| n["chunks"].as_u64().unwrap()).sum();
+                let keys_ok = nodes.iter().all(|n| {
+                    n["addr"].is_string()
+                        && n["id"].is_string()
+                        && n["manifests"].is_u64()
+                        && n["bytes"].is_u64()
+                });
+                Ok(nodes.len() == 5 && keys_ok && chunks == 15)
+            },
+        )
+        .await
+        .unwrap();
+    let out = dir.path().join("back.bin");
+    let down = json(
+        &peer,
+        &[
+            "download",
+            "data.bin",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(down["size"], 300_000);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+    let rm = json(&peer, &["rm", "data.bin", "--json"]).await;
+    assert_eq!(rm["deleted"], true);
+    assert_eq!(
+        json(&peer, &["ls", "--json"]).await["files"],
+        Value::Array(vec![])
+    );
+}
+
+#[tokio::test]
+async fn failures_exit_non_zero_with_one_line() {
+    let cluster = TestCluster::start(2, 3, FAST).await.unwrap();
+    let peer = cluster.addrs()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let missing_out = dir.path().join("never");
+    let dead = format!("127.0.0.1:{}", chord_tests::free_port().unwrap());
+    let cases: Vec<(String, Vec<String>, &str)> = vec![
+        (
+            peer.clone(),
+            vec![
+                "download".into(),
+                "nope".into(),
+                "-o".into(),
+                missing_out.display().to_string(),
+            ],
+            "no file named",
+        ),
+        (
+            peer.clone(),
+            vec!["lookup".into(), "--key".into(), "xyz".into()],
+            "40 hex digits",
+        ),
+        (
+            peer.clone(),
+            vec!["upload".into(), "/no/such/file".into()],
+            "cannot read",
+        ),
+        (
+            peer.clone(),
+            vec!["rm".into(), "a/b".into()],
+            "invalid argument",
+        ),
+        (dead, vec!["ring".into()], "unreachable"),
+        ("not-an-address".into(), vec!["ring".into()], "--peer"),
+    ];
+    for (peer, args, reason) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = console(&peer, &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {stderr}"
+        );
+        assert!(
+            stderr.starts_with("chord-console: ") && stderr.contains(reason),
+            "{args:?}: unclear reason {stderr:?}"
+        );
+    }
+    assert!(
+        !missing_out.exists(),
+        "a failed download left a file behind"
+    );
+}
