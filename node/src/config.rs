@@ -48,6 +48,9 @@ pub struct Config {
     pub chunk_size: usize,
     /// Cap on the repair loop's push rate, so repair never starves clients.
     pub repair_bytes_per_sec: u64,
+    /// Chunk bytes re-hashed per second by the scrubber: slow enough not to
+    /// compete with clients, fast enough to check 100 GiB in about 4 hours.
+    pub scrub_bytes_per_sec: u64,
     /// How long a gracefully leaving node keeps handing keys over.
     pub handoff_timeout: Duration,
 }
@@ -70,6 +73,7 @@ impl Default for Config {
             repair_interval: Duration::from_secs(3),
             chunk_size: crate::DEFAULT_CHUNK_BYTES,
             repair_bytes_per_sec: 64 * 1024 * 1024,
+            scrub_bytes_per_sec: 8 * 1024 * 1024,
             handoff_timeout: Duration::from_secs(120),
         }
     }
@@ -109,6 +113,9 @@ impl Config {
                     "--{name} interval must be above zero"
                 )));
             }
+        }
+        if self.repair_bytes_per_sec == 0 || self.scrub_bytes_per_sec == 0 {
+            return Err(Error::invalid("repair and scrub rates must be above zero"));
         }
         if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {
             return Err(Error::invalid(format!(

@@ -8,7 +8,7 @@
 //! (by listing the key or by acknowledging the push). Nothing is deleted on a
 //! guess: a holder that does not answer keeps our copy alive.
 //!
-//! A scrubber re-hashes a bounded number of chunk bytes per round; a corrupt
+//! A scrubber re-hashes chunk bytes at a bounded rate; a corrupt
 //! chunk is quarantined, and the next round of another holder restores it.
 //! Pushes go one at a time under a byte-rate cap so repair never starves
 //! client transfers.
@@ -336,16 +336,19 @@ impl Node {
         }
     }
 
-    /// Re-hashes up to [`SCRUB_BYTES_PER_ROUND`] of chunk data, continuing
-    /// where the previous round stopped; quarantines what does not match.
+    /// Re-hashes one repair interval's worth of chunk data (at
+    /// `scrub_bytes_per_sec`), continuing where the previous round stopped;
+    /// quarantines what does not match.
     async fn scrub(&self, cursor: &mut Id) -> RepairReport {
         let mut report = RepairReport::default();
         let from = *cursor;
+        let per_round =
+            (self.config().scrub_bytes_per_sec as f64 * self.config().repair_interval.as_secs_f64()) as u64;
         let result = self
             .disk(move |s| {
                 let keys = s.chunk_keys()?;
                 let start = keys.iter().position(|k| *k > from).unwrap_or(0);
-                let mut budget = SCRUB_BYTES_PER_ROUND;
+                let mut budget = per_round.max(1);
                 let mut corrupt = 0u64;
                 let mut last = from;
                 for key in keys[start..].iter().chain(keys[..start].iter()) {
@@ -383,7 +386,3 @@ impl Node {
 const HANDOFF_STALL_ROUNDS: u32 = 4;
 /// Pause between hand-off rounds: time for stabilize to settle a busy ring.
 const HANDOFF_RETRY: Duration = Duration::from_millis(500);
-
-/// Chunk bytes re-hashed per repair round: the whole store is checked every
-/// (store size / this) rounds without hogging the disk.
-pub const SCRUB_BYTES_PER_ROUND: u64 = 256 * 1024 * 1024;

@@ -50,6 +50,12 @@ struct Args {
     /// Milliseconds between repair rounds.
     #[arg(long, default_value_t = 3000)]
     repair_ms: u64,
+    /// Cap on the repair loop's push rate, in MiB/s.
+    #[arg(long, default_value_t = 64)]
+    repair_mib_per_sec: u64,
+    /// Chunk data the scrubber re-hashes per second, in MiB/s.
+    #[arg(long, default_value_t = 8)]
+    scrub_mib_per_sec: u64,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -74,6 +80,8 @@ impl Args {
             repair_interval: Duration::from_millis(self.repair_ms),
             rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
             join_timeout: Duration::from_secs(self.join_timeout_secs),
+            repair_bytes_per_sec: self.repair_mib_per_sec.saturating_mul(1 << 20),
+            scrub_bytes_per_sec: self.scrub_mib_per_sec.saturating_mul(1 << 20),
             ..Config::default()
         }
     }
