@@ -342,8 +342,8 @@ impl Node {
     async fn scrub(&self, cursor: &mut Id) -> RepairReport {
         let mut report = RepairReport::default();
         let from = *cursor;
-        let per_round =
-            (self.config().scrub_bytes_per_sec as f64 * self.config().repair_interval.as_secs_f64()) as u64;
+        let per_round = (self.config().scrub_bytes_per_sec as f64
+            * self.config().repair_interval.as_secs_f64()) as u64;
         let result = self
             .disk(move |s| {
                 let keys = s.chunk_keys()?;

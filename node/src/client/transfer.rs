@@ -182,20 +182,25 @@ impl Client {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
             }
-            let owner = match self.lookup(&key).await {
-                Ok((owner, _)) => owner,
+            let holders = match self.holders(key, replicas as usize).await {
+                Ok(holders) => holders,
                 Err(e) if e.is_retryable() => {
                     last = Some(e);
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            if let Ok(present) = self.peers().has_chunks(&owner.addr, &[key]).await {
-                if present.first() == Some(&true) {
-                    progress(len);
-                    return Ok(true);
-                }
+            // Skip only what every holder already has: a chunk an earlier,
+            // failed attempt left on the owner alone is sent again, so the
+            // owner replicates it before this upload counts it as stored.
+            if self
+                .held_by_all(key, &holders[..holders.len().min(replicas as usize)])
+                .await
+            {
+                progress(len);
+                return Ok(true);
             }
+            let owner = &holders[0];
             match self
                 .peers()
                 .put_chunk(&owner.addr, &key, data.clone(), replicas)
@@ -213,6 +218,17 @@ impl Client {
             }
         }
         Err(last.unwrap_or_else(|| Error::Unavailable(format!("chunk {} not stored", key.short()))))
+    }
+
+    /// Whether every one of `holders` says it has chunk `key`.
+    async fn held_by_all(&self, key: Id, holders: &[NodeRef]) -> bool {
+        for holder in holders {
+            match self.peers().has_chunks(&holder.addr, &[key]).await {
+                Ok(present) if present.first() == Some(&true) => {}
+                _ => return false,
+            }
+        }
+        !holders.is_empty()
     }
 
     async fn put_manifest(
