@@ -514,3 +514,89 @@ async fn kill_midway(
     }
     false
 }
+
+#[tokio::test]
+async fn stopping_the_whole_ring_at_once_keeps_every_file() {
+    let mut cluster = TestCluster::start(5, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = cluster
+        .upload_random_files(dir.path(), "all", 10, |i| 100_000 + i * 10_000)
+        .await
+        .unwrap();
+    // Every node leaves at the same moment: nobody is left to hand keys to,
+    // and no leaving node may count another leaving node as a safe holder.
+    let ports: Vec<u16> = cluster
+        .addrs()
+        .iter()
+        .map(|a| cluster.fleet.node(a).unwrap().port)
+        .collect();
+    cluster.fleet.stop_all(Duration::from_secs(60)).await;
+    let first = cluster.fleet.start(ports[0], None).await.unwrap();
+    for port in &ports[1..] {
+        cluster.fleet.start(*port, Some(&first)).await.unwrap();
+    }
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap_or_else(|e| panic!("after the whole ring stopped at once: {e:#}"));
+}
+
+#[tokio::test]
+async fn a_leaving_node_takes_no_writes_and_confirms_no_keys() {
+    use chord_proto::pb;
+    use chord_proto::pb::store_client::StoreClient;
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    // Alone in its ring, a leaving node has no one to hand keys to, so it
+    // stays in its leaving phase for a few hand-off rounds before it exits.
+    let cluster = TestCluster::start(1, 3, FAST).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let names = cluster
+        .upload_random_files(dir.path(), "stay", 1, |_| 100_000)
+        .await
+        .unwrap();
+    let key = client(&addr)
+        .unwrap()
+        .manifest(&names[0])
+        .await
+        .unwrap()
+        .chunks[0];
+    let mut store = StoreClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let pid = cluster.fleet.node(&addr).unwrap().pid().unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+
+    let mut refused = false;
+    for _ in 0..200 {
+        let listed = store
+            .list_keys(pb::ListKeysRequest {
+                start: Id::ZERO.as_bytes().to_vec(),
+                end: Id::ZERO.as_bytes().to_vec(),
+            })
+            .await;
+        if let Err(status) = listed {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the leaving node kept confirming keys");
+    // Writes are refused too, but its data can still be read while it leaves.
+    let write = store
+        .put_manifest(pb::PutManifestRequest {
+            manifest: None,
+            copies: 1,
+            replica: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(write.code(), tonic::Code::Unavailable, "{write:?}");
+    let read = client(&addr).unwrap().fetch_chunk(key, 1, 1).await;
+    assert!(read.is_ok(), "reads must go on during hand-off: {read:?}");
+}

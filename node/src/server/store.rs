@@ -40,6 +40,19 @@ impl StoreService {
     fn count(&self) {
         Counters::bump(&self.node.counters.requests, 1);
     }
+
+    /// A leaving node takes no new data (it would only have to hand it on
+    /// again) and confirms no keys: the repair loop drops a copy only once
+    /// every holder confirms, and a confirmation from a node that is about
+    /// to go would let several leaving nodes drop the same key at once.
+    fn refuse_if_leaving(&self) -> Result<(), Status> {
+        if self.node.is_leaving() {
+            return Err(error_to_status(Error::Unavailable(
+                "node is leaving the ring".into(),
+            )));
+        }
+        Ok(())
+    }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChunkPiece, Status>> + Send>>;
@@ -55,6 +68,7 @@ impl Store for StoreService {
         req: Request<Streaming<pb::PutChunkRequest>>,
     ) -> Result<Response<pb::PutChunkResponse>, Status> {
         self.count();
+        self.refuse_if_leaving()?;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
             Some(pb::PutChunkRequest {
@@ -163,6 +177,7 @@ impl Store for StoreService {
         req: Request<pb::PutManifestRequest>,
     ) -> Result<Response<pb::PutManifestResponse>, Status> {
         self.count();
+        self.refuse_if_leaving()?;
         let req = req.into_inner();
         let manifest = req
             .manifest
@@ -242,6 +257,7 @@ impl Store for StoreService {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         self.count();
+        self.refuse_if_leaving()?;
         let req = req.into_inner();
         let start = wire::id_from_pb(&req.start, "start").map_err(error_to_status)?;
         let end = wire::id_from_pb(&req.end, "end").map_err(error_to_status)?;
