@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::chord::{Id, NodeRef};
-use chord_node::client::{Client, NodeStatus, RingNode, TransferOptions};
+use chord_node::client::{verify_whole, Client, NodeStatus, RingNode, TransferOptions};
 use chord_node::peer::PeerOptions;
+use chord_node::store::Manifest;
 use clap::{Args, Parser, Subcommand};
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -83,7 +84,8 @@ pub struct UploadArgs {
 pub struct DownloadArgs {
     /// The file's name on the ring.
     pub name: String,
-    /// Where to write it (default: the name, in the current directory).
+    /// Where to write it (default: the name, in the current directory;
+    /// `-` streams it to stdout).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
     /// Chunks fetched ahead at once.
@@ -393,6 +395,9 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
         parallel: args.parallel,
         ..TransferOptions::default()
     };
+    if out.as_os_str() == "-" {
+        return download_to_stdout(&client, &manifest, &opts).await;
+    }
     let progress = Progress::new(&format!("download {}", args.name), manifest.size, cli.json);
     let started = Instant::now();
     let report = client
@@ -413,6 +418,37 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
         report.size,
         mb_per_sec(report.size, secs)
     );
+    Ok(())
+}
+
+/// Streams a file to stdout (`-o -`), for pipes. Bytes go out as chunks
+/// arrive, each checked against its key; if the whole file's SHA-256 does not
+/// match at the end, the command fails so the pipe's consumer can tell.
+async fn download_to_stdout(
+    client: &Client,
+    manifest: &Manifest,
+    opts: &TransferOptions,
+) -> Result<()> {
+    use futures::StreamExt;
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
+
+    let replicas = client.replicas().await? as usize;
+    let mut stdout = tokio::io::stdout();
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    let mut chunks = std::pin::pin!(client.chunks(manifest, replicas, opts));
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        sha.update(&chunk);
+        size += chunk.len() as u64;
+        stdout
+            .write_all(&chunk)
+            .await
+            .context("writing to stdout")?;
+    }
+    stdout.flush().await.context("writing to stdout")?;
+    verify_whole(manifest, size, sha.finalize().into())?;
     Ok(())
 }
 

@@ -141,6 +141,17 @@ async fn json_documents_keep_their_contract() {
     .await;
     assert_eq!(down["size"], 300_000);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+    // `-o -` streams the bytes to stdout, for pipes.
+    let piped = console(&peer, &["download", "data.bin", "-o", "-"]).await;
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(
+        piped.stdout == std::fs::read(&src).unwrap(),
+        "stdout bytes differ"
+    );
     let rm = json(&peer, &["rm", "data.bin", "--json"]).await;
     assert_eq!(rm["deleted"], true);
     assert_eq!(
