@@ -600,3 +600,54 @@ async fn a_leaving_node_takes_no_writes_and_confirms_no_keys() {
     let read = client(&addr).unwrap().fetch_chunk(key, 1, 1).await;
     assert!(read.is_ok(), "reads must go on during hand-off: {read:?}");
 }
+
+#[tokio::test]
+async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
+    // Repair is off, so only the read path can get around the bad copy.
+    let mut args: Vec<&str> = FAST
+        .chunks(2)
+        .filter(|f| f[0] != "--repair-ms")
+        .flatten()
+        .copied()
+        .collect();
+    args.extend(["--repair-ms", "600000"]);
+    let cluster = TestCluster::start(4, 3, &args).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = cluster
+        .upload_random_files(dir.path(), "fallback", 1, |_| 200_000)
+        .await
+        .unwrap();
+    let c = client(&cluster.addrs()[0]).unwrap();
+    let key = c.manifest(&names[0]).await.unwrap().chunks[0];
+    // Corrupt the copy on the owner: the holder every read tries first.
+    let owner = cluster.owner_of(&key).unwrap();
+    let hex = key.to_hex();
+    let copy = cluster
+        .fleet
+        .node(&owner.addr)
+        .unwrap()
+        .data_dir
+        .join("chunks")
+        .join(&hex[..2])
+        .join(&hex);
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&copy, &bytes).unwrap();
+
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap();
+    // The owner noticed on the read and moved its copy aside.
+    assert_eq!(
+        cluster
+            .peers
+            .get_stats(&owner.addr)
+            .await
+            .unwrap()
+            .corrupt_chunks,
+        1
+    );
+    assert!(!copy.exists(), "the corrupt copy is still in place");
+}
