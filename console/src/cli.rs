@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::chord::{Id, NodeRef};
-use chord_node::client::{verify_whole, Client, NodeStatus, RingNode, TransferOptions};
+use chord_node::client::{Client, NodeStatus, RingNode, TransferOptions};
 use chord_node::peer::PeerOptions;
 use chord_node::store::Manifest;
 use clap::{Args, Parser, Subcommand};
@@ -421,34 +421,19 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
     Ok(())
 }
 
-/// Streams a file to stdout (`-o -`), for pipes. Bytes go out as chunks
-/// arrive, each checked against its key; if the whole file's SHA-256 does not
-/// match at the end, the command fails so the pipe's consumer can tell.
+/// Streams a file to stdout (`-o -`), for pipes. Each chunk is checked
+/// against its key as it arrives; if the whole file's SHA-256 does not match
+/// at the end, the command fails so the pipe's consumer can tell.
 async fn download_to_stdout(
     client: &Client,
     manifest: &Manifest,
     opts: &TransferOptions,
 ) -> Result<()> {
-    use futures::StreamExt;
-    use sha2::{Digest, Sha256};
-    use tokio::io::AsyncWriteExt;
-
     let replicas = client.replicas().await? as usize;
     let mut stdout = tokio::io::stdout();
-    let mut sha = Sha256::new();
-    let mut size = 0u64;
-    let mut chunks = std::pin::pin!(client.chunks(manifest, replicas, opts));
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
-        sha.update(&chunk);
-        size += chunk.len() as u64;
-        stdout
-            .write_all(&chunk)
-            .await
-            .context("writing to stdout")?;
-    }
-    stdout.flush().await.context("writing to stdout")?;
-    verify_whole(manifest, size, sha.finalize().into())?;
+    client
+        .write_to(manifest, &mut stdout, replicas, opts, &|_| {})
+        .await?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use chord_proto::pb;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use super::Client;
@@ -383,6 +383,26 @@ impl Client {
         let mut file = tokio::fs::File::create(part)
             .await
             .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
+        self.write_to(manifest, &mut file, replicas, opts, progress)
+            .await?;
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io(format!("cannot sync {}", part.display()), e))?;
+        Ok(())
+    }
+
+    /// Writes the file of `manifest` to `out` chunk by chunk, in order, then
+    /// checks its size and SHA-256. Bytes reach `out` before the whole-file
+    /// check, so a caller that cannot take them back (a pipe) must treat an
+    /// error as "discard what you got".
+    pub async fn write_to<W: AsyncWrite + Unpin>(
+        &self,
+        manifest: &Manifest,
+        out: &mut W,
+        replicas: usize,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
         let mut sha = Sha256::new();
         let mut size = 0u64;
         let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts));
@@ -390,16 +410,15 @@ impl Client {
             let chunk = chunk?;
             sha.update(&chunk);
             size += chunk.len() as u64;
-            file.write_all(&chunk)
+            out.write_all(&chunk)
                 .await
-                .map_err(|e| Error::io(format!("cannot write {}", part.display()), e))?;
+                .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))?;
             progress(chunk.len() as u64);
         }
-        verify_whole(manifest, size, sha.finalize().into())?;
-        file.sync_all()
+        out.flush()
             .await
-            .map_err(|e| Error::io(format!("cannot sync {}", part.display()), e))?;
-        Ok(())
+            .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))?;
+        verify_whole(manifest, size, sha.finalize().into())
     }
 
     /// Every live file on the ring.
