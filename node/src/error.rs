@@ -26,12 +26,10 @@ pub enum Error {
     #[error("disk full: {0}")]
     DiskFull(String),
     /// A local I/O failure other than a full disk.
-    #[error("i/o error: {context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message (status messages carry only the
+    // message), so it is not also exposed as `source()` to be printed twice.
+    #[error("i/o error: {context}: {cause}")]
+    Io { context: String, cause: io::Error },
     /// A peer could not be reached or did not answer within its deadline.
     #[error("peer {peer} unreachable: {reason}")]
     Unreachable { peer: String, reason: String },
@@ -78,7 +76,10 @@ impl Error {
         {
             Error::DiskFull(context)
         } else {
-            Error::Io { context, source }
+            Error::Io {
+                context,
+                cause: source,
+            }
         }
     }
 

@@ -222,7 +222,7 @@ impl std::error::Error for BodyFailure {}
 
 fn body_failure(err: &Error) -> Option<&BodyFailure> {
     match err {
-        Error::Io { source, .. } => source.get_ref()?.downcast_ref::<BodyFailure>(),
+        Error::Io { cause, .. } => cause.get_ref()?.downcast_ref::<BodyFailure>(),
         _ => None,
     }
 }
