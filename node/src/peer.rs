@@ -19,7 +19,7 @@ use tonic::{Code, Status};
 
 use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
-use crate::store::Manifest;
+use crate::store::{Manifest, Stamp};
 use crate::wire;
 
 /// Largest gRPC message a node accepts or sends. Chunk data moves in pieces
@@ -422,7 +422,12 @@ impl PeerPool {
             manifests: resp
                 .manifests
                 .iter()
-                .map(|m| Ok((parse(&m.key)?, m.version)))
+                .map(|m| {
+                    Ok((
+                        parse(&m.key)?,
+                        wire::stamp_from_pb(m).map_err(wire::blame(addr))?,
+                    ))
+                })
                 .collect::<Result<_>>()?,
         })
     }
@@ -441,7 +446,7 @@ impl PeerPool {
 #[derive(Clone, Debug, Default)]
 pub struct KeysHeld {
     pub chunks: Vec<Id>,
-    pub manifests: Vec<(Id, u64)>,
+    pub manifests: Vec<(Id, Stamp)>,
 }
 
 /// Moving a chunk (up to [`crate::MAX_CHUNK_BYTES`]) and its replication

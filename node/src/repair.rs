@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::chord::{Id, NodeRef};
 use crate::error::Result;
 use crate::node::{Counters, Node};
-use crate::store::Manifest;
+use crate::store::{Manifest, Stamp};
 
 /// What one repair round did.
 #[derive(Clone, Debug, Default)]
@@ -88,7 +88,7 @@ impl Pacer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Held {
     Chunk,
-    Manifest(u64),
+    Manifest(Stamp),
 }
 
 impl Node {
@@ -237,12 +237,16 @@ impl Node {
                 }
             };
             let chunks: std::collections::HashSet<Id> = held.chunks.into_iter().collect();
-            let versions: HashMap<Id, u64> = held.manifests.into_iter().collect();
+            let stamps: HashMap<Id, Stamp> = held.manifests.into_iter().collect();
             for (key, kind) in run {
                 let ok = match kind {
                     Held::Chunk if chunks.contains(key) => true,
                     Held::Chunk => self.push_chunk(holder, *key, pacer, report).await,
-                    Held::Manifest(v) if versions.get(key).is_some_and(|theirs| theirs >= v) => {
+                    // Equal or higher stamp: theirs wins or is ours. A lower
+                    // one (older, or a same-version tie it loses) gets ours.
+                    Held::Manifest(mine)
+                        if stamps.get(key).is_some_and(|theirs| theirs >= mine) =>
+                    {
                         true
                     }
                     Held::Manifest(_) => self.push_manifest(holder, *key, report).await,

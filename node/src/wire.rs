@@ -10,7 +10,7 @@ use chord_proto::pb;
 
 use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
-use crate::store::Manifest;
+use crate::store::{Manifest, Stamp};
 
 /// Longest `host:port` accepted: a DNS name is at most 253 bytes, plus the port.
 pub const MAX_ADDR_LEN: usize = 260;
@@ -138,6 +138,20 @@ pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
     };
     manifest.validate()?;
     Ok(manifest)
+}
+
+/// A manifest stamp from a key listing.
+pub fn stamp_from_pb(m: &pb::KeyVersion) -> Result<Stamp> {
+    let sha256: [u8; 32] = m
+        .sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::invalid(format!("sha256 is 32 bytes, got {}", m.sha256.len())))?;
+    Ok(Stamp {
+        version: m.version,
+        deleted: m.deleted,
+        sha256,
+    })
 }
 
 /// Re-labels an input error found in a peer's answer as that peer's fault.

@@ -651,3 +651,47 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     );
     assert!(!copy.exists(), "the corrupt copy is still in place");
 }
+
+#[tokio::test]
+async fn holders_with_different_manifests_of_one_version_converge() {
+    let cluster = TestCluster::start(3, 3, FAST).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = cluster
+        .upload_random_files(dir.path(), "tie", 1, |_| 1000)
+        .await
+        .unwrap();
+    let real = client(&cluster.addrs()[0])
+        .unwrap()
+        .manifest(&names[0])
+        .await
+        .unwrap();
+    // A rival with the same version but other content (as two primaries
+    // might write in the same millisecond), ranked above the real one, on
+    // one holder only.
+    let mut rival = real.clone();
+    rival.sha256 = [0xff; 32];
+    assert!(rival.supersedes(&real));
+    let target = cluster.addrs()[1].clone();
+    cluster
+        .peers
+        .put_manifest(&target, &rival, 1, true)
+        .await
+        .unwrap();
+    cluster
+        .wait_for(
+            "every holder has the winning manifest",
+            Duration::from_secs(30),
+            || async {
+                for addr in cluster.addrs() {
+                    let stored = cluster.peers.get_manifest(&addr, &names[0], false).await?;
+                    if stored.as_ref() != Some(&rival) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )
+        .await
+        .unwrap();
+}

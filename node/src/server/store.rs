@@ -275,9 +275,11 @@ impl Store for StoreService {
             chunks: chunks.iter().map(|k| k.as_bytes().to_vec()).collect(),
             manifests: manifests
                 .iter()
-                .map(|(k, v)| pb::KeyVersion {
+                .map(|(k, stamp)| pb::KeyVersion {
                     key: k.as_bytes().to_vec(),
-                    version: *v,
+                    version: stamp.version,
+                    deleted: stamp.deleted,
+                    sha256: stamp.sha256.to_vec(),
                 })
                 .collect(),
         }))

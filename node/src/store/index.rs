@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use super::manifest::Stamp;
 use crate::chord::Id;
 
 /// What the index remembers about one manifest file.
@@ -17,6 +18,8 @@ use crate::chord::Id;
 pub(super) struct ManifestEntry {
     pub version: u64,
     pub deleted: bool,
+    /// Whole-file hash, the last part of the entry's [`Stamp`].
+    pub sha256: [u8; 32],
     /// Size of the JSON file on disk.
     pub bytes: u64,
 }
@@ -92,9 +95,16 @@ impl Index {
         self.manifests.keys().copied().collect()
     }
 
-    pub fn manifest_keys_in(&self, start: &Id, end: &Id) -> Vec<(Id, u64)> {
+    pub fn manifest_keys_in(&self, start: &Id, end: &Id) -> Vec<(Id, Stamp)> {
         arc(&self.manifests, start, end)
-            .map(|(k, e)| (*k, e.version))
+            .map(|(k, e)| {
+                let stamp = Stamp {
+                    version: e.version,
+                    deleted: e.deleted,
+                    sha256: e.sha256,
+                };
+                (*k, stamp)
+            })
             .collect()
     }
 
@@ -194,11 +204,13 @@ mod tests {
         let live = ManifestEntry {
             version: 1,
             deleted: false,
+            sha256: [0; 32],
             bytes: 100,
         };
         let tomb = ManifestEntry {
             version: 2,
             deleted: true,
+            sha256: [0; 32],
             bytes: 50,
         };
         index.insert_manifest(id(3), live);
@@ -215,7 +227,9 @@ mod tests {
                 corrupt_chunks: 1
             }
         );
-        assert_eq!(index.manifest_keys_in(&id(0), &id(3)), vec![(id(3), 2)]);
+        let found = index.manifest_keys_in(&id(0), &id(3));
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].0, found[0].1.version), (id(3), 2));
         index.remove_manifest(&id(3));
         assert_eq!(index.stats().tombstones, 0);
         assert_eq!(index.stats().bytes, 112);

@@ -124,6 +124,16 @@ impl Manifest {
     /// write should not be silently undone), the larger SHA-256, the later
     /// `modified_ms`, then the remaining fields, so that two manifests that
     /// differ at all are always ordered.
+    /// The leading part of the supersede order, small enough to list for
+    /// every manifest: replicas compare stamps to find what to exchange.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            version: self.version,
+            deleted: self.deleted,
+            sha256: self.sha256,
+        }
+    }
+
     pub fn supersedes(&self, other: &Manifest) -> bool {
         self.rank(other) == Ordering::Greater
     }
@@ -139,6 +149,16 @@ impl Manifest {
             .then_with(|| self.chunks.cmp(&other.chunks))
             .then_with(|| self.name.cmp(&other.name))
     }
+}
+
+/// Version, tombstone flag and content hash of a manifest, ordered as
+/// [`Manifest::supersedes`] orders manifests (field order matters for the
+/// derived `Ord`): a higher stamp always belongs to the winning manifest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp {
+    pub version: u64,
+    pub deleted: bool,
+    pub sha256: [u8; 32],
 }
 
 /// `Vec<Id>` as a JSON array of 40-digit hex strings.
@@ -314,5 +334,23 @@ pub(super) mod tests {
             assert!(serde_json::from_value::<Manifest>(v).is_err());
         }
         assert!(serde_json::from_str::<Manifest>("{not json").is_err());
+    }
+
+    #[test]
+    fn stamps_order_like_supersedes() {
+        let base = live("s", 10, 4, 5);
+        let mut newer = base.clone();
+        newer.version = 6;
+        let tomb = Manifest::tombstone("s", 5, 0);
+        let mut other_bytes = base.clone();
+        other_bytes.sha256 = [0xff; 32];
+        let all = [base, newer, tomb, other_bytes];
+        for a in &all {
+            for b in &all {
+                if a.stamp() != b.stamp() {
+                    assert_eq!(a.supersedes(b), a.stamp() > b.stamp(), "{a:?} vs {b:?}");
+                }
+            }
+        }
     }
 }

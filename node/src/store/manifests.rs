@@ -13,6 +13,7 @@ use std::io;
 
 use super::disk::{self, MANIFEST_EXT};
 use super::index::ManifestEntry;
+use super::manifest::Stamp;
 use super::{Manifest, Store};
 use crate::chord::Id;
 use crate::error::{Error, Result};
@@ -64,6 +65,7 @@ impl Store {
             ManifestEntry {
                 version: m.version,
                 deleted: m.deleted,
+                sha256: m.sha256,
                 bytes: json.len() as u64,
             },
         );
@@ -120,7 +122,7 @@ impl Store {
 
     /// Keys and versions of the manifests in `(start, end]` on the circle,
     /// in clockwise order from `start`; equal ends mean the whole ring.
-    pub fn manifest_keys_in(&self, start: &Id, end: &Id) -> Result<Vec<(Id, u64)>> {
+    pub fn manifest_keys_in(&self, start: &Id, end: &Id) -> Result<Vec<(Id, Stamp)>> {
         Ok(self.index().manifest_keys_in(start, end))
     }
 
@@ -198,6 +200,7 @@ impl Store {
                     let entry = ManifestEntry {
                         version: m.version,
                         deleted: m.deleted,
+                        sha256: m.sha256,
                         bytes,
                     };
                     self.index().insert_manifest(key, entry);
@@ -377,11 +380,11 @@ mod tests {
     #[test]
     fn keys_in_and_delete() {
         let (_dir, store) = open_temp();
-        let mut expected: Vec<(Id, u64)> = (0..20u64)
+        let mut expected: Vec<(Id, Stamp)> = (0..20u64)
             .map(|i| {
                 let m = live(&format!("file-{i}"), 0, 0, i + 1);
                 store.put_manifest(&m).unwrap();
-                (m.key(), m.version)
+                (m.key(), m.stamp())
             })
             .collect();
         expected.sort();
@@ -417,6 +420,8 @@ mod tests {
             store.get_manifest(&key).unwrap().map(|m| m.version),
             Some(8)
         );
-        assert_eq!(store.manifest_keys_in(&key, &key).unwrap(), vec![(key, 8)]);
+        let stamps = store.manifest_keys_in(&key, &key).unwrap();
+        assert_eq!(stamps.len(), 1);
+        assert_eq!((stamps[0].0, stamps[0].1.version), (key, 8));
     }
 }

@@ -51,7 +51,7 @@ use crate::error::Result;
 
 pub use chunks::ChunkWriter;
 pub use index::StoreStats;
-pub use manifest::Manifest;
+pub use manifest::{Manifest, Stamp};
 pub use manifests::MAX_MANIFEST_BYTES;
 pub use name::{validate_name, MAX_NAME_BYTES};
 
