@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::chord::{Id, Lookup, LookupStep, NodeRef, Options, RingState, Route};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::peer::{PeerOptions, PeerPool};
+use crate::peer::{PeerInfo, PeerOptions, PeerPool};
 use crate::store::Store;
 
 /// The shared state of one running node.
@@ -147,6 +147,18 @@ impl Node {
             return Route::Owner(ring.successor().clone());
         }
         ring.route(target)
+    }
+
+    /// This node as `GetInfo` describes it: who it is and its neighbours.
+    pub fn info(&self) -> PeerInfo {
+        let ring = self.ring();
+        PeerInfo {
+            node: ring.me().clone(),
+            predecessor: ring.predecessor().cloned(),
+            successors: ring.successors().to_vec(),
+            uptime_secs: self.uptime().as_secs(),
+            replicas: self.config.replicas as u32,
+        }
     }
 
     pub fn uptime(&self) -> Duration {

@@ -6,7 +6,7 @@
 //! [`Error`]. It knows nothing of ring state: callers decide what a failure
 //! means (usually `RingState::peer_failed`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,6 +21,10 @@ use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::store::{Manifest, Stamp};
 use crate::wire;
+
+/// Most nodes a ring walk visits before it stops: a guard against a ring
+/// whose successor pointers never lead back to the start.
+pub const MAX_RING_WALK: usize = 4096;
 
 /// Largest gRPC message a node accepts or sends. Chunk data moves in pieces
 /// of [`crate::PIECE_BYTES`], far below this; the cap bounds what a
@@ -209,6 +213,33 @@ impl PeerPool {
             .await
             .map_err(|s| self.fail(addr, s))?;
         Ok(())
+    }
+
+    /// Follows successor pointers from `first`, returning each node's info
+    /// in ring order, `first` included. A node that does not answer is passed
+    /// over via the previous node's successor list, so one dead node does not
+    /// end the walk; it stops on reaching a node already seen, or after
+    /// [`MAX_RING_WALK`] nodes.
+    pub async fn walk_ring(&self, first: PeerInfo) -> Vec<PeerInfo> {
+        let mut seen = HashSet::from([first.node.addr.clone()]);
+        let mut frontier = first.successors.clone();
+        let mut out = vec![first];
+        while let Some(next) = frontier.first().cloned() {
+            if seen.contains(&next.addr) || out.len() >= MAX_RING_WALK {
+                break;
+            }
+            match self.get_info(&next.addr).await {
+                Ok(info) => {
+                    seen.insert(next.addr);
+                    frontier = info.successors.clone();
+                    out.push(info);
+                }
+                Err(_) => {
+                    frontier.remove(0);
+                }
+            }
+        }
+        out
     }
 
     pub async fn get_finger_table(&self, addr: &str) -> Result<Vec<FingerRow>> {

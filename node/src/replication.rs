@@ -286,26 +286,8 @@ impl Node {
 
     /// The other nodes of the ring, found by following successor pointers.
     pub async fn walk_ring(&self) -> Vec<NodeRef> {
-        let mut seen = vec![self.me().clone()];
-        let mut frontier = self.ring().successors().to_vec();
-        let mut out = Vec::new();
-        while let Some(next) = frontier.first().cloned() {
-            if seen.iter().any(|n| n.addr == next.addr) || out.len() >= crate::client::MAX_RING_WALK
-            {
-                break;
-            }
-            match self.peers().get_info(&next.addr).await {
-                Ok(info) => {
-                    seen.push(next.clone());
-                    out.push(next);
-                    frontier = info.successors;
-                }
-                Err(_) => {
-                    frontier.remove(0);
-                }
-            }
-        }
-        out
+        let infos = self.peers().walk_ring(self.info()).await;
+        infos.into_iter().skip(1).map(|info| info.node).collect()
     }
 }
 

@@ -16,10 +16,6 @@ use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::peer::{FingerRow, PeerInfo, PeerOptions, PeerPool};
 
-/// Most nodes a ring walk visits before it stops: a guard against a ring
-/// whose successor pointers never lead back to the start.
-pub const MAX_RING_WALK: usize = 4096;
-
 #[derive(Debug)]
 pub struct Client {
     entry: String,
@@ -68,45 +64,17 @@ impl Client {
     }
 
     /// Walks the ring by successor pointers from the entry node, in ring
-    /// order. A node that does not answer is skipped via the previous node's
-    /// successor list, so one dead node does not end the walk.
+    /// order, with each node's finger table (see [`PeerPool::walk_ring`]).
     pub async fn ring(&self) -> Result<Vec<RingNode>> {
         let first = self.peers.get_info(&self.entry).await?;
-        let start = first.node.addr.clone();
-        let mut visited = HashSet::from([start.clone()]);
         let mut nodes = Vec::new();
-        let mut current = first;
-        loop {
+        for info in self.peers.walk_ring(first).await {
             let fingers = self
                 .peers
-                .get_finger_table(&current.node.addr)
+                .get_finger_table(&info.node.addr)
                 .await
                 .unwrap_or_default();
-            let candidates = current.successors.clone();
-            nodes.push(RingNode {
-                info: current,
-                fingers,
-            });
-            if nodes.len() >= MAX_RING_WALK {
-                break;
-            }
-            let mut next = None;
-            for candidate in candidates {
-                if candidate.addr == start || visited.contains(&candidate.addr) {
-                    break;
-                }
-                if let Ok(info) = self.peers.get_info(&candidate.addr).await {
-                    next = Some(info);
-                    break;
-                }
-            }
-            match next {
-                Some(info) => {
-                    visited.insert(info.node.addr.clone());
-                    current = info;
-                }
-                None => break,
-            }
+            nodes.push(RingNode { info, fingers });
         }
         Ok(nodes)
     }
@@ -114,27 +82,8 @@ impl Client {
     /// The nodes of the ring in ring order, without their finger tables.
     pub async fn walk(&self) -> Result<Vec<NodeRef>> {
         let first = self.peers.get_info(&self.entry).await?;
-        let start = first.node.addr.clone();
-        let mut out = vec![first.node.clone()];
-        let mut frontier = first.successors;
-        while let Some(next) = frontier.first().cloned() {
-            if next.addr == start
-                || out.iter().any(|n| n.addr == next.addr)
-                || out.len() >= MAX_RING_WALK
-            {
-                break;
-            }
-            match self.peers.get_info(&next.addr).await {
-                Ok(info) => {
-                    out.push(next);
-                    frontier = info.successors;
-                }
-                Err(_) => {
-                    frontier.remove(0);
-                }
-            }
-        }
-        Ok(out)
+        let infos = self.peers.walk_ring(first).await;
+        Ok(infos.into_iter().map(|info| info.node).collect())
     }
 
     /// The owner of `key` and the hops the entry node took to find it.

@@ -28,13 +28,13 @@ impl RingService {
 }
 
 pub fn node_info(node: &Node) -> pb::NodeInfo {
-    let ring = node.ring();
+    let info = node.info();
     pb::NodeInfo {
-        node: Some(wire::node_to_pb(ring.me())),
-        predecessor: ring.predecessor().map(wire::node_to_pb),
-        successors: wire::nodes_to_pb(ring.successors()),
-        uptime_secs: node.uptime().as_secs(),
-        replicas: node.config().replicas as u32,
+        node: Some(wire::node_to_pb(&info.node)),
+        predecessor: info.predecessor.as_ref().map(wire::node_to_pb),
+        successors: wire::nodes_to_pb(&info.successors),
+        uptime_secs: info.uptime_secs,
+        replicas: info.replicas,
     }
 }
 
