@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::chord::{Id, Lookup, LookupStep, NodeRef, Options, RingState, Route};
+use crate::chord::{replica_set, Id, Lookup, LookupStep, NodeRef, Options, RingState, Route};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::peer::{PeerInfo, PeerOptions, PeerPool};
@@ -258,16 +258,7 @@ impl Node {
             } else {
                 Vec::new()
             };
-            let mut set = vec![owner];
-            for s in successors {
-                if set.len() >= count {
-                    break;
-                }
-                if !set.iter().any(|n| n.addr == s.addr) {
-                    set.push(s);
-                }
-            }
-            return Ok(set);
+            return Ok(replica_set(owner, successors, count));
         }
         Err(last.unwrap_or_else(|| Error::Unavailable(format!("cannot place key {}", key.short()))))
     }

@@ -9,12 +9,13 @@
 //! and [`successors`] are the two routing tables; [`state`] is one node's
 //! ring state machine (routing, stabilize, notify, fix_fingers,
 //! check_predecessor, graceful leave); [`lookup`] walks a lookup across
-//! nodes one hop at a time; [`sim`] runs many nodes over a deterministic
+//! nodes one hop at a time; [`placement`] says which nodes hold a key; [`sim`] runs many nodes over a deterministic
 //! message queue for scenario tests.
 
 pub mod finger;
 pub mod id;
 pub mod lookup;
+pub mod placement;
 pub mod sim;
 pub mod state;
 pub mod successors;
@@ -25,6 +26,7 @@ mod scenarios;
 pub use finger::FingerTable;
 pub use id::{Id, NodeRef, ID_BITS, ID_BYTES};
 pub use lookup::{Lookup, LookupStep, MAX_HOPS};
+pub use placement::replica_set;
 pub use sim::Sim;
 pub use state::{LeaveNotice, Options, RingState, Route, DEFAULT_SUCCESSORS, MAX_CANDIDATES};
 pub use successors::SuccessorList;

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use super::Client;
-use crate::chord::{Id, NodeRef};
+use crate::chord::{replica_set, Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::replication::now_ms;
 use crate::store::{validate_name, Manifest};
@@ -322,12 +322,12 @@ impl Client {
     /// The owner of `key` and its next successors: where copies should be.
     pub async fn holders(&self, key: Id, replicas: usize) -> Result<Vec<NodeRef>> {
         let (owner, _) = self.lookup(&key).await?;
-        let mut holders = vec![owner.clone()];
-        if let Ok(info) = self.info(&owner.addr).await {
-            holders.extend(info.successors.into_iter().filter(|s| s.addr != owner.addr));
-        }
-        holders.truncate(replicas.max(1) + 1);
-        Ok(holders)
+        let successors = match self.info(&owner.addr).await {
+            Ok(info) => info.successors,
+            Err(_) => Vec::new(),
+        };
+        // One node past the replica set, as a last resort for reads.
+        Ok(replica_set(owner, successors, replicas.max(1) + 1))
     }
 
     /// The chunks of `manifest` in order, fetched `parallel` ahead.
