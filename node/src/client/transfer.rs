@@ -176,48 +176,24 @@ impl Client {
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<bool> {
-        let len = data.len() as u64;
-        let mut last = None;
-        for attempt in 0..opts.attempts.max(1) {
-            if attempt > 0 {
-                tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
-            }
-            let holders = match self.holders(key, replicas as usize).await {
-                Ok(holders) => holders,
-                Err(e) if e.is_retryable() => {
-                    last = Some(e);
-                    continue;
+        let already = self
+            .retrying(opts.attempts, || async {
+                let holders = self.holders(key, replicas as usize).await?;
+                // Skip only what every holder already has: a chunk an earlier,
+                // failed attempt left on the owner alone is sent again, so the
+                // owner replicates it before this upload counts it as stored.
+                let replica_set = &holders[..holders.len().min(replicas as usize)];
+                if self.held_by_all(key, replica_set).await {
+                    return Ok(true);
                 }
-                Err(e) => return Err(e),
-            };
-            // Skip only what every holder already has: a chunk an earlier,
-            // failed attempt left on the owner alone is sent again, so the
-            // owner replicates it before this upload counts it as stored.
-            if self
-                .held_by_all(key, &holders[..holders.len().min(replicas as usize)])
-                .await
-            {
-                progress(len);
-                return Ok(true);
-            }
-            let owner = &holders[0];
-            match self
-                .peers()
-                .put_chunk(&owner.addr, &key, data.clone(), replicas)
-                .await
-            {
-                Ok(_) => {
-                    progress(len);
-                    return Ok(false);
-                }
-                Err(e) if e.is_retryable() => {
-                    debug!(peer = %owner.addr, key = %key.short(), error = %e, "chunk upload failed; retrying");
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Unavailable(format!("chunk {} not stored", key.short()))))
+                self.peers()
+                    .put_chunk(&holders[0].addr, &key, data.clone(), replicas)
+                    .await?;
+                Ok(false)
+            })
+            .await?;
+        progress(data.len() as u64);
+        Ok(already)
     }
 
     /// Whether every one of `holders` says it has chunk `key`.
@@ -237,33 +213,24 @@ impl Client {
         replicas: u32,
         opts: &TransferOptions,
     ) -> Result<u64> {
-        let mut last = None;
-        for attempt in 0..opts.attempts.max(1) {
-            if attempt > 0 {
-                tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
-            }
-            let result = match self.lookup(&manifest.key()).await {
-                Ok((owner, _)) => {
-                    self.peers()
-                        .put_manifest(&owner.addr, manifest, replicas, false)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok((_, version)) => return Ok(version),
-                Err(e) if e.is_retryable() => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::Unavailable("manifest not stored".into())))
+        self.retrying(opts.attempts, || async {
+            let (owner, _) = self.lookup(&manifest.key()).await?;
+            let (_, version) = self
+                .peers()
+                .put_manifest(&owner.addr, manifest, replicas, false)
+                .await?;
+            Ok(version)
+        })
+        .await
     }
 
     /// The live manifest of `name`; [`Error::NotFound`] if there is none.
     pub async fn manifest(&self, name: &str) -> Result<Manifest> {
         validate_name(name)?;
         let found = self
-            .retrying(|| self.peers().get_manifest(self.entry(), name, true))
+            .retrying(CALL_ATTEMPTS, || {
+                self.peers().get_manifest(self.entry(), name, true)
+            })
             .await?;
         match found {
             Some(m) if !m.deleted => Ok(m),
@@ -271,9 +238,10 @@ impl Client {
         }
     }
 
-    /// Runs `op` until it succeeds, fails for good, or [`CALL_ATTEMPTS`]
-    /// retryable failures have passed (the ring may be repairing itself).
-    async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T>
+    /// Runs `op` until it succeeds, fails for good, or `attempts` tries have
+    /// failed retryably (the ring may be repairing itself); each retry waits
+    /// a little longer.
+    async fn retrying<T, F, Fut>(&self, attempts: usize, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -281,7 +249,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             match op().await {
-                Err(e) if e.is_retryable() && attempt + 1 < CALL_ATTEMPTS => {
+                Err(e) if e.is_retryable() && attempt + 1 < attempts.max(1) => {
                     attempt += 1;
                     debug!(error = %e, attempt, "retrying");
                     tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
@@ -423,8 +391,10 @@ impl Client {
 
     /// Every live file on the ring.
     pub async fn list(&self) -> Result<Vec<FileEntry>> {
-        self.retrying(|| self.peers().list_files(self.entry(), true))
-            .await
+        self.retrying(CALL_ATTEMPTS, || {
+            self.peers().list_files(self.entry(), true)
+        })
+        .await
     }
 
     /// Deletes `name` (a tombstone every holder learns). Returns its version.
