@@ -42,37 +42,45 @@ impl Node {
         let local = data.clone();
         self.disk(move |s| s.put_chunk(&key, &local)).await?;
         Counters::bump(&self.counters.bytes_in, len);
+        let what = format!("chunk {}", key.short());
+        self.copy_to_successors(copies, &what, |peer| {
+            let data = data.clone();
+            async move {
+                self.peers().put_chunk(&peer.addr, &key, data, 1).await?;
+                Counters::bump(&self.counters.bytes_out, len);
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// The replication rule shared by chunks and manifests, once the local
+    /// copy is durable: copy to the nearest successors in parallel, one more
+    /// further along the list for each that fails, until `copies` copies
+    /// exist in all; an error unless min(`copies`, ring size) do.
+    async fn copy_to_successors<F, Fut>(&self, copies: u32, what: &str, copy: F) -> Result<u32>
+    where
+        F: Fn(NodeRef) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let want = (copies.max(1) as usize).min(self.replicas());
-        if want <= 1 {
-            return Ok(1);
-        }
         let successors = self.ring().successors().to_vec();
         let needed = want.min(1 + successors.len());
         let mut made = 1;
         let mut next = successors.into_iter();
-        // First the nearest want-1 successors in parallel, then one more
-        // further along the list for each that failed.
         let mut batch: Vec<NodeRef> = next.by_ref().take(want - 1).collect();
         while !batch.is_empty() && made < want {
             let results = futures::future::join_all(batch.iter().map(|peer| {
-                let data = data.clone();
-                async move {
-                    (
-                        peer,
-                        self.peers().put_chunk(&peer.addr, &key, data, 1).await,
-                    )
-                }
+                let copying = copy(peer.clone());
+                async move { (peer, copying.await) }
             }))
             .await;
             let mut failed = 0;
             for (peer, result) in results {
                 match result {
-                    Ok(_) => {
-                        made += 1;
-                        Counters::bump(&self.counters.bytes_out, len);
-                    }
+                    Ok(()) => made += 1,
                     Err(e) => {
-                        warn!(peer = %peer.addr, key = %key.short(), error = %e, "replica write failed");
+                        warn!(peer = %peer.addr, error = %e, "replica write of {what} failed");
                         if e.is_retryable() {
                             self.peer_failed(peer);
                         }
@@ -84,8 +92,7 @@ impl Node {
         }
         if made < needed {
             return Err(Error::Unavailable(format!(
-                "chunk {}: only {made} of {needed} copies durable",
-                key.short()
+                "{what}: only {made} of {needed} copies durable"
             )));
         }
         Ok(made as u32)
@@ -164,35 +171,17 @@ impl Node {
     async fn put_manifest_replicated(&self, manifest: Manifest, copies: u32) -> Result<u32> {
         let local = manifest.clone();
         self.disk(move |s| s.put_manifest(&local)).await?;
-        let want = (copies.max(1) as usize).min(self.replicas());
-        let successors: Vec<NodeRef> = self.ring().successors().to_vec();
-        let needed = want.min(1 + successors.len());
-        let mut made = 1;
-        for peer in successors {
-            if made >= want {
-                break;
+        let what = format!("manifest for {:?}", manifest.name);
+        self.copy_to_successors(copies, &what, |peer| {
+            let manifest = &manifest;
+            async move {
+                self.peers()
+                    .put_manifest(&peer.addr, manifest, 1, true)
+                    .await?;
+                Ok(())
             }
-            match self
-                .peers()
-                .put_manifest(&peer.addr, &manifest, 1, true)
-                .await
-            {
-                Ok(_) => made += 1,
-                Err(e) => {
-                    warn!(peer = %peer.addr, error = %e, "manifest replica write failed");
-                    if e.is_retryable() {
-                        self.peer_failed(&peer);
-                    }
-                }
-            }
-        }
-        if made < needed {
-            return Err(Error::Unavailable(format!(
-                "manifest for {:?}: only {made} of {needed} copies durable",
-                manifest.name
-            )));
-        }
-        Ok(made as u32)
+        })
+        .await
     }
 
     /// The newest manifest of `name` among its holders (tombstones included).
