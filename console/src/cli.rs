@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::chord::{Id, NodeRef};
-use chord_node::client::{Client, NodeStatus, RingNode, TransferOptions};
+use chord_node::client::{file_json, Client, NodeStatus, RingNode, TransferOptions};
 use chord_node::peer::PeerOptions;
 use chord_node::store::Manifest;
 use clap::{Args, Parser, Subcommand};
@@ -444,15 +444,7 @@ fn mb_per_sec(bytes: u64, secs: f64) -> f64 {
 async fn ls(cli: &Cli) -> Result<()> {
     let files = cli.client()?.list().await?;
     if cli.json {
-        let files: Vec<Value> = files
-            .iter()
-            .map(|f| {
-                json!({
-                    "name": f.name, "size": f.size, "version": f.version,
-                    "chunks": f.chunks, "modified_ms": f.modified_ms,
-                })
-            })
-            .collect();
+        let files: Vec<Value> = files.iter().map(file_json).collect();
         return print_json(&json!({ "files": files }));
     }
     for f in &files {

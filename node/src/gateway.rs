@@ -46,7 +46,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::io::StreamReader;
 use tracing::{debug, info, warn};
 
-use crate::client::{verify_whole, Client, TransferOptions, UploadReport};
+use crate::client::{file_json, verify_whole, Client, TransferOptions, UploadReport};
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::peer::PeerOptions;
@@ -395,24 +395,13 @@ async fn list(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let mut files = match gw.client.list().await {
+    // The ring-wide listing comes sorted by name.
+    let files = match gw.client.list().await {
         Ok(files) => files,
         Err(e) => return error_response(&e),
     };
-    files.sort_by(|a, b| a.name.cmp(&b.name));
     if wants_json(&query, &headers) {
-        let files: Vec<serde_json::Value> = files
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "name": f.name,
-                    "size": f.size,
-                    "version": f.version,
-                    "chunks": f.chunks,
-                    "modified_ms": f.modified_ms,
-                })
-            })
-            .collect();
+        let files: Vec<serde_json::Value> = files.iter().map(file_json).collect();
         json(&serde_json::Value::Array(files))
     } else {
         // Names hold no control characters, so a tab cannot be part of one.

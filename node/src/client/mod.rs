@@ -9,7 +9,7 @@ use std::collections::HashSet;
 mod transfer;
 
 pub use transfer::{
-    verify_whole, DownloadReport, FileEntry, NodeStatus, TransferOptions, UploadReport,
+    file_json, verify_whole, DownloadReport, FileEntry, NodeStatus, TransferOptions, UploadReport,
 };
 
 use crate::chord::{Id, NodeRef};

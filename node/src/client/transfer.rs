@@ -416,6 +416,18 @@ impl Client {
     }
 }
 
+/// A listed file as JSON, the same for `chord-console ls --json` and the
+/// gateway's `GET /?json`, so scripts see one shape.
+pub fn file_json(f: &FileEntry) -> serde_json::Value {
+    serde_json::json!({
+        "name": f.name,
+        "size": f.size,
+        "version": f.version,
+        "chunks": f.chunks,
+        "modified_ms": f.modified_ms,
+    })
+}
+
 /// Checks a whole downloaded file against its manifest.
 pub fn verify_whole(manifest: &Manifest, size: u64, sha256: [u8; 32]) -> Result<()> {
     if size != manifest.size {
