@@ -27,6 +27,9 @@ pub const FAST: &[&str] = &[
     "1000",
 ];
 
+/// How long a test ring may take to converge after its nodes start.
+pub const CONVERGE: Duration = Duration::from_secs(60);
+
 /// Pause between polls while waiting for a condition.
 pub const POLL: Duration = Duration::from_millis(200);
 
@@ -67,6 +70,14 @@ impl TestCluster {
         for _ in 0..n {
             cluster.add_node().await?;
         }
+        Ok(cluster)
+    }
+
+    /// Like [`TestCluster::start`], then waits until every pointer matches
+    /// the truth (at most [`CONVERGE`]).
+    pub async fn start_converged(n: usize, replicas: usize, args: &[&str]) -> Result<TestCluster> {
+        let cluster = TestCluster::start(n, replicas, args).await?;
+        cluster.wait_consistent(CONVERGE).await?;
         Ok(cluster)
     }
 

@@ -13,8 +13,6 @@ use chord_tests::files::random_file;
 use chord_tests::{TestCluster, FAST};
 use serde_json::Value;
 
-const CONVERGE: Duration = Duration::from_secs(60);
-
 fn console_binary() -> PathBuf {
     let node = chord_console::fleet::locate_node_binary().unwrap();
     node.with_file_name("chord-console")
@@ -51,8 +49,7 @@ async fn json(peer: &str, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn json_documents_keep_their_contract() {
-    let cluster = TestCluster::start(5, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let cluster = TestCluster::start_converged(5, 3, FAST).await.unwrap();
     let peer = cluster.random_addr().unwrap();
 
     // ring --json: nodes in ring order with the contract keys.

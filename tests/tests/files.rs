@@ -12,9 +12,7 @@ use chord_node::chord::Id;
 use chord_node::client::TransferOptions;
 use chord_node::Error;
 use chord_tests::files::{client, no_progress, random_file, small_chunks};
-use chord_tests::{TestCluster, FAST};
-
-const CONVERGE: Duration = Duration::from_secs(60);
+use chord_tests::{TestCluster, CONVERGE, FAST};
 
 /// Uploads through one node and downloads through another; bytes must match.
 async fn round_trip(
@@ -43,8 +41,7 @@ async fn round_trip(
 
 #[tokio::test]
 async fn round_trips_of_edge_sizes_through_different_nodes() {
-    let cluster = TestCluster::start(4, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let cluster = TestCluster::start_converged(4, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let opts = TransferOptions {
         chunk_size: 1024 * 1024,
@@ -77,8 +74,7 @@ async fn round_trips_of_edge_sizes_through_different_nodes() {
 
 #[tokio::test]
 async fn twenty_files_survive_two_crashes_and_regain_three_copies() {
-    let mut cluster = TestCluster::start(8, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let mut cluster = TestCluster::start_converged(8, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
         .upload_random_files(dir.path(), "file", 20, |i| 50_000 + i * 37_000)
@@ -129,8 +125,7 @@ fn futures_copies(cluster: &TestCluster) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn joining_nodes_take_their_share_of_a_loaded_ring() {
-    let mut cluster = TestCluster::start(4, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let mut cluster = TestCluster::start_converged(4, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
         .upload_random_files(dir.path(), "load", 12, |_| 300_000)
@@ -187,8 +182,7 @@ async fn joining_nodes_take_their_share_of_a_loaded_ring() {
 
 #[tokio::test]
 async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
-    let mut cluster = TestCluster::start(8, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let mut cluster = TestCluster::start_converged(8, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
         .upload_random_files(dir.path(), "keep", 10, |_| 200_000)
@@ -220,8 +214,7 @@ async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
 
 #[tokio::test]
 async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
-    let cluster = TestCluster::start(4, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let cluster = TestCluster::start_converged(4, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = random_file(dir.path(), "victim", 100_000).unwrap();
     let c = client(&cluster.addrs()[0]).unwrap();
@@ -272,8 +265,7 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
     use chord_proto::pb;
     use chord_proto::pb::store_client::StoreClient;
 
-    let cluster = TestCluster::start(3, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
     let addr = cluster.addrs()[0].clone();
     let c = client(&addr).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -457,8 +449,7 @@ async fn a_full_disk_is_a_clear_error_and_the_node_keeps_serving() {
 async fn a_node_killed_mid_transfer_does_not_fail_the_transfer() {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    let mut cluster = TestCluster::start(8, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let mut cluster = TestCluster::start_converged(8, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let len = 40 << 20;
     let path = random_file(dir.path(), "big", len).unwrap();
@@ -517,8 +508,7 @@ async fn kill_midway(
 
 #[tokio::test]
 async fn stopping_the_whole_ring_at_once_keeps_every_file() {
-    let mut cluster = TestCluster::start(5, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let mut cluster = TestCluster::start_converged(5, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
         .upload_random_files(dir.path(), "all", 10, |i| 100_000 + i * 10_000)
@@ -611,8 +601,7 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
         .copied()
         .collect();
     args.extend(["--repair-ms", "600000"]);
-    let cluster = TestCluster::start(4, 3, &args).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let cluster = TestCluster::start_converged(4, 3, &args).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
         .upload_random_files(dir.path(), "fallback", 1, |_| 200_000)
@@ -654,8 +643,7 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
 
 #[tokio::test]
 async fn holders_with_different_manifests_of_one_version_converge() {
-    let cluster = TestCluster::start(3, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
         .upload_random_files(dir.path(), "tie", 1, |_| 1000)

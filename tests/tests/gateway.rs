@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chord_console::fleet::Fleet;
 use chord_node::chord::Id;
-use chord_tests::{free_port, TestCluster, FAST, POLL};
+use chord_tests::{free_port, TestCluster, CONVERGE, FAST, POLL};
 use rand::Rng;
 
 /// Each node's gateway listens on its gRPC port plus this.
 const HTTP_OFFSET: u16 = 1000;
 /// How long a 3-node ring may take to become consistent.
-const CONVERGE: Duration = Duration::from_secs(60);
 /// How long a gateway may take to accept connections after its node answers.
 const HTTP_READY: Duration = Duration::from_secs(15);
 /// Bound on one curl or python run (a few MiB through a debug build).

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use chord_node::chord::NodeRef;
 use chord_proto::pb;
 use chord_proto::pb::ring_client::RingClient;
-use chord_tests::{free_port, TestCluster, FAST};
+use chord_tests::{free_port, TestCluster, CONVERGE, FAST};
 use tokio::io::AsyncWriteExt;
-
-const CONVERGE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn sixteen_nodes_converge_and_route_correctly() {
@@ -31,8 +29,7 @@ async fn sixteen_nodes_converge_and_route_correctly() {
 
 #[tokio::test]
 async fn survives_kill_of_r_minus_1_adjacent_nodes() {
-    let mut cluster = TestCluster::start(16, 3, FAST).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let mut cluster = TestCluster::start_converged(16, 3, FAST).await.unwrap();
     let truth = cluster.truth();
     // r = 3: kill two adjacent nodes at once.
     for victim in &truth[4..6] {
@@ -62,8 +59,7 @@ async fn graceful_leave_repairs_neighbours_at_once() {
         "--check-predecessor-ms",
         "60000",
     ];
-    let mut cluster = TestCluster::start(5, 3, &slow).await.unwrap();
-    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let mut cluster = TestCluster::start_converged(5, 3, &slow).await.unwrap();
     let leaver = cluster.truth()[2].clone();
     let clean = cluster
         .fleet
