@@ -4,6 +4,7 @@
 //! processes (used by `local up` and by the integration tests).
 
 pub mod bench;
+pub mod capacity;
 pub mod cli;
 pub mod fleet;
 pub mod progress;

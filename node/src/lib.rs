@@ -12,6 +12,7 @@ pub mod chord;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod node;
 pub mod peer;
@@ -32,3 +33,10 @@ pub const MAX_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Size of one streamed gRPC message of chunk data.
 pub const PIECE_BYTES: usize = 256 * 1024;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -59,6 +59,30 @@ impl RepairReport {
     }
 }
 
+/// What a hand-off (a graceful leave or a drain) did, returned to whoever
+/// asked for it: the console, the autoscaler, the lifecycle-hook handler.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandoffReport {
+    /// Chunks and manifests confirmed by their next holders and dropped here.
+    pub keys: u64,
+    /// Bytes pushed to the next holders.
+    pub bytes: u64,
+    /// Keys still held here that no next holder has confirmed. Zero means
+    /// the node can be destroyed without losing anything.
+    pub unconfirmed: u64,
+    /// Hand-off rounds run.
+    pub rounds: u32,
+    /// Time spent, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl HandoffReport {
+    /// Whether every key this node held is confirmed elsewhere.
+    pub fn is_complete(&self) -> bool {
+        self.unconfirmed == 0
+    }
+}
+
 /// Keeps the average byte rate of pushes under a cap.
 #[derive(Debug)]
 struct Pacer {

@@ -8,7 +8,6 @@
 //! disk is reached only through [`Node::disk`].
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chord_proto::pb;
@@ -18,16 +17,11 @@ use tracing::{debug, warn};
 use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::node::{Counters, Node};
+use crate::now_ms;
 use crate::store::{validate_name, Manifest};
 
 /// Lookups in flight at once while checking a manifest's chunks.
 const CHECK_PARALLELISM: usize = 16;
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 impl Node {
     /// Copies wanted for every key, capped by what a successor list can name.

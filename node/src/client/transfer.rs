@@ -24,7 +24,7 @@ use tracing::debug;
 use super::Client;
 use crate::chord::{replica_set, Id, NodeRef};
 use crate::error::{Error, Result};
-use crate::replication::now_ms;
+use crate::now_ms;
 use crate::store::{validate_name, Manifest};
 
 #[derive(Clone, Debug)]

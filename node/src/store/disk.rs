@@ -107,7 +107,7 @@ impl Layout {
         self.quarantine.join(format!(
             "{QUARANTINED_CHUNK_PREFIX}{}-{}-{}",
             key.to_hex(),
-            now_ms(),
+            crate::now_ms(),
             self.next_seq()
         ))
     }
@@ -117,7 +117,7 @@ impl Layout {
         self.quarantine.join(format!(
             "{QUARANTINED_MANIFEST_PREFIX}{}-{}-{}{MANIFEST_EXT}",
             key.to_hex(),
-            now_ms(),
+            crate::now_ms(),
             self.next_seq()
         ))
     }
@@ -292,13 +292,6 @@ pub(super) fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
         .map_err(|e| Error::io(context(), e))?
         .map(|entry| entry.map_err(|e| Error::io(context(), e)))
         .collect()
-}
-
-fn now_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
