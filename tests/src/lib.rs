@@ -40,6 +40,24 @@ pub struct TestCluster {
     dir: TempDir,
 }
 
+/// A Python tool (`python3`, `moto_server`, `cfn-lint`) from the project's
+/// virtualenv: `$CHORD_VENV/bin`, else `target/venv/bin` of this workspace
+/// (where the README's test command installs `tests/requirements.txt`),
+/// else whatever `PATH` finds.
+pub fn python_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("CHORD_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv")
+        });
+    let candidate = venv.join("bin").join(name);
+    if candidate.is_file() {
+        candidate
+    } else {
+        std::path::PathBuf::from(name)
+    }
+}
+
 /// A port that was free a moment ago (the OS picks it).
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("bind")?;

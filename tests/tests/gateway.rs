@@ -408,12 +408,14 @@ async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
 
 #[tokio::test]
 async fn python_requests_client_round_trip() {
-    match run("python3", &["-c", "import requests"]).await {
+    let python = chord_tests::python_tool("python3");
+    let python = python.to_string_lossy();
+    match run(&python, &["-c", "import requests"]).await {
         Ok(out) if out.status.success() => {}
         // CI installs tests/requirements.txt and sets CHORD_REQUIRE_ALL,
         // so there a missing module is a failure, not a skip.
         _ if std::env::var_os("CHORD_REQUIRE_ALL").is_some() => {
-            panic!("python3 with `requests` is required (pip install -r tests/requirements.txt)")
+            panic!("python3 with `requests` is required (the README's test command installs it into target/venv)")
         }
         _ => {
             eprintln!("SKIPPED: python3 with the `requests` module is not available");
@@ -425,7 +427,7 @@ async fn python_requests_client_round_trip() {
     let data = random_bytes(5 * 1024 * 1024 + 123);
     let path = write(dir.path(), "from python.bin", &data);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway_client.py");
-    let out = run("python3", &[script, &http[0], &http[1], &path])
+    let out = run(&python, &[script, &http[0], &http[1], &path])
         .await
         .unwrap();
     assert!(
