@@ -470,6 +470,7 @@ fn status_of(err: &Error) -> StatusCode {
         }
         | Error::Unreachable { .. }
         | Error::Unavailable(_)
+        | Error::Leaving { .. }
         | Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
         Error::BadReply { .. } => StatusCode::BAD_GATEWAY,
         Error::Corrupt(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
