@@ -601,6 +601,17 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
             message: status.message().to_string(),
             retryable: false,
         },
+        // tonic's wording for an answer that was plain HTTP, not gRPC.
+        Code::Internal
+            if status
+                .message()
+                .contains("while receiving response with status") =>
+        {
+            Error::BadReply {
+                peer,
+                reason: "not a chord-dfs gRPC port (it answered plain HTTP)".into(),
+            }
+        }
         Code::Internal | Code::Unimplemented => Error::BadReply {
             peer,
             reason: status.message().to_string(),
