@@ -63,6 +63,10 @@ pub enum Command {
     Rm(RmArgs),
     /// Per-node store counters.
     Status,
+    /// The ring on an AWS Auto Scaling group (the SDK's usual settings;
+    /// AWS_ENDPOINT_URL sends every call elsewhere, e.g. to an emulator).
+    #[command(subcommand)]
+    Aws(crate::aws::AwsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +207,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ls => ls(&cli).await,
         Command::Rm(args) => rm(&cli, args).await,
         Command::Status => status(&cli).await,
+        Command::Aws(cmd) => crate::aws::run(&cli, cmd).await,
     }
 }
 

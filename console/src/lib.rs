@@ -3,6 +3,7 @@
 //! [`cli`] holds the headless commands; [`bench`] the transfer benchmark; [`fleet`] runs local `chord-node`
 //! processes (used by `local up` and by the integration tests).
 
+pub mod aws;
 pub mod bench;
 pub mod capacity;
 pub mod cli;

@@ -13,6 +13,8 @@ use chord_node::peer::{PeerInfo, PeerOptions, PeerPool};
 use rand::seq::IndexedRandom;
 use tempfile::TempDir;
 
+pub mod aws;
+
 /// Maintenance intervals that make a small loopback ring converge in seconds.
 pub const FAST: &[&str] = &[
     "--stabilize-ms",
