@@ -32,7 +32,7 @@ const BOOT: Duration = Duration::from_secs(60);
 const SETTLE: Duration = chord_tests::CONVERGE;
 /// Upper bound of one console command (a scale moves several nodes).
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(240);
-/// Metric publishing period the test nodes use (the flag's minimum).
+/// Metric publishing period of the test nodes: a few points per minute.
 const METRICS_PERIOD_SECS: &str = "2";
 
 /// Flags of every test node: fast ring maintenance, fast AWS loops.
@@ -42,10 +42,10 @@ fn node_options() -> StandInOptions {
         [
             "--metrics-interval-secs",
             METRICS_PERIOD_SECS,
-            "--lifecycle-poll-ms",
-            "500",
-            "--discovery-poll-ms",
-            "500",
+            "--lifecycle-poll-secs",
+            "1",
+            "--rejoin-check-secs",
+            "2",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -217,6 +217,43 @@ async fn console_json(moto: &Moto, args: &[&str]) -> Value {
 /// Chunks a node stores.
 async fn chunks_on(addr: &str) -> Result<u64> {
     Ok(peers().get_stats(addr).await?.chunks)
+}
+
+/// The status line of a plain GET without a token (raw HTTP/1.1).
+async fn status_without_token(endpoint: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = endpoint.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn the_fake_metadata_service_speaks_imdsv2_to_the_sdk() {
+    let imds = chord_tests::aws::FakeImds::start("i-0abc", "127.0.0.9", "us-east-1")
+        .await
+        .unwrap();
+    let client = chord_aws::Imds::new(Some(&imds.endpoint())).unwrap();
+    let me = client.identity().await.unwrap();
+    assert_eq!(
+        (me.instance_id.as_str(), me.private_ip.as_str(), me.region.as_str()),
+        ("i-0abc", "127.0.0.9", "us-east-1")
+    );
+    let state = client.target_state().await.unwrap().unwrap();
+    assert_eq!(state, chord_aws::LifecycleState::InService);
+    imds.set_lifecycle_state(chord_tests::aws::imds::TERMINATED);
+    let state = client.target_state().await.unwrap().unwrap();
+    assert_eq!(state, chord_aws::LifecycleState::Terminated);
+    assert_eq!(imds.lifecycle_reads(), 2);
+    // Without the session token, metadata is refused, as on EC2.
+    let refused = status_without_token(&imds.endpoint(), "/latest/meta-data/instance-id").await;
+    assert!(refused.contains("401"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

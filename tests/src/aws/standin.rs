@@ -54,6 +54,8 @@ pub struct StandInOptions {
     pub replicas: usize,
     /// Extra flags for every node (maintenance intervals, metric period).
     pub extra_args: Vec<String>,
+    /// The nodes' `RUST_LOG`.
+    pub log_filter: String,
 }
 
 impl Default for StandInOptions {
@@ -61,6 +63,9 @@ impl Default for StandInOptions {
         StandInOptions {
             replicas: 3,
             extra_args: crate::FAST.iter().map(|s| s.to_string()).collect(),
+            // The lifecycle handler's debug lines show each heartbeat sent
+            // or refused, which the tests look for.
+            log_filter: "info,chord_node::discovery=debug".to_string(),
         }
     }
 }
@@ -417,6 +422,7 @@ async fn launch(ctx: &Shared, id: &str, ip: &str, addr: &str) -> Result<Instance
         // Belt and braces: anything in the SDK that reads instance metadata
         // by itself finds this instance's fake, on loopback.
         .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
+        .env("RUST_LOG", &ctx.opts.log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
