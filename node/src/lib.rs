@@ -11,9 +11,11 @@
 pub mod chord;
 pub mod client;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod repair;

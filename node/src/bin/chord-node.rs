@@ -2,17 +2,46 @@
 //!
 //! SIGTERM or SIGINT makes the node leave gracefully: it tells its neighbours
 //! before exiting. Failure to start or join exits non-zero with one line.
+//!
+//! `--discovery static` (the default) takes the ring from the flags: `--join`
+//! or create. `--discovery aws` runs on an Auto Scaling group's instance: the
+//! identity comes from the instance metadata service, the ring from the
+//! group's members (see `chord_node::discovery`), and the node also publishes
+//! its metrics to CloudWatch, re-joins the others if it finds itself alone,
+//! and drains when the group's terminating lifecycle hook holds it, then exits.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use chord_node::config::{Config, DEFAULT_PORT};
+use chord_node::discovery::aws::{self as aws_discovery, AwsContext};
+use chord_node::discovery::lifecycle::{self, LifecycleOptions};
+use chord_node::metrics::{self, Publisher};
+use chord_node::node::Node;
+use chord_node::peer::{PeerOptions, PeerPool};
+use chord_node::store::Store;
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
+
+/// How long the AWS-mode tasks get to stop after the node has: they stop at
+/// their next await on cancel, and one AWS call is bounded well below this.
+const AWS_TASKS_STOP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// How the node finds its ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Discovery {
+    /// From the flags: `--join PEER`, or create a new ring.
+    Static,
+    /// From the instance's Auto Scaling group (IMDS, Auto Scaling, EC2).
+    Aws,
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "chord-node", version, about = "A chord-dfs ring node")]
@@ -60,9 +89,73 @@ struct Args {
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
-    /// Seconds to keep trying the --join peer before giving up.
+    /// Seconds to keep trying the --join peer before giving up (in AWS mode,
+    /// also how long to wait for another instance to create the ring).
     #[arg(long, default_value_t = 20)]
     join_timeout_secs: u64,
+    /// How the node finds its ring.
+    #[arg(long, value_enum, default_value_t = Discovery::Static)]
+    discovery: Discovery,
+    /// AWS mode: instance metadata endpoint (default: the SDK's, which honours
+    /// AWS_EC2_METADATA_SERVICE_ENDPOINT).
+    #[arg(long)]
+    imds_endpoint: Option<String>,
+    /// AWS mode: CloudWatch namespace of the node's metrics.
+    #[arg(long, default_value = metrics::DEFAULT_NAMESPACE)]
+    metrics_namespace: String,
+    /// AWS mode: seconds between two metric publications.
+    #[arg(long, default_value_t = metrics::DEFAULT_INTERVAL.as_secs())]
+    metrics_interval_secs: u64,
+    /// AWS mode: name of the group's terminating lifecycle hook.
+    #[arg(long, default_value = lifecycle::DEFAULT_HOOK)]
+    lifecycle_hook: String,
+    /// AWS mode: seconds between two reads of the target lifecycle state.
+    #[arg(long, default_value_t = lifecycle::DEFAULT_POLL_INTERVAL.as_secs())]
+    lifecycle_poll_secs: u64,
+    /// AWS mode: seconds between two checks for being alone in the ring.
+    #[arg(long, default_value_t = aws_discovery::DEFAULT_REJOIN_CHECK_INTERVAL.as_secs())]
+    rejoin_check_secs: u64,
+}
+
+/// The AWS-mode settings, taken from the flags before they become a [`Config`].
+#[derive(Debug)]
+struct AwsArgs {
+    imds_endpoint: Option<String>,
+    advertise: Option<String>,
+    metrics_namespace: String,
+    metrics_interval: Duration,
+    lifecycle_hook: String,
+    lifecycle_poll: Duration,
+    rejoin_check: Duration,
+}
+
+impl AwsArgs {
+    fn from_args(args: &Args) -> anyhow::Result<AwsArgs> {
+        if args.join.is_some() {
+            anyhow::bail!("--join cannot be used with --discovery aws: the group names the ring");
+        }
+        for (name, secs) in [
+            ("--metrics-interval-secs", args.metrics_interval_secs),
+            ("--lifecycle-poll-secs", args.lifecycle_poll_secs),
+            ("--rejoin-check-secs", args.rejoin_check_secs),
+        ] {
+            if secs == 0 {
+                anyhow::bail!("{name} must be above zero");
+            }
+        }
+        if args.metrics_namespace.trim().is_empty() {
+            anyhow::bail!("--metrics-namespace must not be empty");
+        }
+        Ok(AwsArgs {
+            imds_endpoint: args.imds_endpoint.clone(),
+            advertise: args.advertise.clone(),
+            metrics_namespace: args.metrics_namespace.clone(),
+            metrics_interval: Duration::from_secs(args.metrics_interval_secs),
+            lifecycle_hook: args.lifecycle_hook.clone(),
+            lifecycle_poll: Duration::from_secs(args.lifecycle_poll_secs),
+            rejoin_check: Duration::from_secs(args.rejoin_check_secs),
+        })
+    }
 }
 
 impl Args {
@@ -108,12 +201,104 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.discovery == Discovery::Aws {
+        let aws = AwsArgs::from_args(&args)?;
+        return run_aws(args.into_config(), aws).await;
+    }
     let config = args.into_config();
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     chord_node::server::serve(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// AWS mode: finds the ring through the group, serves the node with the
+/// metrics publisher, the alone check and the lifecycle watcher beside it,
+/// and stops when signalled or when the group's scale-in has been drained.
+async fn run_aws(mut config: Config, aws: AwsArgs) -> anyhow::Result<()> {
+    let ctx = AwsContext::connect(aws.imds_endpoint.as_deref())
+        .await
+        .context("AWS discovery")?;
+    let port = config.listen.port();
+    config.advertise = ctx
+        .advertise_addr(aws.advertise.as_deref(), port)
+        .await
+        .context("AWS discovery")?;
+    let peers = PeerPool::new(PeerOptions {
+        rpc_timeout: config.rpc_timeout,
+        ..PeerOptions::default()
+    });
+    config.join = aws_discovery::find_bootstrap(&ctx, &peers, port, config.join_timeout)
+        .await
+        .context("AWS discovery")?;
+    config.validate()?;
+    // Bound only now: while undecided, a peer probing us gets a quick
+    // "refused" rather than a connection nobody answers.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .context("opening the store")??;
+    let node = match config.join.clone() {
+        None => Node::create(config, store),
+        Some(_) => Node::join(config, store).await?,
+    };
+    info!(id = %node.me().id, addr = %node.me().addr, instance = %ctx.identity.instance_id, "node is up (AWS mode)");
+
+    let ctx = Arc::new(ctx);
+    let stop_tasks = CancellationToken::new();
+    let drained = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(metrics::publish(
+        node.clone(),
+        ctx.clients.clone(),
+        aws.metrics_namespace,
+        Publisher {
+            group: ctx.group.clone(),
+            instance_id: ctx.identity.instance_id.clone(),
+        },
+        aws.metrics_interval,
+        stop_tasks.clone(),
+    ));
+    tasks.spawn(aws_discovery::watch_alone(
+        node.clone(),
+        ctx.clone(),
+        port,
+        aws.rejoin_check,
+        stop_tasks.clone(),
+    ));
+    tasks.spawn(lifecycle::watch(
+        node.clone(),
+        ctx.clone(),
+        LifecycleOptions {
+            hook: aws.lifecycle_hook,
+            poll: aws.lifecycle_poll,
+            drain_round: node.config().handoff_timeout,
+        },
+        stop_tasks.clone(),
+        drained.clone(),
+    ));
+    let shutdown = async {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = drained.cancelled() => info!("drained for the group's scale-in: stopping"),
+        }
+    };
+    let served = chord_node::server::run(node, listener, shutdown).await;
+    stop_tasks.cancel();
+    let stopped = tokio::time::timeout(AWS_TASKS_STOP_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if stopped.is_err() {
+        warn!("AWS tasks did not stop in time; aborting them");
+        tasks.abort_all();
+    }
+    served?;
     Ok(())
 }
 
