@@ -84,7 +84,9 @@ pub async fn watch(
         hook: opts.hook.clone(),
         instance_id: ctx.identity.instance_id.clone(),
     };
-    let Some(report) = drain_with_heartbeats(&node, &ctx, &action, &opts, &cancel).await else {
+    let Some((report, heartbeats)) =
+        drain_with_heartbeats(&node, &ctx, &action, &opts, &cancel).await
+    else {
         return;
     };
     info!(
@@ -94,8 +96,15 @@ pub async fn watch(
         elapsed_ms = report.elapsed_ms,
         "drain complete: every key is confirmed on its next holders"
     );
-    complete(&ctx, &action).await;
+    complete(&ctx, &action, heartbeats).await;
     shutdown.cancel();
+}
+
+/// What became of the heartbeats sent while draining.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Heartbeats {
+    sent: u32,
+    failed: u32,
 }
 
 /// Drains until the hand-off is complete, heartbeating meanwhile. `None` when
@@ -106,8 +115,12 @@ async fn drain_with_heartbeats(
     action: &LifecycleAction,
     opts: &LifecycleOptions,
     cancel: &CancellationToken,
-) -> Option<HandoffReport> {
+) -> Option<(HandoffReport, Heartbeats)> {
     let interval = heartbeat_interval(ctx, action).await;
+    info!(
+        every_secs = interval.as_secs(),
+        "draining with lifecycle heartbeats"
+    );
     let stop_heartbeats = cancel.child_token();
     let heartbeats = tokio::spawn(heartbeat_loop(
         ctx.clone(),
@@ -134,10 +147,14 @@ async fn drain_with_heartbeats(
         r = drain => Some(r),
     };
     stop_heartbeats.cancel();
-    if let Err(e) = heartbeats.await {
-        warn!(error = %e, "heartbeat task failed");
-    }
-    report
+    let tally = match heartbeats.await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "heartbeat task failed");
+            Heartbeats::default()
+        }
+    };
+    report.map(|r| (r, tally))
 }
 
 /// Half the hook's heartbeat timeout, so one lost heartbeat never lets the
@@ -161,40 +178,46 @@ async fn heartbeat_interval(ctx: &AwsContext, action: &LifecycleAction) -> Durat
 }
 
 /// Heartbeats at once and then every `interval` until `stop`. Logs the
-/// first failure only; a failed heartbeat never stops the drain.
+/// first unexpected failure only (an emulator that lacks the call is reported
+/// once, by [`complete`]); a failed heartbeat never stops the drain.
 async fn heartbeat_loop(
     ctx: Arc<AwsContext>,
     action: LifecycleAction,
     interval: Duration,
     stop: CancellationToken,
-) {
+) -> Heartbeats {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failed = false;
+    let mut tally = Heartbeats::default();
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return tally,
             _ = ticker.tick() => {}
         }
         let sent = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return tally,
             r = ctx.clients.lifecycle_heartbeat(&action) => r,
         };
         match sent {
-            Ok(()) => debug!("lifecycle heartbeat sent"),
-            // An emulator that lacks the call is reported once, by complete().
-            Err(e) if !failed && !e.is_not_implemented() => {
-                warn!(error = %e, "lifecycle heartbeat failed; draining on regardless");
-                failed = true;
+            Ok(()) => {
+                tally.sent += 1;
+                debug!("lifecycle heartbeat sent");
             }
-            Err(e) => debug!(error = %e, "lifecycle heartbeat failed again"),
+            Err(e) => {
+                if tally.failed == 0 && !e.is_not_implemented() {
+                    warn!(error = %e, "lifecycle heartbeat failed; draining on regardless");
+                } else {
+                    debug!(error = %e, "lifecycle heartbeat not taken");
+                }
+                tally.failed += 1;
+            }
         }
     }
 }
 
 /// Completes the action with CONTINUE, retrying retryable failures a few
 /// times; logs one line if it cannot.
-async fn complete(ctx: &AwsContext, action: &LifecycleAction) {
+async fn complete(ctx: &AwsContext, action: &LifecycleAction, heartbeats: Heartbeats) {
     let mut attempt = 1;
     loop {
         match ctx
@@ -203,7 +226,12 @@ async fn complete(ctx: &AwsContext, action: &LifecycleAction) {
             .await
         {
             Ok(()) => {
-                info!(hook = %action.hook, "lifecycle action completed (CONTINUE)");
+                info!(
+                    hook = %action.hook,
+                    heartbeats_sent = heartbeats.sent,
+                    heartbeats_failed = heartbeats.failed,
+                    "lifecycle action completed (CONTINUE)"
+                );
                 return;
             }
             Err(e) if e.is_retryable() && attempt < COMPLETE_ATTEMPTS => {
@@ -214,6 +242,8 @@ async fn complete(ctx: &AwsContext, action: &LifecycleAction) {
             Err(e) => {
                 warn!(
                     hook = %action.hook,
+                    heartbeats_sent = heartbeats.sent,
+                    heartbeats_failed = heartbeats.failed,
                     "lifecycle action not completed: {e}; the drain itself is complete"
                 );
                 return;
