@@ -504,10 +504,15 @@ async fn a_node_the_group_terminates_drains_first() {
     }
     let (victim, victim_addr, held) = most;
     assert!(held > 0);
+    let started = Instant::now();
     let exited = ec2
         .terminate_by_group(&victim, Duration::from_secs(120))
         .await
         .unwrap();
+    eprintln!(
+        "{victim} held {held} chunks; drained and exited {:?} after its state turned Terminated",
+        started.elapsed()
+    );
     let log = std::fs::read_to_string(&exited.log).unwrap();
     assert!(
         exited.status.is_some_and(|s| s.success()),
@@ -522,6 +527,7 @@ async fn a_node_the_group_terminates_drains_first() {
         .collect();
     assert_eq!(complaints.len(), 1, "log:\n{log}");
     assert!(complaints[0].contains("500"), "{}", complaints[0]);
+    eprintln!("the node said: {}", complaints[0]);
     assert!(
         log.lines().any(|l| l.to_lowercase().contains("heartbeat")),
         "no lifecycle heartbeat in the log:\n{log}"
