@@ -194,11 +194,9 @@ async fn heartbeat_loop(
             _ = stop.cancelled() => return tally,
             _ = ticker.tick() => {}
         }
-        let sent = tokio::select! {
-            _ = stop.cancelled() => return tally,
-            r = ctx.clients.lifecycle_heartbeat(&action) => r,
-        };
-        match sent {
+        // A heartbeat under way is let finish (the SDK bounds it), so the
+        // tally says what AWS answered rather than what was abandoned.
+        match ctx.clients.lifecycle_heartbeat(&action).await {
             Ok(()) => {
                 tally.sent += 1;
                 debug!("lifecycle heartbeat sent");
