@@ -330,6 +330,8 @@ async fn console_scales_out_and_in_without_losing_files() {
     assert_eq!(exited.len(), 3, "{exited:?}");
     for e in &exited {
         assert!(e.stopped, "{e:?} exited before its instance was terminated");
+        // Drained, a node exits promptly on the instance's SIGTERM.
+        assert!(e.status.is_some(), "{e:?} had to be killed");
     }
     files_intact(dir.path(), &addrs, &names).await.unwrap();
 
@@ -474,6 +476,10 @@ async fn nodes_publish_metrics_per_group_and_per_instance() {
         !request_rate["values"].as_array().unwrap().is_empty(),
         "{status}"
     );
+    // `watch --once` prints the same document once.
+    let watched = console_json(&moto, &["watch", "--asg", "metrics", "--once"]).await;
+    assert_eq!(watched["group"], "metrics", "{watched}");
+    assert_eq!(watched["instances"].as_array().unwrap().len(), 3, "{watched}");
     for id in ec2.nodes().await.keys() {
         assert!(
             metrics.iter().any(|m| m["metric"] == "InstanceStoredBytes"
