@@ -5,7 +5,6 @@
 
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -182,17 +181,17 @@ impl Error {
             SdkError::DispatchFailure(_) => (
                 Failure::Dispatch,
                 None,
-                format!("request not sent: {}", DisplayErrorContext(&err)),
+                format!("request not sent: {}", chain(&err)),
             ),
             SdkError::ResponseError(_) => (
                 Failure::Response,
                 None,
-                format!("unreadable answer: {}", DisplayErrorContext(&err)),
+                format!("unreadable answer: {}", chain(&err)),
             ),
             _ => (
                 Failure::Construction,
                 None,
-                format!("request not built: {}", DisplayErrorContext(&err)),
+                format!("request not built: {}", chain(&err)),
             ),
         };
         Error::Api {
@@ -203,6 +202,23 @@ impl Error {
             detail,
         }
     }
+}
+
+/// An error and its causes, as one line: `outer: cause: root cause`. (The
+/// SDK's own `DisplayErrorContext` appends a multi-line `Debug` dump.)
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Wrappers often repeat their cause's text; say it once.
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
 }
 
 #[cfg(test)]
@@ -313,6 +329,24 @@ mod tests {
                 c.name
             );
         }
+    }
+
+    #[test]
+    fn chain_is_one_line_of_causes() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dispatch failure")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(chain(&e), "dispatch failure: connection refused");
     }
 
     #[test]

@@ -107,10 +107,7 @@ fn imds_error(path: &str, err: ImdsError) -> Error {
                 r.response().status().as_u16()
             ),
         ),
-        other => (
-            None,
-            aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
-        ),
+        other => (None, crate::error::chain(other)),
     };
     Error::Imds {
         path: path.to_owned(),
