@@ -21,25 +21,31 @@ use crate::fleet::{locate_node_binary, Fleet, FleetOptions, STOP_TIMEOUT};
 use crate::progress::Progress;
 
 #[derive(Debug, Parser)]
-#[command(name = "chord-console", version, about = "Operate a chord-dfs ring")]
+#[command(
+    name = "chord-console",
+    version,
+    about = "Operate a chord-dfs ring: with no command, a live TUI of the ring"
+)]
 pub struct Cli {
-    /// Node to enter the ring through.
-    #[arg(
-        long,
-        global = true,
-        default_value = "127.0.0.1:5057",
-        env = "CHORD_PEER"
-    )]
-    pub peer: String,
+    /// Node to enter the ring through (commands default to 127.0.0.1:5057;
+    /// the TUI without it starts a local fleet of its own).
+    #[arg(long, global = true, env = "CHORD_PEER")]
+    pub peer: Option<String>,
     /// Print one JSON document instead of human text.
     #[arg(long, global = true)]
     pub json: bool,
     /// Deadline of one call to a node, in milliseconds.
     #[arg(long, global = true, default_value_t = 3000)]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tui: crate::tui::TuiArgs,
+    /// With no command, the TUI opens.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
+
+/// The peer headless commands use when none is given.
+pub const DEFAULT_PEER: &str = "127.0.0.1:5057";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -167,6 +173,8 @@ pub enum BenchCommand {
     Lookups(BenchLookupsArgs),
     /// Upload and download speed and node memory, beside a plain HTTP baseline.
     Transfer(crate::bench::transfer::TransferArgs),
+    /// Time to draw one TUI frame of a fixture ring, beside a small ring.
+    Render(crate::bench::render::RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -177,9 +185,14 @@ pub struct BenchLookupsArgs {
 }
 
 impl Cli {
+    /// The peer headless commands enter through.
+    pub fn peer(&self) -> &str {
+        self.peer.as_deref().unwrap_or(DEFAULT_PEER)
+    }
+
     fn client(&self) -> Result<Client> {
         Ok(Client::new(
-            self.peer.clone(),
+            self.peer().to_string(),
             PeerOptions {
                 rpc_timeout: Duration::from_millis(self.timeout_ms),
                 ..PeerOptions::default()
@@ -188,9 +201,13 @@ impl Cli {
     }
 }
 
-/// Runs one headless command.
+/// Runs one headless command, or the TUI when there is none.
 pub async fn run(cli: Cli) -> Result<()> {
-    match &cli.command {
+    let Some(command) = &cli.command else {
+        let timeout = Duration::from_millis(cli.timeout_ms);
+        return crate::tui::run(cli.peer.clone(), timeout, cli.tui.clone()).await;
+    };
+    match command {
         Command::Ring => ring(&cli).await,
         Command::Lookup(args) => lookup(&cli, args).await,
         Command::Local(LocalCommand::Up(args)) => local_up(&cli, args).await,
@@ -198,6 +215,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Transfer(args)) => {
             crate::bench::transfer::run(args, cli.json).await
         }
+        Command::Bench(BenchCommand::Render(args)) => crate::bench::render::run(args, cli.json),
         Command::Upload(args) => upload(&cli, args).await,
         Command::Download(args) => download(&cli, args).await,
         Command::Ls => ls(&cli).await,

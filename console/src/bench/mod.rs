@@ -3,6 +3,7 @@
 //! nothing beyond the correctness of what they move; tests do that.
 
 mod http_baseline;
+pub mod render;
 mod rss;
 mod size;
 pub mod transfer;

@@ -211,8 +211,6 @@ pub enum Command {
     RemoveNode,
     Leave { addr: String },
     Kill { addr: String },
-    /// Sample key positions of this node for the rim ticks.
-    Select { addr: String },
     SetPaused(bool),
 }
 
@@ -301,8 +299,8 @@ impl App {
             SortColumn::Id => {}
             SortColumn::Addr => nodes.sort_by(|a, b| a.addr.cmp(&b.addr)),
             SortColumn::State => nodes.sort_by_key(|n| n.state),
-            SortColumn::Keys => nodes.sort_by(|a, b| b.counters.keys().cmp(&a.counters.keys())),
-            SortColumn::Bytes => nodes.sort_by(|a, b| b.counters.bytes.cmp(&a.counters.bytes)),
+            SortColumn::Keys => nodes.sort_by_key(|n| std::cmp::Reverse(n.counters.keys())),
+            SortColumn::Bytes => nodes.sort_by_key(|n| std::cmp::Reverse(n.counters.bytes)),
             SortColumn::Requests => nodes.sort_by(|a, b| desc(a.rates.requests, b.rates.requests)),
             SortColumn::Repair => {
                 nodes.sort_by(|a, b| desc(a.rates.repair_bytes, b.rates.repair_bytes))
@@ -527,8 +525,7 @@ impl App {
                     .unwrap_or(0);
                 let next = (at as isize + delta).clamp(0, order.len() as isize - 1) as usize;
                 self.selected = Some(order[next].clone());
-                self.key_ticks.clear();
-                vec![Command::Select { addr: order[next].clone() }]
+                Vec::new()
             }
             Focus::Files => {
                 let last = self.files.len().saturating_sub(1) as isize;
@@ -681,10 +678,6 @@ impl App {
             .is_some_and(|s| self.nodes.iter().any(|n| &n.addr == s));
         if !still_there {
             self.selected = self.sorted_nodes().first().map(|n| n.addr.clone());
-            if let Some(addr) = self.selected.clone() {
-                self.key_ticks.clear();
-                return vec![Command::Select { addr }];
-            }
         }
         Vec::new()
     }

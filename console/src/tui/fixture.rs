@@ -7,7 +7,7 @@ use chord_node::chord::Id;
 
 use super::app::{App, Direction, Origin, TransferState, TransferView};
 use super::model::{
-    finger_runs, Counters, EventSource, EventView, FileView, NodeState, NodeView, Rates, Series,
+    finger_runs, Counters, FingerRow, EventSource, EventView, FileView, NodeState, NodeView, Rates, Series,
     Severity, Unit,
 };
 
@@ -15,7 +15,7 @@ use super::model::{
 pub const NOW_MS: u64 = 1_764_064_800_000;
 
 /// Finger rows `(index, start, target)` of node `id` in a ring of `sorted` ids.
-fn true_fingers(id: &Id, sorted: &[(Id, String)]) -> Vec<(u32, Id, Option<(String, Id)>)> {
+fn true_fingers(id: &Id, sorted: &[(Id, String)]) -> Vec<FingerRow> {
     let ids: Vec<Id> = sorted.iter().map(|(id, _)| *id).collect();
     (0..chord_node::chord::ID_BITS)
         .map(|i| {

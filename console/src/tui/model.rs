@@ -216,9 +216,12 @@ pub struct RingSnapshot {
     pub error: Option<String>,
 }
 
+/// One finger-table row: index, start, and target (address and id).
+pub type FingerRow = (u32, Id, Option<(String, Id)>);
+
 /// Groups a node's finger rows into runs and marks stale ones against the
 /// sorted ids of the nodes the console sees.
-pub fn finger_runs(rows: &[(u32, Id, Option<(String, Id)>)], sorted_ids: &[Id]) -> Vec<FingerView> {
+pub fn finger_runs(rows: &[FingerRow], sorted_ids: &[Id]) -> Vec<FingerView> {
     let mut runs: Vec<FingerView> = Vec::new();
     for (index, start, target) in rows {
         let truth = crate::cli::true_owner(sorted_ids, start);

@@ -154,10 +154,10 @@ fn pane<'a>(title: impl Into<Line<'a>>, focused: bool) -> Block<'a> {
 fn render_header(app: &App, frame: &mut Frame, area: Rect) {
     let origin = match &app.origin {
         Origin::Attached { peer } => format!("attached via {peer}"),
-        Origin::Local { nodes, data_root } if area.width >= LARGE_MIN_WIDTH => {
-            format!("local fleet of {nodes} (data {data_root})")
+        Origin::Local { data_root, .. } if area.width >= LARGE_MIN_WIDTH => {
+            format!("local fleet (data {data_root})")
         }
-        Origin::Local { nodes, .. } => format!("local fleet of {nodes}"),
+        Origin::Local { .. } => "local fleet".to_string(),
     };
     let unreachable = app.nodes.iter().filter(|n| n.state == NodeState::Unreachable).count();
     let mut spans = vec![
