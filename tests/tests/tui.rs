@@ -1,7 +1,7 @@
 //! The TUI as an operator meets it: the real `chord-console` binary in a
 //! real terminal (a tmux pane), on a local fleet it starts itself. The test
-//! presses keys and reads the screen, then checks that quitting stops
-//! every node of the fleet.
+//! presses keys and reads the screen (selection, help, upload, download,
+//! adding a node), then checks that quitting stops every node of the fleet.
 
 // Test helpers fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -173,6 +173,16 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
     tmux.wait_for("the file in the files pane", |s| {
         s.contains("Files (1)") && s.lines().any(|l| l.contains("tui-upload.bin") && l.contains("KiB"))
     });
+
+    // d downloads the selected file (the files pane has the focus) to where we say.
+    let back = dir.path().join("downloaded.bin");
+    tmux.press("d");
+    tmux.wait_for("the download prompt", |s| s.contains("Download tui-upload.bin to:"));
+    tmux.press("C-u");
+    tmux.type_text(&back.display().to_string());
+    tmux.press("Enter");
+    tmux.wait_for("the download to finish", |s| s.contains("downloaded tui-upload.bin"));
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&upload).unwrap(), "the download differs");
 
     // + starts a node on the next port, which joins and is polled.
     let added = format!("127.0.0.1:{}", base + NODES);

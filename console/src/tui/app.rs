@@ -196,6 +196,8 @@ pub enum Action {
     Cancel,
     Input(char),
     Backspace,
+    /// Empties the prompt (Ctrl-U, as in a shell).
+    ClearInput,
     Submit,
     /// The frame clock: the time render measures ages and rates against.
     Tick { now_ms: u64 },
@@ -460,6 +462,12 @@ impl App {
                 }
                 Vec::new()
             }
+            Action::ClearInput => {
+                if let Mode::Prompt(p) = &mut self.mode {
+                    p.input.clear();
+                }
+                Vec::new()
+            }
             Action::Submit => self.submit(),
         }
     }
@@ -698,6 +706,10 @@ pub fn key_to_action(app: &App, key: KeyEvent) -> Option<Action> {
             }
             _ => None,
         },
+        Mode::Prompt(_) if key.modifiers.contains(KeyModifiers::CONTROL) => match key.code {
+            KeyCode::Char('u') => Some(Action::ClearInput),
+            _ => None,
+        },
         Mode::Prompt(_) => match key.code {
             KeyCode::Esc => Some(Action::Cancel),
             KeyCode::Enter => Some(Action::Submit),
@@ -745,5 +757,6 @@ pub const KEYS: &[(&str, &str)] = &[
     ("p", "pause or resume refresh"),
     ("?", "show or hide this help"),
     ("Esc", "cancel a prompt or question"),
+    ("Ctrl-U", "clear the prompt's text"),
     ("q / Ctrl-C", "quit (a local fleet is stopped)"),
 ];

@@ -133,12 +133,12 @@ fn file_view(f: &FileEntry) -> FileView {
 
 /// Asks one node everything one poll needs. The info comes first (its
 /// predecessor bounds the key sample); the rest goes out together.
-async fn ask(pool: &PeerPool, addr: String, cursor: Option<u64>, sample_keys: bool) -> Option<Answer> {
+async fn ask(pool: &PeerPool, addr: String, cursor: Option<u64>, sample_keys: bool) -> Result<Answer, String> {
     let info = match pool.get_info(&addr).await {
         Ok(info) => info,
         Err(e) => {
             debug!(peer = %addr, error = %e, "no info");
-            return None;
+            return Err(e.to_string());
         }
     };
     let keys = async {
@@ -168,7 +168,7 @@ async fn ask(pool: &PeerPool, addr: String, cursor: Option<u64>, sample_keys: bo
         Ok(batch) => (batch.events, Some(batch.next)),
         Err(_) => (Vec::new(), cursor),
     };
-    Some(Answer {
+    Ok(Answer {
         info,
         fingers: fingers.unwrap_or_default(),
         counters: stats.ok().as_ref().map(counters_of),
@@ -185,14 +185,13 @@ async fn ask_all(
     memory: &Memory,
     sample_keys: bool,
     deadline: Instant,
-) -> Vec<(String, Option<Answer>)> {
+) -> Vec<(String, Result<Answer, String>)> {
     let asks = addrs.into_iter().map(|addr| {
         let cursor = memory.cursors.get(&addr).copied();
         async move {
             let answer = tokio::time::timeout_at(deadline, ask(pool, addr.clone(), cursor, sample_keys))
                 .await
-                .ok()
-                .flatten();
+                .unwrap_or_else(|_| Err("no answer within the poll deadline".to_string()));
             (addr, answer)
         }
     });
@@ -250,9 +249,10 @@ async fn poll_once(
     let mut ticks = Vec::new();
     let mut nodes: BTreeMap<String, NodeView> = BTreeMap::new();
     let mut raw_fingers: HashMap<String, Vec<FingerRow>> = HashMap::new();
+    let mut seed_errors = Vec::new();
     for (addr, answer) in answers {
         match answer {
-            Some(a) => {
+            Ok(a) => {
                 let counters = a.counters.unwrap_or_default();
                 let rates = match (a.counters, memory.counters.get(&addr)) {
                     (Some(cur), Some((prev, at))) => {
@@ -284,7 +284,10 @@ async fn poll_once(
                     },
                 );
             }
-            None => {
+            Err(reason) => {
+                if seeds.contains(&addr) {
+                    seed_errors.push(format!("{addr}: {reason}"));
+                }
                 // Keep an unreachable node while the ring still names it or
                 // the console started it; drop it once the ring moved on.
                 let named = refs.contains_key(&addr) || seeds.contains(&addr);
@@ -320,10 +323,14 @@ async fn poll_once(
     memory.known = sorted.iter().map(|n| (n.addr.clone(), n.clone())).collect();
     events.sort_by_key(|e| e.at_ms);
     ticks.sort();
-    let error = sorted
-        .iter()
-        .all(|n| n.state == NodeState::Unreachable)
-        .then(|| "no node answers".to_string());
+    // Say why when nothing answers: a seed's own error (say, a gateway
+    // port given as --peer) is the most useful line.
+    let error = sorted.iter().all(|n| n.state == NodeState::Unreachable).then(|| {
+        seed_errors
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "no node answers".to_string())
+    });
     let snapshot = RingSnapshot {
         taken_ms: now_ms,
         nodes: sorted,

@@ -245,6 +245,13 @@ fn download_asks_where_for_the_selected_file() {
     assert_eq!(p.input, "./notes.md");
     let cmds = key(&mut app, KeyCode::Enter);
     assert!(matches!(&cmds[..], [Command::Download { name, dest, .. }] if name == "notes.md" && dest == "./notes.md"));
+    // Ctrl-U empties the suggested destination.
+    key(&mut app, KeyCode::Char('d'));
+    let ctrl_u = KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL);
+    app.update(key_to_action(&app, ctrl_u).unwrap());
+    type_text(&mut app, "/tmp/n");
+    let cmds = key(&mut app, KeyCode::Enter);
+    assert!(matches!(&cmds[..], [Command::Download { dest, .. }] if dest == "/tmp/n"));
 }
 
 #[test]

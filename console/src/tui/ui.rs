@@ -65,7 +65,7 @@ pub fn render(app: &App, frame: &mut Frame) {
             };
             render_popup(frame, area, &title, vec![
                 Line::from(vec![Span::raw(p.input.clone()), Span::styled("█", Style::new().fg(SELECTED))]),
-                Line::styled("Enter starts it, Esc cancels", Style::new().fg(DIM)),
+                Line::styled("Enter starts it, Ctrl-U clears, Esc cancels", Style::new().fg(DIM)),
             ]);
         }
         Mode::Confirm(pending) => render_popup(frame, area, " Confirm ", vec![
