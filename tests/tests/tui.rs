@@ -31,7 +31,14 @@ impl Tmux {
         let tmux = Tmux { socket };
         let ok = tmux
             .cmd()
-            .args(["new-session", "-d", "-x", &width.to_string(), "-y", &height.to_string()])
+            .args([
+                "new-session",
+                "-d",
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
             .arg(command)
             .status()
             .unwrap()
@@ -53,11 +60,21 @@ impl Tmux {
 
     /// Presses keys by tmux name (`j`, `Enter`, `Escape`...).
     fn press(&self, key: &str) {
-        assert!(self.cmd().args(["send-keys", key]).status().unwrap().success());
+        assert!(self
+            .cmd()
+            .args(["send-keys", key])
+            .status()
+            .unwrap()
+            .success());
     }
 
     fn type_text(&self, text: &str) {
-        assert!(self.cmd().args(["send-keys", "-l", text]).status().unwrap().success());
+        assert!(self
+            .cmd()
+            .args(["send-keys", "-l", text])
+            .status()
+            .unwrap()
+            .success());
     }
 
     /// Waits until `pred` holds for the screen; panics with the screen if not.
@@ -83,7 +100,10 @@ impl Drop for Tmux {
 }
 
 fn have_tmux() -> bool {
-    Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success())
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A gRPC base and a gateway base whose next `n` ports are all free.
@@ -138,13 +158,21 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
         log.display()
     );
     let tmux = Tmux::start(160, 48, &command);
-    let addrs: Vec<String> = (0..NODES).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    let addrs: Vec<String> = (0..NODES)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect();
 
     // Every node of the fleet, the ring, the fingers, the distribution, a graph.
     let screen = tmux.wait_for("all node addresses", |s| {
         addrs.iter().all(|a| s.contains(a.as_str())) && s.contains(&format!("Nodes ({NODES})"))
     });
-    for pane in ["Ring ·", "Fingers #", "Distribution", "requests ·", "Events ("] {
+    for pane in [
+        "Ring ·",
+        "Fingers #",
+        "Distribution",
+        "requests ·",
+        "Events (",
+    ] {
         assert!(screen.contains(pane), "no {pane} on screen:\n{screen}");
     }
 
@@ -155,34 +183,54 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
     tmux.press("j");
     tmux.wait_for("j to move down", |s| selected_position(s) == down);
     tmux.press("k");
-    tmux.wait_for("k to move up", |s| selected_position(s) == down.saturating_sub(1));
+    tmux.wait_for("k to move up", |s| {
+        selected_position(s) == down.saturating_sub(1)
+    });
 
     // ? shows every key; Esc closes it.
     tmux.press("?");
-    tmux.wait_for("the help overlay", |s| s.contains("Keys (? or Esc closes)") && s.contains("kill the selected node"));
+    tmux.wait_for("the help overlay", |s| {
+        s.contains("Keys (? or Esc closes)") && s.contains("kill the selected node")
+    });
     tmux.press("Escape");
-    tmux.wait_for("the help to close", |s| !s.contains("Keys (? or Esc closes)"));
+    tmux.wait_for("the help to close", |s| {
+        !s.contains("Keys (? or Esc closes)")
+    });
 
     // u, a path, Enter: the upload runs and the file shows in the files pane.
     tmux.press("u");
-    tmux.wait_for("the upload prompt", |s| s.contains("Upload: path of a local file"));
+    tmux.wait_for("the upload prompt", |s| {
+        s.contains("Upload: path of a local file")
+    });
     tmux.type_text(&upload.display().to_string());
     tmux.press("Enter");
-    tmux.wait_for("the upload to finish", |s| s.contains("uploaded tui-upload.bin"));
+    tmux.wait_for("the upload to finish", |s| {
+        s.contains("uploaded tui-upload.bin")
+    });
     tmux.press("f");
     tmux.wait_for("the file in the files pane", |s| {
-        s.contains("Files (1)") && s.lines().any(|l| l.contains("tui-upload.bin") && l.contains("KiB"))
+        s.contains("Files (1)")
+            && s.lines()
+                .any(|l| l.contains("tui-upload.bin") && l.contains("KiB"))
     });
 
     // d downloads the selected file (the files pane has the focus) to where we say.
     let back = dir.path().join("downloaded.bin");
     tmux.press("d");
-    tmux.wait_for("the download prompt", |s| s.contains("Download tui-upload.bin to:"));
+    tmux.wait_for("the download prompt", |s| {
+        s.contains("Download tui-upload.bin to:")
+    });
     tmux.press("C-u");
     tmux.type_text(&back.display().to_string());
     tmux.press("Enter");
-    tmux.wait_for("the download to finish", |s| s.contains("downloaded tui-upload.bin"));
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&upload).unwrap(), "the download differs");
+    tmux.wait_for("the download to finish", |s| {
+        s.contains("downloaded tui-upload.bin")
+    });
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&upload).unwrap(),
+        "the download differs"
+    );
 
     // + starts a node on the next port, which joins and is polled.
     let added = format!("127.0.0.1:{}", base + NODES);
@@ -195,7 +243,10 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
     tmux.press("q");
     tmux.wait_for("the console to exit", |s| s.contains("CONSOLE-EXITED-"));
     let screen = tmux.screen();
-    assert!(screen.contains("CONSOLE-EXITED-0"), "the console failed:\n{screen}");
+    assert!(
+        screen.contains("CONSOLE-EXITED-0"),
+        "the console failed:\n{screen}"
+    );
     for port in base..=base + NODES {
         assert!(
             TcpStream::connect(("127.0.0.1", port)).is_err(),
@@ -203,5 +254,8 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
         );
     }
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("starting a local fleet"), "no log written: {log_text}");
+    assert!(
+        log_text.contains("starting a local fleet"),
+        "no log written: {log_text}"
+    );
 }

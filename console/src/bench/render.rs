@@ -56,7 +56,11 @@ fn measure(app: &App, args: &RenderArgs) -> Result<Vec<f64>> {
 fn summary(mut xs: Vec<f64>) -> (f64, f64, f64) {
     xs.sort_by(f64::total_cmp);
     let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
-    let at = |q: f64| xs.get(((xs.len().saturating_sub(1)) as f64 * q).round() as usize).copied().unwrap_or(0.0);
+    let at = |q: f64| {
+        xs.get(((xs.len().saturating_sub(1)) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     (mean, at(0.5), at(0.99))
 }
 
@@ -66,7 +70,10 @@ pub fn run(args: &RenderArgs, as_json: bool) -> Result<()> {
     }
     let cases = [
         (format!("{} nodes", args.nodes), fixture::app(args.nodes)),
-        (format!("{BASELINE_NODES} nodes"), fixture::app(BASELINE_NODES)),
+        (
+            format!("{BASELINE_NODES} nodes"),
+            fixture::app(BASELINE_NODES),
+        ),
         ("empty".to_string(), fixture::app(0)),
     ];
     let mut rows = Vec::new();

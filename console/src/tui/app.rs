@@ -98,7 +98,9 @@ impl Pending {
     pub fn question(&self) -> String {
         match self {
             Pending::Kill { addr } => format!("Kill {addr} (kill -9, no hand-off)?"),
-            Pending::Leave { addr } => format!("Make {addr} leave the ring (hand off its keys, then stop)?"),
+            Pending::Leave { addr } => {
+                format!("Make {addr} leave the ring (hand off its keys, then stop)?")
+            }
             Pending::RemoveNode => "Remove one node (drain, then stop)?".to_string(),
         }
     }
@@ -169,7 +171,11 @@ impl TransferView {
 
     pub fn ratio(&self) -> f64 {
         if self.total == 0 {
-            return if self.state == TransferState::Done { 1.0 } else { 0.0 };
+            return if self.state == TransferState::Done {
+                1.0
+            } else {
+                0.0
+            };
         }
         (self.done as f64 / self.total as f64).clamp(0.0, 1.0)
     }
@@ -200,19 +206,35 @@ pub enum Action {
     ClearInput,
     Submit,
     /// The frame clock: the time render measures ages and rates against.
-    Tick { now_ms: u64 },
+    Tick {
+        now_ms: u64,
+    },
 }
 
 /// Background work [`App::update`] asks for; the event loop hands it to the
 /// task that owns the clients or the fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Upload { id: u64, path: String, name: String, entry: String },
-    Download { id: u64, name: String, dest: String, entry: String },
+    Upload {
+        id: u64,
+        path: String,
+        name: String,
+        entry: String,
+    },
+    Download {
+        id: u64,
+        name: String,
+        dest: String,
+        entry: String,
+    },
     AddNode,
     RemoveNode,
-    Leave { addr: String },
-    Kill { addr: String },
+    Leave {
+        addr: String,
+    },
+    Kill {
+        addr: String,
+    },
     SetPaused(bool),
 }
 
@@ -225,10 +247,25 @@ pub enum Update {
     Series(Vec<Series>),
     Capacity(CapacityState),
     /// Size of a transfer, once known (a download learns it from the manifest).
-    TransferSize { id: u64, total: u64, at_ms: u64 },
-    TransferProgress { id: u64, done: u64, at_ms: u64 },
-    TransferDone { id: u64, at_ms: u64 },
-    TransferFailed { id: u64, reason: String, at_ms: u64 },
+    TransferSize {
+        id: u64,
+        total: u64,
+        at_ms: u64,
+    },
+    TransferProgress {
+        id: u64,
+        done: u64,
+        at_ms: u64,
+    },
+    TransferDone {
+        id: u64,
+        at_ms: u64,
+    },
+    TransferFailed {
+        id: u64,
+        reason: String,
+        at_ms: u64,
+    },
 }
 
 /// The whole state of the console.
@@ -358,7 +395,11 @@ impl App {
                 Vec::new()
             }
             Action::ToggleHelp => {
-                self.mode = if self.mode == Mode::Help { Mode::Normal } else { Mode::Help };
+                self.mode = if self.mode == Mode::Help {
+                    Mode::Normal
+                } else {
+                    Mode::Help
+                };
                 Vec::new()
             }
             Action::Cancel => {
@@ -385,16 +426,30 @@ impl App {
             }
             Action::ToggleFiles => {
                 self.show_files = !self.show_files;
-                self.focus = if self.show_files { Focus::Files } else { Focus::Nodes };
+                self.focus = if self.show_files {
+                    Focus::Files
+                } else {
+                    Focus::Nodes
+                };
                 Vec::new()
             }
             Action::TogglePause => {
                 self.paused = !self.paused;
-                self.status = Some(if self.paused { "refresh paused" } else { "refresh resumed" }.to_string());
+                self.status = Some(
+                    if self.paused {
+                        "refresh paused"
+                    } else {
+                        "refresh resumed"
+                    }
+                    .to_string(),
+                );
                 vec![Command::SetPaused(self.paused)]
             }
             Action::StartUpload => {
-                self.mode = Mode::Prompt(Prompt { kind: PromptKind::UploadPath, input: String::new() });
+                self.mode = Mode::Prompt(Prompt {
+                    kind: PromptKind::UploadPath,
+                    input: String::new(),
+                });
                 Vec::new()
             }
             Action::StartDownload => {
@@ -424,10 +479,13 @@ impl App {
             Action::Kill => {
                 match (&self.selected, self.can_kill) {
                     (_, false) => {
-                        self.status = Some("x kills only nodes of the fleet this console started".to_string())
+                        self.status =
+                            Some("x kills only nodes of the fleet this console started".to_string())
                     }
                     (None, true) => self.status = Some("no node selected".to_string()),
-                    (Some(addr), true) => self.mode = Mode::Confirm(Pending::Kill { addr: addr.clone() }),
+                    (Some(addr), true) => {
+                        self.mode = Mode::Confirm(Pending::Kill { addr: addr.clone() })
+                    }
                 }
                 Vec::new()
             }
@@ -497,11 +555,21 @@ impl App {
                     self.status = Some(format!("{input} has no file name to store it under"));
                     return Vec::new();
                 };
-                let command = Command::Upload { id, path: input, name: name.clone(), entry };
+                let command = Command::Upload {
+                    id,
+                    path: input,
+                    name: name.clone(),
+                    entry,
+                };
                 (Direction::Upload, name, command)
             }
             PromptKind::DownloadDest { name } => {
-                let command = Command::Download { id, name: name.clone(), dest: input, entry };
+                let command = Command::Download {
+                    id,
+                    name: name.clone(),
+                    dest: input,
+                    entry,
+                };
                 (Direction::Download, name, command)
             }
         };
@@ -522,7 +590,8 @@ impl App {
     fn move_selection(&mut self, delta: isize) -> Vec<Command> {
         match self.focus {
             Focus::Nodes => {
-                let order: Vec<String> = self.sorted_nodes().iter().map(|n| n.addr.clone()).collect();
+                let order: Vec<String> =
+                    self.sorted_nodes().iter().map(|n| n.addr.clone()).collect();
                 if order.is_empty() {
                     return Vec::new();
                 }
@@ -656,7 +725,11 @@ impl App {
         }
         let mut became_unreachable = Vec::new();
         for node in &snapshot.nodes {
-            let was = self.nodes.iter().find(|n| n.addr == node.addr).map(|n| n.state);
+            let was = self
+                .nodes
+                .iter()
+                .find(|n| n.addr == node.addr)
+                .map(|n| n.state);
             if node.state == super::model::NodeState::Unreachable
                 && was.is_some_and(|s| s != super::model::NodeState::Unreachable)
             {
@@ -744,7 +817,10 @@ pub fn key_to_action(app: &App, key: KeyEvent) -> Option<Action> {
 
 /// Every key, for the help overlay and the README.
 pub const KEYS: &[(&str, &str)] = &[
-    ("j / k / ↓ / ↑", "move the selection (nodes, files or events)"),
+    (
+        "j / k / ↓ / ↑",
+        "move the selection (nodes, files or events)",
+    ),
     ("Tab", "cycle focus: nodes, files, events"),
     ("s", "cycle the nodes table's sort column"),
     ("f", "show or hide the files pane"),

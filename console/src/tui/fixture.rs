@@ -7,8 +7,8 @@ use chord_node::chord::Id;
 
 use super::app::{App, Direction, Origin, TransferState, TransferView};
 use super::model::{
-    finger_runs, Counters, FingerRow, EventSource, EventView, FileView, NodeState, NodeView, Rates, Series,
-    Severity, Unit,
+    finger_runs, Counters, EventSource, EventView, FileView, FingerRow, NodeState, NodeView, Rates,
+    Series, Severity, Unit,
 };
 
 /// The fixture's "now": 2025-11-25 10:00:00 UTC.
@@ -83,7 +83,10 @@ pub fn app(n: usize) -> App {
         })
         .collect();
     let mut app = App::new(
-        Origin::Local { nodes: n, data_root: "/tmp/chord-console-fixture".to_string() },
+        Origin::Local {
+            nodes: n,
+            data_root: "/tmp/chord-console-fixture".to_string(),
+        },
         true,
         NOW_MS,
     );
@@ -103,12 +106,42 @@ pub fn app(n: usize) -> App {
     let first = sorted.first().map(|(_, a)| a.clone()).unwrap_or_default();
     let last = sorted.last().map(|(_, a)| a.clone()).unwrap_or_default();
     let events = [
-        (EventSource::Node(first.clone()), "created", "created the ring".to_string(), Severity::Info),
-        (EventSource::Node(first.clone()), "neighbour-joined", "127.0.0.1:5058 joined next to us".to_string(), Severity::Good),
-        (EventSource::Node(first.clone()), "repair", "moved 12 keys (48.0 MiB)".to_string(), Severity::Info),
-        (EventSource::Console, "transfer", "uploaded backup.tar (50.0 MiB) at 21.3 MiB/s".to_string(), Severity::Good),
-        (EventSource::Console, "unreachable", format!("{last} missed the poll deadline"), Severity::Warn),
-        (EventSource::Node(first), "peer-failed", "dropped an unresponsive successor".to_string(), Severity::Warn),
+        (
+            EventSource::Node(first.clone()),
+            "created",
+            "created the ring".to_string(),
+            Severity::Info,
+        ),
+        (
+            EventSource::Node(first.clone()),
+            "neighbour-joined",
+            "127.0.0.1:5058 joined next to us".to_string(),
+            Severity::Good,
+        ),
+        (
+            EventSource::Node(first.clone()),
+            "repair",
+            "moved 12 keys (48.0 MiB)".to_string(),
+            Severity::Info,
+        ),
+        (
+            EventSource::Console,
+            "transfer",
+            "uploaded backup.tar (50.0 MiB) at 21.3 MiB/s".to_string(),
+            Severity::Good,
+        ),
+        (
+            EventSource::Console,
+            "unreachable",
+            format!("{last} missed the poll deadline"),
+            Severity::Warn,
+        ),
+        (
+            EventSource::Node(first),
+            "peer-failed",
+            "dropped an unresponsive successor".to_string(),
+            Severity::Warn,
+        ),
     ];
     for (i, (source, kind, text, severity)) in events.into_iter().enumerate() {
         app.push_event(EventView {
@@ -120,12 +153,26 @@ pub fn app(n: usize) -> App {
         });
     }
     let points = |f: &dyn Fn(u64) -> f64| -> Vec<(u64, f64)> {
-        (0..60u64).map(|s| (NOW_MS - 1000 * (59 - s), f(s))).collect()
+        (0..60u64)
+            .map(|s| (NOW_MS - 1000 * (59 - s), f(s)))
+            .collect()
     };
     app.series = vec![
-        Series { title: "requests".to_string(), unit: Unit::PerSecond, points: points(&|s| (s % 20) as f64 * 1.5) },
-        Series { title: "stored".to_string(), unit: Unit::Bytes, points: points(&|s| (s * 1_048_576) as f64) },
-        Series { title: "nodes".to_string(), unit: Unit::Count, points: points(&|s| if s < 30 { n as f64 - 1.0 } else { n as f64 }) },
+        Series {
+            title: "requests".to_string(),
+            unit: Unit::PerSecond,
+            points: points(&|s| (s % 20) as f64 * 1.5),
+        },
+        Series {
+            title: "stored".to_string(),
+            unit: Unit::Bytes,
+            points: points(&|s| (s * 1_048_576) as f64),
+        },
+        Series {
+            title: "nodes".to_string(),
+            unit: Unit::Count,
+            points: points(&|s| if s < 30 { n as f64 - 1.0 } else { n as f64 }),
+        },
     ];
     app.transfers = vec![
         TransferView {
@@ -156,7 +203,9 @@ pub fn app(n: usize) -> App {
             done: 0,
             started_ms: NOW_MS - 500,
             updated_ms: NOW_MS - 500,
-            state: TransferState::Failed("cannot open missing.bin: No such file or directory".to_string()),
+            state: TransferState::Failed(
+                "cannot open missing.bin: No such file or directory".to_string(),
+            ),
         },
     ];
     app.nodes = nodes;

@@ -126,7 +126,11 @@ impl Capacity for LocalFleet {
             members: self
                 .order
                 .iter()
-                .map(|a| Member { id: a.clone(), addr: Some(a.clone()), state: MemberState::InService })
+                .map(|a| Member {
+                    id: a.clone(),
+                    addr: Some(a.clone()),
+                    state: MemberState::InService,
+                })
                 .collect(),
         })
     }
@@ -145,9 +149,16 @@ impl Capacity for LocalFleet {
             slot += 1;
         };
         let join = self.order.choose(&mut rand::rng()).cloned();
-        let addr = self.fleet.start_with_http(port, join.as_deref(), http).await?;
+        let addr = self
+            .fleet
+            .start_with_http(port, join.as_deref(), http)
+            .await?;
         self.order.push(addr.clone());
-        Ok(Member { id: addr.clone(), addr: Some(addr), state: MemberState::InService })
+        Ok(Member {
+            id: addr.clone(),
+            addr: Some(addr),
+            state: MemberState::InService,
+        })
     }
 
     async fn remove(&mut self, which: Option<&str>) -> Result<Removal> {
@@ -169,10 +180,16 @@ mod tests {
 
     #[test]
     fn grpc_and_gateway_ports_are_separate_ranges() {
-        let plan = PortPlan { grpc_base: 5057, http_base: Some(8057) };
+        let plan = PortPlan {
+            grpc_base: 5057,
+            http_base: Some(8057),
+        };
         assert_eq!(plan.ports(0).unwrap(), (5057, Some(8057)));
         assert_eq!(plan.ports(7).unwrap(), (5064, Some(8064)));
-        let plain = PortPlan { grpc_base: 65535, http_base: None };
+        let plain = PortPlan {
+            grpc_base: 65535,
+            http_base: None,
+        };
         assert_eq!(plain.ports(0).unwrap(), (65535, None));
         assert!(plain.ports(1).is_err());
     }

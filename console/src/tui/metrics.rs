@@ -21,7 +21,10 @@ pub const HISTORY_SAMPLES: usize = 600;
 pub trait MetricsSource: Send {
     /// Called after each poll with the fresh snapshot; returns the series
     /// to draw, oldest point first.
-    fn refresh(&mut self, snapshot: &RingSnapshot) -> impl Future<Output = Result<Vec<Series>>> + Send;
+    fn refresh(
+        &mut self,
+        snapshot: &RingSnapshot,
+    ) -> impl Future<Output = Result<Vec<Series>>> + Send;
 }
 
 /// Series computed from the console's own snapshots.
@@ -95,7 +98,11 @@ mod tests {
         a.rates.requests = 2.0;
         let mut b = NodeView::bare("b", Id::hash(b"b"), NodeState::Unreachable);
         b.counters.bytes = 50;
-        let snap = RingSnapshot { taken_ms: 1000, nodes: vec![a, b], ..RingSnapshot::default() };
+        let snap = RingSnapshot {
+            taken_ms: 1000,
+            nodes: vec![a, b],
+            ..RingSnapshot::default()
+        };
         let series = m.refresh(&snap).await.unwrap();
         assert_eq!(series[0].points, vec![(1000, 2.0)]);
         assert_eq!(series[1].points, vec![(1000, 100.0)]);

@@ -135,14 +135,42 @@ struct Workers {
 impl Workers {
     fn dispatch(&mut self, command: Command, app: &mut App) {
         let fleet_request = match command {
-            Command::Upload { id, path, name, entry } => {
-                let request = TransferRequest::Upload { path: PathBuf::from(path), name, entry };
-                self.tasks.spawn(worker::transfer(id, request, self.transfer_opts.clone(), self.update_tx.clone()));
+            Command::Upload {
+                id,
+                path,
+                name,
+                entry,
+            } => {
+                let request = TransferRequest::Upload {
+                    path: PathBuf::from(path),
+                    name,
+                    entry,
+                };
+                self.tasks.spawn(worker::transfer(
+                    id,
+                    request,
+                    self.transfer_opts.clone(),
+                    self.update_tx.clone(),
+                ));
                 return;
             }
-            Command::Download { id, name, dest, entry } => {
-                let request = TransferRequest::Download { name, dest: PathBuf::from(dest), entry };
-                self.tasks.spawn(worker::transfer(id, request, self.transfer_opts.clone(), self.update_tx.clone()));
+            Command::Download {
+                id,
+                name,
+                dest,
+                entry,
+            } => {
+                let request = TransferRequest::Download {
+                    name,
+                    dest: PathBuf::from(dest),
+                    entry,
+                };
+                self.tasks.spawn(worker::transfer(
+                    id,
+                    request,
+                    self.transfer_opts.clone(),
+                    self.update_tx.clone(),
+                ));
                 return;
             }
             Command::SetPaused(p) => {
@@ -150,7 +178,11 @@ impl Workers {
                 return;
             }
             Command::Leave { addr } if self.fleet_tx.is_none() => {
-                self.tasks.spawn(worker::drain_remote(self.pool.clone(), addr, self.update_tx.clone()));
+                self.tasks.spawn(worker::drain_remote(
+                    self.pool.clone(),
+                    addr,
+                    self.update_tx.clone(),
+                ));
                 return;
             }
             Command::AddNode => FleetRequest::Add,
@@ -159,7 +191,10 @@ impl Workers {
             Command::Kill { addr } => FleetRequest::Kill { addr },
         };
         let Some(fleet_tx) = &self.fleet_tx else {
-            app.status = Some("capacity changes need a fleet this console runs (start it without --peer)".to_string());
+            app.status = Some(
+                "capacity changes need a fleet this console runs (start it without --peer)"
+                    .to_string(),
+            );
             return;
         };
         if fleet_tx.try_send(fleet_request).is_err() {
@@ -206,9 +241,18 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
             let opts = FleetOptions::new(locate_node_binary()?, data_root.clone());
             let fleet = LocalFleet::new(opts, plan)?;
             let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
-            background.spawn(worker::fleet_actor(fleet, args.nodes, fleet_rx, seeds_tx, update_tx.clone()));
+            background.spawn(worker::fleet_actor(
+                fleet,
+                args.nodes,
+                fleet_rx,
+                seeds_tx,
+                update_tx.clone(),
+            ));
             info!(nodes = args.nodes, data_root = %data_root.display(), "starting a local fleet");
-            let origin = Origin::Local { nodes: args.nodes, data_root: data_root.display().to_string() };
+            let origin = Origin::Local {
+                nodes: args.nodes,
+                data_root: data_root.display().to_string(),
+            };
             (origin, Some(fleet_tx))
         }
     };
@@ -216,13 +260,22 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
         rpc_timeout: POLL_RPC_TIMEOUT,
         connect_timeout: Duration::from_millis(500),
     }));
-    background.spawn(poller::run(pool.clone(), seeds_rx, control_rx, update_tx.clone(), LocalMetrics::default()));
+    background.spawn(poller::run(
+        pool.clone(),
+        seeds_rx,
+        control_rx,
+        update_tx.clone(),
+        LocalMetrics::default(),
+    ));
     let mut workers = Workers {
         fleet_tx,
         control_tx,
         update_tx,
         pool,
-        transfer_opts: PeerOptions { rpc_timeout, ..PeerOptions::default() },
+        transfer_opts: PeerOptions {
+            rpc_timeout,
+            ..PeerOptions::default()
+        },
         tasks: JoinSet::new(),
     };
     let mut app = App::new(origin, workers.fleet_tx.is_some(), now_ms());
@@ -235,7 +288,9 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
         let (done_tx, done_rx) = oneshot::channel();
         // The actor may be busy (a drain); its queue then holds the request.
         if fleet_tx.send(FleetRequest::Shutdown(done_tx)).await.is_ok()
-            && tokio::time::timeout(STOP_GRACE + Duration::from_secs(5), done_rx).await.is_err()
+            && tokio::time::timeout(STOP_GRACE + Duration::from_secs(5), done_rx)
+                .await
+                .is_err()
         {
             warn!("the fleet did not stop in time; its processes are killed");
         }

@@ -163,7 +163,12 @@ pub struct EventView {
 }
 
 impl EventView {
-    pub fn console(at_ms: u64, kind: &str, text: impl Into<String>, severity: Severity) -> EventView {
+    pub fn console(
+        at_ms: u64,
+        kind: &str,
+        text: impl Into<String>,
+        severity: Severity,
+    ) -> EventView {
         EventView {
             at_ms,
             source: EventSource::Console,
@@ -315,7 +320,12 @@ pub fn human_bytes(bytes: f64) -> String {
 /// `HH:MM:SS` (UTC) of a time in milliseconds since the epoch.
 pub fn clock(at_ms: u64) -> String {
     let secs = (at_ms / 1000) % 86_400;
-    format!("{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]
@@ -331,8 +341,16 @@ mod tests {
 
     #[test]
     fn rates_are_deltas_per_second_and_never_negative() {
-        let a = Counters { requests: 100, repair_bytes: 1000, ..Counters::default() };
-        let b = Counters { requests: 150, repair_bytes: 3000, ..Counters::default() };
+        let a = Counters {
+            requests: 100,
+            repair_bytes: 1000,
+            ..Counters::default()
+        };
+        let b = Counters {
+            requests: 150,
+            repair_bytes: 3000,
+            ..Counters::default()
+        };
         let r = Rates::between(&a, &b, 2.0);
         assert_eq!(r.requests, 25.0);
         assert_eq!(r.repair_bytes, 1000.0);

@@ -102,7 +102,11 @@ pub fn event_view(addr: &str, e: &Event) -> EventView {
     let mut text = e.detail.clone();
     if let Some(peer) = &e.peer {
         if !text.contains(peer.as_str()) {
-            text = if text.is_empty() { peer.clone() } else { format!("{peer}: {text}") };
+            text = if text.is_empty() {
+                peer.clone()
+            } else {
+                format!("{peer}: {text}")
+            };
         }
     }
     if e.keys > 0 || e.bytes > 0 {
@@ -133,7 +137,12 @@ fn file_view(f: &FileEntry) -> FileView {
 
 /// Asks one node everything one poll needs. The info comes first (its
 /// predecessor bounds the key sample); the rest goes out together.
-async fn ask(pool: &PeerPool, addr: String, cursor: Option<u64>, sample_keys: bool) -> Result<Answer, String> {
+async fn ask(
+    pool: &PeerPool,
+    addr: String,
+    cursor: Option<u64>,
+    sample_keys: bool,
+) -> Result<Answer, String> {
     let info = match pool.get_info(&addr).await {
         Ok(info) => info,
         Err(e) => {
@@ -145,7 +154,9 @@ async fn ask(pool: &PeerPool, addr: String, cursor: Option<u64>, sample_keys: bo
         if !sample_keys {
             return Vec::new();
         }
-        let Some(pred) = &info.predecessor else { return Vec::new() };
+        let Some(pred) = &info.predecessor else {
+            return Vec::new();
+        };
         match pool.list_keys(&addr, &pred.id, &info.node.id).await {
             Ok(held) => {
                 let mut keys = held.chunks;
@@ -189,9 +200,10 @@ async fn ask_all(
     let asks = addrs.into_iter().map(|addr| {
         let cursor = memory.cursors.get(&addr).copied();
         async move {
-            let answer = tokio::time::timeout_at(deadline, ask(pool, addr.clone(), cursor, sample_keys))
-                .await
-                .unwrap_or_else(|_| Err("no answer within the poll deadline".to_string()));
+            let answer =
+                tokio::time::timeout_at(deadline, ask(pool, addr.clone(), cursor, sample_keys))
+                    .await
+                    .unwrap_or_else(|_| Err("no answer within the poll deadline".to_string()));
             (addr, answer)
         }
     });
@@ -228,7 +240,13 @@ async fn poll_once(
             .ok()?
             .ok()
     };
-    let first = ask_all(pool, asked.iter().cloned().collect(), memory, sample_keys, deadline);
+    let first = ask_all(
+        pool,
+        asked.iter().cloned().collect(),
+        memory,
+        sample_keys,
+        deadline,
+    );
     let (mut answers, files) = tokio::join!(first, files);
     let mut refs: HashMap<String, Id> = HashMap::new();
     for (_, a) in answers.iter() {
@@ -236,7 +254,11 @@ async fn poll_once(
             refs.insert(r.addr, r.id);
         }
     }
-    let newcomers: Vec<String> = refs.keys().filter(|a| !asked.contains(*a)).cloned().collect();
+    let newcomers: Vec<String> = refs
+        .keys()
+        .filter(|a| !asked.contains(*a))
+        .cloned()
+        .collect();
     if !newcomers.is_empty() && Instant::now() < deadline {
         answers.extend(ask_all(pool, newcomers, memory, sample_keys, deadline).await);
         for (_, a) in answers.iter() {
@@ -286,7 +308,11 @@ async fn poll_once(
             }
             Err(reason) => {
                 if seeds.contains(&addr) {
-                    seed_errors.push(format!("{addr}: {reason}"));
+                    seed_errors.push(if reason.contains(addr.as_str()) {
+                        reason
+                    } else {
+                        format!("{addr}: {reason}")
+                    });
                 }
                 // Keep an unreachable node while the ring still names it or
                 // the console started it; drop it once the ring moved on.
@@ -297,11 +323,17 @@ async fn poll_once(
                     continue;
                 }
                 let view = match memory.known.get(&addr) {
-                    Some(old) => NodeView { state: NodeState::Unreachable, rates: Rates::default(), ..old.clone() },
+                    Some(old) => NodeView {
+                        state: NodeState::Unreachable,
+                        rates: Rates::default(),
+                        ..old.clone()
+                    },
                     None => match refs.get(&addr) {
                         Some(id) => NodeView::bare(&addr, *id, NodeState::Unreachable),
                         // A seed that never answered and that nobody names.
-                        None => NodeView::bare(&addr, Id::hash(addr.as_bytes()), NodeState::Unreachable),
+                        None => {
+                            NodeView::bare(&addr, Id::hash(addr.as_bytes()), NodeState::Unreachable)
+                        }
                     },
                 };
                 nodes.insert(addr, view);
@@ -310,12 +342,22 @@ async fn poll_once(
     }
     let mut sorted: Vec<NodeView> = nodes.into_values().collect();
     sorted.sort_by_key(|n| n.id);
-    let ids: Vec<Id> = sorted.iter().filter(|n| n.state != NodeState::Unreachable).map(|n| n.id).collect();
+    let ids: Vec<Id> = sorted
+        .iter()
+        .filter(|n| n.state != NodeState::Unreachable)
+        .map(|n| n.id)
+        .collect();
     for node in &mut sorted {
         if let Some(rows) = raw_fingers.get(&node.addr) {
             let rows: Vec<super::model::FingerRow> = rows
                 .iter()
-                .map(|f| (f.index, f.start, f.node.as_ref().map(|n| (n.addr.clone(), n.id))))
+                .map(|f| {
+                    (
+                        f.index,
+                        f.start,
+                        f.node.as_ref().map(|n| (n.addr.clone(), n.id)),
+                    )
+                })
                 .collect();
             node.fingers = finger_runs(&rows, &ids);
         }
@@ -325,12 +367,15 @@ async fn poll_once(
     ticks.sort();
     // Say why when nothing answers: a seed's own error (say, a gateway
     // port given as --peer) is the most useful line.
-    let error = sorted.iter().all(|n| n.state == NodeState::Unreachable).then(|| {
-        seed_errors
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "no node answers".to_string())
-    });
+    let error = sorted
+        .iter()
+        .all(|n| n.state == NodeState::Unreachable)
+        .then(|| {
+            seed_errors
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "no node answers".to_string())
+        });
     let snapshot = RingSnapshot {
         taken_ms: now_ms,
         nodes: sorted,
@@ -377,7 +422,8 @@ pub async fn run<M: MetricsSource>(
             .values()
             .find(|n| n.state != NodeState::Unreachable)
             .map(|n| n.addr.clone());
-        let (snapshot, events) = poll_once(&pool, &seeds, &mut memory, files_from, chord_node::now_ms()).await;
+        let (snapshot, events) =
+            poll_once(&pool, &seeds, &mut memory, files_from, chord_node::now_ms()).await;
         let series = match metrics.refresh(&snapshot).await {
             Ok(s) => Some(s),
             Err(e) => {

@@ -7,7 +7,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::app::{key_to_action, Action, App, Command, Focus, Mode, Pending, PromptKind, SortColumn, Update};
+use super::app::{
+    key_to_action, Action, App, Command, Focus, Mode, Pending, PromptKind, SortColumn, Update,
+};
 use super::fixture::{self, NOW_MS};
 use super::model::{NodeState, RingSnapshot};
 use super::ui;
@@ -96,7 +98,9 @@ fn kill_confirmation() {
 #[test]
 fn empty_app_waits_for_the_first_poll() {
     let app = App::new(
-        super::app::Origin::Attached { peer: "127.0.0.1:5057".to_string() },
+        super::app::Origin::Attached {
+            peer: "127.0.0.1:5057".to_string(),
+        },
         false,
         NOW_MS,
     );
@@ -118,7 +122,15 @@ fn paused_and_sorted_by_bytes() {
 
 #[test]
 fn renders_at_tiny_sizes_without_panicking() {
-    for (w, h) in [(1, 1), (10, 5), (40, 12), (80, 24), (119, 39), (120, 40), (300, 100)] {
+    for (w, h) in [
+        (1, 1),
+        (10, 5),
+        (40, 12),
+        (80, 24),
+        (119, 39),
+        (120, 40),
+        (300, 100),
+    ] {
         draw(&fixture::app(5), w, h);
         draw(&fixture::app(0), w, h);
     }
@@ -152,7 +164,11 @@ fn selection_follows_the_node_when_the_sort_changes() {
     let chosen = app.selected.clone();
     key(&mut app, KeyCode::Char('s'));
     assert_eq!(app.selected, chosen);
-    let pos = app.sorted_nodes().iter().position(|n| Some(&n.addr) == chosen.as_ref()).unwrap();
+    let pos = app
+        .sorted_nodes()
+        .iter()
+        .position(|n| Some(&n.addr) == chosen.as_ref())
+        .unwrap();
     key(&mut app, KeyCode::Char('j'));
     let order: Vec<String> = app.sorted_nodes().iter().map(|n| n.addr.clone()).collect();
     assert_eq!(app.selected.as_ref(), Some(&order[(pos + 1).min(4)]));
@@ -163,11 +179,19 @@ fn kill_asks_for_y_and_anything_else_cancels() {
     let mut app = fixture::app(5);
     let target = app.selected.clone().unwrap();
     assert!(key(&mut app, KeyCode::Char('x')).is_empty());
-    assert_eq!(app.mode, Mode::Confirm(Pending::Kill { addr: target.clone() }));
+    assert_eq!(
+        app.mode,
+        Mode::Confirm(Pending::Kill {
+            addr: target.clone()
+        })
+    );
     assert!(key(&mut app, KeyCode::Char('n')).is_empty());
     assert_eq!(app.mode, Mode::Normal);
     key(&mut app, KeyCode::Char('x'));
-    assert_eq!(key(&mut app, KeyCode::Char('y')), vec![Command::Kill { addr: target }]);
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        vec![Command::Kill { addr: target }]
+    );
     assert_eq!(app.mode, Mode::Normal);
 }
 
@@ -185,7 +209,10 @@ fn leave_and_remove_confirm_too_but_add_does_not() {
     let mut app = fixture::app(5);
     let target = app.selected.clone().unwrap();
     key(&mut app, KeyCode::Char('l'));
-    assert_eq!(key(&mut app, KeyCode::Char('y')), vec![Command::Leave { addr: target }]);
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        vec![Command::Leave { addr: target }]
+    );
     key(&mut app, KeyCode::Char('-'));
     assert_eq!(app.mode, Mode::Confirm(Pending::RemoveNode));
     key(&mut app, KeyCode::Esc);
@@ -209,15 +236,32 @@ fn upload_prompt_takes_a_path_and_starts_a_transfer() {
     let entry = app.selected.clone().unwrap();
     assert_eq!(
         cmds,
-        vec![Command::Upload { id: 1, path: "/tmp/qx".to_string(), name: "qx".to_string(), entry }]
+        vec![Command::Upload {
+            id: 1,
+            path: "/tmp/qx".to_string(),
+            name: "qx".to_string(),
+            entry
+        }]
     );
     assert_eq!(app.transfers.len(), 1);
     // Progress, then completion, land on that transfer.
-    app.apply(Update::TransferSize { id: 1, total: 1000, at_ms: NOW_MS });
-    app.apply(Update::TransferProgress { id: 1, done: 500, at_ms: NOW_MS + 1000 });
+    app.apply(Update::TransferSize {
+        id: 1,
+        total: 1000,
+        at_ms: NOW_MS,
+    });
+    app.apply(Update::TransferProgress {
+        id: 1,
+        done: 500,
+        at_ms: NOW_MS + 1000,
+    });
     assert_eq!(app.transfers[0].rate(), 500.0);
     assert_eq!(app.transfers[0].eta_secs(), Some(1.0));
-    app.apply(Update::TransferFailed { id: 1, reason: "ring gone".to_string(), at_ms: NOW_MS + 2000 });
+    app.apply(Update::TransferFailed {
+        id: 1,
+        reason: "ring gone".to_string(),
+        at_ms: NOW_MS + 2000,
+    });
     assert!(app.events.back().unwrap().text.contains("ring gone"));
 }
 
@@ -240,11 +284,20 @@ fn download_asks_where_for_the_selected_file() {
     assert_eq!(app.focus, Focus::Files);
     key(&mut app, KeyCode::Char('j'));
     key(&mut app, KeyCode::Char('d'));
-    let Mode::Prompt(p) = &app.mode else { panic!("no prompt") };
-    assert_eq!(p.kind, PromptKind::DownloadDest { name: "notes.md".to_string() });
+    let Mode::Prompt(p) = &app.mode else {
+        panic!("no prompt")
+    };
+    assert_eq!(
+        p.kind,
+        PromptKind::DownloadDest {
+            name: "notes.md".to_string()
+        }
+    );
     assert_eq!(p.input, "./notes.md");
     let cmds = key(&mut app, KeyCode::Enter);
-    assert!(matches!(&cmds[..], [Command::Download { name, dest, .. }] if name == "notes.md" && dest == "./notes.md"));
+    assert!(
+        matches!(&cmds[..], [Command::Download { name, dest, .. }] if name == "notes.md" && dest == "./notes.md")
+    );
     // Ctrl-U empties the suggested destination.
     key(&mut app, KeyCode::Char('d'));
     let ctrl_u = KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL);
@@ -266,11 +319,20 @@ fn download_without_files_says_so() {
 #[test]
 fn pause_stops_snapshots_from_landing() {
     let mut app = fixture::app(5);
-    assert_eq!(key(&mut app, KeyCode::Char('p')), vec![Command::SetPaused(true)]);
+    assert_eq!(
+        key(&mut app, KeyCode::Char('p')),
+        vec![Command::SetPaused(true)]
+    );
     let before = app.nodes.clone();
-    app.apply(Update::Snapshot(RingSnapshot { taken_ms: NOW_MS, ..RingSnapshot::default() }));
+    app.apply(Update::Snapshot(RingSnapshot {
+        taken_ms: NOW_MS,
+        ..RingSnapshot::default()
+    }));
     assert_eq!(app.nodes, before);
-    assert_eq!(key(&mut app, KeyCode::Char('p')), vec![Command::SetPaused(false)]);
+    assert_eq!(
+        key(&mut app, KeyCode::Char('p')),
+        vec![Command::SetPaused(false)]
+    );
 }
 
 #[test]
@@ -294,7 +356,10 @@ fn q_and_ctrl_c_quit() {
     // In a prompt, q is text; Ctrl-C still quits.
     key(&mut app, KeyCode::Char('q'));
     assert!(!app.quit);
-    let action = key_to_action(&app, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    let action = key_to_action(
+        &app,
+        KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+    );
     assert_eq!(action, Some(Action::Quit));
 }
 
@@ -317,10 +382,22 @@ fn snapshots_report_nodes_that_come_go_and_stop_answering() {
     let mut nodes = app.nodes.clone();
     let gone = nodes.remove(0);
     nodes[0].state = NodeState::Unreachable;
-    app.apply(Update::Snapshot(RingSnapshot { taken_ms: NOW_MS, nodes, ..RingSnapshot::default() }));
+    app.apply(Update::Snapshot(RingSnapshot {
+        taken_ms: NOW_MS,
+        nodes,
+        ..RingSnapshot::default()
+    }));
     let texts: Vec<&str> = app.events.iter().map(|e| e.text.as_str()).collect();
-    assert!(texts.iter().any(|t| t.contains(&gone.addr) && t.contains("no longer")), "{texts:?}");
-    assert!(texts.iter().any(|t| t.contains("missed the poll deadline")), "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains(&gone.addr) && t.contains("no longer")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("missed the poll deadline")),
+        "{texts:?}"
+    );
     // The selected node vanished: the selection moves on.
     assert_ne!(app.selected.as_ref(), Some(&gone.addr));
     assert!(app.selected.is_some());
@@ -330,7 +407,12 @@ fn snapshots_report_nodes_that_come_go_and_stop_answering() {
 fn the_event_log_is_bounded() {
     let mut app = fixture::app(2);
     for i in 0..super::app::EVENT_CAPACITY + 50 {
-        app.push_event(super::model::EventView::console(i as u64, "x", "y", super::model::Severity::Info));
+        app.push_event(super::model::EventView::console(
+            i as u64,
+            "x",
+            "y",
+            super::model::Severity::Info,
+        ));
     }
     assert_eq!(app.events.len(), super::app::EVENT_CAPACITY);
 }

@@ -63,15 +63,31 @@ pub fn render(app: &App, frame: &mut Frame) {
                 PromptKind::UploadPath => " Upload: path of a local file ".to_string(),
                 PromptKind::DownloadDest { name } => format!(" Download {name} to: "),
             };
-            render_popup(frame, area, &title, vec![
-                Line::from(vec![Span::raw(p.input.clone()), Span::styled("█", Style::new().fg(SELECTED))]),
-                Line::styled("Enter starts it, Ctrl-U clears, Esc cancels", Style::new().fg(DIM)),
-            ]);
+            render_popup(
+                frame,
+                area,
+                &title,
+                vec![
+                    Line::from(vec![
+                        Span::raw(p.input.clone()),
+                        Span::styled("█", Style::new().fg(SELECTED)),
+                    ]),
+                    Line::styled(
+                        "Enter starts it, Ctrl-U clears, Esc cancels",
+                        Style::new().fg(DIM),
+                    ),
+                ],
+            );
         }
-        Mode::Confirm(pending) => render_popup(frame, area, " Confirm ", vec![
-            Line::from(pending.question()),
-            Line::styled("y confirms, any other key cancels", Style::new().fg(DIM)),
-        ]),
+        Mode::Confirm(pending) => render_popup(
+            frame,
+            area,
+            " Confirm ",
+            vec![
+                Line::from(pending.question()),
+                Line::styled("y confirms, any other key cancels", Style::new().fg(DIM)),
+            ],
+        ),
     }
 }
 
@@ -101,7 +117,8 @@ fn render_large(app: &App, frame: &mut Frame, area: Rect) {
     let side = !app.transfers.is_empty() || app.show_files;
     if side {
         let [events, right] =
-            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(bottom);
+            Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)])
+                .areas(bottom);
         render_events(app, frame, events);
         render_side(app, frame, right);
     } else {
@@ -147,8 +164,15 @@ fn render_side(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 fn pane<'a>(title: impl Into<Line<'a>>, focused: bool) -> Block<'a> {
-    let border = if focused { Style::new().fg(SELECTED) } else { Style::new().fg(DIM) };
-    Block::new().borders(Borders::ALL).border_style(border).title(title)
+    let border = if focused {
+        Style::new().fg(SELECTED)
+    } else {
+        Style::new().fg(DIM)
+    };
+    Block::new()
+        .borders(Borders::ALL)
+        .border_style(border)
+        .title(title)
 }
 
 fn render_header(app: &App, frame: &mut Frame, area: Rect) {
@@ -159,13 +183,23 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
         }
         Origin::Local { .. } => "local fleet".to_string(),
     };
-    let unreachable = app.nodes.iter().filter(|n| n.state == NodeState::Unreachable).count();
+    let unreachable = app
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Unreachable)
+        .count();
     let mut spans = vec![
-        Span::styled(" chord-console ", Style::new().fg(Color::Black).bg(Color::Cyan)),
+        Span::styled(
+            " chord-console ",
+            Style::new().fg(Color::Black).bg(Color::Cyan),
+        ),
         Span::raw(format!(" {origin} │ {} nodes", app.nodes.len())),
     ];
     if unreachable > 0 {
-        spans.push(Span::styled(format!(" ({unreachable} unreachable)"), Style::new().fg(Color::Red)));
+        spans.push(Span::styled(
+            format!(" ({unreachable} unreachable)"),
+            Style::new().fg(Color::Red),
+        ));
     }
     spans.push(Span::raw(format!(" │ {} files", app.files.len())));
     match app.last_snapshot_ms {
@@ -173,21 +207,32 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
             " │ refreshed {:.1} s ago",
             app.now_ms.saturating_sub(at) as f64 / 1000.0
         ))),
-        None => spans.push(Span::styled(" │ waiting for the first poll", Style::new().fg(DIM))),
+        None => spans.push(Span::styled(
+            " │ waiting for the first poll",
+            Style::new().fg(DIM),
+        )),
     }
     if app.paused {
-        spans.push(Span::styled(" │ PAUSED", Style::new().fg(Color::Black).bg(SELECTED)));
-    }
-    if let Some(err) = &app.poll_error {
-        spans.push(Span::styled(format!(" │ {err}"), Style::new().fg(Color::Red)));
+        spans.push(Span::styled(
+            " │ PAUSED",
+            Style::new().fg(Color::Black).bg(SELECTED),
+        ));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
-    let line = match &app.status {
-        Some(s) => Line::from(vec![Span::styled(format!(" {s} "), Style::new().fg(SELECTED)), hints()]),
-        None => Line::from(vec![hints()]),
+    // A ring that does not answer matters more than the key hints.
+    let line = match (&app.status, &app.poll_error) {
+        (Some(s), _) => Line::from(vec![
+            Span::styled(format!(" {s} "), Style::new().fg(SELECTED)),
+            hints(),
+        ]),
+        (None, Some(err)) => Line::from(vec![
+            Span::styled(format!(" {err} "), Style::new().fg(Color::Red)),
+            hints(),
+        ]),
+        (None, None) => Line::from(vec![hints()]),
     };
     frame.render_widget(Paragraph::new(line), area);
 }
@@ -223,17 +268,33 @@ fn render_ring(app: &App, frame: &mut Frame, area: Rect) {
         .x_bounds([-1.35, 1.35])
         .y_bounds([-1.35, 1.35])
         .paint(move |ctx: &mut Context<'_>| {
-            ctx.draw(&Circle { x: 0.0, y: 0.0, radius: 1.0, color: DIM });
+            ctx.draw(&Circle {
+                x: 0.0,
+                y: 0.0,
+                radius: 1.0,
+                color: DIM,
+            });
             let dots: Vec<(f64, f64)> = ticks.iter().map(|f| on_circle(*f, 1.08)).collect();
-            ctx.draw(&Points { coords: &dots, color: Color::Blue });
+            ctx.draw(&Points {
+                coords: &dots,
+                color: Color::Blue,
+            });
             if let Some(sel) = selected {
                 let from = on_circle(sel.id.fraction(), 1.0);
                 for finger in &sel.fingers {
-                    let Some(to) = finger.target.as_deref().and_then(pos_of) else { continue };
+                    let Some(to) = finger.target.as_deref().and_then(pos_of) else {
+                        continue;
+                    };
                     if finger.target.as_deref() == Some(sel.addr.as_str()) {
                         continue;
                     }
-                    ctx.draw(&ChordLine { x1: from.0, y1: from.1, x2: to.0, y2: to.1, color: CHORD });
+                    ctx.draw(&ChordLine {
+                        x1: from.0,
+                        y1: from.1,
+                        x2: to.0,
+                        y2: to.1,
+                        color: CHORD,
+                    });
                 }
             }
             ctx.layer();
@@ -242,7 +303,8 @@ fn render_ring(app: &App, frame: &mut Frame, area: Rect) {
                 let (x, y) = on_circle(node.id.fraction(), 1.0);
                 let is_sel = selected.is_some_and(|s| s.addr == node.addr);
                 let succ = selected.and_then(|s| s.successors.iter().position(|a| *a == node.addr));
-                let pred = selected.is_some_and(|s| s.predecessor.as_deref() == Some(node.addr.as_str()));
+                let pred =
+                    selected.is_some_and(|s| s.predecessor.as_deref() == Some(node.addr.as_str()));
                 let color = if is_sel {
                     SELECTED
                 } else if node.state == NodeState::Unreachable {
@@ -297,7 +359,9 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect, wide: bool) {
     let sorted = app.sorted_nodes();
     let ring_index = |n: &NodeView| app.nodes.iter().position(|m| m.addr == n.addr).unwrap_or(0);
     let header: &[&str] = if wide {
-        &["#", "addr", "id", "state", "chunks", "manif", "bytes", "req/s", "repair/s"]
+        &[
+            "#", "addr", "id", "state", "chunks", "manif", "bytes", "req/s", "repair/s",
+        ]
     } else {
         &["#", "addr", "state", "keys", "bytes", "req/s"]
     };
@@ -307,7 +371,11 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect, wide: bool) {
             || (sort_label == "id" && *h == "#")
             || (sort_label == "keys" && (*h == "chunks"))
             || (sort_label == "repair" && *h == "repair/s");
-        let text = if sorted_here { format!("{h}▼") } else { (*h).to_string() };
+        let text = if sorted_here {
+            format!("{h}▼")
+        } else {
+            (*h).to_string()
+        };
         Cell::from(text)
     }))
     .style(Style::new().add_modifier(Modifier::BOLD));
@@ -315,14 +383,24 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect, wide: bool) {
         .iter()
         .map(|n| {
             let c = &n.counters;
-            let mut cells = vec![Cell::from(ring_index(n).to_string()), Cell::from(n.addr.clone())];
+            let mut cells = vec![
+                Cell::from(ring_index(n).to_string()),
+                Cell::from(n.addr.clone()),
+            ];
             if wide {
                 cells.push(Cell::from(n.id.short()));
-                cells.push(Cell::from(Span::styled(n.state.label(), state_style(n.state))));
+                cells.push(Cell::from(Span::styled(
+                    n.state.label(),
+                    state_style(n.state),
+                )));
                 cells.push(Cell::from(c.chunks.to_string()));
                 cells.push(Cell::from(c.manifests.to_string()));
             } else {
-                let state = if n.state == NodeState::Unreachable { "down" } else { n.state.label() };
+                let state = if n.state == NodeState::Unreachable {
+                    "down"
+                } else {
+                    n.state.label()
+                };
                 cells.push(Cell::from(Span::styled(state, state_style(n.state))));
                 cells.push(Cell::from(c.keys().to_string()));
             }
@@ -335,7 +413,9 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect, wide: bool) {
         })
         .collect();
     let widths: Vec<Constraint> = if wide {
-        [2, 16, 8, 11, 6, 5, 9, 6, 9].map(Constraint::Length).to_vec()
+        [2, 16, 8, 11, 6, 5, 9, 6, 9]
+            .map(Constraint::Length)
+            .to_vec()
     } else {
         [2, 15, 7, 5, 9, 5].map(Constraint::Length).to_vec()
     };
@@ -346,13 +426,20 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect, wide: bool) {
         .block(pane(title, app.focus == Focus::Nodes))
         .row_highlight_style(Style::new().fg(Color::Black).bg(SELECTED));
     let mut state = TableState::default();
-    state.select(app.selected.as_ref().and_then(|s| sorted.iter().position(|n| &n.addr == s)));
+    state.select(
+        app.selected
+            .as_ref()
+            .and_then(|s| sorted.iter().position(|n| &n.addr == s)),
+    );
     frame.render_stateful_widget(table, area, &mut state);
 }
 
 fn render_fingers(app: &App, frame: &mut Frame, area: Rect) {
     let Some(node) = app.selected_node() else {
-        frame.render_widget(Paragraph::new("no node selected").block(pane(" Fingers ", false)), area);
+        frame.render_widget(
+            Paragraph::new("no node selected").block(pane(" Fingers ", false)),
+            area,
+        );
         return;
     };
     let mut lines = vec![
@@ -362,18 +449,32 @@ fn render_fingers(app: &App, frame: &mut Frame, area: Rect) {
         ]),
         Line::from(vec![
             Span::styled("succ ", Style::new().fg(SUCCESSOR)),
-            Span::raw(if node.successors.is_empty() { "-".to_string() } else { node.successors.join(" ") }),
+            Span::raw(if node.successors.is_empty() {
+                "-".to_string()
+            } else {
+                node.successors.join(" ")
+            }),
         ]),
-        Line::styled("index  start    target", Style::new().add_modifier(Modifier::BOLD)),
+        Line::styled(
+            "index  start    target",
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
     ];
     if node.fingers.is_empty() {
         lines.push(Line::styled("(no finger table)", Style::new().fg(DIM)));
     }
     for f in &node.fingers {
-        let index = if f.first == f.last { f.first.to_string() } else { format!("{}-{}", f.first, f.last) };
+        let index = if f.first == f.last {
+            f.first.to_string()
+        } else {
+            format!("{}-{}", f.first, f.last)
+        };
         let mut spans = vec![
             Span::raw(format!("{index:<6} {} ", f.start.short())),
-            Span::styled(f.target.clone().unwrap_or_else(|| "-".to_string()), Style::new().fg(CHORD)),
+            Span::styled(
+                f.target.clone().unwrap_or_else(|| "-".to_string()),
+                Style::new().fg(CHORD),
+            ),
         ];
         if f.stale {
             spans.push(Span::styled(" stale", Style::new().fg(Color::Red)));
@@ -381,8 +482,18 @@ fn render_fingers(app: &App, frame: &mut Frame, area: Rect) {
         lines.push(Line::from(spans));
     }
     let stale = node.fingers.iter().filter(|f| f.stale).count();
-    let title = format!(" Fingers #{} · {} runs, {} stale ", ring_pos(app, &node.addr), node.fingers.len(), stale);
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(pane(title, false)), area);
+    let title = format!(
+        " Fingers #{} · {} runs, {} stale ",
+        ring_pos(app, &node.addr),
+        node.fingers.len(),
+        stale
+    );
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(title, false)),
+        area,
+    );
 }
 
 fn ring_pos(app: &App, addr: &str) -> usize {
@@ -423,27 +534,56 @@ fn render_distribution(app: &App, frame: &mut Frame, area: Rect) {
         )),
     ])];
     lines.push(Line::styled(
-        format!("{:<4}{:<w$} {:>5} {:<w$} {:>10} {:>6}", "#", "keys", "", "bytes", "", "share", w = bar_width),
+        format!(
+            "{:<4}{:<w$} {:>5} {:<w$} {:>10} {:>6}",
+            "#",
+            "keys",
+            "",
+            "bytes",
+            "",
+            "share",
+            w = bar_width
+        ),
         Style::new().add_modifier(Modifier::BOLD),
     ));
     let rows = area.height.saturating_sub(4) as usize;
     // Keep the selected node in view when the ring is taller than the pane.
     let sel = app.selected.as_ref().map(|s| ring_pos(app, s)).unwrap_or(0);
-    let first = if app.nodes.len() <= rows { 0 } else { sel.saturating_sub(rows / 2).min(app.nodes.len() - rows) };
+    let first = if app.nodes.len() <= rows {
+        0
+    } else {
+        sel.saturating_sub(rows / 2).min(app.nodes.len() - rows)
+    };
     for (i, node) in app.nodes.iter().enumerate().skip(first).take(rows) {
         let is_sel = app.selected.as_deref() == Some(node.addr.as_str());
-        let style = if is_sel { Style::new().fg(SELECTED) } else { Style::new() };
+        let style = if is_sel {
+            Style::new().fg(SELECTED)
+        } else {
+            Style::new()
+        };
         let ratio = |v: f64, max: f64| if max > 0.0 { v / max } else { 0.0 };
         lines.push(Line::from(vec![
             Span::styled(format!("{i:<4}"), style),
-            Span::styled(bar(ratio(keys[i], max_keys), bar_width), Style::new().fg(Color::Cyan)),
+            Span::styled(
+                bar(ratio(keys[i], max_keys), bar_width),
+                Style::new().fg(Color::Cyan),
+            ),
             Span::raw(format!(" {:>5} ", node.counters.keys())),
-            Span::styled(bar(ratio(bytes[i], max_bytes), bar_width), Style::new().fg(Color::Magenta)),
+            Span::styled(
+                bar(ratio(bytes[i], max_bytes), bar_width),
+                Style::new().fg(Color::Magenta),
+            ),
             Span::raw(format!(" {:>10}", human_bytes(bytes[i]))),
-            Span::raw(format!(" {:>5.1}%", shares.get(i).copied().unwrap_or(0.0) * 100.0)),
+            Span::raw(format!(
+                " {:>5.1}%",
+                shares.get(i).copied().unwrap_or(0.0) * 100.0
+            )),
         ]));
     }
-    frame.render_widget(Paragraph::new(lines).block(pane(" Distribution ", false)), area);
+    frame.render_widget(
+        Paragraph::new(lines).block(pane(" Distribution ", false)),
+        area,
+    );
 }
 
 fn format_value(v: f64, unit: Unit) -> String {
@@ -513,32 +653,56 @@ fn severity_style(s: Severity) -> Style {
     }
 }
 
+/// Narrower than this, the events pane shortens its source and kind columns.
+const EVENTS_WIDE_MIN: u16 = 100;
+
 fn render_events(app: &App, frame: &mut Frame, area: Rect) {
     let rows = area.height.saturating_sub(2) as usize;
     let end = app.events.len().saturating_sub(app.events_scroll);
     let start = end.saturating_sub(rows);
+    let wide = area.width >= EVENTS_WIDE_MIN;
     let lines: Vec<Line> = app
         .events
         .range(start..end)
         .map(|e| {
-            let source = match &e.source {
-                EventSource::Node(addr) => addr.clone(),
-                EventSource::Console => "console".to_string(),
+            let source = match (&e.source, wide) {
+                (EventSource::Node(addr), true) => format!("{addr:<15} "),
+                // The port tells local nodes apart; the host is the same.
+                (EventSource::Node(addr), false) => {
+                    format!(
+                        "{:<6} ",
+                        addr.rsplit_once(':').map_or(addr.as_str(), |(_, p)| p)
+                    )
+                }
+                (EventSource::Console, true) => format!("{:<15} ", "console"),
+                (EventSource::Console, false) => format!("{:<6} ", "con"),
+            };
+            let kind = if wide {
+                format!("{:<16} ", e.kind)
+            } else {
+                format!("{} ", e.kind)
             };
             Line::from(vec![
                 Span::styled(format!("{} ", clock(e.at_ms)), Style::new().fg(DIM)),
-                Span::raw(format!("{source:<15} ")),
-                Span::styled(format!("{:<16} ", e.kind), severity_style(e.severity)),
+                Span::raw(source),
+                Span::styled(kind, severity_style(e.severity)),
                 Span::raw(e.text.clone()),
             ])
         })
         .collect();
     let title = if app.events_scroll > 0 {
-        format!(" Events ({}) · {} back ", app.events.len(), app.events_scroll)
+        format!(
+            " Events ({}) · {} back ",
+            app.events.len(),
+            app.events_scroll
+        )
     } else {
         format!(" Events ({}) ", app.events.len())
     };
-    frame.render_widget(Paragraph::new(lines).block(pane(title, app.focus == Focus::Events)), area);
+    frame.render_widget(
+        Paragraph::new(lines).block(pane(title, app.focus == Focus::Events)),
+        area,
+    );
 }
 
 fn render_files(app: &App, frame: &mut Frame, area: Rect) {
@@ -554,14 +718,23 @@ fn render_files(app: &App, frame: &mut Frame, area: Rect) {
             ])
         })
         .collect();
-    let table = Table::new(rows, [
-        Constraint::Min(12),
-        Constraint::Length(10),
-        Constraint::Length(6),
-        Constraint::Length(8),
-    ])
-    .header(Row::new(["name", "size", "chunks", "modified"]).style(Style::new().add_modifier(Modifier::BOLD)))
-    .block(pane(format!(" Files ({}) · d download ", app.files.len()), app.focus == Focus::Files))
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(12),
+            Constraint::Length(10),
+            Constraint::Length(6),
+            Constraint::Length(8),
+        ],
+    )
+    .header(
+        Row::new(["name", "size", "chunks", "modified"])
+            .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .block(pane(
+        format!(" Files ({}) · d download ", app.files.len()),
+        app.focus == Focus::Files,
+    ))
     .row_highlight_style(Style::new().fg(Color::Black).bg(SELECTED));
     let mut state = TableState::default();
     if !app.files.is_empty() {
@@ -578,14 +751,20 @@ fn render_transfers(app: &App, frame: &mut Frame, area: Rect) {
         if i as u16 >= inner.height {
             break;
         }
-        let row = Rect { y: inner.y + i as u16, height: 1, ..inner };
+        let row = Rect {
+            y: inner.y + i as u16,
+            height: 1,
+            ..inner
+        };
         let arrow = match t.direction {
             Direction::Upload => "↑",
             Direction::Download => "↓",
         };
         let (label, color) = match &t.state {
             TransferState::Running => {
-                let eta = t.eta_secs().map_or("ETA -".to_string(), |s| format!("ETA {s:.0}s"));
+                let eta = t
+                    .eta_secs()
+                    .map_or("ETA -".to_string(), |s| format!("ETA {s:.0}s"));
                 (
                     format!(
                         "{arrow} {} {:.0}% {}/s {eta}",
@@ -597,10 +776,17 @@ fn render_transfers(app: &App, frame: &mut Frame, area: Rect) {
                 )
             }
             TransferState::Done => (
-                format!("{arrow} {} done, {} at {}/s", t.name, human_bytes(t.total as f64), human_bytes(t.rate())),
+                format!(
+                    "{arrow} {} done, {} at {}/s",
+                    t.name,
+                    human_bytes(t.total as f64),
+                    human_bytes(t.rate())
+                ),
                 Color::Green,
             ),
-            TransferState::Failed(reason) => (format!("{arrow} {} failed: {reason}", t.name), Color::Red),
+            TransferState::Failed(reason) => {
+                (format!("{arrow} {} failed: {reason}", t.name), Color::Red)
+            }
         };
         let gauge = Gauge::default()
             .ratio(t.ratio())
@@ -633,7 +819,12 @@ fn render_popup(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line<'_>>
         .borders(Borders::ALL)
         .border_style(Style::new().fg(SELECTED))
         .title(title.to_string());
-    frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), popup);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        popup,
+    );
 }
 
 fn render_help(frame: &mut Frame, area: Rect) {

@@ -53,10 +53,17 @@ pub async fn transfer(
         }
     };
     let update = match result {
-        Ok(()) => Update::TransferDone { id, at_ms: now_ms() },
+        Ok(()) => Update::TransferDone {
+            id,
+            at_ms: now_ms(),
+        },
         Err(e) => {
             warn!(transfer = id, error = %format!("{e:#}"), "transfer failed");
-            Update::TransferFailed { id, reason: format!("{e:#}"), at_ms: now_ms() }
+            Update::TransferFailed {
+                id,
+                reason: format!("{e:#}"),
+                at_ms: now_ms(),
+            }
         }
     };
     let _ = update_tx.send(update).await;
@@ -65,8 +72,16 @@ pub async fn transfer(
 /// What to move.
 #[derive(Clone, Debug)]
 pub enum TransferRequest {
-    Upload { path: PathBuf, name: String, entry: String },
-    Download { name: String, dest: PathBuf, entry: String },
+    Upload {
+        path: PathBuf,
+        name: String,
+        entry: String,
+    },
+    Download {
+        name: String,
+        dest: PathBuf,
+        entry: String,
+    },
 }
 
 async fn run_transfer(
@@ -86,7 +101,13 @@ async fn run_transfer(
                 .await
                 .with_context(|| format!("cannot read {}", path.display()))?
                 .len();
-            let _ = update_tx.send(Update::TransferSize { id, total, at_ms: now_ms() }).await;
+            let _ = update_tx
+                .send(Update::TransferSize {
+                    id,
+                    total,
+                    at_ms: now_ms(),
+                })
+                .await;
             let client = Client::new(entry, peer_opts)?;
             let report = client.upload_file(&path, &name, &opts, &progress).await?;
             info!(file = %report.name, bytes = report.size, "uploaded");
@@ -94,7 +115,13 @@ async fn run_transfer(
         TransferRequest::Download { name, dest, entry } => {
             let client = Client::new(entry, peer_opts)?;
             let manifest = client.manifest(&name).await?;
-            let _ = update_tx.send(Update::TransferSize { id, total: manifest.size, at_ms: now_ms() }).await;
+            let _ = update_tx
+                .send(Update::TransferSize {
+                    id,
+                    total: manifest.size,
+                    at_ms: now_ms(),
+                })
+                .await;
             let report = client.download(&name, &dest, &opts, &progress).await?;
             info!(file = %report.name, bytes = report.size, dest = %dest.display(), "downloaded");
         }
@@ -108,8 +135,12 @@ pub enum FleetRequest {
     Add,
     Remove,
     /// Drain the node, then stop it if it is ours.
-    Leave { addr: String },
-    Kill { addr: String },
+    Leave {
+        addr: String,
+    },
+    Kill {
+        addr: String,
+    },
     /// Stop every node; answers when they are gone.
     Shutdown(oneshot::Sender<()>),
 }
@@ -129,10 +160,21 @@ pub async fn fleet_actor(
         let update = match &result {
             Ok(m) => {
                 let addr = m.addr.clone().unwrap_or_default();
-                let http = fleet.http_of(&addr).map(|h| format!(", gateway http://{h}/")).unwrap_or_default();
-                note("node-started", format!("started {addr}{http} ({}/{initial})", i + 1), Severity::Good)
+                let http = fleet
+                    .http_of(&addr)
+                    .map(|h| format!(", gateway http://{h}/"))
+                    .unwrap_or_default();
+                note(
+                    "node-started",
+                    format!("started {addr}{http} ({}/{initial})", i + 1),
+                    Severity::Good,
+                )
             }
-            Err(e) => note("error", format!("starting node {}: {e:#}", i + 1), Severity::Error),
+            Err(e) => note(
+                "error",
+                format!("starting node {}: {e:#}", i + 1),
+                Severity::Error,
+            ),
         };
         seeds_tx.send_replace(fleet.addrs());
         if update_tx.send(update).await.is_err() {
@@ -144,11 +186,19 @@ pub async fn fleet_actor(
         let update = match request {
             FleetRequest::Add => match fleet.add().await {
                 Ok(m) => note("capacity", format!("+ added {}", m.id), Severity::Good),
-                Err(e) => note("capacity", format!("adding a node failed: {e:#}"), Severity::Error),
+                Err(e) => note(
+                    "capacity",
+                    format!("adding a node failed: {e:#}"),
+                    Severity::Error,
+                ),
             },
             FleetRequest::Remove => match fleet.remove(None).await {
                 Ok(r) => removal_note(&r.member.id, &r.handoff),
-                Err(e) => note("capacity", format!("removing a node failed: {e:#}"), Severity::Error),
+                Err(e) => note(
+                    "capacity",
+                    format!("removing a node failed: {e:#}"),
+                    Severity::Error,
+                ),
             },
             FleetRequest::Leave { addr } => match fleet.drain_and_stop(&addr).await {
                 Ok(r) => removal_note(&r.member.id, &r.handoff),
@@ -205,7 +255,14 @@ pub async fn drain_remote(pool: Arc<PeerPool>, addr: String, update_tx: mpsc::Se
             ),
             Severity::Good,
         ),
-        Ok(h) => note("leave", format!("{addr}: {} keys still unconfirmed after the drain", h.unconfirmed), Severity::Error),
+        Ok(h) => note(
+            "leave",
+            format!(
+                "{addr}: {} keys still unconfirmed after the drain",
+                h.unconfirmed
+            ),
+            Severity::Error,
+        ),
         Err(e) => note("leave", format!("draining {addr}: {e}"), Severity::Error),
     };
     let _ = update_tx.send(update).await;
