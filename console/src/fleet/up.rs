@@ -105,7 +105,7 @@ fn print_table(
         println!("{}", serde_json::to_string(&line)?);
         return Ok(());
     }
-    println!("{:<5} {:<22} {}", "node", "gRPC", "HTTP");
+    println!("{:<5} {:<22} HTTP", "node", "gRPC");
     for (i, s) in running_slots.iter().enumerate() {
         println!(
             "{:<5} {:<22} {}",
