@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use chord_node::peer::{PeerOptions, PeerPool};
+use chord_node::peer::{NodeState, PeerOptions, PeerPool};
 use chord_node::repair::HandoffReport;
 use rand::seq::SliceRandom;
 use tracing::{info, warn};
@@ -146,28 +146,41 @@ impl LocalCapacity {
 
     /// Asks `addr` to hand off its keys and waits for its report.
     async fn drain(&self, addr: &str) -> Result<HandoffReport> {
-        // The node's Drain RPC (PeerPool::drain) lands with the lead's seam
-        // change; until it is merged, a removal refuses rather than stopping
-        // a node whose keys nobody confirmed.
-        let _ = (&self.peers, self.drain_deadline);
-        bail!("cannot drain {addr}: this build has no Drain RPC yet")
+        self.peers
+            .drain(addr, self.drain_deadline)
+            .await
+            .with_context(|| format!("draining {addr}"))
     }
 }
 
 impl Capacity for LocalCapacity {
     async fn describe(&mut self) -> Result<CapacityState> {
         self.reap();
+        let (peers, draining) = (&self.peers, &self.draining);
+        let states = futures::future::join_all(self.started.iter().map(|addr| async move {
+            if draining.contains_key(addr) {
+                return MemberState::Draining;
+            }
+            match peers.get_info(addr).await {
+                Ok(info) => match info.state {
+                    NodeState::Joining => MemberState::Pending,
+                    NodeState::Serving => MemberState::InService,
+                    NodeState::Leaving => MemberState::Draining,
+                },
+                // A running process that does not answer this once still
+                // counts; one that exited is reaped above.
+                Err(_) => MemberState::InService,
+            }
+        }))
+        .await;
         let members = self
             .started
             .iter()
-            .map(|addr| Member {
+            .zip(states)
+            .map(|(addr, state)| Member {
                 id: addr.clone(),
                 addr: Some(addr.clone()),
-                state: if self.draining.contains_key(addr) {
-                    MemberState::Draining
-                } else {
-                    MemberState::InService
-                },
+                state,
             })
             .collect();
         Ok(CapacityState {
