@@ -8,3 +8,4 @@ pub mod capacity;
 pub mod cli;
 pub mod fleet;
 pub mod progress;
+pub mod scaling;

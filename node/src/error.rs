@@ -50,13 +50,20 @@ pub enum Error {
     /// The node is shutting down.
     #[error("node is shutting down")]
     Shutdown,
+    /// The node (`peer`) is leaving the ring: it takes no new data and
+    /// confirms no keys, so it must not be counted as a holder.
+    #[error("{peer} is leaving the ring")]
+    Leaving { peer: String },
 }
 
 impl Error {
     /// Whether trying again (perhaps via another peer) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Unavailable(_) | Error::BadReply { .. } => true,
+            Error::Unreachable { .. }
+            | Error::Unavailable(_)
+            | Error::BadReply { .. }
+            | Error::Leaving { .. } => true,
             Error::Remote { retryable, .. } => *retryable,
             Error::Corrupt(_) => true, // another replica may hold good bytes
             Error::InvalidArgument(_)

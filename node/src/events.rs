@@ -176,10 +176,16 @@ mod tests {
             log.record(EventKind::Repair, None, i, 0, "");
         }
         let first = log.since(0, 3);
-        assert_eq!(first.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            first.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         assert_eq!(first.next, 3);
         let rest = log.since(first.next, 10);
-        assert_eq!(rest.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(
+            rest.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 5]
+        );
         assert_eq!(rest.missed, 0);
         let empty = log.since(rest.next, 10);
         assert!(empty.events.is_empty());

@@ -125,7 +125,45 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(no_route)
         // Files may be many GiB; the upload streams, so no limit is needed.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            refuse_grpc,
+        ))
         .with_state(gateway)
+}
+
+/// A gRPC client pointed at the gateway port by mistake (`--peer` with the
+/// HTTP port) gets a gRPC status that names the node's gRPC address, so
+/// it prints one clear line instead of a protocol error.
+async fn refuse_grpc(
+    State(gw): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if !is_grpc {
+        return next.run(request).await;
+    }
+    let message = format!(
+        "this port is an HTTP gateway, not gRPC; the node's gRPC address is {}",
+        gw.client.entry()
+    );
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    // 9 = FAILED_PRECONDITION: the call cannot work at this address.
+    headers.insert("grpc-status", HeaderValue::from_static("9"));
+    if let Ok(value) = HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", value);
+    }
+    response
 }
 
 /// `POST /upload`: stores every part of field [`UPLOAD_FIELD`] under its file
@@ -470,6 +508,7 @@ fn status_of(err: &Error) -> StatusCode {
         }
         | Error::Unreachable { .. }
         | Error::Unavailable(_)
+        | Error::Leaving { .. }
         | Error::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
         Error::BadReply { .. } => StatusCode::BAD_GATEWAY,
         Error::Corrupt(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,6 +6,7 @@
 //! inside a `std::sync::Mutex`; every critical section is a few core calls
 //! with no `.await` inside, so the lock is never held across network I/O.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,7 +17,8 @@ use tracing::{debug, info, warn};
 use crate::chord::{replica_set, Id, Lookup, LookupStep, NodeRef, Options, RingState, Route};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::peer::{PeerInfo, PeerOptions, PeerPool};
+use crate::events::{EventKind, EventLog};
+use crate::peer::{NodeState, PeerInfo, PeerOptions, PeerPool};
 use crate::store::Store;
 
 /// The shared state of one running node.
@@ -30,6 +32,13 @@ pub struct Node {
     /// Set once a graceful leave has begun: the node stops claiming its
     /// range (lookups for it go to the successor) while it hands keys over.
     leaving: AtomicBool,
+    /// Peers known to be leaving (they said so in a `Leave` notice or a
+    /// refusal), with when we learned it. Repair never counts them as
+    /// holders, so two leaving nodes never drop a key on each other's word.
+    leaving_peers: Mutex<HashMap<String, Instant>>,
+    /// One drain at a time: a second `Drain` call waits for the first.
+    drain_lock: tokio::sync::Mutex<()>,
+    events: EventLog,
     started: Instant,
     pub counters: Counters,
 }
@@ -59,7 +68,10 @@ impl Node {
     pub fn create(config: Config, store: Store) -> Arc<Node> {
         let me = NodeRef::from_addr(config.advertise.clone());
         let state = RingState::create(me.clone(), ring_options(&config));
-        Node::with_state(config, me, state, store)
+        let node = Node::with_state(config, me, state, store);
+        node.events
+            .record(EventKind::Created, None, 0, 0, "created a new ring");
+        node
     }
 
     /// A node that joins the ring `config.join` belongs to: asks that peer for
@@ -77,8 +89,17 @@ impl Node {
             match find_successor_via(&peers, &bootstrap, &me).await {
                 Ok(successor) => {
                     info!(peer = %bootstrap, successor = %successor, "joined ring");
-                    let state = RingState::join(me.clone(), successor, ring_options(&config));
-                    return Ok(Node::with_state(config, me, state, store));
+                    let state =
+                        RingState::join(me.clone(), successor.clone(), ring_options(&config));
+                    let node = Node::with_state(config, me, state, store);
+                    node.events.record(
+                        EventKind::Joined,
+                        Some(&successor.addr),
+                        0,
+                        0,
+                        format!("joined through {bootstrap}"),
+                    );
+                    return Ok(node);
                 }
                 Err(e) if e.is_retryable() => last_err = e,
                 Err(e) => return Err(e),
@@ -102,6 +123,9 @@ impl Node {
             ring: Mutex::new(state),
             store: Arc::new(store),
             leaving: AtomicBool::new(false),
+            leaving_peers: Mutex::new(HashMap::new()),
+            drain_lock: tokio::sync::Mutex::new(()),
+            events: EventLog::default(),
             started: Instant::now(),
             counters: Counters::default(),
         })
@@ -139,6 +163,52 @@ impl Node {
         self.leaving.load(Ordering::Acquire)
     }
 
+    /// The node's event log.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// Where this node is in its life.
+    pub fn state(&self) -> NodeState {
+        if self.is_leaving() {
+            return NodeState::Leaving;
+        }
+        let ring = self.ring();
+        if !ring.is_alone() && ring.predecessor().is_none() {
+            NodeState::Joining
+        } else {
+            NodeState::Serving
+        }
+    }
+
+    /// Notes that `addr` is leaving the ring (it told us, or refused a call
+    /// because of it).
+    pub fn peer_leaving(&self, addr: &str) {
+        if addr == self.me.addr {
+            return;
+        }
+        self.leaving_peers_map()
+            .insert(addr.to_string(), Instant::now());
+    }
+
+    /// `addr` acted as a member again (it notified us): a restarted node on
+    /// the same address is not leaving.
+    pub fn peer_rejoined(&self, addr: &str) {
+        self.leaving_peers_map().remove(addr);
+    }
+
+    /// Whether `addr` is known to be leaving. Marks expire after
+    /// [`LEAVING_MARK_TTL`]: by then the node is gone or back.
+    pub fn is_peer_leaving(&self, addr: &str) -> bool {
+        let mut map = self.leaving_peers_map();
+        map.retain(|_, since| since.elapsed() < LEAVING_MARK_TTL);
+        map.contains_key(addr)
+    }
+
+    fn leaving_peers_map(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
+        self.leaving_peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// One routing step for `target`, as this node answers it. While leaving,
     /// the node's own range is answered with its successor, the next owner.
     pub fn route(&self, target: &Id) -> Route {
@@ -151,6 +221,7 @@ impl Node {
 
     /// This node as `GetInfo` describes it: who it is and its neighbours.
     pub fn info(&self) -> PeerInfo {
+        let state = self.state();
         let ring = self.ring();
         PeerInfo {
             node: ring.me().clone(),
@@ -158,6 +229,7 @@ impl Node {
             successors: ring.successors().to_vec(),
             uptime_secs: self.uptime().as_secs(),
             replicas: self.config.replicas as u32,
+            state,
         }
     }
 
@@ -177,9 +249,25 @@ impl Node {
         if peer.addr == self.me.addr {
             return;
         }
-        warn!(peer = %peer.addr, "peer failed; dropping it from fingers and successors");
-        self.ring().peer_failed(&peer.addr);
+        let known = {
+            let mut ring = self.ring();
+            let known = ring.knows(&peer.addr);
+            ring.peer_failed(&peer.addr);
+            known
+        };
         self.peers.forget(&peer.addr);
+        // Only a peer we still linked to is news: the same dead node is
+        // reported by many calls before every table forgets it.
+        if known {
+            warn!(peer = %peer.addr, "peer failed; dropping it from fingers and successors");
+            self.events.record(
+                EventKind::PeerFailed,
+                Some(&peer.addr),
+                0,
+                0,
+                "stopped answering; dropped from fingers and successors",
+            );
+        }
     }
 
     /// Finds the owner of `target` by an iterative walk started here.
@@ -266,6 +354,27 @@ impl Node {
     /// One round of `stabilize`: learn the successor's predecessor and
     /// successor list, adopt a closer successor, and notify it.
     pub async fn stabilize(&self) {
+        // A leaving node has handed its links on; notifying its successor
+        // again would pull it back into the ring.
+        if self.is_leaving() {
+            return;
+        }
+        let before = self.ring().successor().addr.clone();
+        self.stabilize_once().await;
+        let after = self.ring().successor().clone();
+        if after.addr != before && after.addr != self.me.addr {
+            info!(successor = %after, "new successor");
+            self.events.record(
+                EventKind::NeighbourJoined,
+                Some(&after.addr),
+                0,
+                0,
+                "new successor",
+            );
+        }
+    }
+
+    async fn stabilize_once(&self) {
         let target = self.ring().stabilize_target();
         let to_notify = if target.addr == self.me.addr {
             let mut ring = self.ring();
@@ -316,6 +425,47 @@ impl Node {
             debug!(peer = %pred.addr, error = %e, "predecessor did not answer");
             self.peer_failed(&pred);
         }
+    }
+
+    /// Re-enters the ring through `via` after this node found itself alone
+    /// while other nodes exist (a partition healed, or two rings were made).
+    /// Its keys stay; repair moves them to where the joined ring wants them.
+    pub async fn rejoin(&self, via: &str) -> Result<()> {
+        let successor = find_successor_via(&self.peers, via, &self.me).await?;
+        if successor.addr == self.me.addr {
+            return Err(Error::Unavailable(format!(
+                "{via} answered with this node itself; nothing to join"
+            )));
+        }
+        *self.ring() = RingState::join(
+            self.me.clone(),
+            successor.clone(),
+            ring_options(&self.config),
+        );
+        info!(peer = %via, successor = %successor, "re-joined the ring");
+        self.events.record(
+            EventKind::Joined,
+            Some(&successor.addr),
+            0,
+            0,
+            format!("re-joined through {via}"),
+        );
+        Ok(())
+    }
+
+    /// Leaves the ring and hands every key to its next holders, for a node
+    /// that is about to be destroyed (a scale-in). Unlike a plain shutdown
+    /// it never stops early because rounds make no progress: while this
+    /// node is the last confirmed holder of a key, it keeps trying until
+    /// `deadline`, and the report says what is left. One drain runs at a
+    /// time; the node keeps serving reads until it is stopped.
+    pub async fn drain(&self, deadline: Duration) -> crate::repair::HandoffReport {
+        let _one_at_a_time = self.drain_lock.lock().await;
+        if !self.is_leaving() {
+            self.leave_ring().await;
+        }
+        self.hand_off(deadline, crate::repair::HandoffMode::UntilConfirmed)
+            .await
     }
 
     /// Graceful leave: hand our links to our neighbours so they repair at once.
@@ -377,6 +527,11 @@ enum Task {
     FixFingers,
     CheckPredecessor,
 }
+
+/// How long a peer stays marked as leaving: long enough for any drain we
+/// would otherwise count it in, short enough that a node restarted on the
+/// same address is soon a holder again.
+const LEAVING_MARK_TTL: Duration = Duration::from_secs(600);
 
 /// Lookups tried (a stabilize interval apart) before a key counts as unplaceable.
 const PLACEMENT_ATTEMPTS: usize = 4;

@@ -19,6 +19,8 @@ use tonic::{Code, Status};
 
 use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
+use crate::events::EventBatch;
+use crate::repair::HandoffReport;
 use crate::store::{Manifest, Stamp};
 use crate::wire;
 
@@ -64,6 +66,45 @@ pub struct PeerInfo {
     pub successors: Vec<NodeRef>,
     pub uptime_secs: u64,
     pub replicas: u32,
+    pub state: NodeState,
+}
+
+/// Where a node is in its life, as it reports itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    /// Joined, but no predecessor has notified it yet.
+    Joining,
+    /// Serving its share of the ring.
+    Serving,
+    /// Handing its keys off before it goes (graceful leave or drain).
+    Leaving,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Joining => "joining",
+            NodeState::Serving => "serving",
+            NodeState::Leaving => "leaving",
+        }
+    }
+
+    pub fn to_pb(self) -> pb::NodeState {
+        match self {
+            NodeState::Joining => pb::NodeState::Joining,
+            NodeState::Serving => pb::NodeState::Serving,
+            NodeState::Leaving => pb::NodeState::Leaving,
+        }
+    }
+
+    /// An unknown or unset state (an older node) reads as serving.
+    pub fn from_pb(state: i32) -> NodeState {
+        match pb::NodeState::try_from(state) {
+            Ok(pb::NodeState::Joining) => NodeState::Joining,
+            Ok(pb::NodeState::Leaving) => NodeState::Leaving,
+            _ => NodeState::Serving,
+        }
+    }
 }
 
 /// One row of a peer's finger table.
@@ -473,6 +514,40 @@ impl PeerPool {
     }
 }
 
+impl PeerPool {
+    /// The node's events since `since` (see [`crate::events`]).
+    pub async fn events(&self, addr: &str, since: u64) -> Result<EventBatch> {
+        let resp = self
+            .ring(addr)?
+            .get_events(self.request(pb::GetEventsRequest {
+                since,
+                max: crate::events::MAX_EVENTS_PER_READ as u32,
+            }))
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        wire::events_from_pb(resp).map_err(wire::blame(addr))
+    }
+
+    /// Asks the node to leave the ring and hand every key off, waiting up to
+    /// `deadline` for it to answer with its report. Destroy the node only if
+    /// the report [`is_complete`](HandoffReport::is_complete).
+    pub async fn drain(&self, addr: &str, deadline: Duration) -> Result<HandoffReport> {
+        let mut req = tonic::Request::new(pb::DrainRequest {
+            deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+        });
+        // The node answers at its deadline at the latest; allow for the trip.
+        req.set_timeout(deadline + self.opts.rpc_timeout * 2);
+        let resp = self
+            .ring(addr)?
+            .drain(req)
+            .await
+            .map_err(|s| self.fail(addr, s))?
+            .into_inner();
+        Ok(wire::handoff_from_pb(&resp))
+    }
+}
+
 /// What a node holds in a key range.
 #[derive(Clone, Debug, Default)]
 pub struct KeysHeld {
@@ -498,12 +573,19 @@ pub fn info_from_pb(resp: pb::NodeInfo) -> Result<PeerInfo> {
         successors: wire::nodes_from_pb(resp.successors, "successor")?,
         uptime_secs: resp.uptime_secs,
         replicas: resp.replicas,
+        state: NodeState::from_pb(resp.state),
     })
 }
 
 /// The one mapping from a status answered by (or on the way to) a peer.
 pub fn status_to_error(peer: &str, status: Status) -> Error {
     let peer = peer.to_string();
+    if status
+        .metadata()
+        .contains_key(crate::server::LEAVING_HEADER)
+    {
+        return Error::Leaving { peer };
+    }
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
             Error::Unreachable {
@@ -519,6 +601,17 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
             message: status.message().to_string(),
             retryable: false,
         },
+        // tonic's wording for an answer that was plain HTTP, not gRPC.
+        Code::Internal
+            if status
+                .message()
+                .contains("while receiving response with status") =>
+        {
+            Error::BadReply {
+                peer,
+                reason: "not a chord-dfs gRPC port (it answered plain HTTP)".into(),
+            }
+        }
         Code::Internal | Code::Unimplemented => Error::BadReply {
             peer,
             reason: status.message().to_string(),

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::chord::{Id, NodeRef};
 use crate::error::Result;
+use crate::events::EventKind;
 use crate::node::{Counters, Node};
 use crate::store::{Manifest, Stamp};
 
@@ -126,6 +127,10 @@ impl Node {
                 _ = cancel.cancelled() => break,
                 _ = ticker.tick() => {}
             }
+            if self.is_leaving() {
+                // The hand-off runs its own rounds.
+                continue;
+            }
             let round = async {
                 let mut report = self.scrub(&mut scrub_cursor).await;
                 match self.repair_round(false).await {
@@ -140,44 +145,103 @@ impl Node {
             };
             if !report.is_quiet() {
                 info!(?report, "repair round");
+                let keys = report.chunks_pushed
+                    + report.manifests_pushed
+                    + report.chunks_dropped
+                    + report.manifests_dropped;
+                self.events().record(
+                    EventKind::Repair,
+                    None,
+                    keys,
+                    report.bytes_pushed,
+                    format!(
+                        "pushed {} chunks and {} manifests, dropped {} keys, {} corrupt found",
+                        report.chunks_pushed,
+                        report.manifests_pushed,
+                        report.chunks_dropped + report.manifests_dropped,
+                        report.corrupt_found
+                    ),
+                );
             }
         }
     }
 
     /// Hands every key to its holders as if this node were gone, retrying
-    /// until all are confirmed or `deadline` passes. Used on graceful leave.
-    pub async fn hand_off(&self, deadline: Duration) -> RepairReport {
+    /// until all are confirmed or `deadline` passes; `mode` says whether a
+    /// run of rounds that move nothing ends it early.
+    pub async fn hand_off(&self, deadline: Duration, mode: HandoffMode) -> HandoffReport {
         let started = Instant::now();
-        let mut total = RepairReport::default();
+        self.events().record(
+            EventKind::HandoffStarted,
+            None,
+            0,
+            0,
+            format!("handing every key to its next holders ({mode:?})"),
+        );
+        let mut moved = RepairReport::default();
+        let mut rounds = 0u32;
         let mut stalled = 0;
+        let mut unconfirmed;
         loop {
+            rounds += 1;
             match self.repair_round(true).await {
                 Ok(r) => {
-                    // Only the latest round's leftovers count as unconfirmed.
-                    total.unconfirmed = 0;
-                    total.absorb(&r);
-                    if r.unconfirmed == 0 {
+                    moved.absorb(&r);
+                    unconfirmed = r.unconfirmed;
+                    if unconfirmed == 0 {
                         break;
                     }
                     stalled = if r.is_quiet() { stalled + 1 } else { 0 };
                 }
                 Err(e) => {
                     warn!(error = %e, "hand-off round failed");
+                    // Nothing was confirmed this round: count every key.
+                    let held = self.store().stats();
+                    unconfirmed = held.chunks + held.manifests + held.tombstones;
                     stalled += 1;
                 }
             }
-            if started.elapsed() >= deadline || stalled >= HANDOFF_STALL_ROUNDS {
+            if started.elapsed() >= deadline {
+                warn!(
+                    left = unconfirmed,
+                    "hand-off deadline passed; keys stay on disk"
+                );
+                break;
+            }
+            if mode == HandoffMode::UntilStalled && stalled >= HANDOFF_STALL_ROUNDS {
                 // The last node of a ring, or a whole fleet stopping at once,
                 // has no one to hand to: the keys stay on disk, intact.
                 warn!(
-                    left = total.unconfirmed,
+                    left = unconfirmed,
                     "hand-off cannot make progress; keys stay on disk"
                 );
                 break;
             }
             tokio::time::sleep(HANDOFF_RETRY).await;
         }
-        total
+        let report = HandoffReport {
+            keys: moved.chunks_dropped + moved.manifests_dropped,
+            bytes: moved.bytes_pushed,
+            unconfirmed,
+            rounds,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        let detail = if report.is_complete() {
+            "every key confirmed by its next holders".to_string()
+        } else {
+            format!(
+                "{} keys not confirmed elsewhere; kept on disk",
+                report.unconfirmed
+            )
+        };
+        self.events().record(
+            EventKind::HandoffDone,
+            None,
+            report.keys,
+            report.bytes,
+            detail,
+        );
+        report
     }
 
     /// One pass over every key held here. With `leaving`, this node counts
@@ -222,10 +286,15 @@ impl Node {
     /// it is leaving.
     async fn holders(&self, key: Id, leaving: bool) -> Result<Vec<NodeRef>> {
         let want = self.replicas();
-        let mut set = self.replica_set(key, want + 1).await?;
-        if leaving {
-            set.retain(|n| n.addr != self.me().addr);
-        }
+        // Ask for spares: this node and peers known to be leaving are not
+        // holders, whoever the successor lists still name.
+        let mut set = self
+            .replica_set(key, want + 1 + self.config().successors)
+            .await?;
+        set.retain(|n| {
+            let me = n.addr == self.me().addr;
+            !(me && leaving) && (me || !self.is_peer_leaving(&n.addr))
+        });
         set.truncate(want);
         if set.is_empty() {
             return Err(crate::Error::Unavailable(
@@ -256,6 +325,10 @@ impl Node {
             {
                 Ok(h) => h,
                 Err(e) => {
+                    if matches!(e, crate::Error::Leaving { .. }) {
+                        // Not a holder; the next round places past it.
+                        self.peer_leaving(&holder.addr);
+                    }
                     debug!(peer = %holder.addr, error = %e, "holder did not list its keys");
                     continue;
                 }
@@ -331,6 +404,9 @@ impl Node {
                 true
             }
             Err(e) => {
+                if matches!(e, crate::Error::Leaving { .. }) {
+                    self.peer_leaving(&to.addr);
+                }
                 debug!(peer = %to.addr, key = %key.short(), error = %e, "chunk push failed");
                 false
             }
@@ -358,6 +434,9 @@ impl Node {
                 true
             }
             Err(e) => {
+                if matches!(e, crate::Error::Leaving { .. }) {
+                    self.peer_leaving(&to.addr);
+                }
                 debug!(peer = %to.addr, error = %e, "manifest push failed");
                 false
             }
@@ -409,8 +488,19 @@ impl Node {
     }
 }
 
-/// Hand-off rounds in a row that move nothing before a leaving node stops
-/// trying (its remaining keys stay on disk).
+/// When a hand-off may stop before every key is confirmed elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoffMode {
+    /// A plain shutdown (SIGTERM): the disk stays, so after
+    /// [`HANDOFF_STALL_ROUNDS`] rounds that move nothing (the last node of
+    /// a ring, a whole fleet stopping at once) the node stops trying.
+    UntilStalled,
+    /// A drain before the node is destroyed: only the deadline ends it.
+    UntilConfirmed,
+}
+
+/// Hand-off rounds in a row that move nothing before a node that keeps its
+/// disk stops trying (its remaining keys stay on disk).
 const HANDOFF_STALL_ROUNDS: u32 = 4;
 /// Pause between hand-off rounds: time for stabilize to settle a busy ring.
 const HANDOFF_RETRY: Duration = Duration::from_millis(500);

@@ -10,6 +10,8 @@ use chord_proto::pb;
 
 use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
+use crate::events::{Event, EventBatch, EventKind};
+use crate::repair::HandoffReport;
 use crate::store::{Manifest, Stamp};
 
 /// Longest `host:port` accepted: a DNS name is at most 253 bytes, plus the port.
@@ -152,6 +154,73 @@ pub fn stamp_from_pb(m: &pb::KeyVersion) -> Result<Stamp> {
         deleted: m.deleted,
         sha256,
     })
+}
+
+/// Events as a node sends them. An unknown kind is refused: a reader that
+/// does not know a kind cannot describe it honestly.
+pub fn events_to_pb(batch: EventBatch) -> pb::EventsResponse {
+    pb::EventsResponse {
+        events: batch
+            .events
+            .into_iter()
+            .map(|e| pb::Event {
+                seq: e.seq,
+                at_ms: e.at_ms,
+                kind: e.kind.as_str().to_string(),
+                peer: e.peer.unwrap_or_default(),
+                keys: e.keys,
+                bytes: e.bytes,
+                detail: e.detail,
+            })
+            .collect(),
+        next: batch.next,
+        missed: batch.missed,
+    }
+}
+
+pub fn events_from_pb(resp: pb::EventsResponse) -> Result<EventBatch> {
+    let mut events = Vec::with_capacity(resp.events.len());
+    for e in resp.events {
+        let kind = EventKind::parse(&e.kind)
+            .ok_or_else(|| Error::invalid(format!("unknown event kind {:?}", e.kind)))?;
+        if !e.peer.is_empty() {
+            validate_addr(&e.peer).map_err(|err| Error::invalid(format!("event peer: {err}")))?;
+        }
+        events.push(Event {
+            seq: e.seq,
+            at_ms: e.at_ms,
+            kind,
+            peer: (!e.peer.is_empty()).then_some(e.peer),
+            keys: e.keys,
+            bytes: e.bytes,
+            detail: e.detail,
+        });
+    }
+    Ok(EventBatch {
+        events,
+        next: resp.next,
+        missed: resp.missed,
+    })
+}
+
+pub fn handoff_to_pb(r: &HandoffReport) -> pb::HandoffReport {
+    pb::HandoffReport {
+        keys: r.keys,
+        bytes: r.bytes,
+        unconfirmed: r.unconfirmed,
+        rounds: r.rounds,
+        elapsed_ms: r.elapsed_ms,
+    }
+}
+
+pub fn handoff_from_pb(r: &pb::HandoffReport) -> HandoffReport {
+    HandoffReport {
+        keys: r.keys,
+        bytes: r.bytes,
+        unconfirmed: r.unconfirmed,
+        rounds: r.rounds,
+        elapsed_ms: r.elapsed_ms,
+    }
 }
 
 /// Re-labels an input error found in a peer's answer as that peer's fault.

@@ -47,9 +47,7 @@ pub struct TestCluster {
 pub fn python_tool(name: &str) -> std::path::PathBuf {
     let venv = std::env::var_os("CHORD_VENV")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv")
-        });
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv"));
     let candidate = venv.join("bin").join(name);
     if candidate.is_file() {
         candidate

@@ -213,3 +213,27 @@ async fn failures_exit_non_zero_with_one_line() {
         "a failed download left a file behind"
     );
 }
+
+#[tokio::test]
+async fn a_console_pointed_at_a_gateway_port_says_so() {
+    let mut cluster = TestCluster::new(1, FAST).unwrap();
+    let grpc = chord_tests::free_port().unwrap();
+    let http = chord_tests::free_port().unwrap();
+    let addr = cluster
+        .fleet
+        .start_with_http(grpc, None, Some(http))
+        .await
+        .unwrap();
+    let out = console(&format!("127.0.0.1:{http}"), &["ring"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains("HTTP gateway") && stderr.contains(&addr),
+        "does not name the gateway and the gRPC address: {stderr}"
+    );
+}

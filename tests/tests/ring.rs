@@ -182,6 +182,7 @@ mod nonsense_peer {
                 successors: vec![bogus(); 50],
                 uptime_secs: 0,
                 replicas: 0,
+                state: 77,
             }))
         }
         async fn find_successor(
@@ -245,6 +246,27 @@ mod nonsense_peer {
         async fn leave(&self, _: Request<pb::LeaveRequest>) -> Result<Response<pb::Empty>, Status> {
             Ok(Response::new(pb::Empty {}))
         }
+        async fn get_events(
+            &self,
+            _: Request<pb::GetEventsRequest>,
+        ) -> Result<Response<pb::EventsResponse>, Status> {
+            Ok(Response::new(pb::EventsResponse {
+                events: vec![pb::Event {
+                    kind: "\u{0}no such kind".into(),
+                    peer: "::::".into(),
+                    ..Default::default()
+                }],
+                next: u64::MAX,
+                missed: u64::MAX,
+            }))
+        }
+        async fn drain(
+            &self,
+            _: Request<pb::DrainRequest>,
+        ) -> Result<Response<pb::HandoffReport>, Status> {
+            // Claims a complete hand-off of nothing, instantly.
+            Ok(Response::new(pb::HandoffReport::default()))
+        }
     }
 }
 
@@ -286,5 +308,11 @@ async fn a_peer_answering_nonsense_does_not_crash_the_node() {
         .await
         .unwrap();
     assert_eq!(owner.addr, addr);
+    // Events in a shape no node sends are refused as the peer's fault.
+    let err = cluster.peers.events(&liar_addr, 0).await.unwrap_err();
+    assert!(
+        matches!(err, chord_node::Error::BadReply { .. }),
+        "nonsense events accepted: {err}"
+    );
     server.abort();
 }

@@ -326,6 +326,14 @@ impl RingState {
         self.predecessor.clone()
     }
 
+    /// Whether `addr` is linked from this node: predecessor, a successor or
+    /// a finger.
+    pub fn knows(&self, addr: &str) -> bool {
+        self.predecessor.as_ref().is_some_and(|p| p.addr == addr)
+            || self.successors.as_slice().iter().any(|n| n.addr == addr)
+            || self.fingers.distinct().iter().any(|n| n.addr == addr)
+    }
+
     /// `addr` timed out or could not be reached: forget it everywhere.
     pub fn peer_failed(&mut self, addr: &str) {
         if addr == self.me.addr {
@@ -693,6 +701,17 @@ mod tests {
         assert!(s.owns(&id(3)));
         s.peer_failed("n100"); // ourselves: ignored
         assert_eq!(s.me(), &n(100));
+    }
+
+    #[test]
+    fn knows_its_links_only() {
+        let mut s = settled(100, &[10, 50, 100, 150, 200, 250]);
+        s.fingers.set(9, Some(n(10)));
+        for (addr, known) in [("n50", true), ("n150", true), ("n10", true), ("n77", false)] {
+            assert_eq!(s.knows(addr), known, "{addr}");
+        }
+        s.peer_failed("n150");
+        assert!(!s.knows("n150"));
     }
 
     #[test]

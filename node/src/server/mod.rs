@@ -48,8 +48,21 @@ pub fn error_to_status(err: Error) -> Status {
             }
         }
         Error::Shutdown => Status::unavailable(msg),
+        Error::Leaving { .. } => {
+            let mut status = Status::unavailable(msg);
+            status.metadata_mut().insert(
+                LEAVING_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            status
+        }
     }
 }
+
+/// Trailer set on a status answered by a leaving node, so a caller can tell
+/// "leaving, do not count me" from "unreachable, try later" without parsing
+/// the message.
+pub const LEAVING_HEADER: &str = "chord-leaving";
 
 /// Builds the node (creating or joining a ring), serves it on `listener`
 /// until `shutdown` completes, then leaves the ring gracefully.
@@ -147,7 +160,12 @@ pub async fn run(
     // Leave first, so lookups stop landing here, then hand every key on
     // while still serving reads; only then stop the server.
     node.leave_ring().await;
-    let report = node.hand_off(node.config().handoff_timeout).await;
+    let report = node
+        .hand_off(
+            node.config().handoff_timeout,
+            crate::repair::HandoffMode::UntilStalled,
+        )
+        .await;
     info!(?report, "hand-off done");
     stop_server.cancel();
     while let Some(res) = tasks.join_next().await {

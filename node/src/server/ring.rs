@@ -1,6 +1,7 @@
 //! `chord.v1.Ring`: thin handlers over the node's ring state.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chord_proto::pb;
 use chord_proto::pb::ring_server::Ring;
@@ -8,6 +9,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::error_to_status;
+use crate::events::{EventKind, MAX_EVENTS_PER_READ};
 use crate::node::{Counters, Node};
 use crate::wire;
 
@@ -35,6 +37,7 @@ pub fn node_info(node: &Node) -> pb::NodeInfo {
         successors: wire::nodes_to_pb(&info.successors),
         uptime_secs: info.uptime_secs,
         replicas: info.replicas,
+        state: info.state.to_pb() as i32,
     }
 }
 
@@ -94,8 +97,19 @@ impl Ring for RingService {
         self.count();
         let candidate =
             wire::node_from_pb(req.into_inner().candidate, "candidate").map_err(error_to_status)?;
-        if self.node.ring().notify(candidate.clone()) {
+        self.node.peer_rejoined(&candidate.addr);
+        let before = self.node.ring().predecessor().map(|p| p.addr.clone());
+        let changed = self.node.ring().notify(candidate.clone());
+        let after = self.node.ring().predecessor().map(|p| p.addr.clone());
+        if changed && after != before && after.as_deref() == Some(candidate.addr.as_str()) {
             info!(predecessor = %candidate, "new predecessor");
+            self.node.events().record(
+                EventKind::NeighbourJoined,
+                Some(&candidate.addr),
+                0,
+                0,
+                "new predecessor",
+            );
         }
         Ok(Response::new(pb::Empty {}))
     }
@@ -135,8 +149,50 @@ impl Ring for RingService {
         let successors =
             wire::nodes_from_pb(req.successors, "successor").map_err(error_to_status)?;
         info!(peer = %leaving, "neighbour is leaving");
+        self.node.peer_leaving(&leaving.addr);
         self.node.ring().on_leave(&leaving, predecessor, successors);
         self.node.peers().forget(&leaving.addr);
+        self.node.events().record(
+            EventKind::NeighbourLeft,
+            Some(&leaving.addr),
+            0,
+            0,
+            "left gracefully and handed over its links",
+        );
         Ok(Response::new(pb::Empty {}))
     }
+
+    async fn get_events(
+        &self,
+        req: Request<pb::GetEventsRequest>,
+    ) -> Result<Response<pb::EventsResponse>, Status> {
+        self.count();
+        let req = req.into_inner();
+        let max = usize::try_from(req.max).unwrap_or(MAX_EVENTS_PER_READ);
+        let max = if max == 0 { MAX_EVENTS_PER_READ } else { max };
+        let batch = self.node.events().since(req.since, max);
+        Ok(Response::new(wire::events_to_pb(batch)))
+    }
+
+    async fn drain(
+        &self,
+        req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::HandoffReport>, Status> {
+        self.count();
+        let deadline_ms = req.into_inner().deadline_ms;
+        if deadline_ms == 0 || deadline_ms > MAX_DRAIN_DEADLINE.as_millis() as u64 {
+            return Err(error_to_status(crate::Error::invalid(format!(
+                "drain deadline must be 1..={} ms",
+                MAX_DRAIN_DEADLINE.as_millis()
+            ))));
+        }
+        info!(deadline_ms, "drain requested");
+        let report = self.node.drain(Duration::from_millis(deadline_ms)).await;
+        info!(?report, "drain done");
+        Ok(Response::new(wire::handoff_to_pb(&report)))
+    }
 }
+
+/// Longest drain a caller may ask for: AWS holds a terminating instance at
+/// most 48 hours, and a drain is never worth more than that.
+pub const MAX_DRAIN_DEADLINE: Duration = Duration::from_secs(48 * 3600);

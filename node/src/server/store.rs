@@ -47,9 +47,9 @@ impl StoreService {
     /// to go would let several leaving nodes drop the same key at once.
     fn refuse_if_leaving(&self) -> Result<(), Status> {
         if self.node.is_leaving() {
-            return Err(error_to_status(Error::Unavailable(
-                "node is leaving the ring".into(),
-            )));
+            return Err(error_to_status(Error::Leaving {
+                peer: self.node.me().addr.clone(),
+            }));
         }
         Ok(())
     }

@@ -1,0 +1,163 @@
+//! Drains: a node that is about to be destroyed hands every key off and
+//! says so, never counts another leaving node as a holder, and never reports
+//! a complete hand-off while it is the last holder of a key. Real
+//! `chord-node` processes on 127.0.0.1.
+
+// Test helpers fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chord_node::events::EventKind;
+use chord_node::peer::NodeState;
+use chord_tests::{TestCluster, CONVERGE, FAST};
+
+/// Deadline given to a drain that should complete.
+const DRAIN: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn two_adjacent_nodes_drained_at_once_lose_nothing() {
+    let mut cluster = TestCluster::start_converged(6, 3, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = cluster
+        .upload_random_files(dir.path(), "drained", 12, |i| 90_000 + i * 7_000)
+        .await
+        .unwrap();
+    // Two neighbours on the ring: together they hold two of the three
+    // copies of every key in their ranges, so each must not count the other.
+    let truth = cluster.truth();
+    let (a, b) = (truth[1].addr.clone(), truth[2].addr.clone());
+    let (ra, rb) = tokio::join!(
+        cluster.peers.drain(&a, DRAIN),
+        cluster.peers.drain(&b, DRAIN)
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra.is_complete(), "{a}: {ra:?}");
+    assert!(rb.is_complete(), "{b}: {rb:?}");
+    assert!(
+        ra.keys + rb.keys > 0,
+        "the drained nodes held nothing: {ra:?} {rb:?}"
+    );
+    assert!(ra.bytes + rb.bytes > 0, "no bytes moved: {ra:?} {rb:?}");
+
+    // A drained node says it is leaving and holds nothing any more.
+    for addr in [&a, &b] {
+        let info = cluster.peers.get_info(addr).await.unwrap();
+        assert_eq!(info.state, NodeState::Leaving, "{addr}");
+        let stats = cluster.peers.get_stats(addr).await.unwrap();
+        assert_eq!(stats.chunks + stats.manifests, 0, "{addr} still holds keys");
+        let events = cluster.peers.events(addr, 0).await.unwrap();
+        let done = events
+            .events
+            .iter()
+            .find(|e| e.kind == EventKind::HandoffDone)
+            .unwrap_or_else(|| panic!("{addr} logged no hand-off: {events:?}"));
+        assert!(done.bytes > 0 || done.keys > 0, "{done:?}");
+    }
+    // Destroy them, as a scale-in would.
+    cluster.fleet.kill(&a).await.unwrap();
+    cluster.fleet.kill(&b).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap_or_else(|e| panic!("after draining two neighbours: {e:#}"));
+    cluster
+        .wait_for(
+            "every chunk on exactly its 3 rightful holders",
+            Duration::from_secs(60),
+            || async { Ok(cluster.placement_mismatch(3).await?.is_none()) },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_drain_with_no_one_to_hand_to_never_reports_complete() {
+    // Both nodes of a two-node ring drain at once. Whichever learns of the
+    // other's leave first cannot count it as a holder; at most one of them
+    // may hand off (to a node that was not leaving yet when it confirmed),
+    // and the last holder must keep trying until its deadline, say so, keep
+    // its keys and keep serving reads.
+    let cluster = TestCluster::start_converged(2, 2, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = cluster
+        .upload_random_files(dir.path(), "kept", 4, |_| 150_000)
+        .await
+        .unwrap();
+    let addrs = cluster.addrs();
+    let deadline = Duration::from_secs(6);
+    let (r0, r1) = tokio::join!(
+        cluster.peers.drain(&addrs[0], deadline),
+        cluster.peers.drain(&addrs[1], deadline)
+    );
+    let reports = [r0.unwrap(), r1.unwrap()];
+    assert!(
+        !(reports[0].is_complete() && reports[1].is_complete()),
+        "both leaving nodes claim a complete hand-off: {reports:?}"
+    );
+    for (addr, report) in addrs.iter().zip(&reports) {
+        if report.is_complete() {
+            continue;
+        }
+        // The stall rule of a plain shutdown (4 quiet rounds) did not end it.
+        assert!(report.rounds > 4, "{addr} gave up early: {report:?}");
+        assert!(
+            report.elapsed_ms >= 5_000,
+            "{addr} gave up early: {report:?}"
+        );
+        let stats = cluster.peers.get_stats(addr).await.unwrap();
+        assert!(
+            stats.chunks > 0,
+            "{addr} is the last holder and lost its chunks"
+        );
+    }
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap_or_else(|e| panic!("drained nodes must still serve reads: {e:#}"));
+}
+
+#[tokio::test]
+async fn the_event_log_records_joins_failures_and_repairs() {
+    let mut cluster = TestCluster::start_converged(4, 2, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    cluster
+        .upload_random_files(dir.path(), "ev", 4, |_| 200_000)
+        .await
+        .unwrap();
+    let victim = cluster.truth()[0].addr.clone();
+    cluster.fleet.kill(&victim).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    let watcher = cluster.addrs()[0].clone();
+    cluster
+        .wait_for(
+            "some node reports the failure and a repair",
+            Duration::from_secs(30),
+            || {
+                let peers = &cluster.peers;
+                let addrs = cluster.addrs();
+                let victim = victim.clone();
+                async move {
+                    let mut seen = Vec::new();
+                    for addr in addrs {
+                        seen.extend(peers.events(&addr, 0).await?.events);
+                    }
+                    let failed = seen.iter().any(|e| {
+                        e.kind == EventKind::PeerFailed && e.peer.as_deref() == Some(&victim)
+                    });
+                    let repaired = seen
+                        .iter()
+                        .any(|e| e.kind == EventKind::Repair && e.bytes > 0);
+                    Ok(failed && repaired)
+                }
+            },
+        )
+        .await
+        .unwrap();
+    // Reading since the cursor returns only newer events.
+    let first = cluster.peers.events(&watcher, 0).await.unwrap();
+    assert!(!first.events.is_empty());
+    let again = cluster.peers.events(&watcher, first.next).await.unwrap();
+    assert!(again.events.iter().all(|e| e.seq > first.next));
+}
