@@ -17,6 +17,7 @@ itself: the Rust test does. Exit code non-zero with a one-line reason on
 failure.
 """
 
+import ast
 import base64
 import json
 import os
@@ -159,6 +160,22 @@ def main():
                 ],
             }
 
+    # The inline policies of the roles this stack made, as IAM stores them.
+    role_policies = {}
+    if "NodeRole" in physical:
+        role = physical["NodeRole"]
+        for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            doc = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+            if isinstance(doc, str):
+                # moto keeps a role's inline policy from CloudFormation as a
+                # Python literal rather than JSON.
+                text = urllib.parse.unquote(doc)
+                try:
+                    doc = json.loads(text)
+                except ValueError:
+                    doc = ast.literal_eval(text)
+            role_policies[name] = doc
+
     report = {
         "status": stack["StackStatus"],
         "status_reason": stack.get("StackStatusReason", ""),
@@ -171,6 +188,7 @@ def main():
         "profiles_after": sorted(
             p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
         ),
+        "role_policies": role_policies,
         "launch_template": template,
         "group": group,
         "outputs": outputs,

@@ -5,7 +5,8 @@
 //! - the stack creates in a local moto server, yielding a launch template
 //!   whose user data installs the systemd unit that starts
 //!   `chord-node --discovery aws`, a group sized from the parameters, and an
-//!   IAM role only when no existing instance profile is given;
+//!   IAM role (with only the calls the node makes) only when no existing
+//!   instance profile is given;
 //! - moto skips lifecycle hooks and scaling policies, so those are checked in
 //!   the template as written;
 //! - `build-node.sh --check` judges a binary's glibc needs correctly.
@@ -306,6 +307,15 @@ fn check_template(template: &Value) {
     assert_eq!(dims.len(), 1);
     assert_eq!(dims[0]["Name"], "AutoScalingGroupName");
 
+    // moto skips AWS::IAM::RolePolicy: the binary's read grant as written.
+    let read = &resources["NodeBinaryReadPolicy"];
+    assert_eq!(read["Condition"], "CreateRoleWithS3");
+    let statements = read["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(actions(&statements[0]), ["s3:GetObject"]);
+
     assert_eq!(template["Parameters"]["ClusterToken"]["NoEcho"], true);
     assert_eq!(
         template["Parameters"]["LatestAmiId"]["Default"],
@@ -361,6 +371,68 @@ fn check_group(report: &Value, stack: &str) {
     );
 }
 
+/// The `Action` of a policy statement as a sorted list.
+fn actions(statement: &Value) -> Vec<String> {
+    let mut list = match &statement["Action"] {
+        Value::String(one) => vec![one.clone()],
+        many => strings(many),
+    };
+    list.sort();
+    list
+}
+
+/// The role's inline policy as IAM (moto) stores it: what the node calls, no
+/// more, with the lifecycle calls scoped to the group and metrics to the
+/// namespace.
+fn check_role_policy(report: &Value, stack: &str) {
+    let policies = report["role_policies"].as_object().unwrap();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    let statements = policies["chord-node"]["Statement"].as_array().unwrap();
+    let by_sid = |sid: &str| {
+        statements
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no statement {sid}: {statements:?}"))
+    };
+    for s in statements {
+        assert_eq!(s["Effect"], "Allow");
+        assert!(
+            actions(s).iter().all(|a| !a.contains('*')),
+            "wildcard action: {s}"
+        );
+    }
+    assert_eq!(statements.len(), 3, "{statements:?}");
+    assert_eq!(
+        actions(by_sid("Discover")),
+        [
+            "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DescribeAutoScalingInstances",
+            "autoscaling:DescribeLifecycleHooks",
+            "ec2:DescribeInstances",
+        ]
+    );
+    let lifecycle = by_sid("Lifecycle");
+    assert_eq!(
+        actions(lifecycle),
+        [
+            "autoscaling:CompleteLifecycleAction",
+            "autoscaling:RecordLifecycleActionHeartbeat",
+        ]
+    );
+    let resource = lifecycle["Resource"].as_str().unwrap();
+    assert!(
+        resource.starts_with("arn:aws:autoscaling:us-east-1:")
+            && resource.ends_with(&format!(":autoScalingGroupName/{stack}-nodes")),
+        "lifecycle calls not scoped to the group: {resource}"
+    );
+    let metrics = by_sid("Metrics");
+    assert_eq!(actions(metrics), ["cloudwatch:PutMetricData"]);
+    assert_eq!(
+        metrics["Condition"]["StringEquals"]["cloudwatch:namespace"],
+        "ChordDFS"
+    );
+}
+
 #[tokio::test]
 async fn stack_creates_in_moto() {
     let (Some(moto_bin), Some(python)) = (venv_tool("moto_server"), venv_tool("python3")) else {
@@ -392,6 +464,7 @@ async fn stack_creates_in_moto() {
     );
     assert_eq!(own["outputs"]["InstanceProfile"], profiles[0]);
     check_group(&own, "chord-own");
+    check_role_policy(&own, "chord-own");
     check_user_data(
         own["launch_template"]["user_data"].as_str().unwrap(),
         &own["parameters"],
