@@ -17,7 +17,6 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::fleet::{locate_node_binary, Fleet, FleetOptions, STOP_TIMEOUT};
 use crate::progress::Progress;
 
 #[derive(Debug, Parser)]
@@ -125,8 +124,8 @@ pub struct LocalUpArgs {
     /// How many nodes.
     #[arg(long, default_value_t = 8)]
     pub nodes: usize,
-    /// gRPC port of the first node; the others take the following ports.
-    #[arg(long, default_value_t = 5057)]
+    /// gRPC port of node 0; node i listens on base + i.
+    #[arg(long, default_value_t = crate::fleet::DEFAULT_GRPC_BASE)]
     pub base_port: u16,
     /// Where the nodes keep their data (default: a folder under the temp dir).
     #[arg(long)]
@@ -134,37 +133,20 @@ pub struct LocalUpArgs {
     /// Copies of every key.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
-    /// HTTP gateway port of the first node; the others take the following
-    /// ports (gRPC ports skip this range).
-    #[arg(long, default_value_t = 5058)]
+    /// HTTP gateway port of node 0; node i serves on http-base + i. This
+    /// range must not overlap the gRPC range.
+    #[arg(long, default_value_t = crate::fleet::DEFAULT_HTTP_BASE)]
     pub http_base_port: u16,
     /// Run the nodes without HTTP gateways.
     #[arg(long)]
     pub no_http: bool,
 }
 
-/// gRPC and HTTP ports for `n` local nodes: node 0's gRPC port is `base`
-/// (the console's default peer), HTTP ports are consecutive from
-/// `http_base`, and every other gRPC port is the next one after `base`
-/// that is not an HTTP port.
+/// gRPC and HTTP ports for `n` local nodes: node i gets gRPC `base + i` and
+/// HTTP `http_base + i`. Overlapping ranges are an error.
 pub fn local_ports(n: usize, base: u16, http_base: Option<u16>) -> Result<Vec<(u16, Option<u16>)>> {
-    let http: Vec<u16> = match http_base {
-        Some(h) => (0..n)
-            .map(|i| u16::try_from(u32::from(h) + i as u32).context("HTTP ports run past 65535"))
-            .collect::<Result<_>>()?,
-        None => Vec::new(),
-    };
-    let mut out = Vec::with_capacity(n);
-    let mut next = u32::from(base);
-    for i in 0..n {
-        while http.iter().any(|&h| u32::from(h) == next) {
-            next += 1;
-        }
-        let port = u16::try_from(next).context("gRPC ports run past 65535")?;
-        out.push((port, http.get(i).copied()));
-        next += 1;
-    }
-    Ok(out)
+    let layout = crate::fleet::PortLayout::new(base, http_base, n)?;
+    Ok(layout.all().iter().map(|s| (s.grpc, s.http)).collect())
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,60 +279,17 @@ async fn lookup(cli: &Cli, args: &LookupArgs) -> Result<()> {
 }
 
 async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
-    if args.nodes == 0 {
-        bail!("--nodes must be at least 1");
-    }
-    let ports = local_ports(
-        args.nodes,
-        args.base_port,
-        (!args.no_http).then_some(args.http_base_port),
-    )?;
-    let data_root = args.data_root.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("chord-dfs-local-{}", args.base_port))
-    });
-    let mut opts = FleetOptions::new(locate_node_binary()?, data_root.clone());
-    opts.replicas = args.replicas;
-    opts.successors = args.replicas.max(3);
-    let mut fleet = Fleet::new(opts)?;
-    let mut rng = rand::rng();
-    let mut addrs: Vec<String> = Vec::new();
-    let mut gateways: Vec<String> = Vec::new();
-    for (i, (port, http)) in ports.into_iter().enumerate() {
-        let join = addrs.choose(&mut rng).cloned();
-        let addr = fleet
-            .start_with_http(port, join.as_deref(), http)
-            .await
-            .with_context(|| format!("starting node {}", i + 1))?;
-        let gateway = http.map(|p| format!("127.0.0.1:{p}"));
-        if !cli.json {
-            println!(
-                "started {addr}{}{}",
-                gateway
-                    .as_ref()
-                    .map(|g| format!(", http://{g}/"))
-                    .unwrap_or_default(),
-                join.map(|j| format!(" (joined via {j})"))
-                    .unwrap_or_default()
-            );
-        }
-        addrs.push(addr);
-        gateways.extend(gateway);
-    }
-    if cli.json {
-        print_json(&json!({ "nodes": addrs, "http": gateways, "data_root": data_root }))?;
-    } else {
-        println!(
-            "{} nodes up; data in {}; Ctrl-C stops them",
-            addrs.len(),
-            data_root.display()
-        );
-    }
-    stop_signal().await?;
-    if !cli.json {
-        println!("stopping {} nodes", fleet.len());
-    }
-    fleet.stop_all(STOP_TIMEOUT).await;
-    Ok(())
+    let opts = crate::fleet::up::UpOptions {
+        nodes: args.nodes,
+        grpc_base: args.base_port,
+        http_base: (!args.no_http).then_some(args.http_base_port),
+        slots: args.nodes,
+        data_root: args.data_root.clone(),
+        replicas: args.replicas,
+        node_args: Vec::new(),
+        json: cli.json,
+    };
+    crate::fleet::up::run(&opts).await
 }
 
 async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
@@ -647,15 +586,17 @@ mod tests {
     }
 
     #[test]
-    fn local_ports_skip_the_http_range() {
-        let ports = local_ports(3, 5057, Some(5058)).unwrap();
+    fn local_ports_are_two_disjoint_ranges() {
+        let ports = local_ports(3, 5057, Some(8057)).unwrap();
         assert_eq!(
             ports,
-            vec![(5057, Some(5058)), (5061, Some(5059)), (5062, Some(5060))]
+            vec![(5057, Some(8057)), (5058, Some(8058)), (5059, Some(8059))]
         );
         let plain = local_ports(2, 6000, None).unwrap();
         assert_eq!(plain, vec![(6000, None), (6001, None)]);
         assert!(local_ports(3, 65534, None).is_err());
+        let overlap = local_ports(3, 5057, Some(5058)).unwrap_err().to_string();
+        assert!(overlap.contains("overlap"), "{overlap}");
     }
 
     #[test]

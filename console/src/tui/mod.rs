@@ -22,7 +22,6 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,12 +38,12 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use app::{key_to_action, Action, App, Command, Origin, Update};
-use local::{LocalFleet, PortPlan, STOP_GRACE};
+use local::STOP_GRACE;
 use metrics::LocalMetrics;
 use poller::PollControl;
 use worker::{FleetRequest, TransferRequest};
 
-use crate::fleet::{locate_node_binary, FleetOptions};
+use crate::fleet::locate_node_binary;
 
 /// Redraw at least this often, so ages ("refreshed 0.4 s ago") move.
 const FRAME_INTERVAL: Duration = Duration::from_millis(250);
@@ -62,10 +61,10 @@ pub struct TuiArgs {
     #[arg(long = "nodes", default_value_t = 3)]
     pub nodes: usize,
     /// gRPC port of the local fleet's first node; node i listens on base + i.
-    #[arg(long = "base-port", default_value_t = 5057)]
+    #[arg(long = "base-port", default_value_t = crate::fleet::DEFAULT_GRPC_BASE)]
     pub base_port: u16,
     /// HTTP gateway port of the local fleet's first node; node i serves on this + i.
-    #[arg(long = "http-base-port", default_value_t = 8057)]
+    #[arg(long = "http-base-port", default_value_t = crate::fleet::DEFAULT_HTTP_BASE)]
     pub http_base_port: u16,
     /// Run the local fleet without HTTP gateways.
     #[arg(long = "no-http")]
@@ -103,22 +102,6 @@ pub fn log_to_file(path: &std::path::Path) -> Result<()> {
         .with_writer(std::sync::Mutex::new(file))
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
-    Ok(())
-}
-
-/// Fails early, before the screen is taken, if a port of the plan is busy.
-fn check_ports_free(plan: PortPlan, nodes: usize) -> Result<()> {
-    for i in 0..nodes {
-        let (grpc, http) = plan.ports(i)?;
-        for port in std::iter::once(grpc).chain(http) {
-            if TcpListener::bind(("127.0.0.1", port)).is_err() {
-                bail!(
-                    "port {port} on 127.0.0.1 is in use (a ring already running there?): \
-                     attach to it with --peer 127.0.0.1:{grpc}, or start elsewhere with --base-port / --http-base-port"
-                );
-            }
-        }
-    }
     Ok(())
 }
 
@@ -221,11 +204,14 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
             if args.nodes == 0 {
                 bail!("--nodes must be at least 1");
             }
-            let plan = PortPlan {
-                grpc_base: args.base_port,
-                http_base: (!args.no_http).then_some(args.http_base_port),
-            };
-            check_ports_free(plan, args.nodes)?;
+            if args.nodes > local::MAX_LOCAL_NODES {
+                bail!("--nodes is at most {}", local::MAX_LOCAL_NODES);
+            }
+            let layout = local::layout(
+                args.base_port,
+                (!args.no_http).then_some(args.http_base_port),
+            )?;
+            local::check_ports_free(&layout, args.nodes)?;
             let data_root = match &args.data_root {
                 Some(root) => root.clone(),
                 None => {
@@ -238,8 +224,7 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
                     path
                 }
             };
-            let opts = FleetOptions::new(locate_node_binary()?, data_root.clone());
-            let fleet = LocalFleet::new(opts, plan)?;
+            let fleet = local::capacity(locate_node_binary()?, data_root.clone(), layout)?;
             let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
             background.spawn(worker::fleet_actor(
                 fleet,

@@ -19,9 +19,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::app::Update;
-use super::local::{LocalFleet, DRAIN_DEADLINE};
+use super::local::STOP_GRACE;
 use super::model::{human_bytes, EventView, Severity};
 use crate::capacity::Capacity;
+use crate::fleet::LocalCapacity;
+
+/// How long `l` on an attached ring waits for the node's hand-off report.
+const REMOTE_DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 
 /// How often a running transfer reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -149,19 +153,20 @@ pub enum FleetRequest {
 /// requests one at a time until shutdown or until the app is gone (the
 /// fleet is then dropped, which kills its processes).
 pub async fn fleet_actor(
-    mut fleet: LocalFleet,
+    mut capacity: LocalCapacity,
     initial: usize,
     mut request_rx: mpsc::Receiver<FleetRequest>,
     seeds_tx: watch::Sender<Vec<String>>,
     update_tx: mpsc::Sender<Update>,
 ) {
     for i in 0..initial {
-        let result = fleet.add().await;
-        let update = match &result {
+        let update = match capacity.add().await {
             Ok(m) => {
                 let addr = m.addr.clone().unwrap_or_default();
-                let http = fleet
-                    .http_of(&addr)
+                let http = capacity
+                    .fleet()
+                    .node(&addr)
+                    .and_then(|n| n.http.clone())
                     .map(|h| format!(", gateway http://{h}/"))
                     .unwrap_or_default();
                 note(
@@ -176,15 +181,15 @@ pub async fn fleet_actor(
                 Severity::Error,
             ),
         };
-        seeds_tx.send_replace(fleet.addrs());
+        seeds_tx.send_replace(capacity.fleet().addrs());
         if update_tx.send(update).await.is_err() {
             return;
         }
     }
-    report_capacity(&mut fleet, &update_tx).await;
+    report_capacity(&mut capacity, &update_tx).await;
     while let Some(request) = request_rx.recv().await {
         let update = match request {
-            FleetRequest::Add => match fleet.add().await {
+            FleetRequest::Add => match capacity.add().await {
                 Ok(m) => note("capacity", format!("+ added {}", m.id), Severity::Good),
                 Err(e) => note(
                     "capacity",
@@ -192,7 +197,7 @@ pub async fn fleet_actor(
                     Severity::Error,
                 ),
             },
-            FleetRequest::Remove => match fleet.remove(None).await {
+            FleetRequest::Remove => match capacity.remove(None).await {
                 Ok(r) => removal_note(&r.member.id, &r.handoff),
                 Err(e) => note(
                     "capacity",
@@ -200,26 +205,26 @@ pub async fn fleet_actor(
                     Severity::Error,
                 ),
             },
-            FleetRequest::Leave { addr } => match fleet.drain_and_stop(&addr).await {
+            FleetRequest::Leave { addr } => match capacity.remove(Some(&addr)).await {
                 Ok(r) => removal_note(&r.member.id, &r.handoff),
                 Err(e) => note("leave", format!("{e:#}"), Severity::Error),
             },
-            FleetRequest::Kill { addr } => match fleet.kill(&addr).await {
+            FleetRequest::Kill { addr } => match capacity.fleet_mut().kill(&addr).await {
                 Ok(()) => note("kill", format!("killed {addr} (kill -9)"), Severity::Warn),
                 Err(e) => note("kill", format!("{e:#}"), Severity::Error),
             },
             FleetRequest::Shutdown(done) => {
-                fleet.stop_all().await;
+                capacity.into_fleet().stop_all(STOP_GRACE).await;
                 seeds_tx.send_replace(Vec::new());
                 let _ = done.send(());
                 return;
             }
         };
-        seeds_tx.send_replace(fleet.addrs());
+        seeds_tx.send_replace(capacity.fleet().addrs());
         if update_tx.send(update).await.is_err() {
             return;
         }
-        report_capacity(&mut fleet, &update_tx).await;
+        report_capacity(&mut capacity, &update_tx).await;
     }
 }
 
@@ -236,8 +241,8 @@ fn removal_note(addr: &str, h: &chord_node::repair::HandoffReport) -> Update {
     )
 }
 
-async fn report_capacity(fleet: &mut LocalFleet, update_tx: &mpsc::Sender<Update>) {
-    if let Ok(state) = fleet.describe().await {
+async fn report_capacity(capacity: &mut LocalCapacity, update_tx: &mpsc::Sender<Update>) {
+    if let Ok(state) = capacity.describe().await {
         let _ = update_tx.send(Update::Capacity(state)).await;
     }
 }
@@ -245,7 +250,7 @@ async fn report_capacity(fleet: &mut LocalFleet, update_tx: &mpsc::Sender<Update
 /// `l` on a ring this console does not run: drain the node; stopping its
 /// process is up to whoever runs it.
 pub async fn drain_remote(pool: Arc<PeerPool>, addr: String, update_tx: mpsc::Sender<Update>) {
-    let update = match pool.drain(&addr, DRAIN_DEADLINE).await {
+    let update = match pool.drain(&addr, REMOTE_DRAIN_DEADLINE).await {
         Ok(h) if h.is_complete() => note(
             "leave",
             format!(
