@@ -2,6 +2,8 @@
 //! real terminal (a tmux pane), on a local fleet it starts itself. The test
 //! presses keys and reads the screen (selection, help, upload, download,
 //! adding a node), then checks that quitting stops every node of the fleet.
+//! Also the TUI's poller against a real ring with a node that never
+//! answers: one poll still costs only its deadline.
 
 // Test helpers fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -11,7 +13,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chord_tests::files::random_file;
+use chord_console::tui::model::NodeState;
+use chord_console::tui::poller::{poll_once, Memory, POLL_DEADLINE};
+use chord_node::peer::{PeerOptions, PeerPool};
+use chord_tests::files::{client, no_progress, random_file, small_chunks};
+use chord_tests::{TestCluster, FAST};
 
 /// Nodes the TUI starts.
 const NODES: u16 = 3;
@@ -258,4 +264,85 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
         log_text.contains("starting a local fleet"),
         "no log written: {log_text}"
     );
+}
+
+#[tokio::test]
+async fn a_poll_sees_the_whole_ring_from_one_seed_and_a_silent_node_costs_only_the_deadline() {
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
+    let addrs = cluster.addrs();
+    let dir = tempfile::tempdir().unwrap();
+    let file = random_file(dir.path(), "polled.bin", 200 * 1024).unwrap();
+    client(&addrs[0])
+        .unwrap()
+        .upload_file(&file, "polled.bin", &small_chunks(), &no_progress)
+        .await
+        .unwrap();
+    // A "node" that takes connections and never says a word: the kernel
+    // completes the TCP handshake, the HTTP/2 one never comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    // Calls far slower than the poll's deadline: only that deadline bounds it.
+    let pool = PeerPool::new(PeerOptions {
+        rpc_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(30),
+    });
+    let seeds = vec![silent_addr.clone(), addrs[0].clone()];
+    let mut memory = Memory::default();
+    let mut snapshots = Vec::new();
+    for _ in 0..2 {
+        let started = Instant::now();
+        let (snapshot, events) = poll_once(
+            &pool,
+            &seeds,
+            &mut memory,
+            Some(addrs[1].clone()),
+            chord_node::now_ms(),
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(
+            took < POLL_DEADLINE + Duration::from_millis(500),
+            "a poll took {took:?}"
+        );
+        snapshots.push((snapshot, events));
+    }
+    let (first, events) = &snapshots[0];
+    // Every node, found from one answering seed, in ring order.
+    let serving: Vec<&str> = first
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Serving)
+        .map(|n| n.addr.as_str())
+        .collect();
+    assert_eq!(serving.len(), 3, "{:?}", first.nodes);
+    for addr in &addrs {
+        assert!(serving.contains(&addr.as_str()), "{addr} missing");
+    }
+    assert!(first.nodes.windows(2).all(|w| w[0].id < w[1].id));
+    let silent_view = first.nodes.iter().find(|n| n.addr == silent_addr).unwrap();
+    assert_eq!(silent_view.state, NodeState::Unreachable);
+    // Fingers, successors, counters and the file, in the console's own types.
+    for node in first.nodes.iter().filter(|n| n.state == NodeState::Serving) {
+        assert!(!node.fingers.is_empty(), "{} has no fingers", node.addr);
+        assert!(!node.successors.is_empty());
+    }
+    let copies: u64 = first.nodes.iter().map(|n| n.counters.chunks).sum();
+    assert_eq!(copies, 4 * 3, "200 KiB in 64 KiB chunks, three copies each");
+    let files = first.files.as_ref().unwrap();
+    assert!(files
+        .iter()
+        .any(|f| f.name == "polled.bin" && f.size == 200 * 1024));
+    // The nodes' own logs: each created or joined the ring.
+    assert!(
+        events.iter().any(|e| e.kind == "joined") && events.iter().any(|e| e.kind == "created"),
+        "{events:?}"
+    );
+    // The second poll reads only new events, and has rates from the deltas.
+    let (second, again) = &snapshots[1];
+    assert!(!again.iter().any(|e| e.kind == "created"), "{again:?}");
+    assert!(second
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Serving)
+        .all(|n| n.rates.requests > 0.0));
 }

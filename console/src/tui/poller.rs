@@ -18,7 +18,7 @@ use chord_node::chord::{Id, NodeRef};
 use chord_node::client::FileEntry;
 use chord_node::events::{Event, EventKind};
 use chord_node::peer::{FingerRow, NodeState as PeerState, PeerInfo, PeerPool};
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::debug;
@@ -59,8 +59,8 @@ struct Answer {
 }
 
 /// What the poller remembers between polls.
-#[derive(Default)]
-struct Memory {
+#[derive(Debug, Default)]
+pub struct Memory {
     /// Every node seen, with its last view.
     known: BTreeMap<String, NodeView>,
     /// Last counters per node and when they were read.
@@ -189,25 +189,58 @@ async fn ask(
     })
 }
 
-/// Asks every address in parallel; each answer must come by `deadline`.
-async fn ask_all(
+/// Asks every address it learns of, in parallel, until `deadline`: the
+/// known nodes and seeds at once, and each node an answer names (successor,
+/// predecessor, finger) as soon as that answer arrives, so one silent node
+/// never holds back the discovery of the rest. Whatever has not answered at
+/// the deadline is reported as such. Returns the answers and the ids of
+/// every node named in them.
+async fn ask_everyone(
     pool: &PeerPool,
-    addrs: Vec<String>,
-    memory: &Memory,
+    first: Vec<String>,
+    cursors: &HashMap<String, u64>,
     sample_keys: bool,
     deadline: Instant,
-) -> Vec<(String, Result<Answer, String>)> {
-    let asks = addrs.into_iter().map(|addr| {
-        let cursor = memory.cursors.get(&addr).copied();
+) -> (Vec<(String, Result<Answer, String>)>, HashMap<String, Id>) {
+    let ask_one = |addr: String| {
+        let cursor = cursors.get(&addr).copied();
         async move {
-            let answer =
-                tokio::time::timeout_at(deadline, ask(pool, addr.clone(), cursor, sample_keys))
-                    .await
-                    .unwrap_or_else(|_| Err("no answer within the poll deadline".to_string()));
+            let answer = ask(pool, addr.clone(), cursor, sample_keys).await;
             (addr, answer)
         }
-    });
-    join_all(asks).await
+    };
+    let mut asked: HashSet<String> = first.iter().cloned().collect();
+    let mut pending: FuturesUnordered<_> = first.into_iter().map(ask_one).collect();
+    let mut answers = Vec::new();
+    let mut refs: HashMap<String, Id> = HashMap::new();
+    loop {
+        match tokio::time::timeout_at(deadline, pending.next()).await {
+            Ok(Some((addr, answer))) => {
+                for r in answer.iter().flat_map(referenced) {
+                    if asked.insert(r.addr.clone()) {
+                        pending.push(ask_one(r.addr.clone()));
+                    }
+                    refs.entry(r.addr).or_insert(r.id);
+                }
+                answers.push((addr, answer));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                let answered: HashSet<&String> = answers.iter().map(|(a, _)| a).collect();
+                let late: Vec<String> = asked
+                    .iter()
+                    .filter(|a| !answered.contains(a))
+                    .cloned()
+                    .collect();
+                answers.extend(
+                    late.into_iter()
+                        .map(|a| (a, Err("no answer within the poll deadline".to_string()))),
+                );
+                break;
+            }
+        }
+    }
+    (answers, refs)
 }
 
 /// Addresses (with ids) a node's answer names.
@@ -218,8 +251,10 @@ fn referenced(answer: &Answer) -> Vec<NodeRef> {
     out
 }
 
-/// One poll: fan out, discover, fan out to the newcomers, build the snapshot.
-async fn poll_once(
+/// One poll: fan out, discover, fan out to the newcomers, build the
+/// snapshot; returns it with the nodes' new events. Takes at most
+/// [`POLL_DEADLINE`] (plus the listing's own bound, the same deadline).
+pub async fn poll_once(
     pool: &PeerPool,
     seeds: &[String],
     memory: &mut Memory,
@@ -230,8 +265,13 @@ async fn poll_once(
     let deadline = started + POLL_DEADLINE;
     memory.rounds += 1;
     let sample_keys = memory.rounds % KEYS_EVERY == 1;
-    let mut asked: HashSet<String> = memory.known.keys().cloned().collect();
-    asked.extend(seeds.iter().cloned());
+    let mut first: Vec<String> = memory.known.keys().cloned().collect();
+    first.extend(
+        seeds
+            .iter()
+            .filter(|s| !memory.known.contains_key(*s))
+            .cloned(),
+    );
     let entry = files_from.or_else(|| seeds.first().cloned());
     let files = async {
         let entry = entry?;
@@ -240,33 +280,8 @@ async fn poll_once(
             .ok()?
             .ok()
     };
-    let first = ask_all(
-        pool,
-        asked.iter().cloned().collect(),
-        memory,
-        sample_keys,
-        deadline,
-    );
-    let (mut answers, files) = tokio::join!(first, files);
-    let mut refs: HashMap<String, Id> = HashMap::new();
-    for (_, a) in answers.iter() {
-        for r in a.iter().flat_map(referenced) {
-            refs.insert(r.addr, r.id);
-        }
-    }
-    let newcomers: Vec<String> = refs
-        .keys()
-        .filter(|a| !asked.contains(*a))
-        .cloned()
-        .collect();
-    if !newcomers.is_empty() && Instant::now() < deadline {
-        answers.extend(ask_all(pool, newcomers, memory, sample_keys, deadline).await);
-        for (_, a) in answers.iter() {
-            for r in a.iter().flat_map(referenced) {
-                refs.entry(r.addr).or_insert(r.id);
-            }
-        }
-    }
+    let everyone = ask_everyone(pool, first, &memory.cursors, sample_keys, deadline);
+    let ((answers, refs), files) = tokio::join!(everyone, files);
     let mut events = Vec::new();
     let mut ticks = Vec::new();
     let mut nodes: BTreeMap<String, NodeView> = BTreeMap::new();
