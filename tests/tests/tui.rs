@@ -1,7 +1,8 @@
 //! The TUI as an operator meets it: the real `chord-console` binary in a
 //! real terminal (a tmux pane), on a local fleet it starts itself. The test
 //! presses keys and reads the screen (selection, help, upload, download,
-//! adding a node), then checks that quitting stops every node of the fleet.
+//! adding and killing a node), then checks that quitting stops every node
+//! of the fleet.
 //! Also the TUI's poller against a real ring with a node that never
 //! answers: one poll still costs only its deadline.
 
@@ -243,6 +244,26 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
     tmux.press("+");
     tmux.wait_for("the added node", |s| {
         s.contains(&format!("added {added}")) && s.contains(&format!("Nodes ({})", NODES + 1))
+    });
+
+    // x asks, y kills the selected node; the ring reports the failure and
+    // routes around it.
+    tmux.press("x");
+    let screen = tmux.wait_for("the kill question", |s| {
+        s.contains("(kill -9, no hand-off)?")
+    });
+    let victim: String = screen
+        .split("Kill ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    tmux.press("y");
+    tmux.wait_for("the failure to be reported", |s| {
+        s.contains(&format!("killed {victim}"))
+            && s.lines()
+                .any(|l| l.contains("peer-failed") && l.contains(victim.as_str()))
+            && s.contains(&format!("Nodes ({NODES})"))
     });
 
     // q stops the fleet and leaves the terminal to the shell.

@@ -22,6 +22,7 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,6 +190,9 @@ impl Workers {
 /// Runs the TUI until `q`: attached to `peer`, or on a local fleet it
 /// starts (and stops on quit) when `peer` is `None`.
 pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> Result<()> {
+    if !std::io::stdout().is_terminal() {
+        bail!("the TUI needs a terminal; scripts use the commands (chord-console --help)");
+    }
     let (update_tx, mut update_rx) = mpsc::channel(UPDATE_QUEUE);
     let (seeds_tx, seeds_rx) = watch::channel(Vec::new());
     let (control_tx, control_rx) = mpsc::channel(4);
