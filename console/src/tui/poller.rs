@@ -109,12 +109,13 @@ pub fn event_view(addr: &str, e: &Event) -> EventView {
             };
         }
     }
+    // What moved leads, so a narrow pane still shows it.
     if e.keys > 0 || e.bytes > 0 {
-        text.push_str(&format!(
-            " [{} keys, {}]",
+        text = format!(
+            "[{} keys, {}] {text}",
             e.keys,
             super::model::human_bytes(e.bytes as f64)
-        ));
+        );
     }
     EventView {
         at_ms: e.at_ms,

@@ -654,7 +654,7 @@ fn severity_style(s: Severity) -> Style {
 }
 
 /// Narrower than this, the events pane shortens its source and kind columns.
-const EVENTS_WIDE_MIN: u16 = 100;
+const EVENTS_WIDE_MIN: u16 = 90;
 
 fn render_events(app: &App, frame: &mut Frame, area: Rect) {
     let rows = area.height.saturating_sub(2) as usize;
