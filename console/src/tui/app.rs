@@ -21,8 +21,11 @@ use chord_node::chord::Id;
 
 /// Events kept in memory for the events pane: minutes of a busy ring.
 pub const EVENT_CAPACITY: usize = 500;
-/// Finished transfers kept on screen after the running ones.
+/// Finished transfers kept in memory after the running ones.
 const FINISHED_TRANSFERS_KEPT: usize = 4;
+/// How long a finished transfer stays on screen: long enough to read its
+/// result, after which its pane gives the space back.
+pub const TRANSFER_LINGER_MS: u64 = 15_000;
 
 /// Which pane `j`/`k` move in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,6 +354,18 @@ impl App {
     pub fn selected_node(&self) -> Option<&NodeView> {
         let addr = self.selected.as_deref()?;
         self.nodes.iter().find(|n| n.addr == addr)
+    }
+
+    /// Transfers worth showing now: running ones, and finished ones for
+    /// [`TRANSFER_LINGER_MS`].
+    pub fn visible_transfers(&self) -> Vec<&TransferView> {
+        self.transfers
+            .iter()
+            .filter(|t| {
+                t.state == TransferState::Running
+                    || self.now_ms.saturating_sub(t.updated_ms) < TRANSFER_LINGER_MS
+            })
+            .collect()
     }
 
     pub fn selected_file(&self) -> Option<&FileView> {

@@ -364,6 +364,22 @@ fn q_and_ctrl_c_quit() {
 }
 
 #[test]
+fn finished_transfers_leave_the_screen_after_a_while() {
+    let mut app = fixture::app(5);
+    assert_eq!(app.visible_transfers().len(), 3);
+    app.update(Action::Tick {
+        now_ms: NOW_MS + super::app::TRANSFER_LINGER_MS,
+    });
+    let left: Vec<&str> = app
+        .visible_transfers()
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(left, vec!["video.mkv"], "only the running one stays");
+    assert!(!draw(&app, 80, 24).contains("notes.md done"));
+}
+
+#[test]
 fn tab_cycles_focus_through_the_visible_panes() {
     let mut app = fixture::app(5);
     key(&mut app, KeyCode::Tab);

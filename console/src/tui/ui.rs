@@ -114,7 +114,7 @@ fn render_large(app: &App, frame: &mut Frame, area: Rect) {
         Layout::horizontal([Constraint::Percentage(36), Constraint::Percentage(64)]).areas(middle);
     render_distribution(app, frame, dist);
     render_graphs(app, frame, graphs);
-    let side = !app.transfers.is_empty() || app.show_files;
+    let side = !app.visible_transfers().is_empty() || app.show_files;
     if side {
         let [events, right] =
             Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)])
@@ -136,7 +136,7 @@ fn render_compact(app: &App, frame: &mut Frame, area: Rect) {
     render_nodes(app, frame, nodes, false);
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)]).areas(bottom);
-    if app.transfers.is_empty() {
+    if app.visible_transfers().is_empty() {
         render_fingers(app, frame, left);
     } else {
         render_transfers(app, frame, left);
@@ -150,9 +150,10 @@ fn render_compact(app: &App, frame: &mut Frame, area: Rect) {
 
 /// Transfers above files, whichever of them there is.
 fn render_side(app: &App, frame: &mut Frame, area: Rect) {
-    match (app.transfers.is_empty(), app.show_files) {
+    let transfers = app.visible_transfers().len();
+    match (transfers == 0, app.show_files) {
         (false, true) => {
-            let height = (app.transfers.len() as u16 + 2).min(area.height / 2);
+            let height = (transfers as u16 + 2).min(area.height / 2);
             let [t, f] =
                 Layout::vertical([Constraint::Length(height), Constraint::Min(3)]).areas(area);
             render_transfers(app, frame, t);
@@ -744,10 +745,11 @@ fn render_files(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 fn render_transfers(app: &App, frame: &mut Frame, area: Rect) {
-    let block = pane(format!(" Transfers ({}) ", app.transfers.len()), false);
+    let transfers = app.visible_transfers();
+    let block = pane(format!(" Transfers ({}) ", transfers.len()), false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    for (i, t) in app.transfers.iter().enumerate() {
+    for (i, t) in transfers.iter().enumerate() {
         if i as u16 >= inner.height {
             break;
         }
