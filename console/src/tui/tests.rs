@@ -380,6 +380,47 @@ fn finished_transfers_leave_the_screen_after_a_while() {
 }
 
 #[test]
+fn the_nodes_title_shows_the_capacity_side() {
+    use crate::capacity::{CapacityState, Member, MemberState};
+    let mut app = fixture::app(3);
+    let member = |id: &str, state| Member {
+        id: id.to_string(),
+        addr: Some(id.to_string()),
+        state,
+    };
+    app.apply(Update::Capacity(CapacityState {
+        desired: 3,
+        min: 1,
+        max: 64,
+        members: vec![
+            member("a", MemberState::InService),
+            member("b", MemberState::InService),
+            member("c", MemberState::Pending),
+        ],
+    }));
+    let screen = draw(&app, 160, 48);
+    assert!(
+        screen.contains("capacity 2 in service, desired 3 [1..64]"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn events_scroll_back_and_forward_when_focused() {
+    let mut app = fixture::app(3);
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, Focus::Events);
+    key(&mut app, KeyCode::Char('k'));
+    key(&mut app, KeyCode::Char('k'));
+    assert_eq!(app.events_scroll, 2);
+    assert!(draw(&app, 160, 48).contains("2 back"));
+    for _ in 0..10 {
+        key(&mut app, KeyCode::Char('j'));
+    }
+    assert_eq!(app.events_scroll, 0);
+}
+
+#[test]
 fn tab_cycles_focus_through_the_visible_panes() {
     let mut app = fixture::app(5);
     key(&mut app, KeyCode::Tab);

@@ -420,7 +420,25 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect, wide: bool) {
     } else {
         [2, 15, 7, 5, 9, 5].map(Constraint::Length).to_vec()
     };
-    let title = format!(" Nodes ({}) · sort: {} ", app.nodes.len(), sort_label);
+    // What the capacity side says, beside what the ring shows.
+    let capacity = app.capacity.as_ref().map_or(String::new(), |c| {
+        if wide {
+            format!(
+                " · capacity {} in service, desired {} [{}..{}]",
+                c.in_service(),
+                c.desired,
+                c.min,
+                c.max
+            )
+        } else {
+            format!(" · {}/{} up", c.in_service(), c.desired)
+        }
+    });
+    let title = format!(
+        " Nodes ({}){capacity} · sort: {} ",
+        app.nodes.len(),
+        sort_label
+    );
     let table = Table::new(rows, widths)
         .header(header_row)
         .column_spacing(1)
