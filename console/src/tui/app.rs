@@ -124,7 +124,7 @@ pub enum Origin {
     /// Attached to a running ring through this node.
     Attached { peer: String },
     /// A fleet this console started and will stop on quit.
-    Local { nodes: usize, data_root: String },
+    Local { data_root: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

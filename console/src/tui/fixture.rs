@@ -84,7 +84,6 @@ pub fn app(n: usize) -> App {
         .collect();
     let mut app = App::new(
         Origin::Local {
-            nodes: n,
             data_root: "/tmp/chord-console-fixture".to_string(),
         },
         true,

@@ -239,7 +239,6 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
             ));
             info!(nodes = args.nodes, data_root = %data_root.display(), "starting a local fleet");
             let origin = Origin::Local {
-                nodes: args.nodes,
                 data_root: data_root.display().to_string(),
             };
             (origin, Some(fleet_tx))

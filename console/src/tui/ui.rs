@@ -465,6 +465,10 @@ fn render_fingers(app: &App, frame: &mut Frame, area: Rect) {
         Line::from(vec![
             Span::styled("pred ", Style::new().fg(PREDECESSOR)),
             Span::raw(node.predecessor.clone().unwrap_or_else(|| "-".to_string())),
+            Span::styled(
+                format!("  up {}", uptime(node.uptime_secs)),
+                Style::new().fg(DIM),
+            ),
         ]),
         Line::from(vec![
             Span::styled("succ ", Style::new().fg(SUCCESSOR)),
@@ -513,6 +517,16 @@ fn render_fingers(app: &App, frame: &mut Frame, area: Rect) {
             .block(pane(title, false)),
         area,
     );
+}
+
+/// `42s`, `7m05s`, `3h12m`, `2d04h`.
+fn uptime(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, (s / 60) % 60),
+        s => format!("{}d{:02}h", s / 86_400, (s / 3600) % 24),
+    }
 }
 
 fn ring_pos(app: &App, addr: &str) -> usize {
