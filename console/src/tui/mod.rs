@@ -54,6 +54,11 @@ const UPDATE_QUEUE: usize = 256;
 const FLEET_QUEUE: usize = 16;
 /// Deadline of one poll call to a node; under [`poller::POLL_DEADLINE`].
 const POLL_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the poller waits for a TCP connection: a loopback or VPC node
+/// accepts in well under a millisecond; a dead address should cost little.
+const POLL_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause/resume requests queued for the poller; it takes them at once.
+const CONTROL_QUEUE: usize = 4;
 
 /// Flags of the TUI (`chord-console` with no subcommand).
 #[derive(Clone, Debug, Args)]
@@ -195,7 +200,7 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
     }
     let (update_tx, mut update_rx) = mpsc::channel(UPDATE_QUEUE);
     let (seeds_tx, seeds_rx) = watch::channel(Vec::new());
-    let (control_tx, control_rx) = mpsc::channel(4);
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let mut background = JoinSet::new();
     let mut temp_root = None;
     let (origin, fleet_tx) = match peer {
@@ -246,7 +251,7 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
     };
     let pool = Arc::new(PeerPool::new(PeerOptions {
         rpc_timeout: POLL_RPC_TIMEOUT,
-        connect_timeout: Duration::from_millis(500),
+        connect_timeout: POLL_CONNECT_TIMEOUT,
     }));
     background.spawn(poller::run(
         pool.clone(),
