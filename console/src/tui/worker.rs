@@ -88,6 +88,14 @@ pub enum TransferRequest {
     },
 }
 
+/// `~/x` as `$HOME/x`, as a shell would read what was typed in the prompt.
+fn expand_home(path: &std::path::Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
 async fn run_transfer(
     id: u64,
     request: TransferRequest,
@@ -101,6 +109,7 @@ async fn run_transfer(
     let opts = TransferOptions::default();
     match request {
         TransferRequest::Upload { path, name, entry } => {
+            let path = expand_home(&path);
             let total = tokio::fs::metadata(&path)
                 .await
                 .with_context(|| format!("cannot read {}", path.display()))?
@@ -117,6 +126,7 @@ async fn run_transfer(
             info!(file = %report.name, bytes = report.size, "uploaded");
         }
         TransferRequest::Download { name, dest, entry } => {
+            let dest = expand_home(&dest);
             let client = Client::new(entry, peer_opts)?;
             let manifest = client.manifest(&name).await?;
             let _ = update_tx
@@ -271,4 +281,24 @@ pub async fn drain_remote(pool: Arc<PeerPool>, addr: String, update_tx: mpsc::Se
         Err(e) => note("leave", format!("draining {addr}: {e}"), Severity::Error),
     };
     let _ = update_tx.send(update).await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leading_tilde_is_the_home_folder() {
+        let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+        assert_eq!(expand_home(std::path::Path::new("~/a/b")), home.join("a/b"));
+        assert_eq!(
+            expand_home(std::path::Path::new("/x/~/y")),
+            PathBuf::from("/x/~/y")
+        );
+        assert_eq!(
+            expand_home(std::path::Path::new("rel")),
+            PathBuf::from("rel")
+        );
+    }
 }
