@@ -27,6 +27,10 @@ use crate::fleet::LocalCapacity;
 /// How long `l` on an attached ring waits for the node's hand-off report.
 const REMOTE_DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 
+/// How often the fleet actor re-reads the capacity side while idle, so a
+/// node that finished joining counts as in service on screen.
+const CAPACITY_REFRESH: Duration = Duration::from_secs(2);
+
 /// How often a running transfer reports its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -196,8 +200,18 @@ pub async fn fleet_actor(
             return;
         }
     }
-    report_capacity(&mut capacity, &update_tx).await;
-    while let Some(request) = request_rx.recv().await {
+    let mut refresh = tokio::time::interval(CAPACITY_REFRESH);
+    loop {
+        let request = tokio::select! {
+            request = request_rx.recv() => match request {
+                Some(r) => r,
+                None => return,
+            },
+            _ = refresh.tick() => {
+                report_capacity(&mut capacity, &update_tx).await;
+                continue;
+            }
+        };
         let update = match request {
             FleetRequest::Add => match capacity.add().await {
                 Ok(m) => note("capacity", format!("+ added {}", m.id), Severity::Good),
