@@ -7,8 +7,9 @@
 //! never delays the others; nodes are discovered from the successor lists,
 //! predecessors and fingers of the nodes that answered, so the poller needs
 //! only one seed; an unreachable node is dropped once no answering node
-//! names it any more (the ring has routed around it). Rates are computed
-//! here from counter deltas between two answers of the same node.
+//! has it as successor or predecessor (the ring has routed around it).
+//! Rates are computed here from counter deltas between two answers of the
+//! same node.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -283,6 +284,14 @@ pub async fn poll_once(
     };
     let everyone = ask_everyone(pool, first, &memory.cursors, sample_keys, deadline);
     let ((answers, refs), files) = tokio::join!(everyone, files);
+    // Nodes the ring itself still links: successor lists and predecessors.
+    // Fingers do not count; they catch up with a death last.
+    let in_ring: HashSet<String> = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .flat_map(|a| a.info.successors.iter().chain(a.info.predecessor.iter()))
+        .map(|n| n.addr.clone())
+        .collect();
     let mut events = Vec::new();
     let mut ticks = Vec::new();
     let mut nodes: BTreeMap<String, NodeView> = BTreeMap::new();
@@ -330,9 +339,9 @@ pub async fn poll_once(
                         format!("{addr}: {reason}")
                     });
                 }
-                // Keep an unreachable node while the ring still names it or
+                // Keep an unreachable node while the ring still links it or
                 // the console started it; drop it once the ring moved on.
-                let named = refs.contains_key(&addr) || seeds.contains(&addr);
+                let named = in_ring.contains(&addr) || seeds.contains(&addr);
                 if !named {
                     memory.counters.remove(&addr);
                     memory.cursors.remove(&addr);
