@@ -100,6 +100,28 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// Waits until each check has held on some screen since the call: for
+    /// things that scroll by (event lines) and things that stay.
+    fn wait_for_each(&self, what: &str, checks: &[&dyn Fn(&str) -> bool]) {
+        let deadline = Instant::now() + SCREEN_WAIT;
+        let mut seen = vec![false; checks.len()];
+        loop {
+            let screen = self.screen();
+            for (i, check) in checks.iter().enumerate() {
+                seen[i] |= check(&screen);
+            }
+            if seen.iter().all(|s| *s) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("timed out waiting for {what} (seen: {seen:?}); the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").status();
@@ -211,8 +233,10 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
     });
     tmux.type_text(&upload.display().to_string());
     tmux.press("Enter");
+    // The transfers pane keeps a finished transfer for a while; the event
+    // line may scroll by sooner.
     tmux.wait_for("the upload to finish", |s| {
-        s.contains("uploaded tui-upload.bin")
+        s.contains("uploaded tui-upload.bin") || s.contains("↑ tui-upload.bin done")
     });
     tmux.press("f");
     tmux.wait_for("the file in the files pane", |s| {
@@ -231,7 +255,7 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
     tmux.type_text(&back.display().to_string());
     tmux.press("Enter");
     tmux.wait_for("the download to finish", |s| {
-        s.contains("downloaded tui-upload.bin")
+        s.contains("downloaded tui-upload.bin") || s.contains("↓ tui-upload.bin done")
     });
     assert_eq!(
         std::fs::read(&back).unwrap(),
@@ -242,9 +266,14 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
     // + starts a node on the next port, which joins and is polled.
     let added = format!("127.0.0.1:{}", base + NODES);
     tmux.press("+");
-    tmux.wait_for("the added node", |s| {
-        s.contains(&format!("added {added}")) && s.contains(&format!("Nodes ({})", NODES + 1))
-    });
+    let added_line = format!("added {added}");
+    let grown = format!("Nodes ({})", NODES + 1);
+    tmux.wait_for_each(
+        "the added node",
+        &[&|s: &str| s.contains(&added_line), &|s: &str| {
+            s.contains(&grown) && s.contains(added.as_str())
+        }],
+    );
 
     // x asks, y kills the selected node; the ring reports the failure and
     // routes around it.
@@ -259,12 +288,20 @@ fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
         .unwrap()
         .to_string();
     tmux.press("y");
-    tmux.wait_for("the failure to be reported", |s| {
-        s.contains(&format!("killed {victim}"))
-            && s.lines()
-                .any(|l| l.contains("peer-failed") && l.contains(victim.as_str()))
-            && s.contains(&format!("Nodes ({NODES})"))
-    });
+    // Event lines scroll by as the ring repairs: each needs only be seen once.
+    let killed = format!("killed {victim}");
+    let nodes_left = format!("Nodes ({NODES})");
+    tmux.wait_for_each(
+        "the failure to be reported",
+        &[
+            &|s: &str| s.contains(&killed),
+            &|s: &str| {
+                s.lines()
+                    .any(|l| l.contains("peer-failed") && l.contains(victim.as_str()))
+            },
+            &|s: &str| s.contains(&nodes_left),
+        ],
+    );
 
     // q stops the fleet and leaves the terminal to the shell.
     tmux.press("q");
