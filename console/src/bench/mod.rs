@@ -3,6 +3,9 @@
 //! nothing beyond the correctness of what they move; tests do that.
 
 mod http_baseline;
+pub mod load;
 mod rss;
 mod size;
+
+pub use size::{format_size, parse_size};
 pub mod transfer;
