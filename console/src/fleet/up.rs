@@ -4,7 +4,8 @@
 //!
 //! Output is human lines, or with `--json` one JSON object per line (the
 //! command streams: the address table first, then one object per scaling
-//! decision), so a script can read it line by line while it runs.
+//! decision), so a script can read it line by line while it runs. Each
+//! scaling line carries `run_secs`, the seconds since the command started.
 
 use std::path::PathBuf;
 
@@ -191,7 +192,7 @@ fn print_event(event: &ScalingEvent, as_json: bool, secs: f64) {
         match serde_json::to_value(event) {
             Ok(mut v) => {
                 if let Some(obj) = v.as_object_mut() {
-                    obj.insert("secs".into(), json!((secs * 10.0).round() / 10.0));
+                    obj.insert("run_secs".into(), json!((secs * 10.0).round() / 10.0));
                 }
                 println!("{v}");
             }

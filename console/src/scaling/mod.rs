@@ -364,7 +364,8 @@ impl<C: Capacity, M: MetricsReader> Controller<C, M> {
         if !matches!(applied, Applied::None | Applied::Failed { .. }) {
             self.policy.acted(now_ms());
         }
-        events.insert(0, ScalingEvent::Decision { decision, applied });
+        // In the order things were seen: what settled, then the decision.
+        events.push(ScalingEvent::Decision { decision, applied });
         for e in &events {
             log_event(e);
         }
@@ -590,9 +591,9 @@ mod tests {
     }
 
     fn decision(events: &[ScalingEvent]) -> (&Decision, &Applied) {
-        match &events[0] {
-            ScalingEvent::Decision { decision, applied } => (decision, applied),
-            other => panic!("first event is not a decision: {other:?}"),
+        match events.last() {
+            Some(ScalingEvent::Decision { decision, applied }) => (decision, applied),
+            other => panic!("last event is not a decision: {other:?}"),
         }
     }
 
@@ -660,9 +661,9 @@ mod tests {
                 ..
             }
         ));
-        let json = serde_json::to_value(&fourth[fourth.len() - 1]).unwrap();
-        assert!(json["event"].is_string());
-        let line = serde_json::to_value(&fourth[0]).unwrap();
+        let json = serde_json::to_value(&fourth[0]).unwrap();
+        assert_eq!(json["event"], "settled");
+        let line = serde_json::to_value(&fourth[fourth.len() - 1]).unwrap();
         assert_eq!(line["event"], "decision");
         assert_eq!(line["action"], "scale_in");
         assert_eq!(line["applied"]["kind"], "removed");
