@@ -65,8 +65,8 @@ async fn local_capacity_adds_and_drains_within_its_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = FleetOptions::new(locate_node_binary().unwrap(), dir.path().join("nodes"));
     opts.extra_args = FAST.iter().map(|s| s.to_string()).collect();
-    let base = free_port_range(3).unwrap();
-    let layout = PortLayout::new(base, None, 3).unwrap();
+    let base = free_port_range(4).unwrap();
+    let layout = PortLayout::new(base, None, 4).unwrap();
     let mut fleet = Fleet::new(opts).unwrap();
     let first = fleet.start(base, None).await.unwrap();
     fleet.start(base + 1, Some(&first)).await.unwrap();
@@ -74,10 +74,13 @@ async fn local_capacity_adds_and_drains_within_its_bounds() {
     let files = tempfile::tempdir().unwrap();
     let names = upload_files(&first, files.path(), "cap", 12).await;
 
+    // Another process holds the third slot's port: the add takes the fourth.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", base + 2)).unwrap();
     let added = capacity.add().await.unwrap();
+    drop(squatter);
     assert_eq!(
         added.id,
-        format!("127.0.0.1:{}", base + 2),
+        format!("127.0.0.1:{}", base + 3),
         "next free slot"
     );
     let err = capacity.add().await.unwrap_err().to_string();
