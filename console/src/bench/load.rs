@@ -328,7 +328,8 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
     println!("latency   p50 {p50:.1} ms, p99 {p99:.1} ms (upload p50 {up50:.1} / p99 {up99:.1}, download p50 {down50:.1} / p99 {down99:.1})");
     if let Some((r, nodes)) = node_rps {
         println!(
-            "nodes     {r:.0} node requests/s over {nodes} nodes ({:.0} per node; the autoscaler's metric)",
+            "nodes     {r:.0} node requests/s over {nodes} nodes ({:.0} per node; the autoscaler's metric; \
+             counters of nodes that left during the run are not in it)",
             r / nodes.max(1) as f64
         );
     }

@@ -2,7 +2,8 @@
 //!
 //! `add` starts a node on the first free slot of the [`PortLayout`], joining
 //! through a node that answers, and returns once the new node answers.
-//! `remove` is drain-then-stop: the chosen node (named, or the newest) hands
+//! `remove` is drain-then-stop: the chosen node (named; else one whose
+//! earlier drain did not complete; else the newest) hands
 //! its keys to their next holders through `Drain`; only a complete hand-off
 //! (every key confirmed elsewhere) is followed by SIGTERM. An incomplete one
 //! returns an error and leaves the node running, so no failure path
@@ -244,10 +245,14 @@ impl Capacity for LocalCapacity {
                 }
                 id.to_string()
             }
+            // A node whose earlier drain did not complete goes first: it
+            // is half gone already, and retrying is how it finishes.
             None => self
-                .serving()
-                .last()
-                .map(|a| a.to_string())
+                .started
+                .iter()
+                .find(|a| self.draining.contains_key(*a))
+                .or_else(|| self.serving().last().copied())
+                .cloned()
                 .context("the fleet has no node to remove")?,
         };
         // A node drained earlier that did not finish may be retried even
