@@ -557,15 +557,10 @@ async fn status(cli: &Cli) -> Result<()> {
 }
 
 /// Completes on Ctrl-C, SIGTERM or SIGHUP, so the fleet is always stopped.
+/// (Watching starts when this is first polled; to watch from an earlier
+/// moment, use [`crate::fleet::up::watch_stop`].)
 pub async fn stop_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
-    let mut hup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("watching Ctrl-C")?,
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
-    }
+    crate::fleet::up::watch_stop()?.await;
     Ok(())
 }
 

@@ -206,7 +206,7 @@ fn print_event(event: &ScalingEvent, as_json: bool, secs: f64) {
 /// Starts watching for Ctrl-C, SIGTERM and SIGHUP now (so a signal during
 /// start-up is not lost and still stops the nodes); the future completes on
 /// the first of them.
-fn watch_stop() -> Result<impl std::future::Future<Output = ()>> {
+pub fn watch_stop() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).context("watching Ctrl-C")?;
     let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
