@@ -169,6 +169,17 @@ fn members(events: &Events) -> BTreeSet<String> {
     out
 }
 
+/// Whether the latest decision saw a reading under `target`.
+fn last_decision_below(events: &Events, target: f64) -> bool {
+    let events = events.lock().unwrap();
+    events
+        .iter()
+        .rev()
+        .find(|(_, e)| e["event"] == "decision")
+        .and_then(|(_, e)| e["value"].as_f64())
+        .is_some_and(|v| v < target)
+}
+
 /// Runs `chord-console --peer <peer> <args>` with a deadline.
 async fn console(peer: &str, args: &[&str]) -> std::process::Output {
     let run = tokio::process::Command::new(console_binary().unwrap())
@@ -365,6 +376,17 @@ async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
     let files = tempfile::tempdir().unwrap();
     let mut names = upload_files(&peer, files.path(), "before", 50).await;
 
+    // Let the uploads' own load pass, so the bench is a clean step up.
+    let target: f64 = TARGET.parse().unwrap();
+    let quiet = Instant::now();
+    while !last_decision_below(&events, target) {
+        assert!(
+            quiet.elapsed() < Duration::from_secs(60),
+            "the ring never went quiet after the uploads"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Load above target; 50 more files while the ring grows.
     let load_at = Instant::now();
     let bench = tokio::process::Command::new(console_binary().unwrap())
@@ -442,11 +464,19 @@ async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
 
     // Figures for the README, from the controller's own events.
     let all = events.lock().unwrap().clone();
+    // A node added for this load (not for the uploads before it) that owns keys.
+    let added_for_load: BTreeSet<&str> = all
+        .iter()
+        .filter(|(at, e)| *at >= load_at && e["applied"]["kind"] == "added")
+        .filter_map(|(_, e)| e["applied"]["node"].as_str())
+        .collect();
     let first_owner = all
         .iter()
-        .find(|(_, e)| e["event"] == "owns_keys")
+        .find(|(_, e)| {
+            e["event"] == "owns_keys" && added_for_load.contains(e["node"].as_str().unwrap_or(""))
+        })
         .map(|(at, _)| at.saturating_duration_since(load_at))
-        .expect("no added node ever owned keys");
+        .expect("no node added for the load ever owned keys");
     let out_bytes: Vec<u64> = all
         .iter()
         .filter(|(_, e)| e["event"] == "settled" && e["action"] == "scale_out")
