@@ -173,9 +173,10 @@ pub struct AutoscaleArgs {
     #[arg(long, default_value_t = 30, requires = "autoscale")]
     pub warmup_secs: u64,
     /// Seconds the load must stay 10% under target before one node is
-    /// removed (and between two removals). Shorter than AWS's 300 s default
-    /// so a local fleet of 6 is back to 2 within five minutes.
-    #[arg(long, default_value_t = 60, requires = "autoscale")]
+    /// removed (and between two removals, counted from the end of the
+    /// last drain). Far shorter than AWS's 300 s default, so a local fleet
+    /// of 6 is back to 2 within five minutes even when drains are slow.
+    #[arg(long, default_value_t = 30, requires = "autoscale")]
     pub scale_in_cooldown_secs: u64,
     /// Seconds between two looks at the load.
     #[arg(long, default_value_t = 5, requires = "autoscale")]
