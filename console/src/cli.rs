@@ -140,6 +140,69 @@ pub struct LocalUpArgs {
     /// Run the nodes without HTTP gateways.
     #[arg(long)]
     pub no_http: bool,
+    /// Extra flag for every node (repeatable), e.g. `--node-arg=--repair-ms=1000`.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
+    #[command(flatten)]
+    pub scaling: AutoscaleArgs,
+}
+
+/// `local up --autoscale`: the fleet grows and shrinks under the same
+/// target-tracking policy as an Auto Scaling group.
+#[derive(Debug, Args)]
+pub struct AutoscaleArgs {
+    /// Scale the fleet with its load between --min and --max. Prints each
+    /// decision as a line (one JSON object per line with --json).
+    #[arg(long)]
+    pub autoscale: bool,
+    /// Fewest nodes the autoscaler keeps.
+    #[arg(long, default_value_t = 2, requires = "autoscale")]
+    pub min: usize,
+    /// Most nodes the autoscaler starts; ports are reserved for this many.
+    #[arg(long, default_value_t = 8, requires = "autoscale")]
+    pub max: usize,
+    /// Target per node. With --metric requests: gRPC requests per second per
+    /// node, counting every call a node serves (client calls, calls
+    /// forwarded by other nodes, replication and ring maintenance), so one
+    /// small upload is several node requests and an idle node still serves
+    /// a few maintenance calls a second. With --metric bytes: the fraction
+    /// of --capacity-bytes stored per node (0 to 1).
+    #[arg(long, default_value_t = 200.0, requires = "autoscale")]
+    pub target: f64,
+    /// What to track.
+    #[arg(long, value_enum, default_value_t = MetricArg::Requests, requires = "autoscale")]
+    pub metric: MetricArg,
+    /// Disk each node may fill, for --metric bytes (e.g. 1GiB).
+    #[arg(long, default_value = "1GiB", value_parser = crate::bench::parse_size, requires = "autoscale")]
+    pub capacity_bytes: u64,
+    /// Seconds a new node serves before its load counts.
+    #[arg(long, default_value_t = 30, requires = "autoscale")]
+    pub warmup_secs: u64,
+    /// Seconds the load must stay 10% under target before one node is
+    /// removed (and between two removals, counted from the end of the
+    /// last drain). Far shorter than AWS's 300 s default, so a local fleet
+    /// of 6 is back to 2 within five minutes even when drains are slow.
+    #[arg(long, default_value_t = 30, requires = "autoscale")]
+    pub scale_in_cooldown_secs: u64,
+    /// Seconds between two looks at the load.
+    #[arg(long, default_value_t = 5, requires = "autoscale")]
+    pub interval_secs: u64,
+    /// Seconds after a join or leave during which no other change starts,
+    /// even before repair shows bytes moving.
+    #[arg(long, default_value_t = 10, requires = "autoscale")]
+    pub settle_secs: u64,
+    /// Seconds a drained node may take to hand its keys off; past it the
+    /// removal gives up and the node keeps running.
+    #[arg(long, default_value_t = 120, requires = "autoscale")]
+    pub drain_deadline_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricArg {
+    /// gRPC requests per second per node.
+    Requests,
+    /// Stored bytes per node as a fraction of --capacity-bytes.
+    Bytes,
 }
 
 /// gRPC and HTTP ports for `n` local nodes: node i gets gRPC `base + i` and
@@ -155,6 +218,10 @@ pub enum BenchCommand {
     Lookups(BenchLookupsArgs),
     /// Upload and download speed and node memory, beside a plain HTTP baseline.
     Transfer(crate::bench::transfer::TransferArgs),
+    /// A paced, mixed load of small uploads and downloads spread over the
+    /// ring's nodes (to drive auto scaling); prints achieved rate, errors,
+    /// latency, and the node requests per second it caused.
+    Load(crate::bench::load::LoadArgs),
     /// Time to draw one TUI frame of a fixture ring, beside a small ring.
     Render(crate::bench::render::RenderArgs),
 }
@@ -196,6 +263,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Lookups(args)) => bench_lookups(&cli, args).await,
         Command::Bench(BenchCommand::Transfer(args)) => {
             crate::bench::transfer::run(args, cli.json).await
+        }
+        Command::Bench(BenchCommand::Load(args)) => {
+            crate::bench::load::run(cli.peer(), args, cli.json).await
         }
         Command::Bench(BenchCommand::Render(args)) => crate::bench::render::run(args, cli.json),
         Command::Upload(args) => upload(&cli, args).await,
@@ -279,17 +349,60 @@ async fn lookup(cli: &Cli, args: &LookupArgs) -> Result<()> {
 }
 
 async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
+    let scaling = &args.scaling;
     let opts = crate::fleet::up::UpOptions {
         nodes: args.nodes,
         grpc_base: args.base_port,
         http_base: (!args.no_http).then_some(args.http_base_port),
-        slots: args.nodes,
+        slots: if scaling.autoscale {
+            args.nodes.max(scaling.max)
+        } else {
+            args.nodes
+        },
         data_root: args.data_root.clone(),
         replicas: args.replicas,
-        node_args: Vec::new(),
+        node_args: args.node_args.clone(),
         json: cli.json,
     };
-    crate::fleet::up::run(&opts).await
+    if !scaling.autoscale {
+        return crate::fleet::up::run(&opts).await;
+    }
+    let policy = crate::scaling::policy::PolicyConfig {
+        metric: match scaling.metric {
+            MetricArg::Requests => crate::scaling::policy::MetricKind::Requests,
+            MetricArg::Bytes => crate::scaling::policy::MetricKind::Bytes {
+                capacity_bytes: scaling.capacity_bytes,
+            },
+        },
+        target: scaling.target,
+        min: scaling.min,
+        max: scaling.max,
+        warmup_ms: scaling.warmup_secs.saturating_mul(1000),
+        scale_in_cooldown_ms: scaling.scale_in_cooldown_secs.saturating_mul(1000),
+    };
+    policy.validate().map_err(anyhow::Error::msg)?;
+    if !(scaling.min..=scaling.max).contains(&args.nodes) {
+        bail!(
+            "--nodes {} is outside --min {} ..= --max {}",
+            args.nodes,
+            scaling.min,
+            scaling.max
+        );
+    }
+    if scaling.interval_secs == 0 {
+        bail!("--interval-secs must be at least 1");
+    }
+    let controller = crate::scaling::ControllerOptions {
+        policy,
+        interval: Duration::from_secs(scaling.interval_secs),
+        settle: Duration::from_secs(scaling.settle_secs),
+    };
+    crate::fleet::up::run_autoscaled(
+        &opts,
+        controller,
+        Duration::from_secs(scaling.drain_deadline_secs),
+    )
+    .await
 }
 
 async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
@@ -464,20 +577,15 @@ async fn status(cli: &Cli) -> Result<()> {
 }
 
 /// Completes on Ctrl-C, SIGTERM or SIGHUP, so the fleet is always stopped.
+/// (Watching starts when this is first polled; to watch from an earlier
+/// moment, use [`crate::fleet::up::watch_stop`].)
 pub async fn stop_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
-    let mut hup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("watching Ctrl-C")?,
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
-    }
+    crate::fleet::up::watch_stop()?.await;
     Ok(())
 }
 
 /// Mean, median and 99th percentile of a sample.
-fn summary(mut xs: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn summary(mut xs: Vec<f64>) -> (f64, f64, f64) {
     if xs.is_empty() {
         return (0.0, 0.0, 0.0);
     }

@@ -2,7 +2,8 @@
 //!
 //! `add` starts a node on the first free slot of the [`PortLayout`], joining
 //! through a node that answers, and returns once the new node answers.
-//! `remove` is drain-then-stop: the chosen node (named, or the newest) hands
+//! `remove` is drain-then-stop: the chosen node (named; else one whose
+//! earlier drain did not complete; else the newest) hands
 //! its keys to their next holders through `Drain`; only a complete hand-off
 //! (every key confirmed elsewhere) is followed by SIGTERM. An incomplete one
 //! returns an error and leaves the node running, so no failure path
@@ -19,7 +20,7 @@ use chord_node::repair::HandoffReport;
 use rand::seq::SliceRandom;
 use tracing::{info, warn};
 
-use super::{Fleet, PortLayout, STOP_TIMEOUT};
+use super::{Fleet, PortLayout, Slot, STOP_TIMEOUT};
 use crate::capacity::{Capacity, CapacityState, Member, MemberState, Removal};
 
 /// How long a drained node may take to hand its keys over before the
@@ -204,12 +205,21 @@ impl Capacity for LocalCapacity {
         if serving >= self.limits.max {
             bail!("the fleet is at its maximum of {} nodes", self.limits.max);
         }
+        // A slot whose ports another process holds is skipped, so one
+        // stray listener does not make every later add fail.
         let slot = (0..self.layout.slots())
             .filter_map(|i| self.layout.slot(i))
-            .find(|s| self.fleet.node(&format!("127.0.0.1:{}", s.grpc)).is_none())
+            .filter(|s| self.fleet.node(&format!("127.0.0.1:{}", s.grpc)).is_none())
+            .find(|s| {
+                let free = ports_free(s);
+                if !free {
+                    warn!(grpc = s.grpc, http = ?s.http, "slot's ports are in use by another process; skipping it");
+                }
+                free
+            })
             .ok_or_else(|| {
                 anyhow!(
-                    "every one of the {} port slots is taken",
+                    "no free port slot: the {} slots of the layout are taken by nodes or other processes",
                     self.layout.slots()
                 )
             })?;
@@ -242,10 +252,14 @@ impl Capacity for LocalCapacity {
                 }
                 id.to_string()
             }
+            // A node whose earlier drain did not complete goes first: it
+            // is half gone already, and retrying is how it finishes.
             None => self
-                .serving()
-                .last()
-                .map(|a| a.to_string())
+                .started
+                .iter()
+                .find(|a| self.draining.contains_key(*a))
+                .or_else(|| self.serving().last().copied())
+                .cloned()
                 .context("the fleet has no node to remove")?,
         };
         // A node drained earlier that did not finish may be retried even
@@ -285,4 +299,10 @@ impl Capacity for LocalCapacity {
             handoff: report,
         })
     }
+}
+
+/// Whether both ports of `slot` can be bound on 127.0.0.1 right now.
+fn ports_free(slot: &Slot) -> bool {
+    let bindable = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    bindable(slot.grpc) && slot.http.is_none_or(bindable)
 }

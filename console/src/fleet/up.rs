@@ -4,7 +4,8 @@
 //!
 //! Output is human lines, or with `--json` one JSON object per line (the
 //! command streams: the address table first, then one object per scaling
-//! decision), so a script can read it line by line while it runs.
+//! decision), so a script can read it line by line while it runs. Each
+//! scaling line carries `run_secs`, the seconds since the command started.
 
 use std::path::PathBuf;
 
@@ -12,7 +13,14 @@ use anyhow::{Context, Result};
 use rand::seq::IndexedRandom;
 use serde_json::{json, Value};
 
-use super::{locate_node_binary, Fleet, FleetOptions, PortLayout, Slot, STOP_TIMEOUT};
+use super::{
+    locate_node_binary, Fleet, FleetOptions, LocalCapacity, LocalLimits, PortLayout, Slot,
+    STOP_TIMEOUT,
+};
+use crate::scaling::{Controller, ControllerOptions, NodeStatsReader, ScalingEvent};
+
+/// Scaling events buffered between the controller and the printer.
+const EVENT_BUFFER: usize = 64;
 
 /// What `local up` needs to start the fleet.
 #[derive(Clone, Debug)]
@@ -138,11 +146,76 @@ fn print_table(
 
 /// `local up` without the autoscaler: start, wait for a stop signal, stop.
 pub async fn run(opts: &UpOptions) -> Result<()> {
+    let stop = watch_stop()?;
     let Started { mut fleet, .. } = start(opts).await?;
-    crate::cli::stop_signal().await?;
+    stop.await;
     if !opts.json {
         println!("stopping {} nodes", fleet.len());
     }
     fleet.stop_all(STOP_TIMEOUT).await;
     Ok(())
+}
+
+/// `local up --autoscale`: start, then let the controller grow and shrink
+/// the fleet, printing every event, until a stop signal; then stop the fleet.
+pub async fn run_autoscaled(
+    opts: &UpOptions,
+    controller: ControllerOptions,
+    drain_deadline: std::time::Duration,
+) -> Result<()> {
+    let limits = LocalLimits::new(controller.policy.min, controller.policy.max)?;
+    let stop = watch_stop()?;
+    let Started { fleet, layout, .. } = start(opts).await?;
+    let capacity = LocalCapacity::new(fleet, layout, limits)?.with_drain_deadline(drain_deadline);
+    let mut controller = Controller::new(capacity, NodeStatsReader::new(), controller)?;
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<ScalingEvent>(EVENT_BUFFER);
+    let as_json = opts.json;
+    let began = std::time::Instant::now();
+    let printer = tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            print_event(&event, as_json, began.elapsed().as_secs_f64());
+        }
+    });
+    controller.run(events_tx, stop).await;
+    // The sender went with `run`; the printer drains what is left.
+    let _ = printer.await;
+    let mut fleet = controller.into_capacity().into_fleet();
+    if !opts.json {
+        println!("stopping {} nodes", fleet.len());
+    }
+    fleet.stop_all(STOP_TIMEOUT).await;
+    Ok(())
+}
+
+fn print_event(event: &ScalingEvent, as_json: bool, secs: f64) {
+    if as_json {
+        match serde_json::to_value(event) {
+            Ok(mut v) => {
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("run_secs".into(), json!((secs * 10.0).round() / 10.0));
+                }
+                println!("{v}");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot print a scaling event as JSON"),
+        }
+    } else {
+        println!("[{secs:>6.1}s] {}", event.line());
+    }
+}
+
+/// Starts watching for Ctrl-C, SIGTERM and SIGHUP now (so a signal during
+/// start-up is not lost and still stops the nodes); the future completes on
+/// the first of them.
+pub fn watch_stop() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("watching Ctrl-C")?;
+    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    })
 }

@@ -17,7 +17,7 @@
 
 pub mod policy;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -238,6 +238,8 @@ pub struct Controller<C, M> {
     last: HashMap<String, (Instant, Sample)>,
     /// When each member was first seen in service (policy clock, ms).
     since: HashMap<String, u64>,
+    /// The members at the first look.
+    original: Option<HashSet<String>>,
     change: Option<Change>,
     /// Nodes added by this controller that have not shown chunks yet.
     awaiting_keys: HashMap<String, Instant>,
@@ -253,6 +255,7 @@ impl<C: Capacity, M: MetricsReader> Controller<C, M> {
             opts,
             last: HashMap::new(),
             since: HashMap::new(),
+            original: None,
             change: None,
             awaiting_keys: HashMap::new(),
         })
@@ -273,9 +276,15 @@ impl<C: Capacity, M: MetricsReader> Controller<C, M> {
         let now = now_ms();
         self.since
             .retain(|id, _| state.members.iter().any(|m| m.id == *id));
+        // Members there before the controller started are not new nodes:
+        // as with a group's existing instances, they need no warm-up.
+        let original = self
+            .original
+            .get_or_insert_with(|| state.members.iter().map(|m| m.id.clone()).collect());
         for m in &state.members {
             if m.state == MemberState::InService {
-                self.since.entry(m.id.clone()).or_insert(now);
+                let since = if original.contains(&m.id) { 0 } else { now };
+                self.since.entry(m.id.clone()).or_insert(since);
             }
         }
         let samples = self.metrics.sample(&state.members).await?;
@@ -364,7 +373,8 @@ impl<C: Capacity, M: MetricsReader> Controller<C, M> {
         if !matches!(applied, Applied::None | Applied::Failed { .. }) {
             self.policy.acted(now_ms());
         }
-        events.insert(0, ScalingEvent::Decision { decision, applied });
+        // In the order things were seen: what settled, then the decision.
+        events.push(ScalingEvent::Decision { decision, applied });
         for e in &events {
             log_event(e);
         }
@@ -554,6 +564,10 @@ mod tests {
     }
 
     fn controller(per_call: u64) -> Controller<FakeSide, FakeMetrics> {
+        controller_warming(per_call, 0)
+    }
+
+    fn controller_warming(per_call: u64, warmup_ms: u64) -> Controller<FakeSide, FakeMetrics> {
         let side = FakeSide {
             members: (0..2)
                 .map(|i| Member {
@@ -579,7 +593,7 @@ mod tests {
                     target: 10.0,
                     min: 2,
                     max: 4,
-                    warmup_ms: 0,
+                    warmup_ms,
                     scale_in_cooldown_ms: 0,
                 },
                 interval: Duration::from_millis(10),
@@ -590,9 +604,9 @@ mod tests {
     }
 
     fn decision(events: &[ScalingEvent]) -> (&Decision, &Applied) {
-        match &events[0] {
-            ScalingEvent::Decision { decision, applied } => (decision, applied),
-            other => panic!("first event is not a decision: {other:?}"),
+        match events.last() {
+            Some(ScalingEvent::Decision { decision, applied }) => (decision, applied),
+            other => panic!("last event is not a decision: {other:?}"),
         }
     }
 
@@ -660,12 +674,29 @@ mod tests {
                 ..
             }
         ));
-        let json = serde_json::to_value(&fourth[fourth.len() - 1]).unwrap();
-        assert!(json["event"].is_string());
-        let line = serde_json::to_value(&fourth[0]).unwrap();
+        let json = serde_json::to_value(&fourth[0]).unwrap();
+        assert_eq!(json["event"], "settled");
+        let line = serde_json::to_value(&fourth[fourth.len() - 1]).unwrap();
         assert_eq!(line["event"], "decision");
         assert_eq!(line["action"], "scale_in");
         assert_eq!(line["applied"]["kind"], "removed");
         assert!(line["reason"].as_str().unwrap().contains("desired 2"));
+    }
+
+    #[tokio::test]
+    async fn nodes_there_at_the_start_need_no_warm_up_but_added_ones_do() {
+        let mut c = controller_warming(1_000_000, 3_600_000);
+        let events = c.tick().await.unwrap();
+        let (d, _) = decision(&events);
+        assert_eq!(d.in_service, 2, "{}", d.reason);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let events = c.tick().await.unwrap();
+        let (d, _) = decision(&events);
+        assert_eq!(d.action, Action::ScaleOut, "{}", d.reason);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let events = c.tick().await.unwrap();
+        let (d, _) = decision(&events);
+        assert_eq!((d.in_service, d.current), (2, 3), "{}", d.reason);
+        assert!(d.reason.contains("1 warming"), "{}", d.reason);
     }
 }

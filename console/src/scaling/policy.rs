@@ -442,7 +442,7 @@ mod tests {
             ("at max stays at max", obs(100 * S, nodes(6, 500.0)), Action::Hold, 6, "at the maximum 6"),
             ("at min stays at min", obs(100 * S, nodes(2, 0.0)), Action::Hold, 2, "at desired"),
             ("below min scales out even when idle", obs(100 * S, nodes(1, 0.0)), Action::ScaleOut, 2, "below the minimum"),
-            ("above max scales in even when busy with load", obs(100 * S, nodes(7, 500.0)), Action::ScaleIn, 6, "above the maximum"),
+            ("above max scales in even under high load", obs(100 * S, nodes(7, 500.0)), Action::ScaleIn, 6, "above the maximum"),
             (
                 "a warming node is not in service and not averaged",
                 obs(100 * S, warming(nodes(2, 150.0), 90 * S)),
