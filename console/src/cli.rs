@@ -20,25 +20,31 @@ use serde_json::{json, Value};
 use crate::progress::Progress;
 
 #[derive(Debug, Parser)]
-#[command(name = "chord-console", version, about = "Operate a chord-dfs ring")]
+#[command(
+    name = "chord-console",
+    version,
+    about = "Operate a chord-dfs ring: with no command, a live TUI of the ring"
+)]
 pub struct Cli {
-    /// Node to enter the ring through.
-    #[arg(
-        long,
-        global = true,
-        default_value = "127.0.0.1:5057",
-        env = "CHORD_PEER"
-    )]
-    pub peer: String,
+    /// Node to enter the ring through (commands default to 127.0.0.1:5057;
+    /// the TUI without it starts a local fleet of its own).
+    #[arg(long, global = true, env = "CHORD_PEER")]
+    pub peer: Option<String>,
     /// Print one JSON document instead of human text.
     #[arg(long, global = true)]
     pub json: bool,
     /// Deadline of one call to a node, in milliseconds.
     #[arg(long, global = true, default_value_t = 3000)]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tui: crate::tui::TuiArgs,
+    /// With no command, the TUI opens.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
+
+/// The peer headless commands use when none is given.
+pub const DEFAULT_PEER: &str = "127.0.0.1:5057";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -216,6 +222,8 @@ pub enum BenchCommand {
     /// ring's nodes (to drive auto scaling); prints achieved rate, errors,
     /// latency, and the node requests per second it caused.
     Load(crate::bench::load::LoadArgs),
+    /// Time to draw one TUI frame of a fixture ring, beside a small ring.
+    Render(crate::bench::render::RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -226,9 +234,14 @@ pub struct BenchLookupsArgs {
 }
 
 impl Cli {
+    /// The peer headless commands enter through.
+    pub fn peer(&self) -> &str {
+        self.peer.as_deref().unwrap_or(DEFAULT_PEER)
+    }
+
     fn client(&self) -> Result<Client> {
         Ok(Client::new(
-            self.peer.clone(),
+            self.peer().to_string(),
             PeerOptions {
                 rpc_timeout: Duration::from_millis(self.timeout_ms),
                 ..PeerOptions::default()
@@ -237,9 +250,13 @@ impl Cli {
     }
 }
 
-/// Runs one headless command.
+/// Runs one headless command, or the TUI when there is none.
 pub async fn run(cli: Cli) -> Result<()> {
-    match &cli.command {
+    let Some(command) = &cli.command else {
+        let timeout = Duration::from_millis(cli.timeout_ms);
+        return crate::tui::run(cli.peer.clone(), timeout, cli.tui.clone()).await;
+    };
+    match command {
         Command::Ring => ring(&cli).await,
         Command::Lookup(args) => lookup(&cli, args).await,
         Command::Local(LocalCommand::Up(args)) => local_up(&cli, args).await,
@@ -248,8 +265,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::bench::transfer::run(args, cli.json).await
         }
         Command::Bench(BenchCommand::Load(args)) => {
-            crate::bench::load::run(&cli.peer, args, cli.json).await
+            crate::bench::load::run(cli.peer(), args, cli.json).await
         }
+        Command::Bench(BenchCommand::Render(args)) => crate::bench::render::run(args, cli.json),
         Command::Upload(args) => upload(&cli, args).await,
         Command::Download(args) => download(&cli, args).await,
         Command::Ls => ls(&cli).await,

@@ -9,3 +9,4 @@ pub mod cli;
 pub mod fleet;
 pub mod progress;
 pub mod scaling;
+pub mod tui;

@@ -4,6 +4,7 @@
 
 mod http_baseline;
 pub mod load;
+pub mod render;
 mod rss;
 mod size;
 

@@ -115,6 +115,13 @@ impl LocalCapacity {
         self.limits
     }
 
+    /// The fleet itself, for what only a local fleet can do (the TUI's `x`
+    /// kills a node to show a failure). A node killed this way drops off
+    /// the books at the next call, as one that exited on its own.
+    pub fn fleet_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
+    }
+
     /// Gives the fleet back (to stop it, say).
     pub fn into_fleet(self) -> Fleet {
         self.fleet
