@@ -136,14 +136,20 @@ impl LocalCapacity {
     }
 
     /// Drops nodes whose process exited from the books, logging why.
+    /// Also forgets nodes stopped or killed through [`Self::fleet_mut`].
     fn reap(&mut self) {
         for (addr, why) in self.fleet.reap() {
-            self.freed.insert(addr.clone(), Instant::now());
             warn!(node = %addr, reason = %why, "local node exited on its own");
-            self.draining.remove(&addr);
         }
-        let fleet = &self.fleet;
-        self.started.retain(|a| fleet.node(a).is_some());
+        let (fleet, freed, draining) = (&self.fleet, &mut self.freed, &mut self.draining);
+        self.started.retain(|a| {
+            let alive = fleet.node(a).is_some();
+            if !alive {
+                freed.insert(a.clone(), Instant::now());
+                draining.remove(a);
+            }
+            alive
+        });
     }
 
     /// A node that answers, to join through; `None` when no node is up.
