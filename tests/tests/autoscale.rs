@@ -30,11 +30,18 @@ fn client(addr: &str) -> Client {
 }
 
 /// Uploads `count` random files `<prefix>-<i>` (one to two chunks each)
-/// through `entry`; the originals stay in `dir`.
-async fn upload_files(entry: &str, dir: &Path, prefix: &str, count: usize) -> Vec<String> {
+/// through `entry`, `pause` apart; the originals stay in `dir`.
+async fn upload_files(
+    entry: &str,
+    dir: &Path,
+    prefix: &str,
+    count: usize,
+    pause: Duration,
+) -> Vec<String> {
     let c = client(entry);
     let mut names = Vec::new();
     for i in 0..count {
+        tokio::time::sleep(pause).await;
         let name = format!("{prefix}-{i:02}");
         let path = random_file(dir, &name, 30_000 + i * 1_500).unwrap();
         c.upload_file(&path, &name, &small_chunks(), &no_progress)
@@ -72,7 +79,7 @@ async fn local_capacity_adds_and_drains_within_its_bounds() {
     fleet.start(base + 1, Some(&first)).await.unwrap();
     let mut capacity = LocalCapacity::new(fleet, layout, LocalLimits::new(2, 3).unwrap()).unwrap();
     let files = tempfile::tempdir().unwrap();
-    let names = upload_files(&first, files.path(), "cap", 12).await;
+    let names = upload_files(&first, files.path(), "cap", 12, Duration::ZERO).await;
 
     // Another process holds the third slot's port: the add takes the fourth.
     let squatter = std::net::TcpListener::bind(("127.0.0.1", base + 2)).unwrap();
@@ -139,6 +146,9 @@ const LOAD_SECS: u64 = 45;
 const GROW_BOUND: Duration = Duration::from_secs(90);
 /// Shrinking 6 -> 2 takes four cool-downs (10 s) plus drains and settling.
 const SHRINK_BOUND: Duration = Duration::from_secs(150);
+/// Pause between the uploads before the load: about 2.5 uploads a second,
+/// some 15 node requests each, is well under the target on two nodes.
+const BEFORE_PACE: Duration = Duration::from_millis(400);
 /// How long `ring --json` may take to show a change.
 const RING_BOUND: Duration = Duration::from_secs(30);
 
@@ -167,6 +177,18 @@ fn members(events: &Events) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// The last `n` events, one per line, for failure messages.
+fn last_lines(events: &Events, n: usize) -> String {
+    let events = events.lock().unwrap();
+    let skip = events.len().saturating_sub(n);
+    events
+        .iter()
+        .skip(skip)
+        .map(|(_, e)| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Whether the latest decision saw a reading under `target`.
@@ -311,6 +333,13 @@ fn one_change_at_a_time(events: &[(Instant, Value)]) {
 #[tokio::test]
 async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
+    let dir = {
+        let p = dir.keep();
+        eprintln!("KEEP {}", p.display());
+        tempfile::TempDir::new_in(&p).unwrap()
+    };
+    let dir_root = dir.path().parent().unwrap().to_path_buf();
+    let _ = &dir_root;
     let grpc = free_port_range(6).unwrap();
     let http = loop {
         let h = free_port_range(6).unwrap();
@@ -374,17 +403,26 @@ async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
 
     // 50 files before the load.
     let files = tempfile::tempdir().unwrap();
-    let mut names = upload_files(&peer, files.path(), "before", 50).await;
+    // Paced, so these uploads stay under the target themselves.
+    let mut names = upload_files(&peer, files.path(), "before", 50, BEFORE_PACE).await;
 
-    // Let the uploads' own load pass, so the bench is a clean step up.
+    // The uploads are load too and may have grown the fleet: let it go
+    // quiet and back to 2, so the bench is a clean step up from 2 nodes.
     let target: f64 = TARGET.parse().unwrap();
     let quiet = Instant::now();
-    while !last_decision_below(&events, target) {
+    let mut watch = Watch {
+        peer: peer.clone(),
+        events: events.clone(),
+        seen: members(&events).len(),
+        walked: None,
+    };
+    while !(watch.seen == 2 && last_decision_below(&events, target)) {
         assert!(
-            quiet.elapsed() < Duration::from_secs(60),
-            "the ring never went quiet after the uploads"
+            quiet.elapsed() < Duration::from_secs(90),
+            "the ring never went quiet at 2 nodes after the uploads; last events:\n{}",
+            last_lines(&events, 8)
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        watch.poll().await;
     }
 
     // Load above target; 50 more files while the ring grows.
@@ -401,7 +439,7 @@ async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
         .unwrap();
     let during = {
         let (peer, dir) = (peer.clone(), files.path().to_path_buf());
-        tokio::spawn(async move { upload_files(&peer, &dir, "during", 50).await })
+        tokio::spawn(async move { upload_files(&peer, &dir, "during", 50, Duration::ZERO).await })
     };
     let bench = tokio::spawn(async move {
         tokio::time::timeout(
@@ -410,18 +448,13 @@ async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
         )
         .await
     });
-    let mut watch = Watch {
-        peer: peer.clone(),
-        events: events.clone(),
-        seen: members(&events).len(),
-        walked: None,
-    };
     let mut grew_at = None;
     while grew_at.is_none() || !bench.is_finished() {
         assert!(
             grew_at.is_some() || load_at.elapsed() < GROW_BOUND,
-            "fleet has {} nodes {GROW_BOUND:?} after the load started",
-            watch.seen
+            "fleet has {} nodes {GROW_BOUND:?} after the load started; last events:\n{}",
+            watch.seen,
+            last_lines(&events, 8)
         );
         watch.poll().await;
         if watch.seen >= 4 && grew_at.is_none() {
@@ -453,8 +486,9 @@ async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
     while watch.seen > 2 {
         assert!(
             quiet_at.elapsed() < SHRINK_BOUND,
-            "fleet still has {} nodes {SHRINK_BOUND:?} after the load stopped",
-            watch.seen
+            "fleet still has {} nodes {SHRINK_BOUND:?} after the load stopped; last events:\n{}",
+            watch.seen,
+            last_lines(&events, 8)
         );
         watch.poll().await;
     }
@@ -472,8 +506,10 @@ async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
         .collect();
     let first_owner = all
         .iter()
-        .find(|(_, e)| {
-            e["event"] == "owns_keys" && added_for_load.contains(e["node"].as_str().unwrap_or(""))
+        .find(|(at, e)| {
+            *at >= load_at
+                && e["event"] == "owns_keys"
+                && added_for_load.contains(e["node"].as_str().unwrap_or(""))
         })
         .map(|(at, _)| at.saturating_duration_since(load_at))
         .expect("no node added for the load ever owned keys");

@@ -1,18 +1,18 @@
 //! [`LocalCapacity`]: the [`Capacity`] seam over a local [`Fleet`].
 //!
-//! `add` starts a node on the first free slot of the [`PortLayout`], joining
-//! through a node that answers, and returns once the new node answers.
-//! `remove` is drain-then-stop: the chosen node (named; else one whose
-//! earlier drain did not complete; else the newest) hands
-//! its keys to their next holders through `Drain`; only a complete hand-off
-//! (every key confirmed elsewhere) is followed by SIGTERM. An incomplete one
-//! returns an error and leaves the node running, so no failure path
-//! destroys the last copy of a key. min, max and desired live here, as an
-//! Auto Scaling group keeps them on AWS; `add` and `remove` refuse to leave
-//! `[min, max]`.
+//! `add` starts a node on a free slot of the [`PortLayout`] (one never used,
+//! else the one freed longest ago), joining through a node that answers,
+//! and returns once the new node answers. `remove` is drain-then-stop: the
+//! chosen node (named; else one whose earlier drain did not complete; else
+//! the newest) hands its keys to their next holders through `Drain`; only a
+//! complete hand-off (every key confirmed elsewhere) is followed by SIGTERM.
+//! An incomplete one returns an error and leaves the node running, so no
+//! failure path destroys the last copy of a key. min, max and desired live
+//! here, as an Auto Scaling group keeps them on AWS; `add` and `remove`
+//! refuse to leave `[min, max]`.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chord_node::peer::{NodeState, PeerOptions, PeerPool};
@@ -59,6 +59,10 @@ pub struct LocalCapacity {
     /// Nodes drained whose hand-off did not complete: they stay up (they
     /// may hold the last copy of a key) but no longer count as capacity.
     draining: HashMap<String, HandoffReport>,
+    /// When each address last stopped. `add` prefers slots never used, then
+    /// the one freed longest ago: peers remember a node that left for a
+    /// while, and a new node at the same address should not meet that.
+    freed: HashMap<String, Instant>,
     drain_deadline: Duration,
     peers: PeerPool,
 }
@@ -84,6 +88,7 @@ impl LocalCapacity {
             limits,
             started,
             draining: HashMap::new(),
+            freed: HashMap::new(),
             drain_deadline: DEFAULT_DRAIN_DEADLINE,
             peers: PeerPool::new(PeerOptions {
                 rpc_timeout: Duration::from_secs(2),
@@ -131,13 +136,20 @@ impl LocalCapacity {
     }
 
     /// Drops nodes whose process exited from the books, logging why.
+    /// Also forgets nodes stopped or killed through [`Self::fleet_mut`].
     fn reap(&mut self) {
         for (addr, why) in self.fleet.reap() {
             warn!(node = %addr, reason = %why, "local node exited on its own");
-            self.draining.remove(&addr);
         }
-        let fleet = &self.fleet;
-        self.started.retain(|a| fleet.node(a).is_some());
+        let (fleet, freed, draining) = (&self.fleet, &mut self.freed, &mut self.draining);
+        self.started.retain(|a| {
+            let alive = fleet.node(a).is_some();
+            if !alive {
+                freed.insert(a.clone(), Instant::now());
+                draining.remove(a);
+            }
+            alive
+        });
     }
 
     /// A node that answers, to join through; `None` when no node is up.
@@ -205,11 +217,19 @@ impl Capacity for LocalCapacity {
         if serving >= self.limits.max {
             bail!("the fleet is at its maximum of {} nodes", self.limits.max);
         }
-        // A slot whose ports another process holds is skipped, so one
-        // stray listener does not make every later add fail.
-        let slot = (0..self.layout.slots())
+        // Slots never used first, then the one freed longest ago. A slot
+        // whose ports another process holds is skipped, so one stray
+        // listener does not make every later add fail.
+        let mut free: Vec<(Option<Instant>, Slot)> = (0..self.layout.slots())
             .filter_map(|i| self.layout.slot(i))
-            .filter(|s| self.fleet.node(&format!("127.0.0.1:{}", s.grpc)).is_none())
+            .map(|s| (format!("127.0.0.1:{}", s.grpc), s))
+            .filter(|(addr, _)| self.fleet.node(addr).is_none())
+            .map(|(addr, s)| (self.freed.get(&addr).copied(), s))
+            .collect();
+        free.sort_by_key(|(freed, s)| (*freed, s.grpc));
+        let slot = free
+            .into_iter()
+            .map(|(_, s)| s)
             .find(|s| {
                 let free = ports_free(s);
                 if !free {
@@ -285,6 +305,7 @@ impl Capacity for LocalCapacity {
         }
         self.draining.remove(&addr);
         self.started.retain(|a| *a != addr);
+        self.freed.insert(addr.clone(), Instant::now());
         self.desired = self.serving().len();
         info!(
             node = %addr, keys = report.keys, bytes = report.bytes,
