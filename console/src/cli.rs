@@ -17,29 +17,34 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::fleet::{locate_node_binary, Fleet, FleetOptions, STOP_TIMEOUT};
 use crate::progress::Progress;
 
 #[derive(Debug, Parser)]
-#[command(name = "chord-console", version, about = "Operate a chord-dfs ring")]
+#[command(
+    name = "chord-console",
+    version,
+    about = "Operate a chord-dfs ring: with no command, a live TUI of the ring"
+)]
 pub struct Cli {
-    /// Node to enter the ring through.
-    #[arg(
-        long,
-        global = true,
-        default_value = "127.0.0.1:5057",
-        env = "CHORD_PEER"
-    )]
-    pub peer: String,
+    /// Node to enter the ring through (commands default to 127.0.0.1:5057;
+    /// the TUI without it starts a local fleet of its own).
+    #[arg(long, global = true, env = "CHORD_PEER")]
+    pub peer: Option<String>,
     /// Print one JSON document instead of human text.
     #[arg(long, global = true)]
     pub json: bool,
     /// Deadline of one call to a node, in milliseconds.
     #[arg(long, global = true, default_value_t = 3000)]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub tui: crate::tui::TuiArgs,
+    /// With no command, the TUI opens.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
+
+/// The peer headless commands use when none is given.
+pub const DEFAULT_PEER: &str = "127.0.0.1:5057";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -123,8 +128,8 @@ pub struct LocalUpArgs {
     /// How many nodes.
     #[arg(long, default_value_t = 8)]
     pub nodes: usize,
-    /// gRPC port of the first node; the others take the following ports.
-    #[arg(long, default_value_t = 5057)]
+    /// gRPC port of node 0; node i listens on base + i.
+    #[arg(long, default_value_t = crate::fleet::DEFAULT_GRPC_BASE)]
     pub base_port: u16,
     /// Where the nodes keep their data (default: a folder under the temp dir).
     #[arg(long)]
@@ -132,37 +137,83 @@ pub struct LocalUpArgs {
     /// Copies of every key.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
-    /// HTTP gateway port of the first node; the others take the following
-    /// ports (gRPC ports skip this range).
-    #[arg(long, default_value_t = 5058)]
+    /// HTTP gateway port of node 0; node i serves on http-base + i. This
+    /// range must not overlap the gRPC range.
+    #[arg(long, default_value_t = crate::fleet::DEFAULT_HTTP_BASE)]
     pub http_base_port: u16,
     /// Run the nodes without HTTP gateways.
     #[arg(long)]
     pub no_http: bool,
+    /// Extra flag for every node (repeatable), e.g. `--node-arg=--repair-ms=1000`.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
+    #[command(flatten)]
+    pub scaling: AutoscaleArgs,
 }
 
-/// gRPC and HTTP ports for `n` local nodes: node 0's gRPC port is `base`
-/// (the console's default peer), HTTP ports are consecutive from
-/// `http_base`, and every other gRPC port is the next one after `base`
-/// that is not an HTTP port.
+/// `local up --autoscale`: the fleet grows and shrinks under the same
+/// target-tracking policy as an Auto Scaling group.
+#[derive(Debug, Args)]
+pub struct AutoscaleArgs {
+    /// Scale the fleet with its load between --min and --max. Prints each
+    /// decision as a line (one JSON object per line with --json).
+    #[arg(long)]
+    pub autoscale: bool,
+    /// Fewest nodes the autoscaler keeps.
+    #[arg(long, default_value_t = 2, requires = "autoscale")]
+    pub min: usize,
+    /// Most nodes the autoscaler starts; ports are reserved for this many.
+    #[arg(long, default_value_t = 8, requires = "autoscale")]
+    pub max: usize,
+    /// Target per node. With --metric requests: gRPC requests per second per
+    /// node, counting every call a node serves (client calls, calls
+    /// forwarded by other nodes, replication and ring maintenance), so one
+    /// small upload is several node requests and an idle node still serves
+    /// a few maintenance calls a second. With --metric bytes: the fraction
+    /// of --capacity-bytes stored per node (0 to 1).
+    #[arg(long, default_value_t = 200.0, requires = "autoscale")]
+    pub target: f64,
+    /// What to track.
+    #[arg(long, value_enum, default_value_t = MetricArg::Requests, requires = "autoscale")]
+    pub metric: MetricArg,
+    /// Disk each node may fill, for --metric bytes (e.g. 1GiB).
+    #[arg(long, default_value = "1GiB", value_parser = crate::bench::parse_size, requires = "autoscale")]
+    pub capacity_bytes: u64,
+    /// Seconds a new node serves before its load counts.
+    #[arg(long, default_value_t = 30, requires = "autoscale")]
+    pub warmup_secs: u64,
+    /// Seconds the load must stay 10% under target before one node is
+    /// removed (and between two removals, counted from the end of the
+    /// last drain). Far shorter than AWS's 300 s default, so a local fleet
+    /// of 6 is back to 2 within five minutes even when drains are slow.
+    #[arg(long, default_value_t = 30, requires = "autoscale")]
+    pub scale_in_cooldown_secs: u64,
+    /// Seconds between two looks at the load.
+    #[arg(long, default_value_t = 5, requires = "autoscale")]
+    pub interval_secs: u64,
+    /// Seconds after a join or leave during which no other change starts,
+    /// even before repair shows bytes moving.
+    #[arg(long, default_value_t = 10, requires = "autoscale")]
+    pub settle_secs: u64,
+    /// Seconds a drained node may take to hand its keys off; past it the
+    /// removal gives up and the node keeps running.
+    #[arg(long, default_value_t = 120, requires = "autoscale")]
+    pub drain_deadline_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricArg {
+    /// gRPC requests per second per node.
+    Requests,
+    /// Stored bytes per node as a fraction of --capacity-bytes.
+    Bytes,
+}
+
+/// gRPC and HTTP ports for `n` local nodes: node i gets gRPC `base + i` and
+/// HTTP `http_base + i`. Overlapping ranges are an error.
 pub fn local_ports(n: usize, base: u16, http_base: Option<u16>) -> Result<Vec<(u16, Option<u16>)>> {
-    let http: Vec<u16> = match http_base {
-        Some(h) => (0..n)
-            .map(|i| u16::try_from(u32::from(h) + i as u32).context("HTTP ports run past 65535"))
-            .collect::<Result<_>>()?,
-        None => Vec::new(),
-    };
-    let mut out = Vec::with_capacity(n);
-    let mut next = u32::from(base);
-    for i in 0..n {
-        while http.iter().any(|&h| u32::from(h) == next) {
-            next += 1;
-        }
-        let port = u16::try_from(next).context("gRPC ports run past 65535")?;
-        out.push((port, http.get(i).copied()));
-        next += 1;
-    }
-    Ok(out)
+    let layout = crate::fleet::PortLayout::new(base, http_base, n)?;
+    Ok(layout.all().iter().map(|s| (s.grpc, s.http)).collect())
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +222,12 @@ pub enum BenchCommand {
     Lookups(BenchLookupsArgs),
     /// Upload and download speed and node memory, beside a plain HTTP baseline.
     Transfer(crate::bench::transfer::TransferArgs),
+    /// A paced, mixed load of small uploads and downloads spread over the
+    /// ring's nodes (to drive auto scaling); prints achieved rate, errors,
+    /// latency, and the node requests per second it caused.
+    Load(crate::bench::load::LoadArgs),
+    /// Time to draw one TUI frame of a fixture ring, beside a small ring.
+    Render(crate::bench::render::RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -181,9 +238,14 @@ pub struct BenchLookupsArgs {
 }
 
 impl Cli {
+    /// The peer headless commands enter through.
+    pub fn peer(&self) -> &str {
+        self.peer.as_deref().unwrap_or(DEFAULT_PEER)
+    }
+
     fn client(&self) -> Result<Client> {
         Ok(Client::new(
-            self.peer.clone(),
+            self.peer().to_string(),
             PeerOptions {
                 rpc_timeout: Duration::from_millis(self.timeout_ms),
                 ..PeerOptions::default()
@@ -192,9 +254,13 @@ impl Cli {
     }
 }
 
-/// Runs one headless command.
+/// Runs one headless command, or the TUI when there is none.
 pub async fn run(cli: Cli) -> Result<()> {
-    match &cli.command {
+    let Some(command) = &cli.command else {
+        let timeout = Duration::from_millis(cli.timeout_ms);
+        return crate::tui::run(cli.peer.clone(), timeout, cli.tui.clone()).await;
+    };
+    match command {
         Command::Ring => ring(&cli).await,
         Command::Lookup(args) => lookup(&cli, args).await,
         Command::Local(LocalCommand::Up(args)) => local_up(&cli, args).await,
@@ -202,6 +268,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Transfer(args)) => {
             crate::bench::transfer::run(args, cli.json).await
         }
+        Command::Bench(BenchCommand::Load(args)) => {
+            crate::bench::load::run(cli.peer(), args, cli.json).await
+        }
+        Command::Bench(BenchCommand::Render(args)) => crate::bench::render::run(args, cli.json),
         Command::Upload(args) => upload(&cli, args).await,
         Command::Download(args) => download(&cli, args).await,
         Command::Ls => ls(&cli).await,
@@ -284,60 +354,60 @@ async fn lookup(cli: &Cli, args: &LookupArgs) -> Result<()> {
 }
 
 async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
-    if args.nodes == 0 {
-        bail!("--nodes must be at least 1");
+    let scaling = &args.scaling;
+    let opts = crate::fleet::up::UpOptions {
+        nodes: args.nodes,
+        grpc_base: args.base_port,
+        http_base: (!args.no_http).then_some(args.http_base_port),
+        slots: if scaling.autoscale {
+            args.nodes.max(scaling.max)
+        } else {
+            args.nodes
+        },
+        data_root: args.data_root.clone(),
+        replicas: args.replicas,
+        node_args: args.node_args.clone(),
+        json: cli.json,
+    };
+    if !scaling.autoscale {
+        return crate::fleet::up::run(&opts).await;
     }
-    let ports = local_ports(
-        args.nodes,
-        args.base_port,
-        (!args.no_http).then_some(args.http_base_port),
-    )?;
-    let data_root = args.data_root.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("chord-dfs-local-{}", args.base_port))
-    });
-    let mut opts = FleetOptions::new(locate_node_binary()?, data_root.clone());
-    opts.replicas = args.replicas;
-    opts.successors = args.replicas.max(3);
-    let mut fleet = Fleet::new(opts)?;
-    let mut rng = rand::rng();
-    let mut addrs: Vec<String> = Vec::new();
-    let mut gateways: Vec<String> = Vec::new();
-    for (i, (port, http)) in ports.into_iter().enumerate() {
-        let join = addrs.choose(&mut rng).cloned();
-        let addr = fleet
-            .start_with_http(port, join.as_deref(), http)
-            .await
-            .with_context(|| format!("starting node {}", i + 1))?;
-        let gateway = http.map(|p| format!("127.0.0.1:{p}"));
-        if !cli.json {
-            println!(
-                "started {addr}{}{}",
-                gateway
-                    .as_ref()
-                    .map(|g| format!(", http://{g}/"))
-                    .unwrap_or_default(),
-                join.map(|j| format!(" (joined via {j})"))
-                    .unwrap_or_default()
-            );
-        }
-        addrs.push(addr);
-        gateways.extend(gateway);
-    }
-    if cli.json {
-        print_json(&json!({ "nodes": addrs, "http": gateways, "data_root": data_root }))?;
-    } else {
-        println!(
-            "{} nodes up; data in {}; Ctrl-C stops them",
-            addrs.len(),
-            data_root.display()
+    let policy = crate::scaling::policy::PolicyConfig {
+        metric: match scaling.metric {
+            MetricArg::Requests => crate::scaling::policy::MetricKind::Requests,
+            MetricArg::Bytes => crate::scaling::policy::MetricKind::Bytes {
+                capacity_bytes: scaling.capacity_bytes,
+            },
+        },
+        target: scaling.target,
+        min: scaling.min,
+        max: scaling.max,
+        warmup_ms: scaling.warmup_secs.saturating_mul(1000),
+        scale_in_cooldown_ms: scaling.scale_in_cooldown_secs.saturating_mul(1000),
+    };
+    policy.validate().map_err(anyhow::Error::msg)?;
+    if !(scaling.min..=scaling.max).contains(&args.nodes) {
+        bail!(
+            "--nodes {} is outside --min {} ..= --max {}",
+            args.nodes,
+            scaling.min,
+            scaling.max
         );
     }
-    stop_signal().await?;
-    if !cli.json {
-        println!("stopping {} nodes", fleet.len());
+    if scaling.interval_secs == 0 {
+        bail!("--interval-secs must be at least 1");
     }
-    fleet.stop_all(STOP_TIMEOUT).await;
-    Ok(())
+    let controller = crate::scaling::ControllerOptions {
+        policy,
+        interval: Duration::from_secs(scaling.interval_secs),
+        settle: Duration::from_secs(scaling.settle_secs),
+    };
+    crate::fleet::up::run_autoscaled(
+        &opts,
+        controller,
+        Duration::from_secs(scaling.drain_deadline_secs),
+    )
+    .await
 }
 
 async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
@@ -512,20 +582,15 @@ async fn status(cli: &Cli) -> Result<()> {
 }
 
 /// Completes on Ctrl-C, SIGTERM or SIGHUP, so the fleet is always stopped.
+/// (Watching starts when this is first polled; to watch from an earlier
+/// moment, use [`crate::fleet::up::watch_stop`].)
 pub async fn stop_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("watching SIGTERM")?;
-    let mut hup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("watching Ctrl-C")?,
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
-    }
+    crate::fleet::up::watch_stop()?.await;
     Ok(())
 }
 
 /// Mean, median and 99th percentile of a sample.
-fn summary(mut xs: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn summary(mut xs: Vec<f64>) -> (f64, f64, f64) {
     if xs.is_empty() {
         return (0.0, 0.0, 0.0);
     }
@@ -634,15 +699,17 @@ mod tests {
     }
 
     #[test]
-    fn local_ports_skip_the_http_range() {
-        let ports = local_ports(3, 5057, Some(5058)).unwrap();
+    fn local_ports_are_two_disjoint_ranges() {
+        let ports = local_ports(3, 5057, Some(8057)).unwrap();
         assert_eq!(
             ports,
-            vec![(5057, Some(5058)), (5061, Some(5059)), (5062, Some(5060))]
+            vec![(5057, Some(8057)), (5058, Some(8058)), (5059, Some(8059))]
         );
         let plain = local_ports(2, 6000, None).unwrap();
         assert_eq!(plain, vec![(6000, None), (6001, None)]);
         assert!(local_ports(3, 65534, None).is_err());
+        let overlap = local_ports(3, 5057, Some(5058)).unwrap_err().to_string();
+        assert!(overlap.contains("overlap"), "{overlap}");
     }
 
     #[test]

@@ -9,3 +9,5 @@ pub mod capacity;
 pub mod cli;
 pub mod fleet;
 pub mod progress;
+pub mod scaling;
+pub mod tui;

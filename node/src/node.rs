@@ -35,7 +35,7 @@ pub struct Node {
     /// Peers known to be leaving (they said so in a `Leave` notice or a
     /// refusal), with when we learned it. Repair never counts them as
     /// holders, so two leaving nodes never drop a key on each other's word.
-    leaving_peers: Mutex<HashMap<String, Instant>>,
+    leaving_peers: Mutex<HashMap<String, LeavingMark>>,
     /// One drain at a time: a second `Drain` call waits for the first.
     drain_lock: tokio::sync::Mutex<()>,
     events: EventLog,
@@ -187,25 +187,54 @@ impl Node {
         if addr == self.me.addr {
             return;
         }
-        self.leaving_peers_map()
-            .insert(addr.to_string(), Instant::now());
+        let now = Instant::now();
+        self.leaving_peers_map().insert(
+            addr.to_string(),
+            LeavingMark {
+                since: now,
+                checked: now,
+            },
+        );
     }
 
-    /// `addr` acted as a member again (it notified us): a restarted node on
-    /// the same address is not leaving.
+    /// `addr` acted as a member again (it notified us, or said it serves):
+    /// a node restarted on the same address is not leaving.
     pub fn peer_rejoined(&self, addr: &str) {
         self.leaving_peers_map().remove(addr);
     }
 
-    /// Whether `addr` is known to be leaving. Marks expire after
-    /// [`LEAVING_MARK_TTL`]: by then the node is gone or back.
-    pub fn is_peer_leaving(&self, addr: &str) -> bool {
-        let mut map = self.leaving_peers_map();
-        map.retain(|_, since| since.elapsed() < LEAVING_MARK_TTL);
-        map.contains_key(addr)
+    /// Whether `addr` is known to be leaving. A mark older than
+    /// [`LEAVING_RECHECK`] is checked with the peer itself (its `GetInfo`
+    /// state), so a node drained and then restarted on the same address is
+    /// a holder again within seconds; a peer that does not answer stays
+    /// marked (it is no holder either way). Marks expire after
+    /// [`LEAVING_MARK_TTL`].
+    pub async fn is_peer_leaving(&self, addr: &str) -> bool {
+        let recheck = {
+            let mut map = self.leaving_peers_map();
+            map.retain(|_, mark| mark.since.elapsed() < LEAVING_MARK_TTL);
+            match map.get_mut(addr) {
+                None => return false,
+                Some(mark) if mark.checked.elapsed() < LEAVING_RECHECK => return true,
+                Some(mark) => {
+                    mark.checked = Instant::now();
+                    true
+                }
+            }
+        };
+        if recheck {
+            if let Ok(info) = self.peers.get_info(addr).await {
+                if info.state != NodeState::Leaving {
+                    info!(peer = %addr, "peer serves again; it counts as a holder");
+                    self.peer_rejoined(addr);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
-    fn leaving_peers_map(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
+    fn leaving_peers_map(&self) -> MutexGuard<'_, HashMap<String, LeavingMark>> {
         self.leaving_peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -527,6 +556,18 @@ enum Task {
     FixFingers,
     CheckPredecessor,
 }
+
+/// When a peer was marked as leaving, and when we last asked it.
+#[derive(Clone, Copy, Debug)]
+struct LeavingMark {
+    since: Instant,
+    checked: Instant,
+}
+
+/// How often a peer marked as leaving is asked whether it still is: rarely
+/// enough to cost nothing while it drains, often enough that a restarted
+/// node is counted again after a round or two of repair.
+const LEAVING_RECHECK: Duration = Duration::from_secs(5);
 
 /// How long a peer stays marked as leaving: long enough for any drain we
 /// would otherwise count it in, short enough that a node restarted on the

@@ -288,13 +288,21 @@ impl Node {
         let want = self.replicas();
         // Ask for spares: this node and peers known to be leaving are not
         // holders, whoever the successor lists still name.
-        let mut set = self
+        let set = self
             .replica_set(key, want + 1 + self.config().successors)
             .await?;
-        set.retain(|n| {
+        let mut holders = Vec::with_capacity(set.len());
+        for n in set {
             let me = n.addr == self.me().addr;
-            !(me && leaving) && (me || !self.is_peer_leaving(&n.addr))
-        });
+            if me && leaving {
+                continue;
+            }
+            if !me && self.is_peer_leaving(&n.addr).await {
+                continue;
+            }
+            holders.push(n);
+        }
+        let mut set = holders;
         set.truncate(want);
         if set.is_empty() {
             return Err(crate::Error::Unavailable(

@@ -64,6 +64,26 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// The first port of `n` consecutive ports that were all free a moment
+/// ago, in the range the OS does not hand out for `free_port` on Linux
+/// (below 32768), so the two do not collide.
+pub fn free_port_range(n: u16) -> Result<u16> {
+    use rand::Rng;
+    for _ in 0..200 {
+        let base: u16 = rand::rng().random_range(20_000..32_000 - n);
+        let all_free = (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no {n} consecutive free ports found")
+}
+
+/// The `chord-console` binary beside `chord-node`.
+pub fn console_binary() -> Result<std::path::PathBuf> {
+    Ok(locate_node_binary()?.with_file_name("chord-console"))
+}
+
 impl TestCluster {
     /// A cluster with no nodes yet; `args` go to every node.
     pub fn new(replicas: usize, args: &[&str]) -> Result<TestCluster> {

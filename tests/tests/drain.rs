@@ -161,3 +161,54 @@ async fn the_event_log_records_joins_failures_and_repairs() {
     let again = cluster.peers.events(&watcher, first.next).await.unwrap();
     assert!(again.events.iter().all(|e| e.seq > first.next));
 }
+
+#[tokio::test]
+async fn a_node_drained_and_restarted_on_its_address_holds_keys_again() {
+    let mut cluster = TestCluster::start_converged(4, 2, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = cluster
+        .upload_random_files(dir.path(), "back", 8, |_| 120_000)
+        .await
+        .unwrap();
+    let addr = cluster.truth()[2].addr.clone();
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let report = cluster.peers.drain(&addr, DRAIN).await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert!(cluster
+        .fleet
+        .stop(&addr, Duration::from_secs(30))
+        .await
+        .unwrap());
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    // Back on the same address (and data dir) well within the time the
+    // others remember it as leaving: it must count as a holder again.
+    let via = cluster.addrs()[0].clone();
+    cluster.fleet.start(port, Some(&via)).await.unwrap();
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    cluster
+        .wait_for(
+            "every chunk on exactly its 2 rightful holders, the restarted node included",
+            Duration::from_secs(60),
+            || async { Ok(cluster.placement_mismatch(2).await?.is_none()) },
+        )
+        .await
+        .unwrap();
+    let held = cluster.peers.get_stats(&addr).await.unwrap();
+    assert!(held.chunks > 0, "the restarted node holds nothing");
+    // And it stays that way: no holder keeps pushing keys back and forth
+    // because it still counts the restarted node out.
+    let pushed = cluster.sum_stats(|s| s.repair_bytes).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pushed_later = cluster.sum_stats(|s| s.repair_bytes).await.unwrap();
+    assert_eq!(
+        pushed_later,
+        pushed,
+        "repair still moves bytes on a settled ring: {} more",
+        pushed_later - pushed
+    );
+    assert_eq!(cluster.placement_mismatch(2).await.unwrap(), None);
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap();
+}

@@ -3,6 +3,10 @@
 //! nothing beyond the correctness of what they move; tests do that.
 
 mod http_baseline;
+pub mod load;
+pub mod render;
 mod rss;
 mod size;
+
+pub use size::{format_size, parse_size};
 pub mod transfer;

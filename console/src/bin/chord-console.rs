@@ -1,4 +1,5 @@
-//! `chord-console`: headless commands for operating a chord-dfs ring.
+//! `chord-console`: the operator's console for a chord-dfs ring. With no
+//! command it opens the TUI; otherwise it runs one headless command.
 
 use std::process::ExitCode;
 
@@ -8,8 +9,15 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr only when asked for, so they never mix with output.
-    if std::env::var_os("RUST_LOG").is_some() {
+    if cli.command.is_none() {
+        // The TUI owns the terminal: its logs go to a file.
+        let log = cli.tui.log_path();
+        if let Err(e) = chord_console::tui::log_to_file(&log) {
+            eprintln!("chord-console: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    } else if std::env::var_os("RUST_LOG").is_some() {
+        // Logs go to stderr only when asked for, so they never mix with output.
         tracing_subscriber::fmt()
             .with_env_filter(EnvFilter::from_default_env())
             .with_writer(std::io::stderr)

@@ -4,6 +4,9 @@
 //! dropped, so neither a panicking test nor a crashed console leaves nodes
 //! behind. Graceful stops send SIGTERM and wait, bounded, before SIGKILL.
 //! The integration tests use the same fleet as `chord-console local up`.
+//!
+//! [`PortLayout`] says which ports the i-th node uses; [`LocalCapacity`]
+//! grows and shrinks a fleet through the [`crate::capacity::Capacity`] seam.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,13 @@ use chord_node::peer::{PeerOptions, PeerPool};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+
+mod capacity;
+mod ports;
+pub mod up;
+
+pub use capacity::{LocalCapacity, LocalLimits};
+pub use ports::{PortLayout, Slot, DEFAULT_GRPC_BASE, DEFAULT_HTTP_BASE};
 
 /// How long a node may take to answer its first ping after it starts.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -210,6 +220,25 @@ impl Fleet {
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
+    }
+
+    /// Forgets nodes whose process has exited on its own; returns each one's
+    /// address with the last line of its log, so the caller can say why.
+    pub fn reap(&mut self) -> Vec<(String, String)> {
+        let exited: Vec<String> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|(addr, node)| {
+                matches!(node.child.try_wait(), Ok(Some(_)) | Err(_)).then(|| addr.clone())
+            })
+            .collect();
+        exited
+            .into_iter()
+            .filter_map(|addr| {
+                let node = self.nodes.remove(&addr)?;
+                Some((addr, last_line(&node.log)))
+            })
+            .collect()
     }
 
     /// `kill -9`: the node vanishes without a word to its neighbours.

@@ -1,0 +1,318 @@
+//! Background work the app asks for: transfers, and the fleet actor that
+//! owns the local fleet (capacity changes, leave, kill, the final stop).
+//!
+//! Every result comes back to the app as an [`Update`]; none of this runs
+//! on the event loop, so a slow transfer or a long drain never holds the
+//! screen. Transfers report progress as absolute byte counts a few times a
+//! second, so a lost or late update never skews the gauge.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chord_node::client::{Client, TransferOptions};
+use chord_node::now_ms;
+use chord_node::peer::{PeerOptions, PeerPool};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use super::app::Update;
+use super::local::STOP_GRACE;
+use super::model::{human_bytes, EventView, Severity};
+use crate::capacity::Capacity;
+use crate::fleet::LocalCapacity;
+
+/// How long `l` on an attached ring waits for the node's hand-off report.
+const REMOTE_DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How often the fleet actor re-reads the capacity side while idle, so a
+/// node that finished joining counts as in service on screen.
+const CAPACITY_REFRESH: Duration = Duration::from_secs(2);
+
+/// How often a running transfer reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+fn note(kind: &str, text: String, severity: Severity) -> Update {
+    Update::Events(vec![EventView::console(now_ms(), kind, text, severity)])
+}
+
+/// Runs one upload or download to completion, reporting as it goes.
+pub async fn transfer(
+    id: u64,
+    request: TransferRequest,
+    peer_opts: PeerOptions,
+    update_tx: mpsc::Sender<Update>,
+) {
+    let done = Arc::new(AtomicU64::new(0));
+    let work = run_transfer(id, request, peer_opts, done.clone(), update_tx.clone());
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    let result = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => {
+                let progress = Update::TransferProgress { id, done: done.load(Ordering::Relaxed), at_ms: now_ms() };
+                if update_tx.send(progress).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let update = match result {
+        Ok(()) => Update::TransferDone {
+            id,
+            at_ms: now_ms(),
+        },
+        Err(e) => {
+            warn!(transfer = id, error = %format!("{e:#}"), "transfer failed");
+            Update::TransferFailed {
+                id,
+                reason: format!("{e:#}"),
+                at_ms: now_ms(),
+            }
+        }
+    };
+    let _ = update_tx.send(update).await;
+}
+
+/// What to move.
+#[derive(Clone, Debug)]
+pub enum TransferRequest {
+    Upload {
+        path: PathBuf,
+        name: String,
+        entry: String,
+    },
+    Download {
+        name: String,
+        dest: PathBuf,
+        entry: String,
+    },
+}
+
+/// `~/x` as `$HOME/x`, as a shell would read what was typed in the prompt.
+fn expand_home(path: &std::path::Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
+async fn run_transfer(
+    id: u64,
+    request: TransferRequest,
+    peer_opts: PeerOptions,
+    done: Arc<AtomicU64>,
+    update_tx: mpsc::Sender<Update>,
+) -> Result<()> {
+    let progress = move |n: u64| {
+        done.fetch_add(n, Ordering::Relaxed);
+    };
+    let opts = TransferOptions::default();
+    match request {
+        TransferRequest::Upload { path, name, entry } => {
+            let path = expand_home(&path);
+            let total = tokio::fs::metadata(&path)
+                .await
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
+            let _ = update_tx
+                .send(Update::TransferSize {
+                    id,
+                    total,
+                    at_ms: now_ms(),
+                })
+                .await;
+            let client = Client::new(entry, peer_opts)?;
+            let report = client.upload_file(&path, &name, &opts, &progress).await?;
+            info!(file = %report.name, bytes = report.size, "uploaded");
+        }
+        TransferRequest::Download { name, dest, entry } => {
+            let dest = expand_home(&dest);
+            let client = Client::new(entry, peer_opts)?;
+            let manifest = client.manifest(&name).await?;
+            let _ = update_tx
+                .send(Update::TransferSize {
+                    id,
+                    total: manifest.size,
+                    at_ms: now_ms(),
+                })
+                .await;
+            let report = client.download(&name, &dest, &opts, &progress).await?;
+            info!(file = %report.name, bytes = report.size, dest = %dest.display(), "downloaded");
+        }
+    }
+    Ok(())
+}
+
+/// What the fleet actor is asked to do.
+#[derive(Debug)]
+pub enum FleetRequest {
+    Add,
+    Remove,
+    /// Drain the node, then stop it if it is ours.
+    Leave {
+        addr: String,
+    },
+    Kill {
+        addr: String,
+    },
+    /// Stop every node; answers when they are gone.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Owns the local fleet: starts its first `initial` nodes, then serves
+/// requests one at a time until shutdown or until the app is gone (the
+/// fleet is then dropped, which kills its processes).
+pub async fn fleet_actor(
+    mut capacity: LocalCapacity,
+    initial: usize,
+    mut request_rx: mpsc::Receiver<FleetRequest>,
+    seeds_tx: watch::Sender<Vec<String>>,
+    update_tx: mpsc::Sender<Update>,
+) {
+    for i in 0..initial {
+        let update = match capacity.add().await {
+            Ok(m) => {
+                let addr = m.addr.clone().unwrap_or_default();
+                let http = capacity
+                    .fleet()
+                    .node(&addr)
+                    .and_then(|n| n.http.clone())
+                    .map(|h| format!(", gateway http://{h}/"))
+                    .unwrap_or_default();
+                note(
+                    "node-started",
+                    format!("started {addr}{http} ({}/{initial})", i + 1),
+                    Severity::Good,
+                )
+            }
+            Err(e) => note(
+                "error",
+                format!("starting node {}: {e:#}", i + 1),
+                Severity::Error,
+            ),
+        };
+        seeds_tx.send_replace(capacity.fleet().addrs());
+        if update_tx.send(update).await.is_err() {
+            return;
+        }
+    }
+    let mut refresh = tokio::time::interval(CAPACITY_REFRESH);
+    loop {
+        let request = tokio::select! {
+            request = request_rx.recv() => match request {
+                Some(r) => r,
+                None => return,
+            },
+            _ = refresh.tick() => {
+                report_capacity(&mut capacity, &update_tx).await;
+                continue;
+            }
+        };
+        let update = match request {
+            FleetRequest::Add => match capacity.add().await {
+                Ok(m) => note("capacity", format!("+ added {}", m.id), Severity::Good),
+                Err(e) => note(
+                    "capacity",
+                    format!("adding a node failed: {e:#}"),
+                    Severity::Error,
+                ),
+            },
+            FleetRequest::Remove => match capacity.remove(None).await {
+                Ok(r) => removal_note(&r.member.id, &r.handoff),
+                Err(e) => note(
+                    "capacity",
+                    format!("removing a node failed: {e:#}"),
+                    Severity::Error,
+                ),
+            },
+            FleetRequest::Leave { addr } => match capacity.remove(Some(&addr)).await {
+                Ok(r) => removal_note(&r.member.id, &r.handoff),
+                Err(e) => note("leave", format!("{e:#}"), Severity::Error),
+            },
+            FleetRequest::Kill { addr } => match capacity.fleet_mut().kill(&addr).await {
+                Ok(()) => note("kill", format!("killed {addr} (kill -9)"), Severity::Warn),
+                Err(e) => note("kill", format!("{e:#}"), Severity::Error),
+            },
+            FleetRequest::Shutdown(done) => {
+                capacity.into_fleet().stop_all(STOP_GRACE).await;
+                seeds_tx.send_replace(Vec::new());
+                let _ = done.send(());
+                return;
+            }
+        };
+        seeds_tx.send_replace(capacity.fleet().addrs());
+        if update_tx.send(update).await.is_err() {
+            return;
+        }
+        report_capacity(&mut capacity, &update_tx).await;
+    }
+}
+
+fn removal_note(addr: &str, h: &chord_node::repair::HandoffReport) -> Update {
+    note(
+        "capacity",
+        format!(
+            "- {addr} drained ({} keys, {} handed off in {:.1} s) and stopped",
+            h.keys,
+            human_bytes(h.bytes as f64),
+            h.elapsed_ms as f64 / 1000.0
+        ),
+        Severity::Good,
+    )
+}
+
+async fn report_capacity(capacity: &mut LocalCapacity, update_tx: &mpsc::Sender<Update>) {
+    if let Ok(state) = capacity.describe().await {
+        let _ = update_tx.send(Update::Capacity(state)).await;
+    }
+}
+
+/// `l` on a ring this console does not run: drain the node; stopping its
+/// process is up to whoever runs it.
+pub async fn drain_remote(pool: Arc<PeerPool>, addr: String, update_tx: mpsc::Sender<Update>) {
+    let update = match pool.drain(&addr, REMOTE_DRAIN_DEADLINE).await {
+        Ok(h) if h.is_complete() => note(
+            "leave",
+            format!(
+                "{addr} drained ({} keys, {}); stop its process to finish",
+                h.keys,
+                human_bytes(h.bytes as f64)
+            ),
+            Severity::Good,
+        ),
+        Ok(h) => note(
+            "leave",
+            format!(
+                "{addr}: {} keys still unconfirmed after the drain",
+                h.unconfirmed
+            ),
+            Severity::Error,
+        ),
+        Err(e) => note("leave", format!("draining {addr}: {e}"), Severity::Error),
+    };
+    let _ = update_tx.send(update).await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leading_tilde_is_the_home_folder() {
+        let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+        assert_eq!(expand_home(std::path::Path::new("~/a/b")), home.join("a/b"));
+        assert_eq!(
+            expand_home(std::path::Path::new("/x/~/y")),
+            PathBuf::from("/x/~/y")
+        );
+        assert_eq!(
+            expand_home(std::path::Path::new("rel")),
+            PathBuf::from("rel")
+        );
+    }
+}
