@@ -333,13 +333,6 @@ fn one_change_at_a_time(events: &[(Instant, Value)]) {
 #[tokio::test]
 async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let dir = {
-        let p = dir.keep();
-        eprintln!("KEEP {}", p.display());
-        tempfile::TempDir::new_in(&p).unwrap()
-    };
-    let dir_root = dir.path().parent().unwrap().to_path_buf();
-    let _ = &dir_root;
     let grpc = free_port_range(6).unwrap();
     let http = loop {
         let h = free_port_range(6).unwrap();

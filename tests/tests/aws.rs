@@ -65,7 +65,9 @@ async fn start_group(
     create_group(&config, &GroupSpec::new(name, min, max, desired))
         .await
         .unwrap();
-    let ec2 = Ec2StandIn::start(&moto, name, node_options()).await.unwrap();
+    let ec2 = Ec2StandIn::start(&moto, name, node_options())
+        .await
+        .unwrap();
     Some((moto, config, ec2))
 }
 
@@ -99,7 +101,11 @@ async fn ring_problem(addrs: &[String]) -> Option<String> {
         let Some(start) = want.iter().position(|a| *a == *from) else {
             return Some(format!("{from} is not among {want:?}"));
         };
-        let rotated: Vec<String> = want[start..].iter().chain(&want[..start]).cloned().collect();
+        let rotated: Vec<String> = want[start..]
+            .iter()
+            .chain(&want[..start])
+            .cloned()
+            .collect();
         if got != rotated {
             return Some(format!("walk from {from}: {got:?}, want {rotated:?}"));
         }
@@ -114,7 +120,10 @@ async fn wait_one_ring(addrs: &[String], timeout: Duration) -> Result<Duration> 
             return Ok(start.elapsed());
         };
         if start.elapsed() >= timeout {
-            bail!("not one ring of {} after {timeout:?}: {problem}", addrs.len());
+            bail!(
+                "not one ring of {} after {timeout:?}: {problem}",
+                addrs.len()
+            );
         }
         tokio::time::sleep(chord_tests::POLL).await;
     }
@@ -242,7 +251,11 @@ async fn the_fake_metadata_service_speaks_imdsv2_to_the_sdk() {
     let client = chord_aws::Imds::new(Some(&imds.endpoint())).unwrap();
     let me = client.identity().await.unwrap();
     assert_eq!(
-        (me.instance_id.as_str(), me.private_ip.as_str(), me.region.as_str()),
+        (
+            me.instance_id.as_str(),
+            me.private_ip.as_str(),
+            me.region.as_str()
+        ),
         ("i-0abc", "127.0.0.9", "us-east-1")
     );
     let state = client.target_state().await.unwrap().unwrap();
@@ -295,7 +308,11 @@ async fn console_scales_out_and_in_without_losing_files() {
     let addrs = ec2.wait_nodes(5, BOOT).await.unwrap();
     wait_one_ring(&addrs, SETTLE).await.unwrap();
     // The new nodes take over their share of the keys.
-    let new: Vec<String> = addrs.iter().filter(|a| !before.contains(*a)).cloned().collect();
+    let new: Vec<String> = addrs
+        .iter()
+        .filter(|a| !before.contains(*a))
+        .cloned()
+        .collect();
     assert_eq!(new.len(), 2);
     for addr in &new {
         let took = wait_until(&format!("{addr} holds keys"), SETTLE, || async {
@@ -438,11 +455,17 @@ async fn nodes_publish_metrics_per_group_and_per_instance() {
     // Per instance: each node's stored bytes and key count, under its own
     // instance id, match what the node itself reports.
     for (id, addr) in ec2.nodes().await {
-        let dims = [("AutoScalingGroupName", "metrics"), ("InstanceId", id.as_str())];
+        let dims = [
+            ("AutoScalingGroupName", "metrics"),
+            ("InstanceId", id.as_str()),
+        ];
         let stats = peers().get_stats(&addr).await.unwrap();
         assert!(stats.chunks > 0, "{addr} holds nothing");
         wait_until(&format!("{id}: InstanceStoredBytes"), SETTLE, || async {
-            Ok(metric_max(&config, "InstanceStoredBytes", &dims).await? == Some(stats.bytes as f64))
+            Ok(
+                metric_max(&config, "InstanceStoredBytes", &dims).await?
+                    == Some(stats.bytes as f64),
+            )
         })
         .await
         .unwrap();
@@ -453,7 +476,9 @@ async fn nodes_publish_metrics_per_group_and_per_instance() {
         })
         .await
         .unwrap();
-        let rate = metric_data(&config, "InstanceRequestRate", &dims).await.unwrap();
+        let rate = metric_data(&config, "InstanceRequestRate", &dims)
+            .await
+            .unwrap();
         assert!(!rate.is_empty(), "{id}: no InstanceRequestRate");
     }
 
@@ -479,7 +504,11 @@ async fn nodes_publish_metrics_per_group_and_per_instance() {
     // `watch --once` prints the same document once.
     let watched = console_json(&moto, &["watch", "--asg", "metrics", "--once"]).await;
     assert_eq!(watched["group"], "metrics", "{watched}");
-    assert_eq!(watched["instances"].as_array().unwrap().len(), 3, "{watched}");
+    assert_eq!(
+        watched["instances"].as_array().unwrap().len(),
+        3,
+        "{watched}"
+    );
     // One graph per instance. (moto's GetMetricData has, in one run out of
     // several, answered some of the per-instance queries of one request
     // empty although GetMetricStatistics above read them back; so only the
@@ -492,8 +521,10 @@ async fn nodes_publish_metrics_per_group_and_per_instance() {
         );
     }
     assert!(
-        metrics.iter().any(|m| m["dimensions"].get("InstanceId").is_some()
-            && !m["values"].as_array().unwrap().is_empty()),
+        metrics
+            .iter()
+            .any(|m| m["dimensions"].get("InstanceId").is_some()
+                && !m["values"].as_array().unwrap().is_empty()),
         "no per-instance series has points: {status}"
     );
 }
@@ -553,7 +584,11 @@ async fn a_node_the_group_terminates_drains_first() {
         .unwrap();
     assert_eq!(desired, 2);
     assert!(!members.iter().any(|(id, _)| *id == victim));
-    let rest: Vec<String> = addrs.iter().filter(|a| **a != victim_addr).cloned().collect();
+    let rest: Vec<String> = addrs
+        .iter()
+        .filter(|a| **a != victim_addr)
+        .cloned()
+        .collect();
     let rest = {
         let now = ec2.wait_nodes(2, SETTLE).await.unwrap();
         assert_eq!(now, rest);

@@ -219,7 +219,9 @@ impl Capacity for AsgCapacity {
             );
         }
         let known: BTreeSet<String> = before.instances.iter().map(|i| i.id.clone()).collect();
-        self.aws.set_desired(&self.group, before.desired + 1).await?;
+        self.aws
+            .set_desired(&self.group, before.desired + 1)
+            .await?;
         tracing::info!(group = %self.group, desired = before.desired + 1, "raised desired capacity");
         let start = Instant::now();
         loop {
@@ -260,8 +262,7 @@ impl Capacity for AsgCapacity {
         self.draining = Some(victim.id.clone());
         let drained = self.peers.drain(&addr, self.opts.drain_deadline).await;
         self.draining = None;
-        let handoff =
-            drained.with_context(|| format!("draining {} ({addr})", victim.id))?;
+        let handoff = drained.with_context(|| format!("draining {} ({addr})", victim.id))?;
         if !handoff.is_complete() {
             bail!(
                 "hand-off of {} ({addr}) incomplete: {} keys unconfirmed after {} rounds ({} keys, {} bytes moved); the instance is kept",

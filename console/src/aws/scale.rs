@@ -179,7 +179,12 @@ async fn wait_joined(cap: &AsgCapacity, member: &Member, timeout: Duration) -> R
 }
 
 /// Runs `aws scale` and prints its steps.
-pub async fn run(cap: &mut AsgCapacity, desired: usize, join_timeout: Duration, json: bool) -> Result<()> {
+pub async fn run(
+    cap: &mut AsgCapacity,
+    desired: usize,
+    join_timeout: Duration,
+    json: bool,
+) -> Result<()> {
     let from = cap.describe().await?.desired;
     let mut print = |s: &Step| {
         if !json {

@@ -81,7 +81,11 @@ pub async fn gather(cap: &AsgCapacity, namespace: &str) -> Result<AwsStatus> {
         }
     });
     let nodes = futures::future::join_all(asks).await;
-    let activities = match cap.aws().recent_activities(&group.name, ACTIVITIES_SHOWN).await {
+    let activities = match cap
+        .aws()
+        .recent_activities(&group.name, ACTIVITIES_SHOWN)
+        .await
+    {
         Ok(a) => a,
         Err(e) => {
             warnings.push(format!("scaling activities: {e}"));
@@ -166,7 +170,8 @@ pub fn sparkline(values: &[f64]) -> String {
 }
 
 fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn ago(t: Option<SystemTime>) -> String {
@@ -314,7 +319,10 @@ mod tests {
         assert_eq!(sparkline(&[]), "-");
         assert_eq!(sparkline(&[5.0, 5.0]), "▁▁");
         assert_eq!(sparkline(&[0.0, 7.0]), "▁█");
-        assert_eq!(sparkline(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]), "▁▂▃▄▅▆▇█");
+        assert_eq!(
+            sparkline(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
+            "▁▂▃▄▅▆▇█"
+        );
     }
 
     fn fixture() -> AwsStatus {
@@ -371,7 +379,10 @@ mod tests {
         assert_eq!(doc["instances"][1]["node"]["answers"], false);
         assert_eq!(doc["instances"][0]["node"]["state"], "serving");
         assert_eq!(doc["metrics"][0]["metric"], "NodeRequestRate");
-        assert_eq!(doc["metrics"][0]["dimensions"]["AutoScalingGroupName"], "ring");
+        assert_eq!(
+            doc["metrics"][0]["dimensions"]["AutoScalingGroupName"],
+            "ring"
+        );
         assert_eq!(doc["metrics"][0]["values"][0], 1.5);
         assert_eq!(doc["metrics"][0]["timestamps"][0], 60.0);
     }
@@ -379,7 +390,10 @@ mod tests {
     #[test]
     fn text_shows_sizes_members_and_graphs() {
         let text = render_text(&fixture());
-        assert!(text.contains("desired 2 (min 1, max 4), 1 in service"), "{text}");
+        assert!(
+            text.contains("desired 2 (min 1, max 4), 1 in service"),
+            "{text}"
+        );
         assert!(text.contains("i-2"), "{text}");
         assert!(text.contains("10.0.0.5:5057"), "{text}");
         assert!(text.contains("serving"), "{text}");
@@ -394,6 +408,11 @@ mod tests {
         let q = metric_queries(&f.group);
         assert_eq!(q.len(), GROUP_METRICS.len() + 2 * INSTANCE_METRICS.len());
         assert_eq!(q[0].dimensions.len(), 1);
-        assert!(q.last().unwrap().dimensions.iter().any(|d| d.value == "i-2"));
+        assert!(q
+            .last()
+            .unwrap()
+            .dimensions
+            .iter()
+            .any(|d| d.value == "i-2"));
     }
 }

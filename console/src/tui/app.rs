@@ -26,6 +26,9 @@ const FINISHED_TRANSFERS_KEPT: usize = 4;
 /// How long a finished transfer stays on screen: long enough to read its
 /// result, after which its pane gives the space back.
 pub const TRANSFER_LINGER_MS: u64 = 15_000;
+/// How long the footer shows what a key did: long enough to read, short
+/// enough that "killing …" does not outlive the kill by minutes.
+pub const STATUS_LINGER_MS: u64 = 8_000;
 
 /// Which pane `j`/`k` move in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,8 +302,10 @@ pub struct App {
     pub now_ms: u64,
     pub last_snapshot_ms: Option<u64>,
     pub poll_error: Option<String>,
-    /// One line for the footer: the last thing a key did or refused.
+    /// One line for the footer: the last thing a key did or refused
+    /// (shown for [`STATUS_LINGER_MS`] after `status_ms`).
     pub status: Option<String>,
+    pub status_ms: u64,
     next_transfer: u64,
 }
 
@@ -329,6 +334,7 @@ impl App {
             last_snapshot_ms: None,
             poll_error: None,
             status: None,
+            status_ms: now_ms,
             next_transfer: 1,
         }
     }
@@ -366,6 +372,19 @@ impl App {
                     || self.now_ms.saturating_sub(t.updated_ms) < TRANSFER_LINGER_MS
             })
             .collect()
+    }
+
+    /// Puts `text` in the footer for [`STATUS_LINGER_MS`].
+    pub fn say(&mut self, text: impl Into<String>) {
+        self.status = Some(text.into());
+        self.status_ms = self.now_ms;
+    }
+
+    /// The footer's line, while it is fresh.
+    pub fn footer_status(&self) -> Option<&str> {
+        self.status
+            .as_deref()
+            .filter(|_| self.now_ms.saturating_sub(self.status_ms) < STATUS_LINGER_MS)
     }
 
     pub fn selected_file(&self) -> Option<&FileView> {
@@ -419,7 +438,7 @@ impl App {
             }
             Action::Cancel => {
                 if self.mode != Mode::Normal {
-                    self.status = Some("cancelled".to_string());
+                    self.say("cancelled");
                 }
                 self.mode = Mode::Normal;
                 Vec::new()
@@ -436,7 +455,7 @@ impl App {
             }
             Action::CycleSort => {
                 self.sort = self.sort.next();
-                self.status = Some(format!("nodes sorted by {}", self.sort.label()));
+                self.say(format!("nodes sorted by {}", self.sort.label()));
                 Vec::new()
             }
             Action::ToggleFiles => {
@@ -450,7 +469,7 @@ impl App {
             }
             Action::TogglePause => {
                 self.paused = !self.paused;
-                self.status = Some(
+                self.say(
                     if self.paused {
                         "refresh paused"
                     } else {
@@ -475,7 +494,7 @@ impl App {
                             kind: PromptKind::DownloadDest { name },
                         });
                     }
-                    None => self.status = Some("no file selected: f shows the files".to_string()),
+                    None => self.say("no file selected: f shows the files"),
                 }
                 Vec::new()
             }
@@ -487,17 +506,14 @@ impl App {
             Action::Leave => {
                 match self.selected.clone() {
                     Some(addr) => self.mode = Mode::Confirm(Pending::Leave { addr }),
-                    None => self.status = Some("no node selected".to_string()),
+                    None => self.say("no node selected"),
                 }
                 Vec::new()
             }
             Action::Kill => {
                 match (&self.selected, self.can_kill) {
-                    (_, false) => {
-                        self.status =
-                            Some("x kills only nodes of the fleet this console started".to_string())
-                    }
-                    (None, true) => self.status = Some("no node selected".to_string()),
+                    (_, false) => self.say("x kills only nodes of the fleet this console started"),
+                    (None, true) => self.say("no node selected"),
                     (Some(addr), true) => {
                         self.mode = Mode::Confirm(Pending::Kill { addr: addr.clone() })
                     }
@@ -510,15 +526,15 @@ impl App {
                 };
                 match pending {
                     Pending::Kill { addr } => {
-                        self.status = Some(format!("killing {addr}"));
+                        self.say(format!("killing {addr}"));
                         vec![Command::Kill { addr }]
                     }
                     Pending::Leave { addr } => {
-                        self.status = Some(format!("{addr} is leaving"));
+                        self.say(format!("{addr} is leaving"));
                         vec![Command::Leave { addr }]
                     }
                     Pending::RemoveNode => {
-                        self.status = Some("removing a node".to_string());
+                        self.say("removing a node");
                         vec![Command::RemoveNode]
                     }
                 }
@@ -551,11 +567,11 @@ impl App {
         };
         let input = prompt.input.trim().to_string();
         if input.is_empty() {
-            self.status = Some("empty path: nothing to do".to_string());
+            self.say("empty path: nothing to do");
             return Vec::new();
         }
         let Some(entry) = self.entry() else {
-            self.status = Some("no node answers yet".to_string());
+            self.say("no node answers yet");
             return Vec::new();
         };
         let id = self.next_transfer;
@@ -567,7 +583,7 @@ impl App {
                     .and_then(|n| n.to_str())
                     .map(str::to_string);
                 let Some(name) = name else {
-                    self.status = Some(format!("{input} has no file name to store it under"));
+                    self.say(format!("{input} has no file name to store it under"));
                     return Vec::new();
                 };
                 let command = Command::Upload {

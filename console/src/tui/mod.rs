@@ -180,14 +180,14 @@ impl Workers {
             Command::Kill { addr } => FleetRequest::Kill { addr },
         };
         let Some(fleet_tx) = &self.fleet_tx else {
-            app.status = Some(
+            app.say(
                 "capacity changes need a fleet this console runs (start it without --peer)"
                     .to_string(),
             );
             return;
         };
         if fleet_tx.try_send(fleet_request).is_err() {
-            app.status = Some("the fleet is busy with earlier requests; try again".to_string());
+            app.say("the fleet is busy with earlier requests; try again");
         }
     }
 }
@@ -276,7 +276,7 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
     let mut terminal = ratatui::try_init().context("cannot take over the terminal")?;
     let result = event_loop(&mut terminal, &mut app, &mut workers, &mut update_rx).await;
     if let Some(fleet_tx) = workers.fleet_tx.take() {
-        app.status = Some("stopping the local fleet…".to_string());
+        app.say("stopping the local fleet…");
         let _ = terminal.draw(|f| ui::render(&app, f));
         let (done_tx, done_rx) = oneshot::channel();
         // The actor may be busy (a drain); its queue then holds the request.

@@ -9,6 +9,7 @@ use ratatui::Terminal;
 
 use super::app::{
     key_to_action, Action, App, Command, Focus, Mode, Pending, PromptKind, SortColumn, Update,
+    STATUS_LINGER_MS,
 };
 use super::fixture::{self, NOW_MS};
 use super::model::{NodeState, RingSnapshot};
@@ -314,6 +315,25 @@ fn download_without_files_says_so() {
     assert!(key(&mut app, KeyCode::Char('d')).is_empty());
     assert_eq!(app.mode, Mode::Normal);
     assert!(app.status.is_some());
+}
+
+#[test]
+fn the_footer_line_fades_after_a_while() {
+    let mut app = fixture::app(3);
+    app.files.clear();
+    key(&mut app, KeyCode::Char('d'));
+    let said = app.footer_status().map(str::to_owned);
+    assert!(said.is_some());
+    let now = app.now_ms;
+    app.update(Action::Tick {
+        now_ms: now + STATUS_LINGER_MS - 1,
+    });
+    assert_eq!(app.footer_status().map(str::to_owned), said);
+    app.update(Action::Tick {
+        now_ms: now + STATUS_LINGER_MS,
+    });
+    assert_eq!(app.footer_status(), None);
+    assert!(!draw(&app, 160, 48).contains("no file selected"));
 }
 
 #[test]

@@ -224,7 +224,7 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
 
 fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     // A ring that does not answer matters more than the key hints.
-    let line = match (&app.status, &app.poll_error) {
+    let line = match (app.footer_status(), &app.poll_error) {
         (Some(s), _) => Line::from(vec![
             Span::styled(format!(" {s} "), Style::new().fg(SELECTED)),
             hints(),

@@ -76,7 +76,9 @@ impl Moto {
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(&log)?))
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("moto.err"))?))
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.path().join("moto.err"),
+            )?))
             .kill_on_drop(true)
             .spawn();
         let child = match spawned {

@@ -229,7 +229,11 @@ impl Ec2StandIn {
     /// state turns `Terminated`, the node must drain and exit on its own
     /// within `timeout`, and then the instance is terminated in moto (with
     /// a decrement of the desired capacity). Returns how the node exited.
-    pub async fn terminate_by_group(&self, instance_id: &str, timeout: Duration) -> Result<ExitedNode> {
+    pub async fn terminate_by_group(
+        &self,
+        instance_id: &str,
+        timeout: Duration,
+    ) -> Result<ExitedNode> {
         {
             let mut all = self.ctx.instances.lock().await;
             let node = all
@@ -276,7 +280,12 @@ impl Ec2StandIn {
             .send()
             .await
             .context("TerminateInstanceInAutoScalingGroup")?;
-        self.ctx.instances.lock().await.terminating.remove(instance_id);
+        self.ctx
+            .instances
+            .lock()
+            .await
+            .terminating
+            .remove(instance_id);
         Ok(exited)
     }
 }
@@ -336,7 +345,10 @@ async fn sync_once(ctx: &Shared) -> Result<()> {
 
     let new: Vec<String> = {
         let all = ctx.instances.lock().await;
-        live.iter().filter(|id| !all.seen.contains(*id)).cloned().collect()
+        live.iter()
+            .filter(|id| !all.seen.contains(*id))
+            .cloned()
+            .collect()
     };
     if new.is_empty() {
         return Ok(());
@@ -388,7 +400,9 @@ async fn private_ips(config: &SdkConfig, ids: &[String]) -> Result<BTreeMap<Stri
         if !running {
             continue;
         }
-        let parsed: IpAddr = ip.parse().with_context(|| format!("{id}: bad private IP {ip}"))?;
+        let parsed: IpAddr = ip
+            .parse()
+            .with_context(|| format!("{id}: bad private IP {ip}"))?;
         if !parsed.is_loopback() {
             bail!("{id} has private IP {ip}, not loopback: refusing to run a node for it");
         }
