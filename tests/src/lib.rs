@@ -14,6 +14,7 @@ use rand::seq::IndexedRandom;
 use tempfile::TempDir;
 
 pub mod aws;
+pub mod tmux;
 
 /// Maintenance intervals that make a small loopback ring converge in seconds.
 pub const FAST: &[&str] = &[

@@ -21,8 +21,10 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, 
 use chord_node::chord::NodeRef;
 use chord_node::client::Client;
 use chord_node::peer::{PeerOptions, PeerPool};
+use chord_tests::aws::moto::STRAY_AWS_ENV;
 use chord_tests::aws::{create_group, Ec2StandIn, GroupSpec, Moto, StandInOptions};
 use chord_tests::files;
+use chord_tests::tmux::{have_tmux, Tmux};
 use rand::seq::IndexedRandom;
 use serde_json::Value;
 
@@ -596,4 +598,77 @@ async fn a_node_the_group_terminates_drains_first() {
     };
     wait_one_ring(&rest, SETTLE).await.unwrap();
     files_intact(dir.path(), &rest, &names).await.unwrap();
+}
+
+/// The TUI on the group (`chord-console --asg NAME`) in a real terminal:
+/// `+` raises the group's desired capacity and the new node shows up, `-`
+/// drains a node before terminating it, `x` is refused (an instance is not
+/// a local process), and every file survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tui_resizes_the_group_and_drains_before_terminating() {
+    if !have_tmux() {
+        assert!(
+            std::env::var_os("CHORD_REQUIRE_ALL").is_none(),
+            "tmux is missing and CHORD_REQUIRE_ALL is set"
+        );
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    }
+    let Some((moto, _config, ec2)) = start_group("tui", 2, 6, 3).await else {
+        return;
+    };
+    let addrs = ec2.wait_nodes(3, BOOT).await.unwrap();
+    wait_one_ring(&addrs, SETTLE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = upload_files(dir.path(), &addrs, "tui", 8).await;
+
+    let command = format!(
+        "{} --asg tui --log-file {}",
+        console_binary().display(),
+        dir.path().join("console.log").display()
+    );
+    let tmux = Tmux::start_with_env(160, 48, &command, &moto.sdk_env(), STRAY_AWS_ENV);
+    // The screen waits block; the nodes' stand-in runs on the other worker.
+    let on_screen = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        tokio::task::block_in_place(|| tmux.wait_for(what, pred))
+    };
+    on_screen("the group's three nodes", &|s| {
+        s.contains("Auto Scaling group tui")
+            && s.contains("desired 3")
+            && addrs.iter().all(|a| s.contains(a.as_str()))
+    });
+
+    tmux.press("+");
+    on_screen("desired 4", &|s| s.contains("desired 4"));
+    let four = ec2.wait_nodes(4, BOOT).await.unwrap();
+    wait_one_ring(&four, SETTLE).await.unwrap();
+    on_screen("the fourth node", &|s| {
+        four.iter().all(|a| s.contains(a.as_str()))
+    });
+
+    tmux.press("x");
+    on_screen("x refused", &|s| s.contains("x kills only"));
+
+    tmux.press("-");
+    on_screen("the question", &|s| s.contains("y confirms"));
+    tmux.press("y");
+    let shown = on_screen("the drain's report", &|s| {
+        s.contains("drained") && s.contains("and removed")
+    });
+    eprintln!("the TUI after the drain:\n{shown}");
+    let three = ec2.wait_nodes(3, SETTLE).await.unwrap();
+    wait_one_ring(&three, SETTLE).await.unwrap();
+    on_screen("desired 3 again", &|s| s.contains("desired 3"));
+    files_intact(dir.path(), &three, &names).await.unwrap();
+
+    tmux.press("q");
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tmux.console_running() {
+            assert!(Instant::now() < deadline, "the console did not quit");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    // Quitting leaves the group as it is: the nodes are the group's.
+    assert_eq!(ec2.wait_nodes(3, SETTLE).await.unwrap(), three);
 }

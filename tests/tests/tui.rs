@@ -11,129 +11,17 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chord_console::tui::model::NodeState;
 use chord_console::tui::poller::{poll_once, Memory, POLL_DEADLINE};
 use chord_node::peer::{PeerOptions, PeerPool};
 use chord_tests::files::{client, no_progress, random_file, small_chunks};
+use chord_tests::tmux::{have_tmux, Tmux};
 use chord_tests::{TestCluster, FAST};
 
 /// Nodes the TUI starts.
 const NODES: u16 = 3;
-/// Longest wait for one thing to appear on screen: nodes start, join and
-/// answer a poll within seconds on a loaded 2-core machine.
-const SCREEN_WAIT: Duration = Duration::from_secs(45);
-
-/// A tmux server of our own (its own socket), killed on drop even when the
-/// test fails, which also ends the console inside it.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(width: u16, height: u16, command: &str) -> Tmux {
-        let socket = format!("chord-tui-test-{}", std::process::id());
-        let tmux = Tmux { socket };
-        let ok = tmux
-            .cmd()
-            .args([
-                "new-session",
-                "-d",
-                "-x",
-                &width.to_string(),
-                "-y",
-                &height.to_string(),
-            ])
-            .arg(command)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tmux new-session failed");
-        tmux
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
-        c
-    }
-
-    fn screen(&self) -> String {
-        let out = self.cmd().args(["capture-pane", "-p"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Presses keys by tmux name (`j`, `Enter`, `Escape`...).
-    fn press(&self, key: &str) {
-        assert!(self
-            .cmd()
-            .args(["send-keys", key])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    fn type_text(&self, text: &str) {
-        assert!(self
-            .cmd()
-            .args(["send-keys", "-l", text])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    /// Waits until `pred` holds for the screen; panics with the screen if not.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + SCREEN_WAIT;
-        loop {
-            let screen = self.screen();
-            if pred(&screen) {
-                return screen;
-            }
-            if Instant::now() >= deadline {
-                panic!("timed out waiting for {what}; the screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Tmux {
-    /// Waits until each check has held on some screen since the call: for
-    /// things that scroll by (event lines) and things that stay.
-    fn wait_for_each(&self, what: &str, checks: &[&dyn Fn(&str) -> bool]) {
-        let deadline = Instant::now() + SCREEN_WAIT;
-        let mut seen = vec![false; checks.len()];
-        loop {
-            let screen = self.screen();
-            for (i, check) in checks.iter().enumerate() {
-                seen[i] |= check(&screen);
-            }
-            if seen.iter().all(|s| *s) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!("timed out waiting for {what} (seen: {seen:?}); the screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
-    }
-}
-
-fn have_tmux() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// A gRPC base and a gateway base whose next `n` ports are all free.
 fn free_bases(n: u16) -> (u16, u16) {

@@ -128,6 +128,8 @@ pub enum Origin {
     Attached { peer: String },
     /// A fleet this console started and will stop on quit.
     Local { data_root: String },
+    /// The nodes of an Auto Scaling group, which `+`/`-` resize.
+    Group { group: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -402,7 +404,7 @@ impl App {
             .map(|n| n.addr.clone())
             .or_else(|| match &self.origin {
                 Origin::Attached { peer } => Some(peer.clone()),
-                Origin::Local { .. } => None,
+                Origin::Local { .. } | Origin::Group { .. } => None,
             })
     }
 
@@ -858,7 +860,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("u", "upload a local file (asks for its path)"),
     ("d", "download the selected file (asks where)"),
     ("+", "add a node"),
-    ("-", "remove a node (drain, then stop; asks y)"),
+    ("-", "remove a node (drain, then stop or terminate; asks y)"),
     ("l", "selected node leaves gracefully (asks y)"),
     ("x", "kill the selected node, local fleet only (asks y)"),
     ("p", "pause or resume refresh"),

@@ -3,8 +3,8 @@
 //! Split as state, update and render: [`app`] is plain data and its
 //! transitions, [`ui`] draws it, [`model`] holds the console's own types.
 //! Background tasks own every connection and process: the [`poller`] walks
-//! the ring, [`worker`] runs transfers and the fleet actor (which owns the
-//! [`local`] fleet); they report through one channel of [`app::Update`]s that
+//! the ring, [`worker`] runs transfers and the capacity actor (which owns
+//! the [`local`] fleet, or the Auto Scaling group of [`group`]); they report through one channel of [`app::Update`]s that
 //! the one `select!` loop in [`run`] feeds to the app, so a slow node never
 //! freezes the screen. Logs go to a file, never to the terminal drawn on;
 //! `ratatui::try_init` installs a panic hook that restores the terminal, and
@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod fixture;
+pub mod group;
 pub mod local;
 pub mod metrics;
 pub mod model;
@@ -39,11 +40,13 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use app::{key_to_action, Action, App, Command, Origin, Update};
+use group::{CloudMetrics, GroupSide};
 use local::STOP_GRACE;
 use metrics::LocalMetrics;
 use poller::PollControl;
 use worker::{FleetRequest, TransferRequest};
 
+use crate::aws::capacity::{AsgCapacity, AsgOptions};
 use crate::fleet::locate_node_binary;
 
 /// Redraw at least this often, so ages ("refreshed 0.4 s ago") move.
@@ -83,6 +86,19 @@ pub struct TuiArgs {
     /// temp folder).
     #[arg(long = "log-file")]
     pub log_file: Option<PathBuf>,
+    /// Show the ring of this Auto Scaling group: `+`/`-` resize the group
+    /// (a scale-in drains the node first) and the graphs read CloudWatch.
+    #[arg(long = "asg", env = "CHORD_ASG")]
+    pub asg: Option<String>,
+    /// AWS region of the group (default: the SDK's configured region).
+    #[arg(long = "region", requires = "asg")]
+    pub region: Option<String>,
+    /// gRPC port of nodes on instances without a `chord:addr` tag.
+    #[arg(long = "node-port", default_value_t = crate::aws::capacity::DEFAULT_NODE_PORT)]
+    pub node_port: u16,
+    /// CloudWatch namespace of the nodes' metrics.
+    #[arg(long = "metrics-namespace", default_value = crate::aws::DEFAULT_NAMESPACE)]
+    pub metrics_namespace: String,
 }
 
 impl TuiArgs {
@@ -203,13 +219,52 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let mut background = JoinSet::new();
     let mut temp_root = None;
-    let (origin, fleet_tx) = match peer {
-        Some(peer) => {
+    let mut cloud = None;
+    let (origin, fleet_tx) = match (peer, &args.asg) {
+        (peer, Some(group)) => {
+            let aws = chord_aws::AwsClients::from_env(args.region.clone()).await;
+            let cap = AsgCapacity::new(
+                aws.clone(),
+                group,
+                AsgOptions {
+                    node_port: args.node_port,
+                    ..AsgOptions::default()
+                },
+            );
+            // The group answers before the screen is taken, so a wrong name
+            // or missing credentials is one line on the terminal.
+            cap.group_state()
+                .await
+                .with_context(|| format!("cannot read Auto Scaling group {group}"))?;
+            if let Some(peer) = peer {
+                chord_node::wire::validate_addr(&peer)
+                    .map_err(|e| anyhow::anyhow!("--peer: {e}"))?;
+                seeds_tx.send_replace(vec![peer]);
+            }
+            let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
+            background.spawn(worker::capacity_actor(
+                GroupSide::new(cap),
+                fleet_rx,
+                seeds_tx,
+                update_tx.clone(),
+            ));
+            cloud = Some(CloudMetrics::start(
+                aws,
+                group.clone(),
+                args.metrics_namespace.clone(),
+            ));
+            info!(%group, "attached to an Auto Scaling group");
+            let origin = Origin::Group {
+                group: group.clone(),
+            };
+            (origin, Some(fleet_tx))
+        }
+        (Some(peer), None) => {
             chord_node::wire::validate_addr(&peer).map_err(|e| anyhow::anyhow!("--peer: {e}"))?;
             seeds_tx.send_replace(vec![peer.clone()]);
             (Origin::Attached { peer }, None)
         }
-        None => {
+        (None, None) => {
             if args.nodes == 0 {
                 bail!("--nodes must be at least 1");
             }
@@ -253,13 +308,23 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
         rpc_timeout: POLL_RPC_TIMEOUT,
         connect_timeout: POLL_CONNECT_TIMEOUT,
     }));
-    background.spawn(poller::run(
-        pool.clone(),
-        seeds_rx,
-        control_rx,
-        update_tx.clone(),
-        LocalMetrics::default(),
-    ));
+    match cloud {
+        Some(cloud) => background.spawn(poller::run(
+            pool.clone(),
+            seeds_rx,
+            control_rx,
+            update_tx.clone(),
+            cloud,
+        )),
+        None => background.spawn(poller::run(
+            pool.clone(),
+            seeds_rx,
+            control_rx,
+            update_tx.clone(),
+            LocalMetrics::default(),
+        )),
+    };
+    let can_kill = matches!(origin, Origin::Local { .. });
     let mut workers = Workers {
         fleet_tx,
         control_tx,
@@ -271,12 +336,14 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
         },
         tasks: JoinSet::new(),
     };
-    let mut app = App::new(origin, workers.fleet_tx.is_some(), now_ms());
+    let mut app = App::new(origin, can_kill, now_ms());
 
     let mut terminal = ratatui::try_init().context("cannot take over the terminal")?;
     let result = event_loop(&mut terminal, &mut app, &mut workers, &mut update_rx).await;
     if let Some(fleet_tx) = workers.fleet_tx.take() {
-        app.say("stopping the local fleet…");
+        if matches!(app.origin, Origin::Local { .. }) {
+            app.say("stopping the local fleet…");
+        }
         let _ = terminal.draw(|f| ui::render(&app, f));
         let (done_tx, done_rx) = oneshot::channel();
         // The actor may be busy (a drain); its queue then holds the request.

@@ -183,6 +183,7 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
             format!("local fleet (data {data_root})")
         }
         Origin::Local { .. } => "local fleet".to_string(),
+        Origin::Group { group } => format!("Auto Scaling group {group}"),
     };
     let unreachable = app
         .nodes

@@ -1,5 +1,6 @@
-//! Background work the app asks for: transfers, and the fleet actor that
-//! owns the local fleet (capacity changes, leave, kill, the final stop).
+//! Background work the app asks for: transfers, and the capacity actor that
+//! owns the capacity side, a local fleet or an Auto Scaling group (capacity
+//! changes, leave, kill, the final stop).
 //!
 //! Every result comes back to the app as an [`Update`]; none of this runs
 //! on the event loop, so a slow transfer or a long drain never holds the
@@ -163,13 +164,45 @@ pub enum FleetRequest {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// What the capacity actor needs of its side beyond [`Capacity`]: the
+/// local fleet, or an Auto Scaling group ([`super::group::GroupSide`]).
+pub trait Side: Capacity {
+    /// Addresses the poller may start its walk from.
+    fn seeds(&self) -> Vec<String>;
+    /// The member id of the node at `addr` (what `remove` takes).
+    fn member_at(&self, addr: &str) -> Option<String>;
+    /// Kills the node at `addr` without a hand-off, where the side can.
+    fn kill(&mut self, addr: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// What quitting the console does to the side.
+    fn shutdown(self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Side for LocalCapacity {
+    fn seeds(&self) -> Vec<String> {
+        self.fleet().addrs()
+    }
+
+    fn member_at(&self, addr: &str) -> Option<String> {
+        // A local member's id is its address.
+        Some(addr.to_string())
+    }
+
+    async fn kill(&mut self, addr: &str) -> Result<()> {
+        self.fleet_mut().kill(addr).await
+    }
+
+    /// The fleet is the console's own: it stops with it.
+    async fn shutdown(self) {
+        self.into_fleet().stop_all(STOP_GRACE).await;
+    }
+}
+
 /// Owns the local fleet: starts its first `initial` nodes, then serves
-/// requests one at a time until shutdown or until the app is gone (the
-/// fleet is then dropped, which kills its processes).
+/// requests as [`capacity_actor`] does.
 pub async fn fleet_actor(
     mut capacity: LocalCapacity,
     initial: usize,
-    mut request_rx: mpsc::Receiver<FleetRequest>,
+    request_rx: mpsc::Receiver<FleetRequest>,
     seeds_tx: watch::Sender<Vec<String>>,
     update_tx: mpsc::Sender<Update>,
 ) {
@@ -195,11 +228,25 @@ pub async fn fleet_actor(
                 Severity::Error,
             ),
         };
-        seeds_tx.send_replace(capacity.fleet().addrs());
+        seeds_tx.send_replace(capacity.seeds());
         if update_tx.send(update).await.is_err() {
             return;
         }
     }
+    capacity_actor(capacity, request_rx, seeds_tx, update_tx).await;
+}
+
+/// Owns a capacity side and serves requests one at a time until shutdown
+/// or until the app is gone (a local fleet is then dropped, which kills
+/// its processes). While idle it re-reads the side every
+/// [`CAPACITY_REFRESH`], so a node that finished joining counts as in
+/// service on screen and the poller's seeds follow the side.
+pub async fn capacity_actor<S: Side>(
+    mut side: S,
+    mut request_rx: mpsc::Receiver<FleetRequest>,
+    seeds_tx: watch::Sender<Vec<String>>,
+    update_tx: mpsc::Sender<Update>,
+) {
     let mut refresh = tokio::time::interval(CAPACITY_REFRESH);
     loop {
         let request = tokio::select! {
@@ -208,12 +255,12 @@ pub async fn fleet_actor(
                 None => return,
             },
             _ = refresh.tick() => {
-                report_capacity(&mut capacity, &update_tx).await;
+                report_capacity(&mut side, &seeds_tx, &update_tx).await;
                 continue;
             }
         };
         let update = match request {
-            FleetRequest::Add => match capacity.add().await {
+            FleetRequest::Add => match side.add().await {
                 Ok(m) => note("capacity", format!("+ added {}", m.id), Severity::Good),
                 Err(e) => note(
                     "capacity",
@@ -221,7 +268,7 @@ pub async fn fleet_actor(
                     Severity::Error,
                 ),
             },
-            FleetRequest::Remove => match capacity.remove(None).await {
+            FleetRequest::Remove => match side.remove(None).await {
                 Ok(r) => removal_note(&r.member.id, &r.handoff),
                 Err(e) => note(
                     "capacity",
@@ -229,26 +276,32 @@ pub async fn fleet_actor(
                     Severity::Error,
                 ),
             },
-            FleetRequest::Leave { addr } => match capacity.remove(Some(&addr)).await {
-                Ok(r) => removal_note(&r.member.id, &r.handoff),
-                Err(e) => note("leave", format!("{e:#}"), Severity::Error),
+            FleetRequest::Leave { addr } => match side.member_at(&addr) {
+                Some(id) => match side.remove(Some(&id)).await {
+                    Ok(r) => removal_note(&r.member.id, &r.handoff),
+                    Err(e) => note("leave", format!("{e:#}"), Severity::Error),
+                },
+                None => note(
+                    "leave",
+                    format!("{addr} is not a member the console knows yet; try again"),
+                    Severity::Error,
+                ),
             },
-            FleetRequest::Kill { addr } => match capacity.fleet_mut().kill(&addr).await {
+            FleetRequest::Kill { addr } => match side.kill(&addr).await {
                 Ok(()) => note("kill", format!("killed {addr} (kill -9)"), Severity::Warn),
                 Err(e) => note("kill", format!("{e:#}"), Severity::Error),
             },
             FleetRequest::Shutdown(done) => {
-                capacity.into_fleet().stop_all(STOP_GRACE).await;
+                side.shutdown().await;
                 seeds_tx.send_replace(Vec::new());
                 let _ = done.send(());
                 return;
             }
         };
-        seeds_tx.send_replace(capacity.fleet().addrs());
         if update_tx.send(update).await.is_err() {
             return;
         }
-        report_capacity(&mut capacity, &update_tx).await;
+        report_capacity(&mut side, &seeds_tx, &update_tx).await;
     }
 }
 
@@ -256,7 +309,7 @@ fn removal_note(addr: &str, h: &chord_node::repair::HandoffReport) -> Update {
     note(
         "capacity",
         format!(
-            "- {addr} drained ({} keys, {} handed off in {:.1} s) and stopped",
+            "- {addr} drained ({} keys, {} handed off in {:.1} s) and removed",
             h.keys,
             human_bytes(h.bytes as f64),
             h.elapsed_ms as f64 / 1000.0
@@ -265,8 +318,21 @@ fn removal_note(addr: &str, h: &chord_node::repair::HandoffReport) -> Update {
     )
 }
 
-async fn report_capacity(capacity: &mut LocalCapacity, update_tx: &mpsc::Sender<Update>) {
-    if let Ok(state) = capacity.describe().await {
+async fn report_capacity<S: Side>(
+    side: &mut S,
+    seeds_tx: &watch::Sender<Vec<String>>,
+    update_tx: &mpsc::Sender<Update>,
+) {
+    if let Ok(state) = side.describe().await {
+        // The poller polls at once on a change, so only a real one is sent.
+        let seeds = side.seeds();
+        seeds_tx.send_if_modified(|s| {
+            let changed = *s != seeds;
+            if changed {
+                *s = seeds;
+            }
+            changed
+        });
         let _ = update_tx.send(Update::Capacity(state)).await;
     }
 }

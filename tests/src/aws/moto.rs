@@ -30,7 +30,7 @@ const FAKE_KEY: &str = "testing";
 
 /// Environment variables that could steer an SDK client elsewhere (a
 /// profile, a role, a container credential endpoint); removed from children.
-pub(crate) const STRAY_AWS_ENV: &[&str] = &[
+pub const STRAY_AWS_ENV: &[&str] = &[
     "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE",
     "AWS_SESSION_TOKEN",
