@@ -506,11 +506,11 @@ fn render_fingers(app: &App, frame: &mut Frame, area: Rect) {
         lines.push(Line::from(spans));
     }
     let stale = node.fingers.iter().filter(|f| f.stale).count();
+    let runs = node.fingers.len();
     let title = format!(
-        " Fingers #{} · {} runs, {} stale ",
+        " Fingers #{} · {runs} run{}, {stale} stale ",
         ring_pos(app, &node.addr),
-        node.fingers.len(),
-        stale
+        if runs == 1 { "" } else { "s" },
     );
     frame.render_widget(
         Paragraph::new(lines)
