@@ -140,9 +140,19 @@ impl Drop for Tmux {
     }
 }
 
-pub fn have_tmux() -> bool {
-    Command::new("tmux")
+/// Whether tmux is here to run a TUI test; without it the test is skipped
+/// (it says so), except under `CHORD_REQUIRE_ALL` (CI), where it fails.
+pub fn tmux_or_skip() -> bool {
+    let here = Command::new("tmux")
         .arg("-V")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    if !here {
+        assert!(
+            std::env::var_os("CHORD_REQUIRE_ALL").is_none(),
+            "tmux is missing and CHORD_REQUIRE_ALL is set"
+        );
+        eprintln!("SKIPPED: tmux is not installed");
+    }
+    here
 }

@@ -24,7 +24,7 @@ use chord_node::peer::{PeerOptions, PeerPool};
 use chord_tests::aws::moto::STRAY_AWS_ENV;
 use chord_tests::aws::{create_group, Ec2StandIn, GroupSpec, Moto, StandInOptions};
 use chord_tests::files;
-use chord_tests::tmux::{have_tmux, Tmux};
+use chord_tests::tmux::{tmux_or_skip, Tmux};
 use rand::seq::IndexedRandom;
 use serde_json::Value;
 
@@ -71,6 +71,33 @@ async fn start_group(
         .await
         .unwrap();
     Some((moto, config, ec2))
+}
+
+/// A group of three serving nodes in one ring, with `files` files uploaded
+/// from `dir` under names starting with `name`.
+struct LoadedGroup {
+    moto: Moto,
+    config: SdkConfig,
+    ec2: Ec2StandIn,
+    addrs: Vec<String>,
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+async fn loaded_group(name: &str, min: i32, files: usize) -> Option<LoadedGroup> {
+    let (moto, config, ec2) = start_group(name, min, 6, 3).await?;
+    let addrs = ec2.wait_nodes(3, BOOT).await.unwrap();
+    wait_one_ring(&addrs, SETTLE).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = upload_files(dir.path(), &addrs, name, files).await;
+    Some(LoadedGroup {
+        moto,
+        config,
+        ec2,
+        addrs,
+        dir,
+        names,
+    })
 }
 
 fn peers() -> PeerPool {
@@ -289,13 +316,17 @@ async fn instances_that_boot_together_form_one_ring() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_scales_out_and_in_without_losing_files() {
-    let Some((moto, _config, ec2)) = start_group("scale", 2, 6, 3).await else {
+    let Some(LoadedGroup {
+        moto,
+        config: _,
+        ec2,
+        addrs,
+        dir,
+        names,
+    }) = loaded_group("scale", 2, 12).await
+    else {
         return;
     };
-    let addrs = ec2.wait_nodes(3, BOOT).await.unwrap();
-    wait_one_ring(&addrs, SETTLE).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let names = upload_files(dir.path(), &addrs, "asg", 12).await;
     let before: BTreeSet<String> = addrs.iter().cloned().collect();
 
     // Out: 3 → 5, one node at a time, each in the ring before the next.
@@ -533,13 +564,18 @@ async fn nodes_publish_metrics_per_group_and_per_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_the_group_terminates_drains_first() {
-    let Some((_moto, config, ec2)) = start_group("hook", 1, 6, 3).await else {
+    // moto must outlive the test: bound, not dropped with the pattern.
+    let Some(LoadedGroup {
+        moto: _moto,
+        config,
+        ec2,
+        addrs,
+        dir,
+        names,
+    }) = loaded_group("hook", 1, 10).await
+    else {
         return;
     };
-    let addrs = ec2.wait_nodes(3, BOOT).await.unwrap();
-    wait_one_ring(&addrs, SETTLE).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let names = upload_files(dir.path(), &addrs, "hook", 10).await;
 
     // The group starts terminating the instance holding the most keys.
     let mut most = (String::new(), String::new(), 0);
@@ -606,21 +642,20 @@ async fn a_node_the_group_terminates_drains_first() {
 /// a local process), and every file survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tui_resizes_the_group_and_drains_before_terminating() {
-    if !have_tmux() {
-        assert!(
-            std::env::var_os("CHORD_REQUIRE_ALL").is_none(),
-            "tmux is missing and CHORD_REQUIRE_ALL is set"
-        );
-        eprintln!("SKIPPED: tmux is not installed");
+    if !tmux_or_skip() {
         return;
     }
-    let Some((moto, _config, ec2)) = start_group("tui", 2, 6, 3).await else {
+    let Some(LoadedGroup {
+        moto,
+        config: _,
+        ec2,
+        addrs,
+        dir,
+        names,
+    }) = loaded_group("tui", 2, 8).await
+    else {
         return;
     };
-    let addrs = ec2.wait_nodes(3, BOOT).await.unwrap();
-    wait_one_ring(&addrs, SETTLE).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let names = upload_files(dir.path(), &addrs, "tui", 8).await;
 
     let command = format!(
         "{} --asg tui --log-file {}",

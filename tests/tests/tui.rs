@@ -17,7 +17,7 @@ use chord_console::tui::model::NodeState;
 use chord_console::tui::poller::{poll_once, Memory, POLL_DEADLINE};
 use chord_node::peer::{PeerOptions, PeerPool};
 use chord_tests::files::{client, no_progress, random_file, small_chunks};
-use chord_tests::tmux::{have_tmux, Tmux};
+use chord_tests::tmux::{tmux_or_skip, Tmux};
 use chord_tests::{TestCluster, FAST};
 
 /// Nodes the TUI starts.
@@ -50,12 +50,7 @@ fn selected_position(screen: &str) -> usize {
 
 #[test]
 fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
-    if !have_tmux() {
-        assert!(
-            std::env::var_os("CHORD_REQUIRE_ALL").is_none(),
-            "tmux is missing and CHORD_REQUIRE_ALL is set"
-        );
-        eprintln!("skipped: tmux is not installed");
+    if !tmux_or_skip() {
         return;
     }
     let console: PathBuf = chord_console::fleet::locate_node_binary()
