@@ -254,3 +254,131 @@ async fn grpc_and_msgpack_clients_share_one_port() {
     msgpack_call(&mut stream, 1, "get_info", vec![]).await.unwrap();
     cluster.peers.get_info(&addr).await.unwrap();
 }
+
+/// Nodes in the one-instance fleet of the upload/download test.
+const PER_HOST_NODES: usize = 4;
+
+/// A block of loopback addresses for the per-host fleet, picked from the
+/// process id (so two test runs at once do not meet) and checked free on
+/// ports 5057 and 5058.
+fn free_host_base(n: usize) -> Result<std::net::Ipv4Addr> {
+    let pid = std::process::id();
+    for attempt in 0..64u32 {
+        let seed = pid.wrapping_add(attempt.wrapping_mul(7919));
+        // 127.64.0.1 and up: far from 127.0.0.x, where other rings live.
+        let first = std::net::Ipv4Addr::new(127, 64 + (seed >> 8) as u8 % 128, seed as u8, 1);
+        let free = (0..n).all(|i| {
+            let host = std::net::Ipv4Addr::from(u32::from(first) + i as u32);
+            [5057u16, 5058]
+                .iter()
+                .all(|&p| std::net::TcpListener::bind((host, p)).is_ok())
+        });
+        if free {
+            return Ok(first);
+        }
+    }
+    bail!("no block of {n} loopback addresses with 5057 and 5058 free")
+}
+
+#[tokio::test]
+async fn course_upload_and_download_scripts_work_on_the_one_instance_layout() {
+    let Some(python) = python_with("msgpack, requests").await else {
+        return;
+    };
+    let first = free_host_base(PER_HOST_NODES).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("chord-course-files-")
+        .tempdir()
+        .unwrap();
+    let opts = chord_console::fleet::up::UpOptions {
+        nodes: PER_HOST_NODES,
+        layout: chord_console::fleet::Layout::PerHost { first },
+        grpc_base: 5057,
+        http_base: Some(5058),
+        slots: PER_HOST_NODES,
+        data_root: Some(dir.path().join("nodes")),
+        replicas: 3,
+        node_args: FAST.iter().map(|s| s.to_string()).collect(),
+        json: true,
+    };
+    // Owned here: every node is killed if the test fails.
+    let started = chord_console::fleet::up::start(&opts).await.unwrap();
+    let hosts: Vec<String> = (0..PER_HOST_NODES)
+        .map(|i| started.layout.slot(i).unwrap().host.to_string())
+        .collect();
+    assert_eq!(hosts[1], std::net::Ipv4Addr::from(u32::from(first) + 1).to_string());
+    // A converged ring: every node knows its true successor.
+    let peers = PeerPool::new(PeerOptions::default());
+    let mut truth: Vec<chord_node::chord::NodeRef> = started
+        .fleet
+        .addrs()
+        .into_iter()
+        .map(chord_node::chord::NodeRef::from_addr)
+        .collect();
+    truth.sort_by_key(|n| n.id);
+    let settle = Instant::now() + chord_tests::CONVERGE;
+    'settle: loop {
+        for (i, node) in truth.iter().enumerate() {
+            let want = &truth[(i + 1) % truth.len()].addr;
+            let ok = peers
+                .get_info(&node.addr)
+                .await
+                .map(|info| info.successors.first().map(|s| &s.addr) == Some(want))
+                .unwrap_or(false);
+            if !ok {
+                assert!(Instant::now() < settle, "the ring did not converge");
+                tokio::time::sleep(chord_tests::POLL).await;
+                continue 'settle;
+            }
+        }
+        break;
+    }
+
+    let download = format!("{}/course/download.py", env!("CARGO_MANIFEST_DIR"));
+    let mut rng = rand::rng();
+    for (i, name) in ["report.pdf", "photo 1.jpg", "notes.txt"].iter().enumerate() {
+        let size = 1_000_000 + rng.random_range(0..3_000_000);
+        let bytes: Vec<u8> = (0..size).map(|_| rng.random()).collect();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let path = src.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        // Upload through one node, download through another.
+        let (up_host, down_host) = (&hosts[i % hosts.len()], &hosts[(i + 2) % hosts.len()]);
+        let out = run_script(&python, "course/upload.py", &[path.to_str().unwrap(), up_host])
+            .await
+            .unwrap();
+        eprint!("{out}");
+        let dst = dir.path().join(format!("dst{i}"));
+        std::fs::create_dir_all(&dst).unwrap();
+        let mut cmd = Command::new(&python);
+        cmd.arg(&download)
+            .args([*name, down_host.as_str()])
+            .current_dir(&dst)
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(SCRIPT_TIMEOUT, cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "download.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stdout));
+        assert!(std::fs::read(dst.join(name)).unwrap() == bytes, "{name} differs");
+        // Every node's gateway serves it, not only the owner's.
+        for host in &hosts {
+            let url = format!("http://{host}:5058/{}", name.replace(' ', "%20"));
+            let got = Command::new("curl")
+                .args(["-sf", "--max-time", "60", &url])
+                .output()
+                .await
+                .unwrap();
+            assert!(got.status.success(), "curl {url}: {}", got.status);
+            assert!(got.stdout == bytes, "{name} from {host} differs");
+        }
+    }
+    let mut fleet = started.fleet;
+    fleet.stop_all(Duration::from_secs(10)).await;
+}
