@@ -219,7 +219,10 @@ async fn grpc_and_msgpack_clients_share_one_port() {
                 let owner = tokio::time::timeout(CALL_TIMEOUT, call).await??;
                 let key = key_from_u32(k);
                 let want = truth.iter().find(|n| n.id >= key).or(truth.first());
-                let got = owner.as_array().and_then(|f| f.get(2)).and_then(Value::as_u64);
+                let got = owner
+                    .as_array()
+                    .and_then(|f| f.get(2))
+                    .and_then(Value::as_u64);
                 if got != want.map(|n| u64::from(id_to_u32(&n.id))) {
                     bail!("MessagePack-RPC lookup of {k} answered {owner}");
                 }
@@ -251,7 +254,9 @@ async fn grpc_and_msgpack_clients_share_one_port() {
     assert!(served["grpc"] > 0 && served["msgpack"] > 0, "{served:?}");
     // The node still answers both after the storm.
     let mut stream = TcpStream::connect(&addr).await.unwrap();
-    msgpack_call(&mut stream, 1, "get_info", vec![]).await.unwrap();
+    msgpack_call(&mut stream, 1, "get_info", vec![])
+        .await
+        .unwrap();
     cluster.peers.get_info(&addr).await.unwrap();
 }
 
@@ -306,7 +311,10 @@ async fn course_upload_and_download_scripts_work_on_the_one_instance_layout() {
     let hosts: Vec<String> = (0..PER_HOST_NODES)
         .map(|i| started.layout.slot(i).unwrap().host.to_string())
         .collect();
-    assert_eq!(hosts[1], std::net::Ipv4Addr::from(u32::from(first) + 1).to_string());
+    assert_eq!(
+        hosts[1],
+        std::net::Ipv4Addr::from(u32::from(first) + 1).to_string()
+    );
     // A converged ring: every node knows its true successor.
     let peers = PeerPool::new(PeerOptions::default());
     let mut truth: Vec<chord_node::chord::NodeRef> = started
@@ -336,7 +344,10 @@ async fn course_upload_and_download_scripts_work_on_the_one_instance_layout() {
 
     let download = format!("{}/course/download.py", env!("CARGO_MANIFEST_DIR"));
     let mut rng = rand::rng();
-    for (i, name) in ["report.pdf", "photo 1.jpg", "notes.txt"].iter().enumerate() {
+    for (i, name) in ["report.pdf", "photo 1.jpg", "notes.txt"]
+        .iter()
+        .enumerate()
+    {
         let size = 1_000_000 + rng.random_range(0..3_000_000);
         let bytes: Vec<u8> = (0..size).map(|_| rng.random()).collect();
         let src = dir.path().join("src");
@@ -345,9 +356,13 @@ async fn course_upload_and_download_scripts_work_on_the_one_instance_layout() {
         std::fs::write(&path, &bytes).unwrap();
         // Upload through one node, download through another.
         let (up_host, down_host) = (&hosts[i % hosts.len()], &hosts[(i + 2) % hosts.len()]);
-        let out = run_script(&python, "course/upload.py", &[path.to_str().unwrap(), up_host])
-            .await
-            .unwrap();
+        let out = run_script(
+            &python,
+            "course/upload.py",
+            &[path.to_str().unwrap(), up_host],
+        )
+        .await
+        .unwrap();
         eprint!("{out}");
         let dst = dir.path().join(format!("dst{i}"));
         std::fs::create_dir_all(&dst).unwrap();
@@ -366,7 +381,10 @@ async fn course_upload_and_download_scripts_work_on_the_one_instance_layout() {
             String::from_utf8_lossy(&out.stderr)
         );
         eprint!("{}", String::from_utf8_lossy(&out.stdout));
-        assert!(std::fs::read(dst.join(name)).unwrap() == bytes, "{name} differs");
+        assert!(
+            std::fs::read(dst.join(name)).unwrap() == bytes,
+            "{name} differs"
+        );
         // Every node's gateway serves it, not only the owner's.
         for host in &hosts {
             let url = format!("http://{host}:5058/{}", name.replace(' ', "%20"));

@@ -229,8 +229,11 @@ mod tests {
     #[test]
     fn per_host_slots_are_one_address_each() {
         let l = PortLayout::per_host(LOCALHOST, 5057, Some(5058), 3).unwrap();
-        let got: Vec<(String, Option<String>)> =
-            l.all().iter().map(|s| (s.grpc_addr(), s.http_addr())).collect();
+        let got: Vec<(String, Option<String>)> = l
+            .all()
+            .iter()
+            .map(|s| (s.grpc_addr(), s.http_addr()))
+            .collect();
         let want: Vec<(String, Option<String>)> = (1..=3)
             .map(|i| {
                 (

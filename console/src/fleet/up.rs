@@ -139,10 +139,7 @@ fn print_table(
     }
     if slots.len() > running && layout.layout() != Layout::Ports {
         let (first, last) = (slots[running], slots[slots.len() - 1]);
-        println!(
-            "nodes added later take {} to {}",
-            first.host, last.host
-        );
+        println!("nodes added later take {} to {}", first.host, last.host);
     } else if slots.len() > running {
         let (first, last) = (slots[running], slots[slots.len() - 1]);
         println!(

@@ -71,14 +71,22 @@ mod tests {
     fn owner_u32(ids: &[u32], k: u32) -> u32 {
         let mut sorted = ids.to_vec();
         sorted.sort_unstable();
-        sorted.iter().copied().find(|&n| n >= k).unwrap_or(sorted[0])
+        sorted
+            .iter()
+            .copied()
+            .find(|&n| n >= k)
+            .unwrap_or(sorted[0])
     }
 
     /// The owner of `key` among 160-bit ids: the first id `>= key`, wrapping.
     fn owner_160(ids: &[Id], key: &Id) -> Id {
         let mut sorted = ids.to_vec();
         sorted.sort_unstable();
-        sorted.iter().copied().find(|n| n >= key).unwrap_or(sorted[0])
+        sorted
+            .iter()
+            .copied()
+            .find(|n| n >= key)
+            .unwrap_or(sorted[0])
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use chord_proto::pb::ring_server::RingServer;
 use chord_proto::pb::store_server::StoreServer;
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -138,8 +138,14 @@ pub async fn run(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (accept, grpc_incoming) = listen::split(node.clone(), listener, stop_server.clone());
     let grpc = tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(ring, refuse_while_idle(node.clone())))
-        .add_service(InterceptedService::new(store, refuse_while_idle(node.clone())))
+        .add_service(InterceptedService::new(
+            ring,
+            refuse_while_idle(node.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            store,
+            refuse_while_idle(node.clone()),
+        ))
         .serve_with_incoming_shutdown(grpc_incoming, stop_server.clone().cancelled_owned());
     tasks.spawn(async move {
         accept.await;

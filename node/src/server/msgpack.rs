@@ -295,12 +295,7 @@ fn get_successor(node: &Node, index: &Value) -> Result<Value, String> {
     ring.successors()
         .get(index)
         .map(course_node)
-        .ok_or_else(|| {
-            format!(
-                "the successor list has {} entries",
-                ring.successors().len()
-            )
-        })
+        .ok_or_else(|| format!("the successor list has {} entries", ring.successors().len()))
 }
 
 /// `[ip, port, id]`, with the node's 32-bit course id.
@@ -390,7 +385,10 @@ mod tests {
         two.extend_from_slice(&bytes);
         let (value, used) = decode_one(&two).unwrap().unwrap();
         assert_eq!(used, bytes.len());
-        assert_eq!(value, request(1, "find_successor", vec![Value::from(42u32)]));
+        assert_eq!(
+            value,
+            request(1, "find_successor", vec![Value::from(42u32)])
+        );
     }
 
     #[test]
@@ -416,7 +414,11 @@ mod tests {
             Value::from(1),
         ]);
         assert_eq!(course_addr(&raw).as_deref(), Some("10.0.0.5:5057"));
-        for bad in [no_node(), Value::from(3), Value::Array(vec![Value::from("x")])] {
+        for bad in [
+            no_node(),
+            Value::from(3),
+            Value::Array(vec![Value::from("x")]),
+        ] {
             assert_eq!(course_addr(&bad), None, "{bad}");
         }
     }
