@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, then builds the
 # binaries the integration tests start. Run from anywhere; idempotent.
-#   - target/venv: Python with requests, moto[server] (the AWS API emulator)
+#   - target/venv: Python with requests, msgpack, moto[server] (the AWS API emulator)
 #     and cfn-lint, from tests/requirements.txt;
 #   - tmux, for the end-to-end test that drives the TUI in a terminal
 #     (from the distribution's packages when it is missing).

@@ -119,8 +119,20 @@ pub struct LookupArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LocalCommand {
-    /// Start N nodes on 127.0.0.1 joined into one ring; Ctrl-C stops them.
+    /// Start N nodes on loopback joined into one ring; Ctrl-C stops them.
     Up(LocalUpArgs),
+}
+
+/// How `local up` spreads its nodes over addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// Every node on 127.0.0.1; node i on base-port + i, HTTP on
+    /// http-base-port + i.
+    Ports,
+    /// Node i on its own address, host-base + i (127.0.0.1, 127.0.0.2, ...),
+    /// gRPC and MessagePack-RPC on base-port (5057), HTTP on
+    /// http-base-port (5058): one instance per node, as on AWS.
+    PerHost,
 }
 
 #[derive(Debug, Args)]
@@ -128,7 +140,15 @@ pub struct LocalUpArgs {
     /// How many nodes.
     #[arg(long, default_value_t = 8)]
     pub nodes: usize,
-    /// gRPC port of node 0; node i listens on base + i.
+    /// Ports (default): every node on 127.0.0.1 on its own ports; per-host:
+    /// every node on its own loopback address with the same ports.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Ports)]
+    pub layout: LayoutArg,
+    /// Per-host layout: the address of node 0; node i listens on this + i.
+    #[arg(long, default_value_t = crate::fleet::LOCALHOST)]
+    pub host_base: std::net::Ipv4Addr,
+    /// gRPC port of node 0; node i listens on base + i (every node on this
+    /// port in the per-host layout).
     #[arg(long, default_value_t = crate::fleet::DEFAULT_GRPC_BASE)]
     pub base_port: u16,
     /// Where the nodes keep their data (default: a folder under the temp dir).
@@ -138,9 +158,10 @@ pub struct LocalUpArgs {
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
     /// HTTP gateway port of node 0; node i serves on http-base + i. This
-    /// range must not overlap the gRPC range.
-    #[arg(long, default_value_t = crate::fleet::DEFAULT_HTTP_BASE)]
-    pub http_base_port: u16,
+    /// range must not overlap the gRPC range. Default 8057; in the per-host
+    /// layout every node's gateway port, default 5058.
+    #[arg(long)]
+    pub http_base_port: Option<u16>,
     /// Run the nodes without HTTP gateways.
     #[arg(long)]
     pub no_http: bool,
@@ -355,10 +376,23 @@ async fn lookup(cli: &Cli, args: &LookupArgs) -> Result<()> {
 
 async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
     let scaling = &args.scaling;
+    let (layout, default_http) = match args.layout {
+        LayoutArg::Ports => (crate::fleet::Layout::Ports, crate::fleet::DEFAULT_HTTP_BASE),
+        LayoutArg::PerHost => (
+            crate::fleet::Layout::PerHost {
+                first: args.host_base,
+            },
+            crate::fleet::PER_HOST_HTTP_PORT,
+        ),
+    };
+    if args.layout == LayoutArg::Ports && args.host_base != crate::fleet::LOCALHOST {
+        bail!("--host-base applies to --layout per-host only");
+    }
     let opts = crate::fleet::up::UpOptions {
         nodes: args.nodes,
+        layout,
         grpc_base: args.base_port,
-        http_base: (!args.no_http).then_some(args.http_base_port),
+        http_base: (!args.no_http).then_some(args.http_base_port.unwrap_or(default_http)),
         slots: if scaling.autoscale {
             args.nodes.max(scaling.max)
         } else {

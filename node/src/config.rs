@@ -20,8 +20,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `host:port` other nodes use to reach us; our id is its SHA-1.
     pub advertise: String,
-    /// A live node to join through; `None` creates a new ring.
+    /// A live node to join through; `None` creates a new ring (unless idle).
     pub join: Option<String>,
+    /// Start in no ring and wait for a MessagePack-RPC `create` or `join`,
+    /// as the course's nodes do (their test scripts build the ring).
+    pub idle: bool,
     /// Where chunks and manifests live.
     pub data_dir: PathBuf,
     /// Length r of the successor list: the ring survives r-1 adjacent failures.
@@ -61,6 +64,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             advertise: format!("127.0.0.1:{DEFAULT_PORT}"),
             join: None,
+            idle: false,
             data_dir: PathBuf::from("chord-data"),
             successors: 3,
             replicas: 3,
@@ -89,6 +93,11 @@ impl Config {
             if *join == self.advertise {
                 return Err(Error::invalid("--join names this node itself"));
             }
+        }
+        if self.idle && self.join.is_some() {
+            return Err(Error::invalid(
+                "--idle and --join exclude each other: an idle node waits to be told",
+            ));
         }
         if !(1..=32).contains(&self.successors) {
             return Err(Error::invalid("--successors must be 1..=32"));

@@ -80,7 +80,7 @@ impl LocalCapacity {
             );
         }
         let mut started = fleet.addrs();
-        started.sort_by_key(|a| fleet.node(a).map(|n| n.port));
+        started.sort_by_key(|a| layout.slot_of(a));
         Ok(LocalCapacity {
             desired: fleet.len(),
             fleet,
@@ -222,18 +222,18 @@ impl Capacity for LocalCapacity {
         // listener does not make every later add fail.
         let mut free: Vec<(Option<Instant>, Slot)> = (0..self.layout.slots())
             .filter_map(|i| self.layout.slot(i))
-            .map(|s| (format!("127.0.0.1:{}", s.grpc), s))
+            .map(|s| (s.grpc_addr(), s))
             .filter(|(addr, _)| self.fleet.node(addr).is_none())
             .map(|(addr, s)| (self.freed.get(&addr).copied(), s))
             .collect();
-        free.sort_by_key(|(freed, s)| (*freed, s.grpc));
+        free.sort_by_key(|(freed, s)| (*freed, *s));
         let slot = free
             .into_iter()
             .map(|(_, s)| s)
             .find(|s| {
                 let free = ports_free(s);
                 if !free {
-                    warn!(grpc = s.grpc, http = ?s.http, "slot's ports are in use by another process; skipping it");
+                    warn!(grpc = %s.grpc_addr(), http = ?s.http_addr(), "slot's ports are in use by another process; skipping it");
                 }
                 free
             })
@@ -249,9 +249,9 @@ impl Capacity for LocalCapacity {
         }
         let addr = self
             .fleet
-            .start_with_http(slot.grpc, join.as_deref(), slot.http)
+            .start_slot(&slot, join.as_deref())
             .await
-            .with_context(|| format!("starting a node on port {}", slot.grpc))?;
+            .with_context(|| format!("starting a node on {}", slot.grpc_addr()))?;
         info!(node = %addr, via = ?join, "local node added");
         self.started.push(addr.clone());
         self.desired = self.serving().len();
@@ -322,8 +322,8 @@ impl Capacity for LocalCapacity {
     }
 }
 
-/// Whether both ports of `slot` can be bound on 127.0.0.1 right now.
+/// Whether both ports of `slot` can be bound on its host right now.
 fn ports_free(slot: &Slot) -> bool {
-    let bindable = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let bindable = |port: u16| std::net::TcpListener::bind((slot.host, port)).is_ok();
     bindable(slot.grpc) && slot.http.is_none_or(bindable)
 }

@@ -1,4 +1,5 @@
-//! The local fleet: real `chord-node` processes on 127.0.0.1.
+//! The local fleet: real `chord-node` processes on loopback addresses
+//! (127.0.0.1, or one 127.x.y.z per node in the per-host layout).
 //!
 //! A [`Fleet`] owns its child processes: each is killed when the fleet is
 //! dropped, so neither a panicking test nor a crashed console leaves nodes
@@ -24,7 +25,9 @@ mod ports;
 pub mod up;
 
 pub use capacity::{LocalCapacity, LocalLimits};
-pub use ports::{PortLayout, Slot, DEFAULT_GRPC_BASE, DEFAULT_HTTP_BASE};
+pub use ports::{
+    Layout, PortLayout, Slot, DEFAULT_GRPC_BASE, DEFAULT_HTTP_BASE, LOCALHOST, PER_HOST_HTTP_PORT,
+};
 
 /// How long a node may take to answer its first ping after it starts.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -143,11 +146,29 @@ impl Fleet {
         join: Option<&str>,
         http_port: Option<u16>,
     ) -> Result<String> {
-        let addr = format!("127.0.0.1:{port}");
+        let slot = Slot {
+            host: LOCALHOST,
+            grpc: port,
+            http: http_port,
+        };
+        self.start_slot(&slot, join).await
+    }
+
+    /// Starts a node on `slot`'s host and ports (joining through `join`, or
+    /// creating a ring) and waits until it answers.
+    pub async fn start_slot(&mut self, slot: &Slot, join: Option<&str>) -> Result<String> {
+        let port = slot.grpc;
+        let addr = slot.grpc_addr();
         if self.nodes.contains_key(&addr) {
             bail!("a node already runs on {addr}");
         }
-        let data_dir = self.opts.data_root.join(port.to_string());
+        // 127.0.0.1 nodes keep the port as their folder name, as always.
+        let dir_name = if slot.host == LOCALHOST {
+            port.to_string()
+        } else {
+            format!("{}-{port}", slot.host)
+        };
+        let data_dir = self.opts.data_root.join(dir_name);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let log = data_dir.join("node.log");
@@ -168,11 +189,10 @@ impl Fleet {
         if let Some(join) = join {
             cmd.arg("--join").arg(join);
         }
-        let http = http_port.map(|p| {
-            let http = format!("127.0.0.1:{p}");
-            cmd.arg("--http").arg(&http);
-            http
-        });
+        let http = slot.http_addr();
+        if let Some(http) = &http {
+            cmd.arg("--http").arg(http);
+        }
         cmd.args(&self.opts.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,11 +1,23 @@
-//! The local port layout: which gRPC and HTTP ports the i-th local node uses.
+//! The local port layout: which address, gRPC and HTTP ports the i-th local
+//! node uses.
 //!
-//! Node `i` (0-based) listens for gRPC on `grpc_base + i` and serves its HTTP
-//! gateway on `http_base + i`. The two ranges are contiguous, disjoint and
-//! sized for every slot the fleet may ever use (the autoscaler's maximum, not
-//! just the starting size), so a node added later never lands on a port that
-//! is another node's gateway. Overlapping or out-of-range layouts are refused
-//! up front with an error that names both ranges.
+//! Two layouts ([`Layout`]):
+//!
+//! - **ports** (the default): every node on 127.0.0.1; node `i` (0-based)
+//!   listens for gRPC on `grpc_base + i` and serves its HTTP gateway on
+//!   `http_base + i`. The two ranges are contiguous, disjoint and sized for
+//!   every slot the fleet may ever use (the autoscaler's maximum, not just
+//!   the starting size), so a node added later never lands on a port that is
+//!   another node's gateway. Overlapping or out-of-range layouts are refused
+//!   up front with an error that names both ranges.
+//! - **per-host**: one loopback address per node, as one instance per node
+//!   on AWS: node `i` listens on `first + i` (127.0.0.1, 127.0.0.2, ...)
+//!   with the same two ports everywhere, by default 5057 (gRPC and
+//!   MessagePack-RPC) and 5058 (HTTP). Linux routes all of 127.0.0.0/8 to
+//!   loopback, so the course's scripts, which hard-code those ports, run
+//!   against a local fleet unchanged.
+
+use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
 
@@ -15,19 +27,49 @@ pub const DEFAULT_GRPC_BASE: u16 = 5057;
 /// the ranges stay apart for any fleet this machine can run.
 pub const DEFAULT_HTTP_BASE: u16 = 8057;
 
-/// The ports of every slot a local fleet may use.
+/// Default HTTP port of every node in the per-host layout: the gateway port
+/// of an instance on AWS, and of the course's upload server.
+pub const PER_HOST_HTTP_PORT: u16 = chord_node::config::DEFAULT_HTTP_PORT;
+
+/// The host every node of the ports layout listens on.
+pub const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// How a fleet's nodes are spread over addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One host (127.0.0.1), consecutive ports.
+    Ports,
+    /// One loopback host per node from `first` on, the same ports on each.
+    PerHost { first: Ipv4Addr },
+}
+
+/// The addresses of every slot a local fleet may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortLayout {
+    layout: Layout,
     grpc_base: u16,
     http_base: Option<u16>,
     slots: usize,
 }
 
-/// One slot's ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One slot's host and ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Slot {
+    pub host: Ipv4Addr,
     pub grpc: u16,
     pub http: Option<u16>,
+}
+
+impl Slot {
+    /// `host:port` of the node's gRPC (and MessagePack-RPC) server.
+    pub fn grpc_addr(&self) -> String {
+        format!("{}:{}", self.host, self.grpc)
+    }
+
+    /// `host:port` of the node's HTTP gateway, if it has one.
+    pub fn http_addr(&self) -> Option<String> {
+        self.http.map(|p| format!("{}:{p}", self.host))
+    }
 }
 
 impl PortLayout {
@@ -52,10 +94,51 @@ impl PortLayout {
             }
         }
         Ok(PortLayout {
+            layout: Layout::Ports,
             grpc_base,
             http_base,
             slots,
         })
+    }
+
+    /// The per-host layout: node `i` on host `first + i`, every node on
+    /// `grpc` and (when it has a gateway) `http`. Every host must be a
+    /// loopback address.
+    pub fn per_host(
+        first: Ipv4Addr,
+        grpc: u16,
+        http: Option<u16>,
+        slots: usize,
+    ) -> Result<PortLayout> {
+        if slots == 0 {
+            bail!("a port layout needs at least one node");
+        }
+        if grpc == 0 || http == Some(0) {
+            bail!("ports must not be 0");
+        }
+        if http == Some(grpc) {
+            bail!("gRPC and HTTP cannot share port {grpc} on one host");
+        }
+        let last = u32::from(first).checked_add(u32::try_from(slots - 1).unwrap_or(u32::MAX));
+        let last = last.map(Ipv4Addr::from);
+        match last {
+            Some(last) if first.is_loopback() && last.is_loopback() => {}
+            _ => bail!(
+                "the per-host layout needs {slots} loopback addresses from {first}; \
+                 they must all lie in 127.0.0.0/8"
+            ),
+        }
+        Ok(PortLayout {
+            layout: Layout::PerHost { first },
+            grpc_base: grpc,
+            http_base: http,
+            slots,
+        })
+    }
+
+    /// Which of the two layouts this is.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// How many nodes the layout has room for.
@@ -68,12 +151,26 @@ impl PortLayout {
         if i >= self.slots {
             return None;
         }
-        // `new` checked that base + slots - 1 fits in a u16.
-        let offset = u16::try_from(i).ok()?;
-        Some(Slot {
-            grpc: self.grpc_base + offset,
-            http: self.http_base.map(|h| h + offset),
-        })
+        match self.layout {
+            Layout::Ports => {
+                // `new` checked that base + slots - 1 fits in a u16.
+                let offset = u16::try_from(i).ok()?;
+                Some(Slot {
+                    host: LOCALHOST,
+                    grpc: self.grpc_base + offset,
+                    http: self.http_base.map(|h| h + offset),
+                })
+            }
+            Layout::PerHost { first } => {
+                // `per_host` checked that first + slots - 1 stays in 127/8.
+                let host = u32::from(first).checked_add(u32::try_from(i).ok()?)?;
+                Some(Slot {
+                    host: Ipv4Addr::from(host),
+                    grpc: self.grpc_base,
+                    http: self.http_base,
+                })
+            }
+        }
     }
 
     /// Every slot, in order.
@@ -81,10 +178,9 @@ impl PortLayout {
         (0..self.slots).filter_map(|i| self.slot(i)).collect()
     }
 
-    /// The slot whose gRPC port is `port`.
-    pub fn slot_of(&self, port: u16) -> Option<usize> {
-        let i = usize::from(port.checked_sub(self.grpc_base)?);
-        (i < self.slots).then_some(i)
+    /// The slot whose gRPC address is `addr` (`host:port`).
+    pub fn slot_of(&self, addr: &str) -> Option<usize> {
+        (0..self.slots).find(|&i| self.slot(i).is_some_and(|s| s.grpc_addr() == addr))
     }
 }
 
@@ -113,18 +209,59 @@ mod tests {
             got,
             vec![(5057, Some(8057)), (5058, Some(8058)), (5059, Some(8059))]
         );
+        assert!(l.all().iter().all(|s| s.host == LOCALHOST));
         assert_eq!(l.slot(3), None);
-        assert_eq!(l.slot_of(5059), Some(2));
-        assert_eq!(l.slot_of(5060), None);
-        assert_eq!(l.slot_of(5000), None);
+        assert_eq!(l.slot_of("127.0.0.1:5059"), Some(2));
+        assert_eq!(l.slot_of("127.0.0.1:5060"), None);
+        assert_eq!(l.slot_of("127.0.0.1:5000"), None);
+        assert_eq!(l.slot_of("127.0.0.2:5057"), None);
         let plain = PortLayout::new(6000, None, 2).unwrap();
         assert_eq!(
             plain.slot(1),
             Some(Slot {
+                host: LOCALHOST,
                 grpc: 6001,
                 http: None
             })
         );
+    }
+
+    #[test]
+    fn per_host_slots_are_one_address_each() {
+        let l = PortLayout::per_host(LOCALHOST, 5057, Some(5058), 3).unwrap();
+        let got: Vec<(String, Option<String>)> = l
+            .all()
+            .iter()
+            .map(|s| (s.grpc_addr(), s.http_addr()))
+            .collect();
+        let want: Vec<(String, Option<String>)> = (1..=3)
+            .map(|i| {
+                (
+                    format!("127.0.0.{i}:5057"),
+                    Some(format!("127.0.0.{i}:5058")),
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(l.slot_of("127.0.0.3:5057"), Some(2));
+        assert_eq!(l.slot_of("127.0.0.4:5057"), None);
+        // Crossing an octet boundary is fine inside 127/8.
+        let l = PortLayout::per_host(Ipv4Addr::new(127, 0, 5, 255), 5057, None, 2).unwrap();
+        assert_eq!(l.slot(1).unwrap().grpc_addr(), "127.0.6.0:5057");
+        // (first host, grpc, http, slots, words the error must contain)
+        let bad: &[(Ipv4Addr, u16, Option<u16>, usize, &str)] = &[
+            (Ipv4Addr::new(10, 0, 0, 1), 5057, Some(5058), 2, "loopback"),
+            (Ipv4Addr::new(127, 255, 255, 255), 5057, None, 2, "loopback"),
+            (LOCALHOST, 5057, Some(5057), 2, "share"),
+            (LOCALHOST, 0, None, 2, "must not be 0"),
+            (LOCALHOST, 5057, None, 0, "at least one"),
+        ];
+        for &(first, grpc, http, n, words) in bad {
+            let err = PortLayout::per_host(first, grpc, http, n)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(words), "{first} {grpc} {http:?} {n}: {err}");
+        }
     }
 
     #[test]

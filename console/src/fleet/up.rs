@@ -14,7 +14,7 @@ use rand::seq::IndexedRandom;
 use serde_json::{json, Value};
 
 use super::{
-    locate_node_binary, Fleet, FleetOptions, LocalCapacity, LocalLimits, PortLayout, Slot,
+    locate_node_binary, Fleet, FleetOptions, Layout, LocalCapacity, LocalLimits, PortLayout, Slot,
     STOP_TIMEOUT,
 };
 use crate::scaling::{Controller, ControllerOptions, NodeStatsReader, ScalingEvent};
@@ -26,6 +26,9 @@ const EVENT_BUFFER: usize = 64;
 #[derive(Clone, Debug)]
 pub struct UpOptions {
     pub nodes: usize,
+    /// Ports (everything on 127.0.0.1) or per-host (one address per node).
+    pub layout: Layout,
+    /// gRPC port of node 0 (every node's, in the per-host layout).
     pub grpc_base: u16,
     /// `None` runs the nodes without gateways.
     pub http_base: Option<u16>,
@@ -52,9 +55,19 @@ pub async fn start(opts: &UpOptions) -> Result<Started> {
     if opts.nodes == 0 {
         anyhow::bail!("--nodes must be at least 1");
     }
-    let layout = PortLayout::new(opts.grpc_base, opts.http_base, opts.slots.max(opts.nodes))?;
+    let slots = opts.slots.max(opts.nodes);
+    let layout = match opts.layout {
+        Layout::Ports => PortLayout::new(opts.grpc_base, opts.http_base, slots)?,
+        Layout::PerHost { first } => {
+            PortLayout::per_host(first, opts.grpc_base, opts.http_base, slots)?
+        }
+    };
     let data_root = opts.data_root.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("chord-dfs-local-{}", opts.grpc_base))
+        let name = match opts.layout {
+            Layout::Ports => format!("chord-dfs-local-{}", opts.grpc_base),
+            Layout::PerHost { first } => format!("chord-dfs-local-{first}-{}", opts.grpc_base),
+        };
+        std::env::temp_dir().join(name)
     });
     let mut fleet_opts = FleetOptions::new(locate_node_binary()?, data_root.clone());
     fleet_opts.replicas = opts.replicas;
@@ -66,7 +79,7 @@ pub async fn start(opts: &UpOptions) -> Result<Started> {
     for (i, slot) in layout.all().into_iter().take(opts.nodes).enumerate() {
         let join = addrs.choose(&mut rng).cloned();
         let addr = fleet
-            .start_with_http(slot.grpc, join.as_deref(), slot.http)
+            .start_slot(&slot, join.as_deref())
             .await
             .with_context(|| format!("starting node {i}"))?;
         addrs.push(addr);
@@ -83,8 +96,8 @@ pub async fn start(opts: &UpOptions) -> Result<Started> {
 fn slot_json(i: usize, slot: &Slot) -> Value {
     json!({
         "node": i,
-        "grpc": format!("127.0.0.1:{}", slot.grpc),
-        "http": slot.http.map(|p| format!("127.0.0.1:{p}")),
+        "grpc": slot.grpc_addr(),
+        "http": slot.http_addr(),
     })
 }
 
@@ -104,8 +117,8 @@ fn print_table(
             .collect();
         let line = json!({
             "event": "up",
-            "nodes": running_slots.iter().map(|s| format!("127.0.0.1:{}", s.grpc)).collect::<Vec<_>>(),
-            "http": running_slots.iter().filter_map(|s| s.http.map(|p| format!("127.0.0.1:{p}"))).collect::<Vec<_>>(),
+            "nodes": running_slots.iter().map(Slot::grpc_addr).collect::<Vec<_>>(),
+            "http": running_slots.iter().filter_map(Slot::http_addr).collect::<Vec<_>>(),
             "table": rows,
             "slots": slots.len(),
             "data_root": data_root,
@@ -118,13 +131,16 @@ fn print_table(
         println!(
             "{:<5} {:<22} {}",
             i,
-            format!("127.0.0.1:{}", s.grpc),
-            s.http
-                .map(|p| format!("http://127.0.0.1:{p}/"))
+            s.grpc_addr(),
+            s.http_addr()
+                .map(|a| format!("http://{a}/"))
                 .unwrap_or_else(|| "-".into())
         );
     }
-    if slots.len() > running {
+    if slots.len() > running && layout.layout() != Layout::Ports {
+        let (first, last) = (slots[running], slots[slots.len() - 1]);
+        println!("nodes added later take {} to {}", first.host, last.host);
+    } else if slots.len() > running {
         let (first, last) = (slots[running], slots[slots.len() - 1]);
         println!(
             "nodes added later take gRPC {}-{}{}",

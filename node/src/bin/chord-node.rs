@@ -46,7 +46,7 @@ enum Discovery {
 #[derive(Debug, Parser)]
 #[command(name = "chord-node", version, about = "A chord-dfs ring node")]
 struct Args {
-    /// Address the gRPC server binds.
+    /// Address the gRPC (and MessagePack-RPC) server binds.
     #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
     listen: SocketAddr,
     /// host:port other nodes reach this node at (default: the listen address).
@@ -54,8 +54,13 @@ struct Args {
     #[arg(long)]
     advertise: Option<String>,
     /// A live node to join through. Without it, the node creates a new ring.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "idle")]
     join: Option<String>,
+    /// Start in no ring and wait for a MessagePack-RPC `create` or `join` on
+    /// the listen port, as the course's nodes do. gRPC calls are refused
+    /// with UNAVAILABLE until then.
+    #[arg(long)]
+    idle: bool,
     /// Directory for chunks and manifests.
     #[arg(long, default_value = "chord-data")]
     data_dir: PathBuf,
@@ -131,8 +136,10 @@ struct AwsArgs {
 
 impl AwsArgs {
     fn from_args(args: &Args) -> anyhow::Result<AwsArgs> {
-        if args.join.is_some() {
-            anyhow::bail!("--join cannot be used with --discovery aws: the group names the ring");
+        if args.join.is_some() || args.idle {
+            anyhow::bail!(
+                "--join and --idle cannot be used with --discovery aws: the group names the ring"
+            );
         }
         for (name, secs) in [
             ("--metrics-interval-secs", args.metrics_interval_secs),
@@ -164,6 +171,7 @@ impl Args {
             advertise: self.advertise.unwrap_or_else(|| self.listen.to_string()),
             listen: self.listen,
             join: self.join,
+            idle: self.idle,
             data_dir: self.data_dir,
             successors: self.successors,
             replicas: self.replicas,

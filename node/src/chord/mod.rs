@@ -9,9 +9,11 @@
 //! and [`successors`] are the two routing tables; [`state`] is one node's
 //! ring state machine (routing, stabilize, notify, fix_fingers,
 //! check_predecessor, graceful leave); [`lookup`] walks a lookup across
-//! nodes one hop at a time; [`placement`] says which nodes hold a key; [`sim`] runs many nodes over a deterministic
+//! nodes one hop at a time; [`placement`] says which nodes hold a key; [`course`] maps the course's
+//! 32-bit ids onto the ring; [`sim`] runs many nodes over a deterministic
 //! message queue for scenario tests.
 
+pub mod course;
 pub mod finger;
 pub mod id;
 pub mod lookup;

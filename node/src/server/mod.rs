@@ -4,6 +4,12 @@
 //! call the core or the store, convert back. [`error_to_status`] is the one
 //! mapping from [`Error`] to `tonic::Status`. `serve` owns every task it spawns
 //! and returns only after they have all stopped.
+//!
+//! gRPC shares its port with the course's MessagePack-RPC ([`msgpack`]):
+//! [`listen`] sorts each connection by its first byte. While the node is
+//! idle (`--idle`, waiting for a MessagePack-RPC `create` or `join`) every
+//! gRPC call is refused with `UNAVAILABLE`, so no peer routes through a
+//! node that is in no ring.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,8 +17,8 @@ use std::sync::Arc;
 use chord_proto::pb::ring_server::RingServer;
 use chord_proto::pb::store_server::StoreServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 use tracing::{info, warn};
 
@@ -22,8 +28,12 @@ use crate::node::Node;
 use crate::peer::MAX_MESSAGE_BYTES;
 use crate::store::Store;
 
+mod listen;
+pub mod msgpack;
 mod ring;
 mod store;
+
+pub use listen::{MAX_MSGPACK_CONNECTIONS, SNIFF_TIMEOUT};
 
 pub use ring::{node_info, RingService};
 pub use store::{store_stats, StoreService};
@@ -64,7 +74,23 @@ pub fn error_to_status(err: Error) -> Status {
 /// the message.
 pub const LEAVING_HEADER: &str = "chord-leaving";
 
-/// Builds the node (creating or joining a ring), serves it on `listener`
+/// Refuses every gRPC call while `node` is idle: it is in no ring yet, so
+/// neither its routing answers nor its store mean anything.
+fn refuse_while_idle(
+    node: Arc<Node>,
+) -> impl FnMut(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, Status> + Clone {
+    move |request| {
+        if node.is_idle() {
+            Err(Status::unavailable(
+                "this node is idle: it waits for a MessagePack-RPC create or join",
+            ))
+        } else {
+            Ok(request)
+        }
+    }
+}
+
+/// Builds the node (creating, joining, or idle), serves it on `listener`
 /// until `shutdown` completes, then leaves the ring gracefully.
 pub async fn serve(
     config: Config,
@@ -77,6 +103,10 @@ pub async fn serve(
         .await
         .map_err(|e| Error::Unavailable(format!("opening the store: {e}")))??;
     let node = match &config.join {
+        None if config.idle => {
+            info!(addr = %config.advertise, "idle: waiting for create or join over MessagePack-RPC");
+            Node::idle(config, store)
+        }
         None => {
             info!(addr = %config.advertise, "creating a new ring");
             Node::create(config, store)
@@ -106,13 +136,21 @@ pub async fn run(
     let store = StoreServer::new(StoreService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (accept, grpc_incoming) = listen::split(node.clone(), listener, stop_server.clone());
     let grpc = tonic::transport::Server::builder()
-        .add_service(ring)
-        .add_service(store)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            stop_server.clone().cancelled_owned(),
-        );
+        .add_service(InterceptedService::new(
+            ring,
+            refuse_while_idle(node.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            store,
+            refuse_while_idle(node.clone()),
+        ))
+        .serve_with_incoming_shutdown(grpc_incoming, stop_server.clone().cancelled_owned());
+    tasks.spawn(async move {
+        accept.await;
+        Ok(())
+    });
     tasks.spawn(async move {
         grpc.await
             .map_err(|e| Error::Unavailable(format!("grpc server: {e}")))

@@ -1,0 +1,425 @@
+//! The course-compatible MessagePack-RPC face, served on the gRPC port.
+//!
+//! The seed's tools (the course's `upload.py`, `download.py` and test
+//! scripts) speak MessagePack-RPC: a request is `[0, msgid, method, params]`,
+//! a response `[1, msgid, error, result]`, a notification `[2, method,
+//! params]`, back to back on one TCP connection. [`super::listen`] hands a
+//! connection here when its first byte is `0x94` (a fixarray of 4).
+//!
+//! This module only translates: it decodes a request, calls the same
+//! [`Node`] methods the gRPC handlers call, and encodes the answer. A node is
+//! `[ip, port, id]` with `id` the node's 32-bit course id and a key is a
+//! 32-bit course key, both through [`crate::chord::course`]. Bad input (a
+//! request that is not MessagePack, too large, too deep, an unknown method,
+//! the wrong number of params) gets an error response when it names a
+//! message id, and a closed connection otherwise; it never stops the node.
+//!
+//! `kill` is the one method that ends the process: after answering, the
+//! node exits at once with no graceful leave, as a crash would, because the
+//! course's tests use it to check fault tolerance.
+
+use std::io::{self, Cursor};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmpv::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::chord::course::{id_to_u32, key_from_u32};
+use crate::chord::NodeRef;
+use crate::node::{Counters, Node};
+
+/// The first byte of every MessagePack-RPC request: a fixarray of 4.
+pub const REQUEST_MARKER: u8 = 0x94;
+
+/// Largest request accepted. Every course request is a few dozen bytes (the
+/// biggest, `join`, carries one node); anything near this is not a course
+/// client, and the connection is closed rather than buffered further.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Deepest nesting decoded. `join` is the deepest request at 3 levels; the
+/// bound keeps a hostile `[[[[...]]]]` from recursing the decoder deep.
+const MAX_DEPTH: usize = 16;
+
+/// A connection with no request for this long is closed. Course clients
+/// open a connection per script run; one left open by a crashed script
+/// should not hold a task forever.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How much is read from the socket at a time.
+const READ_BYTES: usize = 4096;
+
+/// The exit status of a node stopped by `kill`: what a shell reports for a
+/// process killed by SIGKILL, which is what `kill` stands for.
+pub const KILLED_EXIT_CODE: i32 = 137;
+
+/// The methods of the course's nodes.
+#[derive(Clone, Copy, Debug)]
+enum Method {
+    GetInfo,
+    Create,
+    Join,
+    FindSuccessor,
+    GetPredecessor,
+    GetSuccessor,
+    Notify,
+    Kill,
+}
+
+impl Method {
+    fn parse(name: &str) -> Option<Method> {
+        Some(match name {
+            "get_info" => Method::GetInfo,
+            "create" => Method::Create,
+            "join" => Method::Join,
+            "find_successor" => Method::FindSuccessor,
+            "get_predecessor" => Method::GetPredecessor,
+            "get_successor" => Method::GetSuccessor,
+            "notify" => Method::Notify,
+            "kill" => Method::Kill,
+            _ => return None,
+        })
+    }
+
+    /// How many params the method takes.
+    fn arity(self) -> usize {
+        match self {
+            Method::GetInfo | Method::Create | Method::GetPredecessor | Method::Kill => 0,
+            Method::Join | Method::FindSuccessor | Method::GetSuccessor | Method::Notify => 1,
+        }
+    }
+}
+
+/// What a request asks the connection to do after its response is sent.
+enum After {
+    Continue,
+    /// `kill`: exit the process at once.
+    Crash,
+}
+
+/// Serves MessagePack-RPC requests on `stream` until the client closes it,
+/// stays silent for [`IDLE_TIMEOUT`], or sends something undecodable.
+pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    // Requests and answers are small and strictly alternate: no Nagle delay.
+    let _ = stream.set_nodelay(true);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BYTES);
+    loop {
+        // Answer every whole message already buffered.
+        loop {
+            let (value, used) = match decode_one(&buf) {
+                Ok(Some(decoded)) => decoded,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(%peer, error = %e, "malformed MessagePack; closing the connection");
+                    return;
+                }
+            };
+            buf.drain(..used);
+            let (response, after) = handle(&node, value).await;
+            if let Some(response) = response {
+                if let Err(e) = write(&mut stream, &response).await {
+                    debug!(%peer, error = %e, "cannot answer; closing the connection");
+                    return;
+                }
+            }
+            if let Some(after) = after {
+                if matches!(after, After::Crash) {
+                    crash();
+                }
+            } else {
+                debug!(%peer, "not a MessagePack-RPC message; closing the connection");
+                return;
+            }
+        }
+        if buf.len() >= MAX_REQUEST_BYTES {
+            warn!(%peer, limit = MAX_REQUEST_BYTES, "MessagePack-RPC request too large; closing the connection");
+            return;
+        }
+        let mut chunk = [0u8; READ_BYTES];
+        let want = READ_BYTES.min(MAX_REQUEST_BYTES - buf.len());
+        let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk[..want])).await;
+        match read {
+            Ok(Ok(0)) => return,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "MessagePack-RPC connection failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "MessagePack-RPC connection idle; closing it");
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes one whole message from the front of `buf`: the value and how
+/// many bytes it took, or `None` when `buf` holds only part of one.
+fn decode_one(buf: &[u8]) -> Result<Option<(Value, usize)>, rmpv::decode::Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut cursor = Cursor::new(buf);
+    match rmpv::decode::read_value_with_max_depth(&mut cursor, MAX_DEPTH) {
+        Ok(value) => Ok(Some((value, cursor.position() as usize))),
+        Err(
+            rmpv::decode::Error::InvalidMarkerRead(e) | rmpv::decode::Error::InvalidDataRead(e),
+        ) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+async fn write(stream: &mut TcpStream, value: &Value) -> io::Result<()> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).map_err(io::Error::other)?;
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+/// Answers one message: the response to send (none for a notification), and
+/// what to do next (`None`: the message was no MessagePack-RPC at all, close).
+async fn handle(node: &Node, message: Value) -> (Option<Value>, Option<After>) {
+    let Value::Array(items) = message else {
+        return (None, None);
+    };
+    match items.as_slice() {
+        [kind, msgid, method, params] if kind.as_u64() == Some(0) => {
+            let Some(msgid) = msgid.as_u64().filter(|&id| id <= u64::from(u32::MAX)) else {
+                return (None, None);
+            };
+            let (result, after) = call(node, method, params).await;
+            let (error, result) = match result {
+                Ok(value) => (Value::Nil, value),
+                Err(message) => (Value::from(message), Value::Nil),
+            };
+            let response = Value::Array(vec![Value::from(1), Value::from(msgid), error, result]);
+            (Some(response), Some(after))
+        }
+        [kind, method, params] if kind.as_u64() == Some(2) => {
+            let (result, after) = call(node, method, params).await;
+            if let Err(e) = result {
+                debug!(error = %e, "MessagePack-RPC notification failed");
+            }
+            (None, Some(after))
+        }
+        _ => (None, None),
+    }
+}
+
+/// Runs one method. The error side is the message sent back to the client.
+async fn call(node: &Node, method: &Value, params: &Value) -> (Result<Value, String>, After) {
+    Counters::bump(&node.counters.requests, 1);
+    let Some(name) = method_name(method) else {
+        return (Err("method must be a string".into()), After::Continue);
+    };
+    let params: &[Value] = match params {
+        Value::Array(params) => params,
+        Value::Nil => &[],
+        _ => return (Err("params must be an array".into()), After::Continue),
+    };
+    let Some(method) = Method::parse(name) else {
+        return (Err(format!("unknown method {name:?}")), After::Continue);
+    };
+    if params.len() != method.arity() {
+        let err = format!(
+            "{name} takes {} params, got {}",
+            method.arity(),
+            params.len()
+        );
+        return (Err(err), After::Continue);
+    }
+    let result = match method {
+        Method::GetInfo => Ok(course_node(node.me())),
+        Method::Create => {
+            node.create_ring().await;
+            Ok(course_node(node.me()))
+        }
+        Method::Join => join(node, &params[0]).await,
+        Method::FindSuccessor => find_successor(node, &params[0]).await,
+        Method::GetPredecessor => Ok(node
+            .ring()
+            .predecessor()
+            .map(course_node)
+            .unwrap_or_else(no_node)),
+        Method::GetSuccessor => get_successor(node, &params[0]),
+        // The course's nodes notify each other; ours keep their own
+        // predecessors through gRPC, so a course notify changes nothing.
+        Method::Notify => Ok(Value::Nil),
+        Method::Kill => {
+            warn!("killed over MessagePack-RPC: exiting without leaving the ring");
+            return (Ok(Value::Nil), After::Crash);
+        }
+    };
+    (result, After::Continue)
+}
+
+async fn join(node: &Node, via: &Value) -> Result<Value, String> {
+    let addr = course_addr(via).ok_or("join takes a node [ip, port, id]")?;
+    info!(peer = %addr, "joining over MessagePack-RPC");
+    node.join_ring(&addr).await.map_err(|e| e.to_string())?;
+    Ok(course_node(node.me()))
+}
+
+async fn find_successor(node: &Node, id: &Value) -> Result<Value, String> {
+    let key = id
+        .as_u64()
+        .and_then(|k| u32::try_from(k).ok())
+        .ok_or("find_successor takes an unsigned 32-bit id")?;
+    if node.is_idle() {
+        return Err("this node is idle: call create or join first".into());
+    }
+    let (owner, hops) = node
+        .find_successor(key_from_u32(key))
+        .await
+        .map_err(|e| e.to_string())?;
+    debug!(key, owner = %owner, hops, "course lookup");
+    Ok(course_node(&owner))
+}
+
+fn get_successor(node: &Node, index: &Value) -> Result<Value, String> {
+    let index = index
+        .as_u64()
+        .and_then(|i| usize::try_from(i).ok())
+        .ok_or("get_successor takes a non-negative index")?;
+    let ring = node.ring();
+    // A node alone has an empty list and is its own successor.
+    if index == 0 && ring.successors().is_empty() {
+        return Ok(course_node(ring.successor()));
+    }
+    ring.successors()
+        .get(index)
+        .map(course_node)
+        .ok_or_else(|| format!("the successor list has {} entries", ring.successors().len()))
+}
+
+/// `[ip, port, id]`, with the node's 32-bit course id.
+fn course_node(node: &NodeRef) -> Value {
+    let (host, port) = match node.addr.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().unwrap_or(0)),
+        None => (node.addr.as_str(), 0),
+    };
+    Value::Array(vec![
+        Value::from(host),
+        Value::from(port),
+        Value::from(id_to_u32(&node.id)),
+    ])
+}
+
+/// The course's "no node": an empty ip, port 0 and id 0.
+fn no_node() -> Value {
+    Value::Array(vec![Value::from(""), Value::from(0), Value::from(0)])
+}
+
+/// `host:port` of a course node `[ip, port, id]`; the ip may come as a
+/// string or, from old clients, as raw bytes. The id is not needed: ours is
+/// SHA-1 of the address.
+fn course_addr(node: &Value) -> Option<String> {
+    let Value::Array(fields) = node else {
+        return None;
+    };
+    let [ip, port, ..] = fields.as_slice() else {
+        return None;
+    };
+    let ip = match ip {
+        Value::String(s) => s.as_str()?.to_string(),
+        Value::Binary(b) => String::from_utf8(b.clone()).ok()?,
+        _ => return None,
+    };
+    let port = u16::try_from(port.as_u64()?).ok()?;
+    (!ip.is_empty() && port != 0).then(|| format!("{ip}:{port}"))
+}
+
+fn method_name(method: &Value) -> Option<&str> {
+    match method {
+        Value::String(s) => s.as_str(),
+        Value::Binary(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
+/// Ends the process at once, as a crash would: no leave notices, no
+/// hand-off. Neighbours find out through their failure detection.
+fn crash() -> ! {
+    std::process::exit(KILLED_EXIT_CODE)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn encode(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, value).unwrap();
+        out
+    }
+
+    fn request(msgid: u32, method: &str, params: Vec<Value>) -> Value {
+        Value::Array(vec![
+            Value::from(0),
+            Value::from(msgid),
+            Value::from(method),
+            Value::Array(params),
+        ])
+    }
+
+    #[test]
+    fn requests_start_with_the_marker() {
+        let bytes = encode(&request(7, "get_info", vec![]));
+        assert_eq!(bytes[0], REQUEST_MARKER);
+    }
+
+    #[test]
+    fn decode_waits_for_a_whole_message() {
+        let bytes = encode(&request(1, "find_successor", vec![Value::from(42u32)]));
+        for cut in 0..bytes.len() {
+            assert!(decode_one(&bytes[..cut]).unwrap().is_none(), "cut {cut}");
+        }
+        let mut two = bytes.clone();
+        two.extend_from_slice(&bytes);
+        let (value, used) = decode_one(&two).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!(
+            value,
+            request(1, "find_successor", vec![Value::from(42u32)])
+        );
+    }
+
+    #[test]
+    fn decode_refuses_deep_nesting() {
+        let mut deep = vec![0x91u8; MAX_DEPTH + 4];
+        deep.push(0x00);
+        assert!(decode_one(&deep).is_err());
+    }
+
+    #[test]
+    fn course_nodes_round_trip() {
+        let node = NodeRef::from_addr("127.0.0.3:5057");
+        let value = course_node(&node);
+        assert_eq!(course_addr(&value).as_deref(), Some("127.0.0.3:5057"));
+        let Value::Array(fields) = &value else {
+            panic!("not an array")
+        };
+        assert_eq!(fields[2].as_u64(), Some(u64::from(id_to_u32(&node.id))));
+        // Old clients send the ip as raw bytes.
+        let raw = Value::Array(vec![
+            Value::Binary(b"10.0.0.5".to_vec()),
+            Value::from(5057),
+            Value::from(1),
+        ]);
+        assert_eq!(course_addr(&raw).as_deref(), Some("10.0.0.5:5057"));
+        for bad in [
+            no_node(),
+            Value::from(3),
+            Value::Array(vec![Value::from("x")]),
+        ] {
+            assert_eq!(course_addr(&bad), None, "{bad}");
+        }
+    }
+}
