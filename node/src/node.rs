@@ -471,9 +471,16 @@ impl Node {
             ring.on_stabilize(&target, pred, succs)
         } else {
             match self.peers.get_info(&target.addr).await {
-                Ok(info) => self
-                    .ring()
-                    .on_stabilize(&target, info.predecessor, info.successors),
+                Ok(info) => {
+                    // Our successor says it serves: a node restarted on an
+                    // address that was leaving is a holder again now, not
+                    // only when its leaving mark is next rechecked.
+                    if info.state != NodeState::Leaving {
+                        self.peer_rejoined(&target.addr);
+                    }
+                    self.ring()
+                        .on_stabilize(&target, info.predecessor, info.successors)
+                }
                 Err(e) => {
                     debug!(peer = %target.addr, error = %e, "stabilize failed");
                     self.peer_failed(&target);
