@@ -28,6 +28,17 @@ pub const INSTANCE_METRICS: &[&str] = &[
 pub const METRIC_WINDOW: Duration = Duration::from_secs(30 * 60);
 /// CloudWatch's standard resolution.
 pub const METRIC_PERIOD_SECS: u32 = 60;
+/// The span the graphs read: [`METRIC_WINDOW`] back from now, and one period
+/// ahead. The end bound is exclusive and taken to the whole second, so a
+/// window ending at "now" misses the points stamped in the current second,
+/// which right after a burst of load can be every point there is.
+pub fn metric_window() -> (SystemTime, SystemTime) {
+    let now = SystemTime::now();
+    (
+        now - METRIC_WINDOW,
+        now + Duration::from_secs(METRIC_PERIOD_SECS.into()),
+    )
+}
 /// How many scaling activities to show.
 pub const ACTIVITIES_SHOWN: usize = 8;
 
@@ -93,12 +104,8 @@ pub async fn gather(cap: &AsgCapacity, namespace: &str) -> Result<AwsStatus> {
         }
     };
     let queries = metric_queries(&group);
-    let end = SystemTime::now();
-    let series = match cap
-        .aws()
-        .get_series(namespace, &queries, end - METRIC_WINDOW, end)
-        .await
-    {
+    let (start, end) = metric_window();
+    let series = match cap.aws().get_series(namespace, &queries, start, end).await {
         Ok(series) => series
             .into_iter()
             .zip(queries.iter().map(|q| q.stat.clone()))

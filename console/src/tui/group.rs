@@ -12,7 +12,7 @@
 //!   for the node count, the graphs use the console's own snapshots.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use chord_aws::{AwsClients, Dimension, SeriesQuery};
@@ -23,7 +23,7 @@ use super::metrics::{LocalMetrics, MetricsSource};
 use super::model::{RingSnapshot, Series, Unit};
 use super::worker::Side;
 use crate::aws::capacity::AsgCapacity;
-use crate::aws::status::{METRIC_PERIOD_SECS, METRIC_WINDOW};
+use crate::aws::status::{metric_window, METRIC_PERIOD_SECS};
 use crate::capacity::{Capacity, CapacityState, Member, MemberState, Removal};
 
 /// How often the graphs re-read CloudWatch: the metrics have one-minute
@@ -173,9 +173,9 @@ async fn read_cloud(
 
 async fn read_once(aws: &AwsClients, group: &str, namespace: &str) -> Result<Vec<Series>> {
     let queries = group_queries(group);
-    let end = SystemTime::now();
+    let (start, end) = metric_window();
     let answers = aws
-        .get_series(namespace, &queries, end - METRIC_WINDOW, end)
+        .get_series(namespace, &queries, start, end)
         .await
         .context("GetMetricData")?;
     Ok(cloud_series(answers))
@@ -219,6 +219,7 @@ fn cloud_series(answers: Vec<chord_aws::Series>) -> Vec<Series> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn cloudwatch_answers_become_titled_series_in_milliseconds() {
