@@ -56,6 +56,18 @@ pub struct Config {
     pub scrub_bytes_per_sec: u64,
     /// How long a gracefully leaving node keeps handing keys over.
     pub handoff_timeout: Duration,
+    /// Period of the chunk collector's rounds.
+    pub gc_interval: Duration,
+    /// A chunk is collected only once it has gone this long without being
+    /// written or asked for: well above the longest upload, whose chunks
+    /// wait for their manifest.
+    pub gc_grace: Duration,
+    /// Most chunks the collector removes per second.
+    pub gc_chunks_per_sec: u64,
+    /// A tombstone is dropped once every holder has it and it is older than
+    /// this (Cassandra's `gc_grace`). A node away for longer re-checks its
+    /// manifests with the ring before offering them.
+    pub tombstone_grace: Duration,
 }
 
 impl Default for Config {
@@ -79,6 +91,10 @@ impl Default for Config {
             repair_bytes_per_sec: 64 * 1024 * 1024,
             scrub_bytes_per_sec: 8 * 1024 * 1024,
             handoff_timeout: Duration::from_secs(120),
+            gc_interval: Duration::from_secs(60),
+            gc_grace: Duration::from_secs(6 * 3600),
+            gc_chunks_per_sec: 500,
+            tombstone_grace: Duration::from_secs(10 * 24 * 3600),
         }
     }
 }
@@ -116,6 +132,9 @@ impl Config {
             ("check-predecessor", self.check_predecessor_interval),
             ("rpc-timeout", self.rpc_timeout),
             ("repair", self.repair_interval),
+            ("gc", self.gc_interval),
+            ("gc-grace", self.gc_grace),
+            ("tombstone-grace", self.tombstone_grace),
         ] {
             if d.is_zero() {
                 return Err(Error::invalid(format!(
@@ -123,8 +142,18 @@ impl Config {
                 )));
             }
         }
-        if self.repair_bytes_per_sec == 0 || self.scrub_bytes_per_sec == 0 {
-            return Err(Error::invalid("repair and scrub rates must be above zero"));
+        if self.repair_bytes_per_sec == 0
+            || self.scrub_bytes_per_sec == 0
+            || self.gc_chunks_per_sec == 0
+        {
+            return Err(Error::invalid(
+                "repair, scrub and collection rates must be above zero",
+            ));
+        }
+        if self.rpc_timeout >= self.gc_grace / 2 {
+            return Err(Error::invalid(
+                "--gc-grace-secs must be above twice the RPC timeout: a collection round must finish well within it",
+            ));
         }
         if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {
             return Err(Error::invalid(format!(

@@ -36,6 +36,10 @@ pub enum EventKind {
     /// The hand-off ended (`keys`, `bytes`; `detail` says if any key is
     /// still unconfirmed).
     HandoffDone,
+    /// The collector removed chunks no file names (`keys`, `bytes`).
+    Collected,
+    /// Files set aside after a long absence, or settled with the ring.
+    Synced,
     /// Something went wrong that an operator should see.
     Error,
 }
@@ -52,6 +56,8 @@ impl EventKind {
             EventKind::Repair => "repair",
             EventKind::HandoffStarted => "handoff-started",
             EventKind::HandoffDone => "handoff-done",
+            EventKind::Collected => "collected",
+            EventKind::Synced => "synced",
             EventKind::Error => "error",
         }
     }
@@ -66,6 +72,8 @@ impl EventKind {
             EventKind::Repair,
             EventKind::HandoffStarted,
             EventKind::HandoffDone,
+            EventKind::Collected,
+            EventKind::Synced,
             EventKind::Error,
         ]
         .into_iter()

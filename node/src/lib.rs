@@ -4,7 +4,8 @@
 //! and validates `chord.v1` messages; [`peer`] makes deadline-bounded calls to
 //! other nodes; [`node`] drives the core over the network. [`store`] keeps
 //! chunks and manifests on disk; [`replication`] spreads writes and reads
-//! over the ring; [`repair`] moves keys to where they belong. [`server`]
+//! over the ring; [`repair`] moves keys to where they belong; [`gc`] removes
+//! chunks no file names and settles a node's files after a long absence. [`server`]
 //! exposes it all as tonic services and owns the node's tasks; [`client`] is
 //! the library the console and tests use.
 
@@ -15,6 +16,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod gc;
 pub mod metrics;
 pub mod node;
 pub mod peer;

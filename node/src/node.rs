@@ -47,6 +47,8 @@ pub struct Node {
     events: EventLog,
     started: Instant,
     pub counters: Counters,
+    /// The collector's counters and the absence state (`crate::gc`).
+    pub(crate) gc: crate::gc::GcState,
 }
 
 /// Request counters exposed by `status` and published as metrics.
@@ -187,6 +189,7 @@ impl Node {
             events: EventLog::default(),
             started: Instant::now(),
             counters: Counters::default(),
+            gc: crate::gc::GcState::default(),
         })
     }
 
@@ -318,6 +321,7 @@ impl Node {
             uptime_secs: self.uptime().as_secs(),
             replicas: self.config.replicas as u32,
             state,
+            alive_since_ms: self.gc.alive_since_ms(),
         }
     }
 

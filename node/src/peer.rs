@@ -67,6 +67,9 @@ pub struct PeerInfo {
     pub uptime_secs: u64,
     pub replicas: u32,
     pub state: NodeState,
+    /// Since when the node's data dir has been in a ring with no absence
+    /// longer than the tombstone grace (ms since the Unix epoch).
+    pub alive_since_ms: u64,
 }
 
 /// Where a node is in its life, as it reports itself.
@@ -309,16 +312,37 @@ impl PeerPool {
 
 // ------------------------------------------------------------------ Store
 
+fn key_list(keys: &[Id]) -> pb::KeyList {
+    pb::KeyList {
+        keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+    }
+}
+
 impl PeerPool {
     /// Streams `data` to `addr` as one chunk in [`crate::PIECE_BYTES`]
     /// pieces. `copies` > 1 asks the receiver to replicate before answering.
     /// Returns how many copies are durable.
     pub async fn put_chunk(&self, addr: &str, key: &Id, data: Bytes, copies: u32) -> Result<u32> {
+        self.put_chunk_aged(addr, key, data, copies, Duration::ZERO)
+            .await
+    }
+
+    /// [`PeerPool::put_chunk`] of a copy last touched `age` ago here (a
+    /// repair push), so the receiver's collector counts from the same time.
+    pub async fn put_chunk_aged(
+        &self,
+        addr: &str,
+        key: &Id,
+        data: Bytes,
+        copies: u32,
+        age: Duration,
+    ) -> Result<u32> {
         let header = pb::PutChunkRequest {
             body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
                 key: key.as_bytes().to_vec(),
                 size: data.len() as u64,
                 copies,
+                age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
             })),
         };
         let pieces = (0..data.len()).step_by(crate::PIECE_BYTES).map(move |at| {
@@ -372,16 +396,29 @@ impl PeerPool {
         Ok(buf.freeze())
     }
 
-    /// Which of `keys` the node at `addr` holds.
+    /// Which of `keys` the node at `addr` holds (each held one counts as
+    /// just touched there).
     pub async fn has_chunks(&self, addr: &str, keys: &[Id]) -> Result<Vec<bool>> {
-        let resp = self
-            .store(addr)?
-            .has_chunks(self.request(pb::KeyList {
-                keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
-            }))
-            .await
-            .map_err(|s| self.fail(addr, s))?
-            .into_inner();
+        let req = self.request(key_list(keys));
+        let resp = self.store(addr)?.has_chunks(req).await;
+        self.key_answers(addr, keys, resp)
+    }
+
+    /// Which of `keys` a live manifest held at `addr` names.
+    pub async fn referenced(&self, addr: &str, keys: &[Id]) -> Result<Vec<bool>> {
+        let req = self.request(key_list(keys));
+        let resp = self.store(addr)?.referenced(req).await;
+        self.key_answers(addr, keys, resp)
+    }
+
+    /// One flag per asked key, or why the answer cannot be used.
+    fn key_answers(
+        &self,
+        addr: &str,
+        keys: &[Id],
+        resp: std::result::Result<tonic::Response<pb::HasChunksResponse>, Status>,
+    ) -> Result<Vec<bool>> {
+        let resp = resp.map_err(|s| self.fail(addr, s))?.into_inner();
         if resp.present.len() != keys.len() {
             return Err(Error::BadReply {
                 peer: addr.to_string(),
@@ -574,6 +611,7 @@ pub fn info_from_pb(resp: pb::NodeInfo) -> Result<PeerInfo> {
         uptime_secs: resp.uptime_secs,
         replicas: resp.replicas,
         state: NodeState::from_pb(resp.state),
+        alive_since_ms: resp.alive_since_ms,
     })
 }
 

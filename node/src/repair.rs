@@ -33,6 +33,8 @@ pub struct RepairReport {
     pub bytes_pushed: u64,
     pub chunks_dropped: u64,
     pub manifests_dropped: u64,
+    /// Tombstones dropped after the tombstone grace.
+    pub tombstones_expired: u64,
     /// Keys we hold but could not confirm on all holders (kept).
     pub unconfirmed: u64,
     pub corrupt_found: u64,
@@ -46,6 +48,7 @@ impl RepairReport {
         self.bytes_pushed += other.bytes_pushed;
         self.chunks_dropped += other.chunks_dropped;
         self.manifests_dropped += other.manifests_dropped;
+        self.tombstones_expired += other.tombstones_expired;
         self.unconfirmed += other.unconfirmed;
         self.corrupt_found += other.corrupt_found;
     }
@@ -55,6 +58,7 @@ impl RepairReport {
             + self.manifests_pushed
             + self.chunks_dropped
             + self.manifests_dropped
+            + self.tombstones_expired
             + self.corrupt_found
             == 0
     }
@@ -155,10 +159,11 @@ impl Node {
                     keys,
                     report.bytes_pushed,
                     format!(
-                        "pushed {} chunks and {} manifests, dropped {} keys, {} corrupt found",
+                        "pushed {} chunks and {} manifests, dropped {} keys, expired {} tombstones, {} corrupt found",
                         report.chunks_pushed,
                         report.manifests_pushed,
                         report.chunks_dropped + report.manifests_dropped,
+                        report.tombstones_expired,
                         report.corrupt_found
                     ),
                 );
@@ -325,6 +330,18 @@ impl Node {
         let last = run[run.len() - 1].0;
         let mut confirmed: HashMap<Id, usize> = HashMap::new();
         let others: Vec<&NodeRef> = holders.iter().filter(|h| h.addr != me).collect();
+        // Tombstones past the tombstone grace: pushed only where they must
+        // replace a live version, and dropped once no holder lacks them.
+        let grace_ms = u64::try_from(self.config().tombstone_grace.as_millis()).unwrap_or(u64::MAX);
+        let now = crate::now_ms();
+        let expired: std::collections::HashSet<Id> = run
+            .iter()
+            .filter(|(key, kind)| {
+                matches!(kind, Held::Manifest(stamp) if stamp.deleted)
+                    && self.store().is_expired_tombstone(key, grace_ms, now)
+            })
+            .map(|(key, _)| *key)
+            .collect();
         for holder in &others {
             let held = match self
                 .peers()
@@ -354,10 +371,33 @@ impl Node {
                     {
                         true
                     }
+                    Held::Manifest(_) if expired.contains(key) && !stamps.contains_key(key) => true,
                     Held::Manifest(_) => self.push_manifest(holder, *key, report).await,
                 };
                 if ok {
                     *confirmed.entry(*key).or_default() += 1;
+                }
+            }
+        }
+        let mut expired_dropped = std::collections::HashSet::new();
+        for key in &expired {
+            if confirmed.get(key).copied().unwrap_or(0) < others.len() {
+                continue;
+            }
+            let Some(Held::Manifest(stamp)) = run.iter().find(|(k, _)| k == key).map(|(_, h)| *h)
+            else {
+                continue;
+            };
+            let key = *key;
+            match self.disk(move |s| s.drop_tombstone(&key, &stamp)).await {
+                Ok(true) => {
+                    report.tombstones_expired += 1;
+                    Counters::bump(&self.gc().tombstones_expired, 1);
+                    expired_dropped.insert(key);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(key = %key.short(), error = %e, "could not drop an expired tombstone")
                 }
             }
         }
@@ -367,6 +407,9 @@ impl Node {
         }
         // Not a holder: drop our copy of each key every holder confirmed.
         for (key, kind) in run {
+            if expired_dropped.contains(key) {
+                continue;
+            }
             if confirmed.get(key).copied().unwrap_or(0) < others.len() || others.is_empty() {
                 report.unconfirmed += 1;
                 continue;
@@ -402,7 +445,14 @@ impl Node {
             }
         };
         let len = data.len() as u64;
-        match self.peers().put_chunk(&to.addr, &key, data, 1).await {
+        // The copy keeps our copy's age: moving a chunk does not restart the
+        // collector's grace period (see `crate::gc`).
+        let age = self.store().chunk_age(&key).unwrap_or_default();
+        match self
+            .peers()
+            .put_chunk_aged(&to.addr, &key, data, 1, age)
+            .await
+        {
             Ok(_) => {
                 report.chunks_pushed += 1;
                 report.bytes_pushed += len;

@@ -29,12 +29,20 @@ impl Node {
         self.config().replicas
     }
 
-    /// Stores `data` here and on our successors until `copies` copies (or as
-    /// many as the ring has nodes) are durable. Returns the copies made.
-    pub async fn put_chunk_replicated(&self, key: Id, data: Bytes, copies: u32) -> Result<u32> {
+    /// Stores `data` (last touched `age` ago by the sender) here and on our
+    /// successors until `copies` copies (or as many as the ring has nodes)
+    /// are durable. Returns the copies made.
+    pub async fn put_chunk_replicated(
+        &self,
+        key: Id,
+        data: Bytes,
+        copies: u32,
+        age: std::time::Duration,
+    ) -> Result<u32> {
         let len = data.len() as u64;
         let local = data.clone();
-        self.disk(move |s| s.put_chunk(&key, &local)).await?;
+        self.disk(move |s| s.put_chunk_aged(&key, &local, age))
+            .await?;
         Counters::bump(&self.counters.bytes_in, len);
         let what = format!("chunk {}", key.short());
         self.copy_to_successors(copies, &what, |peer| {
@@ -92,12 +100,17 @@ impl Node {
         Ok(made as u32)
     }
 
-    /// Whether some holder of `key` has the chunk (the owner, else a replica).
+    /// Whether some holder of `key` has the chunk (the owner, else a
+    /// replica). The holder that says so counts the chunk as just touched.
     async fn ring_has_chunk(&self, key: Id) -> Result<bool> {
         let holders = self.replica_set(key, self.replicas()).await?;
         for holder in holders {
             let present = if holder.addr == self.me().addr {
-                self.store().has_chunk(&key)
+                self.disk(move |s| Ok(s.touch_chunks(&[key])))
+                    .await?
+                    .first()
+                    .copied()
+                    .unwrap_or(false)
             } else {
                 match self.peers().has_chunks(&holder.addr, &[key]).await {
                     Ok(p) => p.first().copied().unwrap_or(false),
@@ -123,6 +136,10 @@ impl Node {
         copies: u32,
     ) -> Result<(u32, u64)> {
         manifest.validate()?;
+        // The collector's safety rests on this bound: chunks checked (and
+        // so touched) here are named by a stored manifest within half the
+        // grace period, or the write fails and the client tries again.
+        let checked_from = std::time::Instant::now();
         if !manifest.deleted {
             let mut distinct = manifest.chunks.clone();
             distinct.sort();
@@ -145,6 +162,12 @@ impl Node {
                     missing.len()
                 )));
             }
+        }
+        if checked_from.elapsed() >= self.config().gc_grace / 2 {
+            return Err(Error::Unavailable(format!(
+                "checking the chunks of {:?} took longer than half the collection grace period; try again",
+                manifest.name
+            )));
         }
         let key = manifest.key();
         let stored = self

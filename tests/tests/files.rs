@@ -294,6 +294,7 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
             key: key.as_bytes().to_vec(),
             size,
             copies: 1,
+            age_ms: 0,
         })),
     };
     let data = |b: &[u8]| pb::PutChunkRequest {

@@ -183,6 +183,7 @@ mod nonsense_peer {
                 uptime_secs: 0,
                 replicas: 0,
                 state: 77,
+                alive_since_ms: u64::MAX,
             }))
         }
         async fn find_successor(

@@ -18,7 +18,7 @@ use chord_console::tui::poller::{poll_once, Memory, POLL_DEADLINE};
 use chord_node::peer::{PeerOptions, PeerPool};
 use chord_tests::files::{client, no_progress, random_file, small_chunks};
 use chord_tests::tmux::{tmux_or_skip, Tmux};
-use chord_tests::{TestCluster, FAST};
+use chord_tests::{TestCluster, CONVERGE, FAST};
 
 /// Nodes the TUI starts.
 const NODES: u16 = 3;
@@ -218,6 +218,15 @@ async fn a_poll_sees_the_whole_ring_from_one_seed_and_a_silent_node_costs_only_t
         .upload_file(&file, "polled.bin", &small_chunks(), &no_progress)
         .await
         .unwrap();
+    // An upload is acknowledged at min(R, successors known) copies; on a
+    // ring this young a successor list may still be short, and repair makes
+    // up the rest. The poll below must count what the nodes hold.
+    cluster
+        .wait_for("three copies of each chunk", CONVERGE, || async {
+            Ok(cluster.chunk_copies().await? == 4 * 3)
+        })
+        .await
+        .unwrap();
     // A "node" that takes connections and never says a word: the kernel
     // completes the TCP handshake, the HTTP/2 one never comes.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -268,7 +277,16 @@ async fn a_poll_sees_the_whole_ring_from_one_seed_and_a_silent_node_costs_only_t
         assert!(!node.successors.is_empty());
     }
     let copies: u64 = first.nodes.iter().map(|n| n.counters.chunks).sum();
-    assert_eq!(copies, 4 * 3, "200 KiB in 64 KiB chunks, three copies each");
+    assert_eq!(
+        copies,
+        4 * 3,
+        "200 KiB in 64 KiB chunks, three copies each: {:?}",
+        first
+            .nodes
+            .iter()
+            .map(|n| (&n.addr, n.counters.chunks))
+            .collect::<Vec<_>>()
+    );
     let files = first.files.as_ref().unwrap();
     assert!(files
         .iter()

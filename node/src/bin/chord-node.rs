@@ -91,6 +91,21 @@ struct Args {
     /// Chunk data the scrubber re-hashes per second, in MiB/s.
     #[arg(long, default_value_t = 8)]
     scrub_mib_per_sec: u64,
+    /// Milliseconds between rounds of the chunk collector.
+    #[arg(long, default_value_t = 60_000)]
+    gc_ms: u64,
+    /// Seconds a chunk must go unwritten and unasked-for before it may be
+    /// collected: well above the longest upload (its chunks wait for its
+    /// manifest).
+    #[arg(long, default_value_t = 6 * 3600)]
+    gc_grace_secs: u64,
+    /// Most chunks the collector removes per second.
+    #[arg(long, default_value_t = 500)]
+    gc_chunks_per_sec: u64,
+    /// Seconds a tombstone is kept once every holder has it (Cassandra's
+    /// gc_grace). A node away longer re-checks its files with the ring.
+    #[arg(long, default_value_t = 10 * 24 * 3600)]
+    tombstone_grace_secs: u64,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -184,6 +199,10 @@ impl Args {
             join_timeout: Duration::from_secs(self.join_timeout_secs),
             repair_bytes_per_sec: self.repair_mib_per_sec.saturating_mul(1 << 20),
             scrub_bytes_per_sec: self.scrub_mib_per_sec.saturating_mul(1 << 20),
+            gc_interval: Duration::from_millis(self.gc_ms),
+            gc_grace: Duration::from_secs(self.gc_grace_secs),
+            gc_chunks_per_sec: self.gc_chunks_per_sec,
+            tombstone_grace: Duration::from_secs(self.tombstone_grace_secs),
             ..Config::default()
         }
     }

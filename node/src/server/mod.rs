@@ -36,7 +36,7 @@ mod store;
 pub use listen::{MAX_MSGPACK_CONNECTIONS, SNIFF_TIMEOUT};
 
 pub use ring::{node_info, RingService};
-pub use store::{store_stats, StoreService};
+pub use store::{store_stats, StoreService, MAX_KEYS_PER_CALL};
 
 /// The one mapping from a node error to the status a caller sees.
 pub fn error_to_status(err: Error) -> Status {
@@ -126,6 +126,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    // Before anyone can read our manifests: after a long absence they are
+    // set aside until the ring confirms them.
+    node.open_alive_clock().await?;
     let stop_server = CancellationToken::new();
     let stop_maintenance = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -164,6 +167,12 @@ pub async fn run(
     let stop_repair = stop_maintenance.clone();
     tasks.spawn(async move {
         repairer.repair_loop(stop_repair).await;
+        Ok(())
+    });
+    let collector = node.clone();
+    let stop_collector = stop_maintenance.clone();
+    tasks.spawn(async move {
+        collector.collect_loop(stop_collector).await;
         Ok(())
     });
     if let Some(addr) = node.config().http {

@@ -36,6 +36,7 @@ pub fn node_info(node: &Node) -> pb::NodeInfo {
         predecessor: info.predecessor.as_ref().map(wire::node_to_pb),
         successors: wire::nodes_to_pb(&info.successors),
         uptime_secs: info.uptime_secs,
+        alive_since_ms: info.alive_since_ms,
         replicas: info.replicas,
         state: info.state.to_pb() as i32,
     }

@@ -55,6 +55,20 @@ impl StoreService {
     }
 }
 
+/// The keys of a `KeyList`, at most [`MAX_KEYS_PER_CALL`] of them.
+fn key_list(list: pb::KeyList) -> Result<Vec<Id>, Status> {
+    if list.keys.len() > MAX_KEYS_PER_CALL {
+        return Err(invalid(format!(
+            "at most {MAX_KEYS_PER_CALL} keys per call"
+        )));
+    }
+    list.keys
+        .iter()
+        .map(|k| wire::id_from_pb(k, "key"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(error_to_status)
+}
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChunkPiece, Status>> + Send>>;
 
 fn invalid(msg: impl Into<String>) -> Status {
@@ -112,9 +126,10 @@ impl Store for StoreService {
             return Err(invalid(format!("bytes do not match chunk key {key}")));
         }
         let already = self.node.store().has_chunk(&key);
+        let age = std::time::Duration::from_millis(header.age_ms);
         let copies = self
             .node
-            .put_chunk_replicated(key, data, header.copies)
+            .put_chunk_replicated(key, data, header.copies, age)
             .await
             .map_err(error_to_status)?;
         Ok(Response::new(pb::PutChunkResponse {
@@ -156,19 +171,25 @@ impl Store for StoreService {
         req: Request<pb::KeyList>,
     ) -> Result<Response<pb::HasChunksResponse>, Status> {
         self.count();
-        let keys = req.into_inner().keys;
-        if keys.len() > MAX_KEYS_PER_CALL {
-            return Err(invalid(format!(
-                "at most {MAX_KEYS_PER_CALL} keys per call"
+        let keys = key_list(req.into_inner())?;
+        let present = self.node.disk(move |s| Ok(s.touch_chunks(&keys))).await;
+        Ok(Response::new(pb::HasChunksResponse {
+            present: present.map_err(error_to_status)?,
+        }))
+    }
+
+    async fn referenced(
+        &self,
+        req: Request<pb::KeyList>,
+    ) -> Result<Response<pb::HasChunksResponse>, Status> {
+        self.count();
+        let keys = key_list(req.into_inner())?;
+        if self.node.gc().is_syncing() {
+            return Err(error_to_status(Error::Unavailable(
+                "this node is settling its files with the ring after a long absence; no collection until it is done".into(),
             )));
         }
-        let keys = keys
-            .iter()
-            .map(|k| wire::id_from_pb(k, "key"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(error_to_status)?;
-        let store = self.node.store();
-        let present = keys.iter().map(|k| store.has_chunk(k)).collect();
+        let present = self.node.store().referenced(&keys);
         Ok(Response::new(pb::HasChunksResponse { present }))
     }
 
@@ -304,5 +325,9 @@ pub fn store_stats(node: &Node) -> pb::StoreStats {
         bytes_out: c.bytes_out.load(Ordering::Relaxed),
         repair_bytes: c.repair_bytes.load(Ordering::Relaxed),
         corrupt_chunks: s.corrupt_chunks,
+        gc_collected_bytes: node.gc().collected_bytes.load(Ordering::Relaxed),
+        gc_collectable_bytes: node.gc().collectable_bytes.load(Ordering::Relaxed),
+        tombstones_expired: node.gc().tombstones_expired.load(Ordering::Relaxed),
+        syncing: node.gc().is_syncing(),
     }
 }

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
@@ -23,6 +24,14 @@ impl Store {
     /// when an intact copy was already there. A corrupt copy in the way is
     /// quarantined and replaced.
     pub fn put_chunk(&self, key: &Id, data: &[u8]) -> Result<bool> {
+        self.put_chunk_aged(key, data, Duration::ZERO)
+    }
+
+    /// [`Store::put_chunk`] for a copy last touched `age` ago elsewhere (a
+    /// repair push): the collector's grace period is not restarted by the
+    /// move.
+    pub fn put_chunk_aged(&self, key: &Id, data: &[u8], age: Duration) -> Result<bool> {
+        let touched = touched_ago(age);
         check_chunk_len(key, data.len() as u64)?;
         let actual = Id::hash(data);
         if actual != *key {
@@ -31,12 +40,16 @@ impl Store {
         // Replicas and retries often resend what is already here: skip the
         // write (and its fsyncs) when a good copy exists.
         if self.has_intact_chunk(key)? {
-            return Ok(false);
+            let _guard = self.key_lock(key);
+            if self.index().touch(key, touched) {
+                return Ok(false);
+            }
+            // Collected since the check: written again below.
         }
         let mut tmp = self.layout().tmp_file("chunk", key)?;
         tmp.write_all(data)?;
         tmp.finish()?;
-        self.commit_chunk(key, tmp, data.len() as u64)
+        self.commit_chunk(key, tmp, data.len() as u64, touched)
     }
 
     /// Starts a streamed write of the chunk `key`, holding at most one
@@ -173,17 +186,20 @@ impl Store {
 
     /// Moves a verified, fsynced temporary file into place as chunk `key`
     /// unless an intact copy beat it there.
-    fn commit_chunk(&self, key: &Id, tmp: TmpFile, len: u64) -> Result<bool> {
+    fn commit_chunk(&self, key: &Id, tmp: TmpFile, len: u64, touched: Instant) -> Result<bool> {
         let path = self.layout().chunk_path(key);
         let _guard = self.key_lock(key);
         match disk::hash_file(&path) {
-            Ok((actual, _)) if actual == *key => return Ok(false), // tmp dropped: removed
+            Ok((actual, _)) if actual == *key => {
+                self.index().touch(key, touched);
+                return Ok(false); // tmp dropped: removed
+            }
             Ok(_) => self.move_chunk_to_quarantine(key)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("hashing chunk {key}"), e)),
         }
         tmp.persist(&path)?;
-        self.index().insert_chunk(*key, len);
+        self.index().insert_chunk(*key, len, touched);
         Ok(true)
     }
 
@@ -249,9 +265,12 @@ impl Store {
                 }
             }
         }
+        // Ages are not kept across a restart: every chunk counts as touched
+        // now, which can only delay its collection.
+        let now = Instant::now();
         let mut index = self.index();
         for (key, len) in found {
-            index.insert_chunk(key, len);
+            index.insert_chunk(key, len, now);
         }
         Ok(())
     }
@@ -332,8 +351,15 @@ impl ChunkWriter {
             return Err(mismatch(&key, &actual));
         }
         tmp.finish()?;
-        store.commit_chunk(&key, tmp, len)
+        store.commit_chunk(&key, tmp, len, Instant::now())
     }
+}
+
+/// The instant `age` ago, or now if the clock cannot reach that far back
+/// (a younger touch only delays a collection).
+pub(super) fn touched_ago(age: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
 }
 
 fn check_chunk_len(key: &Id, len: u64) -> Result<()> {

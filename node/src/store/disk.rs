@@ -30,6 +30,8 @@ const CHUNKS_DIR: &str = "chunks";
 const MANIFESTS_DIR: &str = "manifests";
 const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
+const SUSPECT_DIR: &str = "suspect";
+const CLOCK_FILE: &str = "alive.json";
 /// Suffix of a manifest file, after its 40 hex digits.
 pub(super) const MANIFEST_EXT: &str = ".json";
 /// Prefix of quarantined chunk files, by which open counts them.
@@ -44,6 +46,11 @@ pub(super) struct Layout {
     pub manifests: PathBuf,
     pub tmp: PathBuf,
     pub quarantine: PathBuf,
+    /// Manifests set aside after an absence longer than the tombstone grace,
+    /// until the ring says whether they are still live.
+    pub suspect: PathBuf,
+    /// When this data dir joined and was last seen in the ring.
+    pub clock: PathBuf,
     /// Makes temporary and quarantine names unique within this process.
     seq: AtomicU64,
 }
@@ -56,6 +63,8 @@ impl Layout {
             manifests: root.join(MANIFESTS_DIR),
             tmp: root.join(TMP_DIR),
             quarantine: root.join(QUARANTINE_DIR),
+            suspect: root.join(SUSPECT_DIR),
+            clock: root.join(CLOCK_FILE),
             seq: AtomicU64::new(0),
         }
     }
@@ -69,6 +78,7 @@ impl Layout {
             &self.manifests,
             &self.tmp,
             &self.quarantine,
+            &self.suspect,
         ] {
             fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -94,6 +104,11 @@ impl Layout {
     pub fn manifest_path(&self, key: &Id) -> PathBuf {
         self.manifests
             .join(format!("{}{MANIFEST_EXT}", key.to_hex()))
+    }
+
+    /// `suspect/<40 hex>.json`.
+    pub fn suspect_path(&self, key: &Id) -> PathBuf {
+        self.suspect.join(format!("{}{MANIFEST_EXT}", key.to_hex()))
     }
 
     /// A new, empty temporary file; `label` only helps someone reading `tmp/`.

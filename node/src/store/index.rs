@@ -1,5 +1,7 @@
 //! The in-memory index of what the store holds: every chunk key with its
-//! length, every manifest key with its version, and the running totals.
+//! length and when it was last written or asked for, every manifest key with
+//! its version and the chunks it names, how many live manifests name each
+//! chunk, and the running totals.
 //!
 //! It is a cache of the directories, rebuilt by a scan at open and updated by
 //! the store right after each rename or removal it makes, so that range
@@ -7,14 +9,16 @@
 //! and statistics never walk the disk. The files stay the truth for content:
 //! reads go to disk. Pure data; the caller holds the lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::manifest::Stamp;
+use super::manifest::{Manifest, Stamp};
 use crate::chord::Id;
 
 /// What the index remembers about one manifest file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct ManifestEntry {
     pub version: u64,
     pub deleted: bool,
@@ -22,6 +26,42 @@ pub(super) struct ManifestEntry {
     pub sha256: [u8; 32],
     /// Size of the JSON file on disk.
     pub bytes: u64,
+    /// When the version was written (a tombstone's age is measured from it).
+    pub modified_ms: u64,
+    /// The distinct chunks a live manifest names; empty for a tombstone.
+    pub chunks: Arc<[Id]>,
+}
+
+impl ManifestEntry {
+    /// The entry for `m`, stored in a file of `bytes` bytes.
+    pub fn new(m: &Manifest, bytes: u64) -> ManifestEntry {
+        let chunks: Arc<[Id]> = if m.deleted {
+            Arc::from(Vec::new())
+        } else {
+            let mut distinct = m.chunks.clone();
+            distinct.sort();
+            distinct.dedup();
+            Arc::from(distinct)
+        };
+        ManifestEntry {
+            version: m.version,
+            deleted: m.deleted,
+            sha256: m.sha256,
+            bytes,
+            modified_ms: m.modified_ms,
+            chunks,
+        }
+    }
+}
+
+/// What the index remembers about one chunk file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ChunkEntry {
+    len: u64,
+    /// When the chunk was last written or asked for, as the collector's grace
+    /// period counts. Monotonic and in memory only: a restart counts every
+    /// chunk as touched at open, which can only delay a collection.
+    touched: Instant,
 }
 
 /// Totals of the store, as reported to the operator and to metrics.
@@ -42,7 +82,9 @@ pub struct StoreStats {
 
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    chunks: BTreeMap<Id, u64>,
+    chunks: BTreeMap<Id, ChunkEntry>,
+    /// Live manifests held here that name each chunk (absent: none).
+    refs: HashMap<Id, u32>,
     chunk_bytes: u64,
     manifests: BTreeMap<Id, ManifestEntry>,
     manifest_bytes: u64,
@@ -51,18 +93,70 @@ pub(super) struct Index {
 }
 
 impl Index {
-    /// Records a chunk file of `len` bytes (replacing any earlier record).
-    pub fn insert_chunk(&mut self, key: Id, len: u64) {
-        if let Some(old) = self.chunks.insert(key, len) {
-            self.chunk_bytes -= old;
+    /// Records a chunk file of `len` bytes touched at `touched` (replacing
+    /// any earlier record, keeping the later of the two touches).
+    pub fn insert_chunk(&mut self, key: Id, len: u64, touched: Instant) {
+        let touched = self
+            .chunks
+            .get(&key)
+            .map_or(touched, |old| old.touched.max(touched));
+        if let Some(old) = self.chunks.insert(key, ChunkEntry { len, touched }) {
+            self.chunk_bytes -= old.len;
         }
         self.chunk_bytes += len;
     }
 
     pub fn remove_chunk(&mut self, key: &Id) {
         if let Some(old) = self.chunks.remove(key) {
-            self.chunk_bytes -= old;
+            self.chunk_bytes -= old.len;
         }
+    }
+
+    /// Moves chunk `key`'s last touch forward to `at` (never back). Returns
+    /// whether the chunk is held.
+    pub fn touch(&mut self, key: &Id, at: Instant) -> bool {
+        match self.chunks.get_mut(key) {
+            Some(e) => {
+                e.touched = e.touched.max(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How long ago chunk `key` was last touched, if it is held.
+    pub fn chunk_age(&self, key: &Id, now: Instant) -> Option<Duration> {
+        self.chunks
+            .get(key)
+            .map(|e| now.saturating_duration_since(e.touched))
+    }
+
+    /// Whether a live manifest held here names chunk `key`.
+    pub fn is_referenced(&self, key: &Id) -> bool {
+        self.refs.contains_key(key)
+    }
+
+    /// The chunks (with their lengths) untouched for at least `grace` that
+    /// no live manifest held here names: what the collector asks the ring
+    /// about.
+    pub fn unreferenced_older_than(&self, grace: Duration, now: Instant) -> Vec<(Id, u64)> {
+        self.chunks
+            .iter()
+            .filter(|(k, e)| {
+                now.saturating_duration_since(e.touched) >= grace && !self.refs.contains_key(*k)
+            })
+            .map(|(k, e)| (*k, e.len))
+            .collect()
+    }
+
+    /// Tombstones written more than `grace_ms` before `now_ms`, with their
+    /// stamps.
+    pub fn tombstones_older_than(&self, grace_ms: u64, now_ms: u64) -> Vec<(Id, Stamp)> {
+        self.manifests
+            .iter()
+            .filter(|(_, e)| e.deleted && now_ms.saturating_sub(e.modified_ms) > grace_ms)
+            .map(|(k, e)| (*k, stamp(e)))
+            .collect()
     }
 
     pub fn count_corrupt_chunk(&mut self) {
@@ -73,6 +167,9 @@ impl Index {
         self.remove_manifest(&key);
         self.manifest_bytes += entry.bytes;
         self.tombstones += u64::from(entry.deleted);
+        for chunk in entry.chunks.iter() {
+            *self.refs.entry(*chunk).or_default() += 1;
+        }
         self.manifests.insert(key, entry);
     }
 
@@ -80,7 +177,20 @@ impl Index {
         if let Some(old) = self.manifests.remove(key) {
             self.manifest_bytes -= old.bytes;
             self.tombstones -= u64::from(old.deleted);
+            for chunk in old.chunks.iter() {
+                if let Some(n) = self.refs.get_mut(chunk) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.refs.remove(chunk);
+                    }
+                }
+            }
         }
+    }
+
+    /// The stamp of the manifest held under `key`, if any.
+    pub fn manifest_stamp(&self, key: &Id) -> Option<Stamp> {
+        self.manifests.get(key).map(stamp)
     }
 
     pub fn chunk_keys(&self) -> Vec<Id> {
@@ -97,14 +207,7 @@ impl Index {
 
     pub fn manifest_keys_in(&self, start: &Id, end: &Id) -> Vec<(Id, Stamp)> {
         arc(&self.manifests, start, end)
-            .map(|(k, e)| {
-                let stamp = Stamp {
-                    version: e.version,
-                    deleted: e.deleted,
-                    sha256: e.sha256,
-                };
-                (*k, stamp)
-            })
+            .map(|(k, e)| (*k, stamp(e)))
             .collect()
     }
 
@@ -117,6 +220,14 @@ impl Index {
             bytes: self.chunk_bytes + self.manifest_bytes,
             corrupt_chunks: self.corrupt_chunks,
         }
+    }
+}
+
+fn stamp(e: &ManifestEntry) -> Stamp {
+    Stamp {
+        version: e.version,
+        deleted: e.deleted,
+        sha256: e.sha256,
     }
 }
 
@@ -157,9 +268,9 @@ mod tests {
         let mut index = Index::default();
         let keys = [0u8, 1, 5, 10, 100, 200, 255];
         for k in keys {
-            index.insert_chunk(id(k), 1);
+            index.insert_chunk(id(k), 1, Instant::now());
         }
-        index.insert_chunk(Id::MAX, 1);
+        index.insert_chunk(Id::MAX, 1, Instant::now());
         let all = index.chunk_keys();
         // (start, end, expected in clockwise order)
         let cases: &[(Id, Id, Vec<Id>)] = &[
@@ -193,27 +304,77 @@ mod tests {
         }
     }
 
+    fn entry(version: u64, deleted: bool, bytes: u64, chunks: &[Id]) -> ManifestEntry {
+        ManifestEntry {
+            version,
+            deleted,
+            sha256: [0; 32],
+            bytes,
+            modified_ms: version,
+            chunks: Arc::from(chunks.to_vec()),
+        }
+    }
+
+    #[test]
+    fn references_follow_the_live_manifests_that_name_a_chunk() {
+        let mut index = Index::default();
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(100);
+        for k in [1, 2, 3] {
+            index.insert_chunk(id(k), 10, t0);
+        }
+        // Two files share chunk 2; file 5 also names chunk 1.
+        index.insert_manifest(id(4), entry(1, false, 1, &[id(1), id(2)]));
+        index.insert_manifest(id(5), entry(1, false, 1, &[id(2)]));
+        let grace = Duration::from_secs(10);
+        assert_eq!(
+            index.unreferenced_older_than(grace, later),
+            vec![(id(3), 10)]
+        );
+        // Deleting file 4 frees chunk 1, not the shared chunk 2.
+        index.insert_manifest(id(4), entry(2, true, 1, &[]));
+        assert_eq!(
+            index.unreferenced_older_than(grace, later),
+            vec![(id(1), 10), (id(3), 10)]
+        );
+        assert!(index.is_referenced(&id(2)));
+        // Overwriting file 5 with one naming chunk 3 frees chunk 2.
+        index.insert_manifest(id(5), entry(2, false, 1, &[id(3)]));
+        assert_eq!(
+            index.unreferenced_older_than(grace, later),
+            vec![(id(1), 10), (id(2), 10)]
+        );
+        // A touch restarts the grace period; it never moves back.
+        assert!(index.touch(&id(1), later));
+        assert!(index.touch(&id(1), t0));
+        assert!(!index.touch(&id(9), later));
+        assert_eq!(
+            index.unreferenced_older_than(grace, later),
+            vec![(id(2), 10)]
+        );
+        assert_eq!(index.chunk_age(&id(1), later), Some(Duration::ZERO));
+        // A rewrite keeps the later touch.
+        index.insert_chunk(id(1), 10, t0);
+        assert_eq!(index.chunk_age(&id(1), later), Some(Duration::ZERO));
+        // Tombstones age from when they were written.
+        assert_eq!(index.tombstones_older_than(1, 2), vec![]);
+        assert_eq!(index.tombstones_older_than(1, 4).len(), 1);
+        index.remove_manifest(&id(5));
+        assert!(!index.is_referenced(&id(3)));
+    }
+
     #[test]
     fn totals_follow_inserts_and_removals() {
         let mut index = Index::default();
-        index.insert_chunk(id(1), 10);
-        index.insert_chunk(id(1), 12); // rewritten: replaces, not adds
-        index.insert_chunk(id(2), 5);
+        let now = Instant::now();
+        index.insert_chunk(id(1), 10, now);
+        index.insert_chunk(id(1), 12, now); // rewritten: replaces, not adds
+        index.insert_chunk(id(2), 5, now);
         index.remove_chunk(&id(2));
         index.remove_chunk(&id(9)); // absent: no effect
-        let live = ManifestEntry {
-            version: 1,
-            deleted: false,
-            sha256: [0; 32],
-            bytes: 100,
-        };
-        let tomb = ManifestEntry {
-            version: 2,
-            deleted: true,
-            sha256: [0; 32],
-            bytes: 50,
-        };
-        index.insert_manifest(id(3), live);
+        let live = entry(1, false, 100, &[]);
+        let tomb = entry(2, true, 50, &[]);
+        index.insert_manifest(id(3), live.clone());
         index.insert_manifest(id(4), live);
         index.insert_manifest(id(3), tomb);
         index.count_corrupt_chunk();

@@ -60,15 +60,8 @@ impl Store {
             Err(e) => return Err(e),
         }
         tmp.persist(&self.layout().manifest_path(&key))?;
-        self.index().insert_manifest(
-            key,
-            ManifestEntry {
-                version: m.version,
-                deleted: m.deleted,
-                sha256: m.sha256,
-                bytes: json.len() as u64,
-            },
-        );
+        self.index()
+            .insert_manifest(key, ManifestEntry::new(m, json.len() as u64));
         Ok(true)
     }
 
@@ -197,13 +190,8 @@ impl Store {
                             Error::io(format!("reading metadata of {}", path.display()), e)
                         })?
                         .len();
-                    let entry = ManifestEntry {
-                        version: m.version,
-                        deleted: m.deleted,
-                        sha256: m.sha256,
-                        bytes,
-                    };
-                    self.index().insert_manifest(key, entry);
+                    self.index()
+                        .insert_manifest(key, ManifestEntry::new(&m, bytes));
                 }
                 Ok(None) => {}
                 Err(Error::Corrupt(reason)) => self.move_manifest_to_quarantine(&key, &reason)?,

@@ -8,6 +8,8 @@
 //! manifests/<40 hex>.json     a file's manifest, named by SHA-1 of its name
 //! tmp/                        files being written; cleared on open
 //! quarantine/                 files that failed their check, moved aside
+//! suspect/                    manifests set aside after a long absence
+//! alive.json                  when this dir joined and was last in a ring
 //! ```
 //!
 //! Invariants:
@@ -34,10 +36,13 @@
 //!
 //! Files: `name.rs` (naming rules), `manifest.rs` (the record and its
 //! order), `chunks.rs` and `manifests.rs` (the store's operations on each),
-//! `index.rs` (the in-memory index), `disk.rs` (paths, temporary files, fsync).
+//! `gc.rs` (chunk ages and references, tombstone expiry, manifests set aside
+//! after a long absence), `index.rs` (the in-memory index), `disk.rs` (paths,
+//! temporary files, fsync).
 
 mod chunks;
 mod disk;
+mod gc;
 mod index;
 mod manifest;
 mod manifests;
@@ -50,6 +55,7 @@ use crate::chord::Id;
 use crate::error::Result;
 
 pub use chunks::ChunkWriter;
+pub use gc::AliveClock;
 pub use index::StoreStats;
 pub use manifest::{Manifest, Stamp};
 pub use manifests::MAX_MANIFEST_BYTES;
