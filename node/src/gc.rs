@@ -112,8 +112,13 @@ pub struct CollectReport {
 /// What the sync after a long absence did with the manifests set aside.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
+    /// Ours was the newest: stored again.
     pub restored: u64,
-    pub discarded: u64,
+    /// A holder had the same or a newer version: ours dropped (repair
+    /// brings theirs).
+    pub superseded: u64,
+    /// Deleted while we were away, the tombstone since expired: dropped.
+    pub deleted: u64,
     /// Not settled yet: no holder could be asked.
     pub pending: u64,
 }
@@ -122,7 +127,10 @@ pub struct SyncReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
     Restore,
-    Discard,
+    /// The ring has the same or a newer version.
+    Superseded,
+    /// The file was deleted while we were away.
+    Deleted,
     Undecided,
 }
 
@@ -142,13 +150,13 @@ fn settle(ours: &Manifest, away_from_ms: u64, answers: &[Option<HolderAnswer>]) 
         .iter()
         .any(|a| a.record.as_ref().is_some_and(|m| m.stamp() >= ours.stamp()))
     {
-        return Verdict::Discard;
+        return Verdict::Superseded;
     }
     if answered.iter().any(|a| a.record.is_some()) {
         return Verdict::Restore;
     }
     if answered.iter().any(|a| a.alive_since_ms <= away_from_ms) {
-        return Verdict::Discard;
+        return Verdict::Deleted;
     }
     if answers.is_empty() || answered.len() == answers.len() {
         // Alone, or every holder came back with us: nobody saw a delete.
@@ -397,11 +405,13 @@ impl Node {
             let keep = verdict == Verdict::Restore;
             let m = ours.clone();
             self.disk(move |s| s.settle_suspect(&m, keep)).await?;
-            if keep {
-                report.restored += 1;
-            } else {
-                info!(file = %ours.name, "dropped a file deleted while this node was away");
-                report.discarded += 1;
+            match verdict {
+                Verdict::Restore => report.restored += 1,
+                Verdict::Superseded => report.superseded += 1,
+                _ => {
+                    info!(file = %ours.name, "dropped a file deleted while this node was away");
+                    report.deleted += 1;
+                }
             }
         }
         if report.pending == 0 {
@@ -410,11 +420,11 @@ impl Node {
             self.events().record(
                 EventKind::Synced,
                 None,
-                report.restored + report.discarded,
+                report.restored + report.superseded + report.deleted,
                 0,
                 format!(
-                    "in sync with the ring: {} files kept, {} deleted while away",
-                    report.restored, report.discarded
+                    "in sync with the ring: {} files kept, {} newer on the ring, {} deleted while away",
+                    report.restored, report.superseded, report.deleted
                 ),
             );
         }
@@ -536,7 +546,7 @@ mod tests {
             (
                 "deleted while away: an old-timer has nothing",
                 vec![says(None, 5_000), says(None, 900)],
-                Verdict::Discard,
+                Verdict::Deleted,
             ),
             (
                 "whole ring came back: nobody saw a delete",

@@ -142,14 +142,29 @@ impl Node {
         let deadline = Instant::now() + self.config.join_timeout;
         let mut last_err;
         loop {
-            match find_successor_via(&self.peers, bootstrap, &self.me).await {
-                Ok(successor) => {
+            let found = match find_successor_via(&self.peers, bootstrap, &self.me).await {
+                // The successor's own list, read at once: with only the one
+                // entry, a successor that dies before our first stabilize
+                // would leave this node alone, a ring of its own. A
+                // successor that does not answer means the lookup went
+                // through stale pointers; the join is tried again.
+                Ok(successor) => self
+                    .peers
+                    .get_info(&successor.addr)
+                    .await
+                    .map(|info| (successor, info)),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok((successor, info)) => {
                     info!(peer = %bootstrap, successor = %successor, "joined ring");
-                    *self.ring() = RingState::join(
+                    let mut state = RingState::join(
                         self.me.clone(),
                         successor.clone(),
                         ring_options(&self.config),
                     );
+                    state.on_stabilize(&successor, info.predecessor, info.successors);
+                    *self.ring() = state;
                     self.idle.store(false, Ordering::Release);
                     self.events.record(
                         EventKind::Joined,

@@ -88,7 +88,16 @@ pub fn console_binary() -> Result<std::path::PathBuf> {
 impl TestCluster {
     /// A cluster with no nodes yet; `args` go to every node.
     pub fn new(replicas: usize, args: &[&str]) -> Result<TestCluster> {
-        let dir = tempfile::Builder::new().prefix("chord-test-").tempdir()?;
+        // CHORD_KEEP_TEST_DIRS=1 keeps the nodes' data dirs and logs for a
+        // post-mortem (the path is printed).
+        let keep = std::env::var_os("CHORD_KEEP_TEST_DIRS").is_some();
+        let dir = tempfile::Builder::new()
+            .prefix("chord-test-")
+            .disable_cleanup(keep)
+            .tempdir()?;
+        if keep {
+            eprintln!("keeping {}", dir.path().display());
+        }
         let mut opts = FleetOptions::new(locate_node_binary()?, dir.path().to_path_buf());
         opts.replicas = replicas;
         opts.successors = replicas.max(3);
