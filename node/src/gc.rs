@@ -531,12 +531,12 @@ mod tests {
             (
                 "newer tombstone",
                 vec![says(Some(tomb), 5_000)],
-                Verdict::Discard,
+                Verdict::Superseded,
             ),
             (
                 "same version",
                 vec![None, says(Some(live(10)), 5_000)],
-                Verdict::Discard,
+                Verdict::Superseded,
             ),
             (
                 "older version",
