@@ -584,6 +584,10 @@ pub fn status_json(nodes: &[NodeStatus]) -> Value {
                 "bytes": s.bytes, "requests": s.requests, "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out, "repair_bytes": s.repair_bytes,
                 "corrupt_chunks": s.corrupt_chunks,
+                "gc_collected_bytes": s.gc_collected_bytes,
+                "gc_collectable_bytes": s.gc_collectable_bytes,
+                "tombstones_expired": s.tombstones_expired,
+                "syncing": s.syncing,
             })
         })
         .collect();
@@ -596,22 +600,48 @@ async fn status(cli: &Cli) -> Result<()> {
         return print_json(&status_json(&nodes));
     }
     println!(
-        "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14}",
-        "addr", "id", "chunks", "manifests", "bytes", "requests", "repair bytes"
+        "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14} {:>14} {:>14}",
+        "addr",
+        "id",
+        "chunks",
+        "manifests",
+        "bytes",
+        "requests",
+        "repair bytes",
+        "collected",
+        "collectable"
     );
     for n in &nodes {
         let s = &n.stats;
         println!(
-            "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14}",
+            "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14} {:>14} {:>14}{}",
             n.node.addr,
             n.node.id.short(),
             s.chunks,
             s.manifests,
             s.bytes,
             s.requests,
-            s.repair_bytes
+            s.repair_bytes,
+            s.gc_collected_bytes,
+            s.gc_collectable_bytes,
+            if s.syncing {
+                "  syncing after a long absence"
+            } else {
+                ""
+            }
         );
     }
+    let sum = |f: fn(&chord_proto::pb::StoreStats) -> u64| -> u64 {
+        nodes.iter().map(|n| f(&n.stats)).sum()
+    };
+    println!(
+        "{} nodes, {} bytes stored; {} bytes collected, {} collectable, {} tombstones expired",
+        nodes.len(),
+        sum(|s| s.bytes),
+        sum(|s| s.gc_collected_bytes),
+        sum(|s| s.gc_collectable_bytes),
+        sum(|s| s.tombstones_expired)
+    );
     Ok(())
 }
 

@@ -148,11 +148,19 @@ impl Node {
                 // would leave this node alone, a ring of its own. A
                 // successor that does not answer means the lookup went
                 // through stale pointers; the join is tried again.
-                Ok(successor) => self
-                    .peers
-                    .get_info(&successor.addr)
-                    .await
-                    .map(|info| (successor, info)),
+                // (One that answers, but not sense, is left to stabilize.)
+                Ok(successor) => match self.peers.get_info(&successor.addr).await {
+                    Ok(info) => Ok((successor, Some(info))),
+                    Err(
+                        e @ (Error::Unreachable { .. }
+                        | Error::Unavailable(_)
+                        | Error::Leaving { .. }),
+                    ) => Err(e),
+                    Err(e) => {
+                        debug!(peer = %successor.addr, error = %e, "successor's list unreadable");
+                        Ok((successor, None))
+                    }
+                },
                 Err(e) => Err(e),
             };
             match found {
@@ -163,7 +171,9 @@ impl Node {
                         successor.clone(),
                         ring_options(&self.config),
                     );
-                    state.on_stabilize(&successor, info.predecessor, info.successors);
+                    if let Some(info) = info {
+                        state.on_stabilize(&successor, info.predecessor, info.successors);
+                    }
                     *self.ring() = state;
                     self.idle.store(false, Ordering::Release);
                     self.events.record(

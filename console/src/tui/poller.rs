@@ -98,6 +98,7 @@ pub fn event_view(addr: &str, e: &Event) -> EventView {
         EventKind::Error => Severity::Error,
         EventKind::Joined | EventKind::Created | EventKind::NeighbourJoined => Severity::Good,
         EventKind::HandoffDone if e.detail.contains("unconfirmed") => Severity::Warn,
+        EventKind::Synced if e.detail.contains("set aside") => Severity::Warn,
         _ => Severity::Info,
     };
     let mut text = e.detail.clone();
