@@ -58,6 +58,16 @@ pub enum Error {
 
 impl Error {
     /// Whether trying again (perhaps via another peer) may succeed.
+    /// Whether the error says the peer itself may be gone (no answer, an
+    /// answer that makes no sense, or it said it is leaving), so it should
+    /// leave our tables. A peer that answered "not now" is not gone.
+    pub fn peer_may_be_gone(&self) -> bool {
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::BadReply { .. } | Error::Leaving { .. }
+        )
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Unreachable { .. }

@@ -497,12 +497,11 @@ fn status_of(err: &Error) -> StatusCode {
     match err {
         Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
+        // A peer's full disk arrives as DiskFull too (`peer::status_to_error`).
         Error::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-        // A peer's full disk arrives as its only non-retryable remote error
-        // (gRPC `ResourceExhausted`, see `peer::status_to_error`).
         Error::Remote {
             retryable: false, ..
-        } => StatusCode::INSUFFICIENT_STORAGE,
+        } => StatusCode::BAD_GATEWAY,
         Error::Remote {
             retryable: true, ..
         }
@@ -549,6 +548,14 @@ mod tests {
             (Error::invalid("x"), 400),
             (Error::NotFound("x".into()), 404),
             (Error::DiskFull("x".into()), 507),
+            (
+                Error::Remote {
+                    peer: "p".into(),
+                    message: "x".into(),
+                    retryable: false,
+                },
+                502,
+            ),
             (Error::Unavailable("x".into()), 503),
             (Error::Shutdown, 503),
             (Error::Corrupt("x".into()), 500),

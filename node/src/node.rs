@@ -418,7 +418,7 @@ impl Node {
                         Ok(route) => lookup.on_route(&peer, route),
                         Err(e) => {
                             debug!(peer = %peer.addr, error = %e, "lookup step failed");
-                            if e.is_retryable() {
+                            if e.peer_may_be_gone() {
                                 self.peer_failed(&peer);
                             }
                             lookup.on_failure(&peer);

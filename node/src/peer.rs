@@ -624,6 +624,17 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
     {
         return Error::Leaving { peer };
     }
+    if status
+        .metadata()
+        .contains_key(crate::server::ANSWERED_HEADER)
+    {
+        // Alive, and said "not now": not a reason to drop it.
+        return Error::Remote {
+            peer,
+            message: status.message().to_string(),
+            retryable: true,
+        };
+    }
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
             Error::Unreachable {
@@ -634,7 +645,10 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
         Code::NotFound => Error::NotFound(status.message().to_string()),
         Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
         Code::DataLoss => Error::Corrupt(format!("{peer}: {}", status.message())),
-        Code::ResourceExhausted => Error::Remote {
+        // The only RESOURCE_EXHAUSTED a node answers is its full disk.
+        Code::ResourceExhausted => Error::DiskFull(format!("{peer}: {}", status.message())),
+        // A refusal that trying again will not change.
+        Code::FailedPrecondition => Error::Remote {
             peer,
             message: status.message().to_string(),
             retryable: false,
@@ -659,5 +673,51 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
             message: format!("{:?}: {}", status.code(), status.message()),
             retryable: true,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::error_to_status;
+
+    /// What a caller makes of each error a node answers with: whether it
+    /// retries, and whether it drops the node from its tables.
+    #[test]
+    fn errors_cross_the_wire_with_their_meaning() {
+        let peer = "10.0.0.1:5057";
+        let remote = |retryable| Error::Remote {
+            peer: "c".into(),
+            message: "m".into(),
+            retryable,
+        };
+        // (answered error, retried by the caller, peer counted as gone)
+        let table = [
+            (Error::Unavailable("only 1 of 3 copies durable".into()), true, false),
+            (
+                Error::Unreachable {
+                    peer: "c".into(),
+                    reason: "refused".into(),
+                },
+                true,
+                false,
+            ),
+            (remote(true), true, false),
+            (remote(false), false, false),
+            (Error::Leaving { peer: peer.into() }, true, true),
+            (Error::DiskFull("full".into()), false, false),
+            (Error::NotFound("x".into()), false, false),
+            (Error::invalid("x"), false, false),
+            (Error::Shutdown, true, true),
+        ];
+        for (answered, retried, gone) in table {
+            let what = answered.to_string();
+            let seen = status_to_error(peer, error_to_status(answered));
+            assert_eq!(seen.is_retryable(), retried, "{what} -> {seen:?}");
+            assert_eq!(seen.peer_may_be_gone(), gone, "{what} -> {seen:?}");
+        }
+        // No answer at all: the one UNAVAILABLE that means the peer may be gone.
+        let silent = status_to_error(peer, Status::unavailable("connection refused"));
+        assert!(silent.peer_may_be_gone() && silent.is_retryable());
     }
 }

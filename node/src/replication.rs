@@ -20,6 +20,9 @@ use crate::node::{Counters, Node};
 use crate::now_ms;
 use crate::store::{validate_name, Manifest};
 
+/// How far ahead of the clock a client-chosen manifest version may be.
+const MAX_VERSION_AHEAD_MS: u64 = 24 * 3600 * 1000;
+
 /// Lookups in flight at once while checking a manifest's chunks.
 const CHECK_PARALLELISM: usize = 16;
 
@@ -83,7 +86,7 @@ impl Node {
                     Ok(()) => made += 1,
                     Err(e) => {
                         warn!(peer = %peer.addr, error = %e, "replica write of {what} failed");
-                        if e.is_retryable() {
+                        if e.peer_may_be_gone() {
                             self.peer_failed(peer);
                         }
                         failed += 1;
@@ -136,6 +139,15 @@ impl Node {
         copies: u32,
     ) -> Result<(u32, u64)> {
         manifest.validate()?;
+        // Versions are milliseconds of the owner's clock, and the next write
+        // gets one more than the stored one: a client's far-future version
+        // would pin the file there.
+        if manifest.version > now_ms().saturating_add(MAX_VERSION_AHEAD_MS) {
+            return Err(Error::invalid(format!(
+                "version {} of {:?} is more than a day ahead of this node's clock",
+                manifest.version, manifest.name
+            )));
+        }
         // The collector's safety rests on this bound: chunks checked (and
         // so touched) here are named by a stored manifest within half the
         // grace period, or the write fails and the client tries again.
@@ -174,7 +186,17 @@ impl Node {
             .disk(move |s| s.get_manifest(&key))
             .await
             .unwrap_or(None);
-        let floor = stored.map_or(0, |m| m.version + 1);
+        // A stored version at the top of the range (a client may send any
+        // version) cannot be superseded: refuse rather than wrap around.
+        let floor = match stored {
+            None => 0,
+            Some(m) => m.version.checked_add(1).ok_or_else(|| {
+                Error::invalid(format!(
+                    "{:?} is at the highest version there is and cannot be replaced",
+                    manifest.name
+                ))
+            })?,
+        };
         manifest.version = manifest.version.max(floor).max(now_ms());
         if manifest.modified_ms == 0 {
             manifest.modified_ms = now_ms();
@@ -187,7 +209,14 @@ impl Node {
     /// Stores `manifest` here and on successors, newest version winning.
     async fn put_manifest_replicated(&self, manifest: Manifest, copies: u32) -> Result<u32> {
         let local = manifest.clone();
-        self.disk(move |s| s.put_manifest(&local)).await?;
+        if !self.disk(move |s| s.put_manifest(&local)).await? {
+            // Another write of the same name got in first with a newer
+            // version: this one is not stored, and must not say it was.
+            return Err(Error::Unavailable(format!(
+                "a newer version of {:?} was written at the same time; try again",
+                manifest.name
+            )));
+        }
         let what = format!("manifest for {:?}", manifest.name);
         self.copy_to_successors(copies, &what, |peer| {
             let manifest = &manifest;
@@ -245,7 +274,10 @@ impl Node {
             .await?
             .filter(|m| !m.deleted)
             .ok_or_else(|| Error::NotFound(format!("no file named {name:?}")))?;
-        let tombstone = Manifest::tombstone(name, current.version + 1, now_ms());
+        let version = current.version.checked_add(1).ok_or_else(|| {
+            Error::invalid(format!("{name:?} is at the highest version there is"))
+        })?;
+        let tombstone = Manifest::tombstone(name, version, now_ms());
         let (owner, _) = self.find_successor(tombstone.key()).await?;
         let copies = self.replicas() as u32;
         let (_, version) = if owner.addr == self.me().addr {

@@ -287,6 +287,11 @@ pub mod files {
     }
 
     pub fn no_progress(_: u64) {}
+
+    /// The names the ring lists, in order.
+    pub async fn listed(c: &Client) -> Result<Vec<String>> {
+        Ok(c.list().await?.into_iter().map(|f| f.name).collect())
+    }
 }
 
 impl TestCluster {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chord_node::chord::Id;
 use chord_node::client::TransferOptions;
 use chord_node::Error;
-use chord_tests::files::{client, no_progress, random_file, small_chunks};
+use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
 use chord_tests::{TestCluster, CONVERGE, FAST};
 
 /// Uploads through one node and downloads through another; bytes must match.
@@ -424,13 +424,7 @@ async fn a_full_disk_is_a_clear_error_and_the_node_keeps_serving() {
         c.manifest("big").await.unwrap_err(),
         Error::NotFound(_)
     ));
-    let names: Vec<String> = c
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let names: Vec<String> = listed(&c).await.unwrap();
     assert_eq!(names, vec!["small".to_string()]);
     let tmp = cluster.fleet.node(&addr).unwrap().data_dir.join("tmp");
     assert_eq!(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chord_node::chord::Id;
-use chord_tests::files::{client, no_progress, random_file, small_chunks};
+use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
 use chord_tests::{TestCluster, CONVERGE, FAST};
 use rand::Rng;
 
@@ -275,16 +275,10 @@ async fn a_node_back_after_the_tombstone_grace_resurrects_nothing_and_loses_noth
     );
     // A few repair rounds later, the deleted files are still gone...
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let listed: Vec<String> = c
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
+    let now_listed = listed(&c).await.unwrap();
     let mut live: Vec<String> = names[3..].iter().chain(new.iter()).cloned().collect();
     live.sort();
-    assert_eq!(listed, live);
+    assert_eq!(now_listed, live);
     for name in &names[..3] {
         assert!(c.manifest(name).await.is_err(), "{name} came back");
     }
@@ -403,12 +397,6 @@ async fn uploads_deletes_and_overwrites_under_kills_lose_nothing_and_get_space_b
         stored(&cluster).await
     );
     let c = client(&cluster.addrs()[0]).unwrap();
-    let listed: Vec<String> = c
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
-    assert_eq!(listed, names, "the listing differs from the truth");
+    let now_listed = listed(&c).await.unwrap();
+    assert_eq!(now_listed, names, "the listing differs from the truth");
 }

@@ -39,35 +39,44 @@ pub use ring::{node_info, RingService};
 pub use store::{store_stats, StoreService, MAX_KEYS_PER_CALL};
 
 /// The one mapping from a node error to the status a caller sees.
+///
+/// Every UNAVAILABLE this node answers (other than for its own shutdown)
+/// carries [`ANSWERED_HEADER`]: the node is alive and said "not now", which
+/// the caller must not confuse with a transport failure (no answer at all),
+/// the only UNAVAILABLE that means the peer may be gone.
 pub fn error_to_status(err: Error) -> Status {
     let msg = err.to_string();
+    let answered = |mut status: Status, header: &'static str| {
+        status.metadata_mut().insert(
+            header,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        status
+    };
     match err {
         Error::InvalidArgument(_) => Status::invalid_argument(msg),
         Error::NotFound(_) => Status::not_found(msg),
         Error::Corrupt(_) => Status::data_loss(msg),
         Error::DiskFull(_) => Status::resource_exhausted(msg),
         Error::Io { .. } => Status::internal(msg),
-        Error::Unreachable { .. } | Error::Unavailable(_) | Error::BadReply { .. } => {
-            Status::unavailable(msg)
-        }
-        Error::Remote { retryable, .. } => {
-            if retryable {
-                Status::unavailable(msg)
-            } else {
-                Status::failed_precondition(msg)
-            }
-        }
+        Error::Unreachable { .. }
+        | Error::Unavailable(_)
+        | Error::BadReply { .. }
+        | Error::Remote {
+            retryable: true, ..
+        } => answered(Status::unavailable(msg), ANSWERED_HEADER),
+        Error::Remote {
+            retryable: false, ..
+        } => Status::failed_precondition(msg),
         Error::Shutdown => Status::unavailable(msg),
-        Error::Leaving { .. } => {
-            let mut status = Status::unavailable(msg);
-            status.metadata_mut().insert(
-                LEAVING_HEADER,
-                tonic::metadata::MetadataValue::from_static("1"),
-            );
-            status
-        }
+        Error::Leaving { .. } => answered(Status::unavailable(msg), LEAVING_HEADER),
     }
 }
+
+/// Trailer set on an UNAVAILABLE this node answered on purpose (a write it
+/// could not replicate, a lookup that failed further on): try again later,
+/// but the node itself is fine.
+pub const ANSWERED_HEADER: &str = "chord-answered";
 
 /// Trailer set on a status answered by a leaving node, so a caller can tell
 /// "leaving, do not count me" from "unreachable, try later" without parsing

@@ -100,18 +100,12 @@ impl Store {
         Ok(Some(len))
     }
 
-    /// Tombstones written more than `grace_ms` before `now_ms`.
-    pub fn expired_tombstones(&self, grace_ms: u64, now_ms: u64) -> Vec<(Id, Stamp)> {
-        self.index().tombstones_older_than(grace_ms, now_ms)
-    }
-
     /// Whether the manifest under `key` is a tombstone written more than
     /// `grace_ms` before `now_ms`.
     pub fn is_expired_tombstone(&self, key: &Id, grace_ms: u64, now_ms: u64) -> bool {
         self.index()
-            .tombstones_older_than(grace_ms, now_ms)
-            .iter()
-            .any(|(k, _)| k == key)
+            .tombstone_written_ms(key)
+            .is_some_and(|at| now_ms.saturating_sub(at) > grace_ms)
     }
 
     /// Removes the tombstone under `key` if `stamp` is still the stored
@@ -272,13 +266,12 @@ mod tests {
         let (_dir, store) = open_temp();
         let t = Manifest::tombstone("f", 5, 1_000);
         store.put_manifest(&t).unwrap();
-        assert!(store.expired_tombstones(500, 1_200).is_empty());
-        let expired = store.expired_tombstones(500, 2_000);
-        assert_eq!(expired.len(), 1);
+        assert!(!store.is_expired_tombstone(&t.key(), 500, 1_200));
         assert!(store.is_expired_tombstone(&t.key(), 500, 2_000));
         // A newer version written meanwhile is not dropped.
         store.put_manifest(&file("f", &[], 6)).unwrap();
-        assert!(!store.drop_tombstone(&t.key(), &expired[0].1).unwrap());
+        assert!(!store.is_expired_tombstone(&t.key(), 500, 2_000));
+        assert!(!store.drop_tombstone(&t.key(), &t.stamp()).unwrap());
         assert!(store.get_manifest(&t.key()).unwrap().is_some());
         let t2 = Manifest::tombstone("f", 7, 1_000);
         store.put_manifest(&t2).unwrap();

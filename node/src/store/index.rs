@@ -149,16 +149,6 @@ impl Index {
             .collect()
     }
 
-    /// Tombstones written more than `grace_ms` before `now_ms`, with their
-    /// stamps.
-    pub fn tombstones_older_than(&self, grace_ms: u64, now_ms: u64) -> Vec<(Id, Stamp)> {
-        self.manifests
-            .iter()
-            .filter(|(_, e)| e.deleted && now_ms.saturating_sub(e.modified_ms) > grace_ms)
-            .map(|(k, e)| (*k, stamp(e)))
-            .collect()
-    }
-
     pub fn count_corrupt_chunk(&mut self) {
         self.corrupt_chunks += 1;
     }
@@ -186,6 +176,14 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// When the tombstone held under `key` was written, if one is.
+    pub fn tombstone_written_ms(&self, key: &Id) -> Option<u64> {
+        self.manifests
+            .get(key)
+            .filter(|e| e.deleted)
+            .map(|e| e.modified_ms)
     }
 
     /// The stamp of the manifest held under `key`, if any.
@@ -357,8 +355,8 @@ mod tests {
         index.insert_chunk(id(1), 10, t0);
         assert_eq!(index.chunk_age(&id(1), later), Some(Duration::ZERO));
         // Tombstones age from when they were written.
-        assert_eq!(index.tombstones_older_than(1, 2), vec![]);
-        assert_eq!(index.tombstones_older_than(1, 4).len(), 1);
+        assert_eq!(index.tombstone_written_ms(&id(4)), Some(2));
+        assert_eq!(index.tombstone_written_ms(&id(5)), None);
         index.remove_manifest(&id(5));
         assert!(!index.is_referenced(&id(3)));
     }
