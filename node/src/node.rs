@@ -21,6 +21,10 @@ use crate::events::{EventKind, EventLog};
 use crate::peer::{NodeState, PeerInfo, PeerOptions, PeerPool};
 use crate::store::Store;
 
+/// A lookup ends within this many outbound calls' deadlines, whatever
+/// its path.
+const LOOKUP_BOUND_CALLS: u32 = 5;
+
 /// The shared state of one running node.
 #[derive(Debug)]
 pub struct Node {
@@ -392,7 +396,17 @@ impl Node {
     pub async fn find_successor(&self, target: Id) -> Result<(NodeRef, u32)> {
         let first = self.route(&target);
         let mut lookup = Lookup::new(target, first);
-        let (owner, hops) = self.drive_lookup(&mut lookup).await?;
+        // However many steps the walk has left, it ends within this bound:
+        // a few calls' worth, not one deadline per step.
+        let bound = self.config.rpc_timeout * LOOKUP_BOUND_CALLS;
+        let (owner, hops) = tokio::time::timeout(bound, self.drive_lookup(&mut lookup))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "lookup of {} did not finish within {bound:?}",
+                    target.short()
+                ))
+            })??;
         Counters::bump(&self.counters.lookups, 1);
         Counters::bump(&self.counters.lookup_hops, u64::from(hops));
         Ok((owner, hops))

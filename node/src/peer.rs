@@ -27,6 +27,9 @@ use crate::wire;
 /// Most nodes a ring walk visits before it stops: a guard against a ring
 /// whose successor pointers never lead back to the start.
 pub const MAX_RING_WALK: usize = 4096;
+/// A ring walk ends within this many calls' deadlines, however many nodes
+/// it has left: several hundred answering nodes fit easily.
+const WALK_BOUND_CALLS: u32 = 10;
 
 /// Largest gRPC message a node accepts or sends. Chunk data moves in pieces
 /// of [`crate::PIECE_BYTES`], far below this; the cap bounds what a
@@ -262,14 +265,26 @@ impl PeerPool {
     /// Follows successor pointers from `first`, returning each node's info
     /// in ring order, `first` included. A node that does not answer is passed
     /// over via the previous node's successor list, so one dead node does not
-    /// end the walk; it stops on reaching a node already seen, or after
-    /// [`MAX_RING_WALK`] nodes.
+    /// end the walk; it stops on reaching a node already seen, after
+    /// [`MAX_RING_WALK`] nodes, or once [`WALK_BOUND_CALLS`] deadlines have
+    /// passed (a partial walk: callers that need the whole ring check that
+    /// it closes).
     pub async fn walk_ring(&self, first: PeerInfo) -> Vec<PeerInfo> {
+        let started = std::time::Instant::now();
+        let bound = self.opts.rpc_timeout * WALK_BOUND_CALLS;
         let mut seen = HashSet::from([first.node.addr.clone()]);
         let mut frontier = first.successors.clone();
         let mut out = vec![first];
         while let Some(next) = frontier.first().cloned() {
             if seen.contains(&next.addr) || out.len() >= MAX_RING_WALK {
+                break;
+            }
+            if started.elapsed() >= bound {
+                tracing::warn!(
+                    nodes = out.len(),
+                    ?bound,
+                    "ring walk cut short at its bound"
+                );
                 break;
             }
             match self.get_info(&next.addr).await {
@@ -367,10 +382,26 @@ impl PeerPool {
 
     /// Fetches one chunk from `addr` and checks its bytes against `key`.
     pub async fn get_chunk(&self, addr: &str, key: &Id) -> Result<Bytes> {
+        // tonic ends a call at its deadline only until the answer's headers
+        // arrive; the pieces after them are bounded here, by the same one.
+        let deadline = self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR;
+        match tokio::time::timeout(deadline, self.get_chunk_within(addr, key, deadline)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.forget(addr);
+                Err(Error::Unreachable {
+                    peer: addr.to_string(),
+                    reason: format!("chunk {} not sent within {deadline:?}", key.short()),
+                })
+            }
+        }
+    }
+
+    async fn get_chunk_within(&self, addr: &str, key: &Id, deadline: Duration) -> Result<Bytes> {
         let mut req = tonic::Request::new(pb::GetChunkRequest {
             key: key.as_bytes().to_vec(),
         });
-        req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        req.set_timeout(deadline);
         let mut stream = self
             .store(addr)?
             .get_chunk(req)
@@ -693,7 +724,11 @@ mod tests {
         };
         // (answered error, retried by the caller, peer counted as gone)
         let table = [
-            (Error::Unavailable("only 1 of 3 copies durable".into()), true, false),
+            (
+                Error::Unavailable("only 1 of 3 copies durable".into()),
+                true,
+                false,
+            ),
             (
                 Error::Unreachable {
                     peer: "c".into(),

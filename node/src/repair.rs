@@ -189,7 +189,16 @@ impl Node {
         let mut unconfirmed;
         loop {
             rounds += 1;
-            match self.repair_round(true).await {
+            // The deadline holds within a round too: a round stuck on slow
+            // peers is cut off, and what it did not confirm stays counted.
+            let left = deadline.saturating_sub(started.elapsed());
+            let round = match tokio::time::timeout(left, self.repair_round(true)).await {
+                Ok(round) => round,
+                Err(_) => Err(crate::Error::Unavailable(
+                    "the hand-off deadline passed during a round".into(),
+                )),
+            };
+            match round {
                 Ok(r) => {
                     moved.absorb(&r);
                     unconfirmed = r.unconfirmed;

@@ -47,10 +47,9 @@ pub use store::{store_stats, StoreService, MAX_KEYS_PER_CALL};
 pub fn error_to_status(err: Error) -> Status {
     let msg = err.to_string();
     let answered = |mut status: Status, header: &'static str| {
-        status.metadata_mut().insert(
-            header,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
+        status
+            .metadata_mut()
+            .insert(header, tonic::metadata::MetadataValue::from_static("1"));
         status
     };
     match err {
