@@ -36,6 +36,11 @@ pub struct Cli {
     /// Deadline of one call to a node, in milliseconds.
     #[arg(long, global = true, default_value_t = 3000)]
     pub timeout_ms: u64,
+    /// File holding the ring's cluster token (default: $CHORD_TOKEN_FILE,
+    /// else $CHORD_TOKEN). Every call carries it, and a local fleet's nodes
+    /// get it too.
+    #[arg(long, global = true)]
+    pub token_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub tui: crate::tui::TuiArgs,
     /// With no command, the TUI opens.

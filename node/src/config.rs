@@ -68,6 +68,11 @@ pub struct Config {
     /// this (Cassandra's `gc_grace`). A node away for longer re-checks its
     /// manifests with the ring before offering them.
     pub tombstone_grace: Duration,
+    /// The cluster token every gRPC call must carry (none: nothing is
+    /// checked). Also sent with this node's own calls.
+    pub token: Option<crate::auth::ClusterToken>,
+    /// Serve gateway reads (GET, HEAD) without the token.
+    pub public_reads: bool,
 }
 
 impl Default for Config {
@@ -95,6 +100,8 @@ impl Default for Config {
             gc_grace: Duration::from_secs(6 * 3600),
             gc_chunks_per_sec: 500,
             tombstone_grace: Duration::from_secs(10 * 24 * 3600),
+            token: None,
+            public_reads: false,
         }
     }
 }

@@ -41,6 +41,9 @@ pub enum Error {
         /// Whether the peer said the call may succeed if tried again.
         retryable: bool,
     },
+    /// The call lacked the cluster token, or carried a wrong one.
+    #[error("not admitted: {0}")]
+    Unauthenticated(String),
     /// A peer answered something that does not parse or makes no sense.
     #[error("peer {peer} answered nonsense: {reason}")]
     BadReply { peer: String, reason: String },
@@ -64,7 +67,10 @@ impl Error {
     pub fn peer_may_be_gone(&self) -> bool {
         matches!(
             self,
-            Error::Unreachable { .. } | Error::BadReply { .. } | Error::Leaving { .. }
+            Error::Unreachable { .. }
+                | Error::BadReply { .. }
+                | Error::Leaving { .. }
+                | Error::Unauthenticated(_)
         )
     }
 
@@ -77,6 +83,7 @@ impl Error {
             Error::Remote { retryable, .. } => *retryable,
             Error::Corrupt(_) => true, // another replica may hold good bytes
             Error::InvalidArgument(_)
+            | Error::Unauthenticated(_)
             | Error::NotFound(_)
             | Error::DiskFull(_)
             | Error::Io { .. }

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -69,6 +69,10 @@ struct Gateway {
     opts: TransferOptions,
     /// Copies the ring keeps: how many holders a chunk fetch may try.
     replicas: usize,
+    /// The cluster token requests must carry as `Authorization: Bearer`.
+    token: Option<crate::auth::ClusterToken>,
+    /// GET and HEAD go without the token.
+    public_reads: bool,
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then lets
@@ -83,6 +87,7 @@ pub async fn serve(
         config.advertise.clone(),
         PeerOptions {
             rpc_timeout: config.rpc_timeout,
+            token: config.token.clone(),
             ..PeerOptions::default()
         },
     )?;
@@ -93,6 +98,8 @@ pub async fn serve(
             ..TransferOptions::default()
         },
         replicas: config.replicas.max(1),
+        token: config.token.clone(),
+        public_reads: config.public_reads,
     });
     let shutdown = shutdown.shared();
     let server = axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown.clone());
@@ -127,9 +134,41 @@ fn router(gateway: Arc<Gateway>) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
+            require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
             refuse_grpc,
         ))
         .with_state(gateway)
+}
+
+/// With a cluster token set, a request must carry it as `Authorization:
+/// Bearer <token>`, except reads when `--public-reads` says so; otherwise
+/// 401 with one line.
+async fn require_token(
+    State(gw): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &gw.token else {
+        return next.run(request).await;
+    };
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if (read && gw.public_reads) || token.admits(presented) {
+        return next.run(request).await;
+    }
+    let mut response = error_response(&Error::Unauthenticated(
+        "send the cluster token as \"Authorization: Bearer <token>\"".into(),
+    ));
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// A gRPC client pointed at the gateway port by mistake (`--peer` with the
@@ -496,6 +535,7 @@ fn json(value: &serde_json::Value) -> Response {
 fn status_of(err: &Error) -> StatusCode {
     match err {
         Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         // A peer's full disk arrives as DiskFull too (`peer::status_to_error`).
         Error::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,

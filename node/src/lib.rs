@@ -9,6 +9,7 @@
 //! exposes it all as tonic services and owns the node's tasks; [`client`] is
 //! the library the console and tests use.
 
+pub mod auth;
 pub mod chord;
 pub mod client;
 pub mod config;

@@ -709,6 +709,7 @@ fn ring_options(config: &Config) -> Options {
 fn peer_options(config: &Config) -> PeerOptions {
     PeerOptions {
         rpc_timeout: config.rpc_timeout,
+        token: config.token.clone(),
         ..PeerOptions::default()
     }
 }

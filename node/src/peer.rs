@@ -14,9 +14,11 @@ use bytes::{Bytes, BytesMut};
 use chord_proto::pb;
 use chord_proto::pb::ring_client::RingClient;
 use chord_proto::pb::store_client::StoreClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::auth::ClusterToken;
 use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::EventBatch;
@@ -43,6 +45,8 @@ pub struct PeerOptions {
     pub rpc_timeout: Duration,
     /// How long to wait for a TCP connection before calling the peer unreachable.
     pub connect_timeout: Duration,
+    /// Sent with every call (see [`crate::auth`]); by default the process's.
+    pub token: Option<ClusterToken>,
 }
 
 impl Default for PeerOptions {
@@ -50,9 +54,29 @@ impl Default for PeerOptions {
         PeerOptions {
             rpc_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
+            token: crate::auth::process_token(),
         }
     }
 }
+
+/// The client end of the cluster token: adds it to every outgoing call.
+#[derive(Clone, Debug)]
+pub struct Bearer(Option<ClusterToken>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut req: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            token.attach(req.metadata_mut());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel whose calls carry the cluster token.
+pub type PeerChannel = InterceptedService<Channel, Bearer>;
 
 /// Cached channels to peers, keyed by advertised address.
 #[derive(Debug)]
@@ -151,6 +175,10 @@ impl PeerPool {
         Ok(ch)
     }
 
+    fn bearer(&self) -> Bearer {
+        Bearer(self.opts.token.clone())
+    }
+
     /// Forgets the channel to `addr` so the next call reconnects from scratch.
     pub fn forget(&self, addr: &str) {
         self.channels
@@ -159,16 +187,20 @@ impl PeerPool {
             .remove(addr);
     }
 
-    pub fn ring(&self, addr: &str) -> Result<RingClient<Channel>> {
-        Ok(RingClient::new(self.channel(addr)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    pub fn ring(&self, addr: &str) -> Result<RingClient<PeerChannel>> {
+        Ok(
+            RingClient::with_interceptor(self.channel(addr)?, self.bearer())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
     }
 
-    pub fn store(&self, addr: &str) -> Result<StoreClient<Channel>> {
-        Ok(StoreClient::new(self.channel(addr)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    pub fn store(&self, addr: &str) -> Result<StoreClient<PeerChannel>> {
+        Ok(
+            StoreClient::with_interceptor(self.channel(addr)?, self.bearer())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
     }
 
     /// Wraps `msg` in a request with the unary deadline.
@@ -675,6 +707,7 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
         }
         Code::NotFound => Error::NotFound(status.message().to_string()),
         Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
+        Code::Unauthenticated => Error::Unauthenticated(format!("{peer}: {}", status.message())),
         Code::DataLoss => Error::Corrupt(format!("{peer}: {}", status.message())),
         // The only RESOURCE_EXHAUSTED a node answers is its full disk.
         Code::ResourceExhausted => Error::DiskFull(format!("{peer}: {}", status.message())),
@@ -743,6 +776,7 @@ mod tests {
             (Error::DiskFull("full".into()), false, false),
             (Error::NotFound("x".into()), false, false),
             (Error::invalid("x"), false, false),
+            (Error::Unauthenticated("no token".into()), false, true),
             (Error::Shutdown, true, true),
         ];
         for (answered, retried, gone) in table {

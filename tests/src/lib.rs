@@ -88,6 +88,17 @@ pub fn console_binary() -> Result<std::path::PathBuf> {
 impl TestCluster {
     /// A cluster with no nodes yet; `args` go to every node.
     pub fn new(replicas: usize, args: &[&str]) -> Result<TestCluster> {
+        TestCluster::configured(replicas, args, None, None)
+    }
+
+    /// [`TestCluster::new`] with every node requiring `token` (the test's
+    /// own calls carry it), and each node's gateway on `port + http_offset`.
+    pub fn configured(
+        replicas: usize,
+        args: &[&str],
+        token: Option<chord_node::auth::ClusterToken>,
+        http_offset: Option<u16>,
+    ) -> Result<TestCluster> {
         // CHORD_KEEP_TEST_DIRS=1 keeps the nodes' data dirs and logs for a
         // post-mortem (the path is printed).
         let keep = std::env::var_os("CHORD_KEEP_TEST_DIRS").is_some();
@@ -102,11 +113,14 @@ impl TestCluster {
         opts.replicas = replicas;
         opts.successors = replicas.max(3);
         opts.extra_args = args.iter().map(|s| s.to_string()).collect();
+        opts.token = token.clone();
+        opts.http_offset = http_offset;
         Ok(TestCluster {
             fleet: Fleet::new(opts)?,
             peers: PeerPool::new(PeerOptions {
                 rpc_timeout: Duration::from_secs(2),
                 connect_timeout: Duration::from_millis(500),
+                token,
             }),
             dir,
         })

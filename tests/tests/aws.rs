@@ -104,6 +104,7 @@ fn peers() -> PeerPool {
     PeerPool::new(PeerOptions {
         rpc_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_millis(500),
+        ..PeerOptions::default()
     })
 }
 

@@ -235,6 +235,7 @@ async fn a_poll_sees_the_whole_ring_from_one_seed_and_a_silent_node_costs_only_t
     let pool = PeerPool::new(PeerOptions {
         rpc_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(30),
+        ..PeerOptions::default()
     });
     let seeds = vec![silent_addr.clone(), addrs[0].clone()];
     let mut memory = Memory::default();

@@ -23,6 +23,17 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
+    // Loaded before anything connects: every call this process makes
+    // carries it.
+    match chord_node::auth::ClusterToken::load(cli.token_file.as_deref()) {
+        Ok(token) => {
+            chord_node::auth::set_process_token(token);
+        }
+        Err(e) => {
+            eprintln!("chord-console: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -93,6 +93,7 @@ impl LocalCapacity {
             peers: PeerPool::new(PeerOptions {
                 rpc_timeout: Duration::from_secs(2),
                 connect_timeout: Duration::from_millis(500),
+                ..PeerOptions::default()
             }),
         })
     }

@@ -51,6 +51,9 @@ pub struct FleetOptions {
     pub extra_args: Vec<String>,
     /// Turn on each node's HTTP gateway on `port + http_offset`.
     pub http_offset: Option<u16>,
+    /// The cluster token the nodes require (passed in their environment);
+    /// by default this process's own.
+    pub token: Option<chord_node::auth::ClusterToken>,
 }
 
 impl FleetOptions {
@@ -62,6 +65,7 @@ impl FleetOptions {
             successors: 3,
             extra_args: Vec::new(),
             http_offset: None,
+            token: chord_node::auth::process_token(),
         }
     }
 }
@@ -100,13 +104,15 @@ impl Fleet {
         }
         std::fs::create_dir_all(&opts.data_root)
             .with_context(|| format!("cannot create {}", opts.data_root.display()))?;
+        let probe = PeerPool::new(PeerOptions {
+            rpc_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(500),
+            token: opts.token.clone(),
+        });
         Ok(Fleet {
             opts,
             nodes: BTreeMap::new(),
-            probe: PeerPool::new(PeerOptions {
-                rpc_timeout: Duration::from_secs(1),
-                connect_timeout: Duration::from_millis(500),
-            }),
+            probe,
         })
     }
 
@@ -192,6 +198,11 @@ impl Fleet {
         let http = slot.http_addr();
         if let Some(http) = &http {
             cmd.arg("--http").arg(http);
+        }
+        if let Some(token) = &self.opts.token {
+            // The environment, not argv: argv is readable by every user.
+            cmd.env(chord_node::auth::TOKEN_ENV, token.reveal())
+                .env_remove(chord_node::auth::TOKEN_FILE_ENV);
         }
         cmd.args(&self.opts.extra_args)
             .stdin(Stdio::null())

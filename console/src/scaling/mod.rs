@@ -65,6 +65,7 @@ impl NodeStatsReader {
             peers: PeerPool::new(PeerOptions {
                 rpc_timeout: Duration::from_secs(2),
                 connect_timeout: Duration::from_millis(500),
+                ..PeerOptions::default()
             }),
         }
     }

@@ -307,6 +307,7 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
     let pool = Arc::new(PeerPool::new(PeerOptions {
         rpc_timeout: POLL_RPC_TIMEOUT,
         connect_timeout: POLL_CONNECT_TIMEOUT,
+        ..PeerOptions::default()
     }));
     match cloud {
         Some(cloud) => background.spawn(poller::run(

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chord_node::auth::ClusterToken;
 use chord_node::config::{Config, DEFAULT_PORT};
 use chord_node::discovery::aws::{self as aws_discovery, AwsContext};
 use chord_node::discovery::lifecycle::{self, LifecycleOptions};
@@ -106,6 +107,14 @@ struct Args {
     /// gc_grace). A node away longer re-checks its files with the ring.
     #[arg(long, default_value_t = 10 * 24 * 3600)]
     tombstone_grace_secs: u64,
+    /// File holding the cluster token every gRPC call must carry (default:
+    /// $CHORD_TOKEN_FILE, else $CHORD_TOKEN; none: nothing is checked).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve the gateway's GET and HEAD without the token (writes and
+    /// deletes always need it when one is set).
+    #[arg(long)]
+    public_reads: bool,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -203,6 +212,7 @@ impl Args {
             gc_grace: Duration::from_secs(self.gc_grace_secs),
             gc_chunks_per_sec: self.gc_chunks_per_sec,
             tombstone_grace: Duration::from_secs(self.tombstone_grace_secs),
+            public_reads: self.public_reads,
             ..Config::default()
         }
     }
@@ -228,11 +238,18 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
+    // One token for the server's check and for every call this process
+    // makes (the gateway's, the AWS-mode probes').
+    let token = ClusterToken::load(args.token_file.as_deref())?;
+    chord_node::auth::set_process_token(token.clone());
     if args.discovery == Discovery::Aws {
         let aws = AwsArgs::from_args(&args)?;
-        return run_aws(args.into_config(), aws).await;
+        let mut config = args.into_config();
+        config.token = token;
+        return run_aws(config, aws).await;
     }
-    let config = args.into_config();
+    let mut config = args.into_config();
+    config.token = token;
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -54,6 +54,7 @@ pub fn error_to_status(err: Error) -> Status {
     };
     match err {
         Error::InvalidArgument(_) => Status::invalid_argument(msg),
+        Error::Unauthenticated(_) => Status::unauthenticated(msg),
         Error::NotFound(_) => Status::not_found(msg),
         Error::Corrupt(_) => Status::data_loss(msg),
         Error::DiskFull(_) => Status::resource_exhausted(msg),
@@ -82,12 +83,14 @@ pub const ANSWERED_HEADER: &str = "chord-answered";
 /// the message.
 pub const LEAVING_HEADER: &str = "chord-leaving";
 
-/// Refuses every gRPC call while `node` is idle: it is in no ring yet, so
-/// neither its routing answers nor its store mean anything.
-fn refuse_while_idle(
+/// Admits a gRPC call only with the cluster token (when one is set), and
+/// refuses every call while `node` is idle: it is in no ring yet, so neither
+/// its routing answers nor its store mean anything.
+fn admit(
     node: Arc<Node>,
 ) -> impl FnMut(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, Status> + Clone {
     move |request| {
+        crate::auth::check(node.config().token.as_ref(), request.metadata())?;
         if node.is_idle() {
             Err(Status::unavailable(
                 "this node is idle: it waits for a MessagePack-RPC create or join",
@@ -149,14 +152,8 @@ pub async fn run(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (accept, grpc_incoming) = listen::split(node.clone(), listener, stop_server.clone());
     let grpc = tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(
-            ring,
-            refuse_while_idle(node.clone()),
-        ))
-        .add_service(InterceptedService::new(
-            store,
-            refuse_while_idle(node.clone()),
-        ))
+        .add_service(InterceptedService::new(ring, admit(node.clone())))
+        .add_service(InterceptedService::new(store, admit(node.clone())))
         .serve_with_incoming_shutdown(grpc_incoming, stop_server.clone().cancelled_owned());
     tasks.spawn(async move {
         accept.await;

@@ -83,6 +83,15 @@ impl Method {
         })
     }
 
+    /// Whether the method changes the ring (or stops the node) rather than
+    /// answering a question.
+    fn changes_the_ring(self) -> bool {
+        matches!(
+            self,
+            Method::Create | Method::Join | Method::Notify | Method::Kill
+        )
+    }
+
     /// How many params the method takes.
     fn arity(self) -> usize {
         match self {
@@ -233,6 +242,17 @@ async fn call(node: &Node, method: &Value, params: &Value) -> (Result<Value, Str
             params.len()
         );
         return (Err(err), After::Continue);
+    }
+    // MessagePack-RPC carries no token: on a ring that has one, this face
+    // only answers questions. (An idle node there cannot be started through
+    // it; start it with --join instead.)
+    if node.config().token.is_some() && method.changes_the_ring() {
+        return (
+            Err(format!(
+                "{name} is refused: this ring requires its cluster token, which MessagePack-RPC cannot carry"
+            )),
+            After::Continue,
+        );
     }
     let result = match method {
         Method::GetInfo => Ok(course_node(node.me())),

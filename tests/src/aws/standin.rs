@@ -200,6 +200,7 @@ impl Ec2StandIn {
         let peers = chord_node::peer::PeerPool::new(chord_node::peer::PeerOptions {
             rpc_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(500),
+            ..chord_node::peer::PeerOptions::default()
         });
         let start = Instant::now();
         loop {
