@@ -11,7 +11,6 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use chord_console::fleet::Fleet;
 use chord_node::chord::Id;
 use chord_tests::{free_port, TestCluster, CONVERGE, FAST, POLL};
 use rand::Rng;
@@ -29,10 +28,7 @@ const BIG_FILE: usize = 9 * 1024 * 1024;
 /// A 3-node, 3-replica ring with a gateway on every node, started with
 /// `args`; returns the cluster and the gateways' `http://host:port` bases.
 async fn gateway_cluster(args: &[&str]) -> Result<(TestCluster, Vec<String>)> {
-    let mut cluster = TestCluster::new(3, args)?;
-    let mut opts = cluster.fleet.options().clone();
-    opts.http_offset = Some(HTTP_OFFSET);
-    cluster.fleet = Fleet::new(opts)?;
+    let mut cluster = TestCluster::configured(3, args, None, Some(HTTP_OFFSET))?;
     for _ in 0..3 {
         let port = port_with_free_http()?;
         let join = cluster.addrs().first().cloned();
