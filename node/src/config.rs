@@ -73,6 +73,12 @@ pub struct Config {
     pub token: Option<crate::auth::ClusterToken>,
     /// Serve gateway reads (GET, HEAD) without the token.
     pub public_reads: bool,
+    /// Largest gateway request body (0: no limit); larger gets 413.
+    pub http_max_body_bytes: u64,
+    /// Most files one gateway upload request may carry; more gets 413.
+    pub http_max_parts: usize,
+    /// Gateway uploads running at once; one more gets 429.
+    pub http_max_uploads: usize,
 }
 
 impl Default for Config {
@@ -102,6 +108,9 @@ impl Default for Config {
             tombstone_grace: Duration::from_secs(10 * 24 * 3600),
             token: None,
             public_reads: false,
+            http_max_body_bytes: 64 << 30,
+            http_max_parts: 64,
+            http_max_uploads: 16,
         }
     }
 }
@@ -160,6 +169,11 @@ impl Config {
         if self.rpc_timeout >= self.gc_grace / 2 {
             return Err(Error::invalid(
                 "--gc-grace-secs must be above twice the RPC timeout: a collection round must finish well within it",
+            ));
+        }
+        if self.http_max_parts == 0 || self.http_max_uploads == 0 {
+            return Err(Error::invalid(
+                "--http-max-parts and --http-max-uploads must be above zero",
             ));
         }
         if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {

@@ -73,6 +73,10 @@ struct Gateway {
     token: Option<crate::auth::ClusterToken>,
     /// GET and HEAD go without the token.
     public_reads: bool,
+    /// One permit per upload running; none left means 429.
+    uploads: Arc<tokio::sync::Semaphore>,
+    /// Most files in one upload request.
+    max_parts: usize,
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then lets
@@ -100,9 +104,16 @@ pub async fn serve(
         replicas: config.replicas.max(1),
         token: config.token.clone(),
         public_reads: config.public_reads,
+        uploads: Arc::new(tokio::sync::Semaphore::new(config.http_max_uploads)),
+        max_parts: config.http_max_parts,
     });
+    let body_limit = match usize::try_from(config.http_max_body_bytes) {
+        Ok(0) | Err(_) => DefaultBodyLimit::disable(),
+        Ok(max) => DefaultBodyLimit::max(max),
+    };
     let shutdown = shutdown.shared();
-    let server = axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown.clone());
+    let server =
+        axum::serve(listener, router(gateway, body_limit)).with_graceful_shutdown(shutdown.clone());
     let grace_over = async move {
         shutdown.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -118,7 +129,7 @@ pub async fn serve(
     }
 }
 
-fn router(gateway: Arc<Gateway>) -> Router {
+fn router(gateway: Arc<Gateway>, body_limit: DefaultBodyLimit) -> Router {
     Router::new()
         .route("/", get(list))
         // `/upload` is also a valid file name: the other methods reach it.
@@ -130,8 +141,10 @@ fn router(gateway: Arc<Gateway>) -> Router {
         )
         .route("/{name}", get(download).delete(remove))
         .fallback(no_route)
-        // Files may be many GiB; the upload streams, so no limit is needed.
-        .layer(DefaultBodyLimit::disable())
+        // Files may be many GiB and the upload streams, so the limit is
+        // the operator's (`--http-max-body-mib`); past it the body read
+        // fails with 413.
+        .layer(body_limit)
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             require_token,
@@ -214,7 +227,18 @@ async fn upload(
     headers: HeaderMap,
     mut multipart: Multipart,
 ) -> Response {
+    let Ok(_running) = gw.uploads.clone().try_acquire_owned() else {
+        let mut response = plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many uploads running on this gateway; try again shortly",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     let mut stored: Vec<UploadReport> = Vec::new();
+    let mut parts = 0;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -231,6 +255,11 @@ async fn upload(
         };
         if let Err(e) = validate_name(&name) {
             return upload_failed(StatusCode::BAD_REQUEST, &format!("{name:?}: {e}"), &stored);
+        }
+        parts += 1;
+        if parts > gw.max_parts {
+            let reason = format!("more than {} files in one request", gw.max_parts);
+            return upload_failed(StatusCode::PAYLOAD_TOO_LARGE, &reason, &stored);
         }
         let reader = StreamReader::new(field.map_err(|e| {
             std::io::Error::other(BodyFailure {

@@ -434,3 +434,66 @@ async fn python_requests_client_round_trip() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+#[tokio::test]
+async fn gateway_limits_answer_413_and_429_and_the_gateway_keeps_serving() {
+    let mut args = FAST.to_vec();
+    args.extend([
+        "--http-max-body-mib",
+        "1",
+        "--http-max-parts",
+        "2",
+        "--http-max-uploads",
+        "1",
+    ]);
+    let (_cluster, http) = gateway_cluster(&args).await.unwrap();
+    let a = &http[0];
+    let dir = tempfile::tempdir().unwrap();
+    let upload = format!("{a}/upload");
+    let part =
+        |name: &str, len: usize| format!("files=@{}", write(dir.path(), name, &random_bytes(len)));
+
+    // A body over the limit: 413, and nothing of it is stored.
+    let too_big = part("too-big", 2 * 1024 * 1024);
+    let (code, body) = status_and_body(&["-F", &too_big], &upload).await.unwrap();
+    assert_eq!(code, 413, "{body}");
+    // More files than one request may carry: 413, naming what was stored.
+    let (one, two, three) = (part("p1", 1000), part("p2", 1000), part("p3", 1000));
+    let (code, body) = status_and_body(&["-F", &one, "-F", &two, "-F", &three], &upload)
+        .await
+        .unwrap();
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("more than 2 files"), "{body}");
+    // One upload at a time: a second while the first trickles in is 429.
+    let slow = part("slow", 600_000);
+    let slow_upload = {
+        let (slow, upload) = (slow.clone(), upload.clone());
+        tokio::spawn(async move {
+            status_and_body(&["--limit-rate", "100k", "-F", &slow], &upload).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quick = part("quick", 1000);
+    let (code, body) = status_and_body(&["-i", "-F", &quick], &upload)
+        .await
+        .unwrap();
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        body.to_ascii_lowercase().contains("retry-after: 1"),
+        "{body}"
+    );
+    let (code, body) = slow_upload.await.unwrap().unwrap();
+    assert_eq!(code, 200, "the slow upload: {body}");
+    // Then the gateway takes the next one, and everything stored reads back.
+    let (code, body) = status_and_body(&["-F", &quick], &upload).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, listing) = status_and_body(&[], &format!("{a}/")).await.unwrap();
+    assert_eq!(code, 200);
+    for name in ["p1", "p2", "slow", "quick"] {
+        assert!(listing.contains(name), "{name} missing: {listing}");
+    }
+    assert!(
+        !listing.contains("too-big") && !listing.contains("p3"),
+        "{listing}"
+    );
+}

@@ -115,6 +115,15 @@ struct Args {
     /// deletes always need it when one is set).
     #[arg(long)]
     public_reads: bool,
+    /// Largest gateway request body in MiB (0: no limit); larger gets 413.
+    #[arg(long, default_value_t = 64 * 1024)]
+    http_max_body_mib: u64,
+    /// Most files one gateway upload may carry; more gets 413.
+    #[arg(long, default_value_t = 64)]
+    http_max_parts: usize,
+    /// Gateway uploads running at once; one more gets 429.
+    #[arg(long, default_value_t = 16)]
+    http_max_uploads: usize,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -213,6 +222,9 @@ impl Args {
             gc_chunks_per_sec: self.gc_chunks_per_sec,
             tombstone_grace: Duration::from_secs(self.tombstone_grace_secs),
             public_reads: self.public_reads,
+            http_max_body_bytes: self.http_max_body_mib.saturating_mul(1 << 20),
+            http_max_parts: self.http_max_parts,
+            http_max_uploads: self.http_max_uploads,
             ..Config::default()
         }
     }
