@@ -176,14 +176,16 @@ impl Node {
     /// a sync a crash interrupted carries on.
     pub async fn open_alive_clock(&self) -> Result<()> {
         let grace_ms = millis(self.config().tombstone_grace);
-        let (clock, set_aside) = self
-            .disk(move |s| open_clock(s, grace_ms, now_ms()))
+        let (clock, set_aside, syncing) = self
+            .disk(move |s| {
+                let (clock, set_aside) = open_clock(s, grace_ms, now_ms())?;
+                Ok((clock, set_aside, s.has_suspects()))
+            })
             .await?;
         self.gc
             .alive_since_ms
             .store(clock.since_ms, Ordering::Relaxed);
         self.gc.away_from_ms.store(clock.away_ms, Ordering::Relaxed);
-        let syncing = self.store().has_suspects();
         self.gc.syncing.store(syncing, Ordering::Release);
         if set_aside > 0 {
             let away = Duration::from_millis(now_ms().saturating_sub(clock.away_ms));

@@ -343,13 +343,16 @@ impl Node {
         // replace a live version, and dropped once no holder lacks them.
         let grace_ms = u64::try_from(self.config().tombstone_grace.as_millis()).unwrap_or(u64::MAX);
         let now = crate::now_ms();
-        let expired: std::collections::HashSet<Id> = run
+        let expired: HashMap<Id, Stamp> = run
             .iter()
-            .filter(|(key, kind)| {
-                matches!(kind, Held::Manifest(stamp) if stamp.deleted)
-                    && self.store().is_expired_tombstone(key, grace_ms, now)
+            .filter_map(|(key, kind)| match kind {
+                Held::Manifest(stamp)
+                    if stamp.deleted && self.store().is_expired_tombstone(key, grace_ms, now) =>
+                {
+                    Some((*key, *stamp))
+                }
+                _ => None,
             })
-            .map(|(key, _)| *key)
             .collect();
         for holder in &others {
             let held = match self
@@ -380,7 +383,9 @@ impl Node {
                     {
                         true
                     }
-                    Held::Manifest(_) if expired.contains(key) && !stamps.contains_key(key) => true,
+                    Held::Manifest(_) if expired.contains_key(key) && !stamps.contains_key(key) => {
+                        true
+                    }
                     Held::Manifest(_) => self.push_manifest(holder, *key, report).await,
                 };
                 if ok {
@@ -389,15 +394,10 @@ impl Node {
             }
         }
         let mut expired_dropped = std::collections::HashSet::new();
-        for key in &expired {
-            if confirmed.get(key).copied().unwrap_or(0) < others.len() {
+        for (&key, &stamp) in &expired {
+            if confirmed.get(&key).copied().unwrap_or(0) < others.len() {
                 continue;
             }
-            let Some(Held::Manifest(stamp)) = run.iter().find(|(k, _)| k == key).map(|(_, h)| *h)
-            else {
-                continue;
-            };
-            let key = *key;
             match self.disk(move |s| s.drop_tombstone(&key, &stamp)).await {
                 Ok(true) => {
                     report.tombstones_expired += 1;

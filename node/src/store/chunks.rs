@@ -144,11 +144,7 @@ impl Store {
     pub fn delete_chunk(&self, key: &Id) -> Result<()> {
         let path = self.layout().chunk_path(key);
         let _guard = self.key_lock(key);
-        match fs::remove_file(&path) {
-            Ok(()) => disk::fsync_parent(&path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing chunk {key}"), e)),
-        }
+        disk::remove_durably(&path, &format!("chunk {key}"))?;
         self.index().remove_chunk(key);
         Ok(())
     }

@@ -253,6 +253,17 @@ pub(super) fn fsync_parent(path: &Path) -> Result<()> {
     }
 }
 
+/// Removes the file at `path` and fsyncs its directory so the removal
+/// survives a crash. A file already gone is not an error (a retried
+/// removal succeeds); `what` names the file in any other error.
+pub(super) fn remove_durably(path: &Path, what: &str) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => fsync_parent(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {what}"), e)),
+    }
+}
+
 /// Moves `from` to `to` (both inside the data dir) and makes both
 /// directories' new state durable.
 pub(super) fn move_durably(from: &Path, to: &Path) -> io::Result<()> {

@@ -77,25 +77,17 @@ impl Store {
     pub fn collect_chunk(&self, key: &Id, grace: Duration) -> Result<Option<u64>> {
         let path = self.layout().chunk_path(key);
         let _guard = self.key_lock(key);
-        {
+        let len = {
             let index = self.index();
             let old_enough = index
                 .chunk_age(key, touched_ago(Duration::ZERO))
                 .is_some_and(|age| age >= grace);
-            if !old_enough || index.is_referenced(key) {
-                return Ok(None);
+            match index.chunk_len(key) {
+                Some(len) if old_enough && !index.is_referenced(key) => len,
+                _ => return Ok(None),
             }
-        }
-        let len = match fs::metadata(&path) {
-            Ok(meta) => meta.len(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(Error::io(format!("reading metadata of chunk {key}"), e)),
         };
-        match fs::remove_file(&path) {
-            Ok(()) => disk::fsync_parent(&path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("collecting chunk {key}"), e)),
-        }
+        disk::remove_durably(&path, &format!("chunk {key}"))?;
         self.index().remove_chunk(key);
         Ok(Some(len))
     }
@@ -116,11 +108,7 @@ impl Store {
         if self.index().manifest_stamp(key).as_ref() != Some(stamp) || !stamp.deleted {
             return Ok(false);
         }
-        match fs::remove_file(&path) {
-            Ok(()) => disk::fsync_parent(&path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("dropping tombstone {key}"), e)),
-        }
+        disk::remove_durably(&path, &format!("tombstone {key}"))?;
         self.index().remove_manifest(key);
         Ok(true)
     }
@@ -189,11 +177,7 @@ impl Store {
             self.put_manifest(m)?;
         }
         let path = self.layout().suspect_path(&m.key());
-        match fs::remove_file(&path) {
-            Ok(()) => disk::fsync_parent(&path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("settling {}", path.display()), e)),
-        }
+        disk::remove_durably(&path, &format!("set-aside manifest {}", m.key()))
     }
 
     /// The clock kept in `alive.json`, if there is a readable one.

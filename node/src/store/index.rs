@@ -124,6 +124,11 @@ impl Index {
         }
     }
 
+    /// Length of chunk `key`, if it is held.
+    pub fn chunk_len(&self, key: &Id) -> Option<u64> {
+        self.chunks.get(key).map(|e| e.len)
+    }
+
     /// How long ago chunk `key` was last touched, if it is held.
     pub fn chunk_age(&self, key: &Id, now: Instant) -> Option<Duration> {
         self.chunks

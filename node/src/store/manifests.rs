@@ -8,7 +8,6 @@
 //! `quarantine/` and reported, never a panic, and a newer write replaces it.
 //! Nothing here follows a manifest's chunk list; that is the caller's.
 
-use std::fs;
 use std::io;
 
 use super::disk::{self, MANIFEST_EXT};
@@ -84,11 +83,7 @@ impl Store {
     pub fn delete_manifest(&self, key: &Id) -> Result<()> {
         let path = self.layout().manifest_path(key);
         let _guard = self.key_lock(key);
-        match fs::remove_file(&path) {
-            Ok(()) => disk::fsync_parent(&path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing manifest {key}"), e)),
-        }
+        disk::remove_durably(&path, &format!("manifest {key}"))?;
         self.index().remove_manifest(key);
         Ok(())
     }
@@ -208,6 +203,7 @@ mod tests {
     use super::super::manifest::tests::live;
     use super::super::tests::open_temp;
     use super::*;
+    use std::fs;
 
     fn quarantined(store: &Store) -> usize {
         fs::read_dir(store.root().join("quarantine"))
