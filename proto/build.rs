@@ -6,6 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read by prost-build; this build-script process is the only reader.
     std::env::set_var("PROTOC", protoc);
     tonic_prost_build::configure()
+        // Chunk bytes decode as slices of the receive buffer and encode from
+        // slices of the sender's chunk, instead of a copy per piece.
+        .bytes(".chord.v1.PutChunkRequest.data")
+        .bytes(".chord.v1.ChunkPiece.data")
         .build_server(true)
         .build_client(true)
         .compile_protos(&["chord/v1/chord.proto"], &["."])?;

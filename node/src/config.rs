@@ -79,6 +79,10 @@ pub struct Config {
     pub http_max_parts: usize,
     /// Gateway uploads running at once; one more gets 429.
     pub http_max_uploads: usize,
+    /// Bytes of chunk data `PutChunk` calls may hold in memory at once,
+    /// for client writes and for replica copies each. A call past it waits
+    /// up to one RPC deadline, then is refused as busy (retryable).
+    pub chunk_buffer_bytes: usize,
 }
 
 impl Default for Config {
@@ -111,6 +115,7 @@ impl Default for Config {
             http_max_body_bytes: 64 << 30,
             http_max_parts: 64,
             http_max_uploads: 16,
+            chunk_buffer_bytes: 256 << 20,
         }
     }
 }
@@ -170,6 +175,12 @@ impl Config {
             return Err(Error::invalid(
                 "--gc-grace-secs must be above twice the RPC timeout: a collection round must finish well within it",
             ));
+        }
+        if self.chunk_buffer_bytes < crate::MIN_CHUNK_BYTES {
+            return Err(Error::invalid(format!(
+                "--chunk-buffer-mib must hold at least one chunk of {} bytes",
+                crate::MIN_CHUNK_BYTES
+            )));
         }
         if self.http_max_parts == 0 || self.http_max_uploads == 0 {
             return Err(Error::invalid(

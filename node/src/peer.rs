@@ -10,20 +10,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use chord_proto::pb;
 use chord_proto::pb::ring_client::RingClient;
 use chord_proto::pb::store_client::StoreClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tracing::debug;
 
 use crate::auth::ClusterToken;
 use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::EventBatch;
 use crate::repair::HandoffReport;
-use crate::store::{Manifest, Stamp};
+use crate::store::{CheckedChunk, ChunkHasher, Manifest, Stamp};
 use crate::wire;
 
 /// Most nodes a ring walk visits before it stops: a guard against a ring
@@ -37,6 +37,15 @@ const WALK_BOUND_CALLS: u32 = 10;
 /// of [`crate::PIECE_BYTES`], far below this; the cap bounds what a
 /// misbehaving peer can make us buffer.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// HTTP/2 flow-control window of one stream (both ways, client and
+/// server): a default chunk flows without stopping for the receiver's
+/// window updates, which at the protocol's 64 KiB default cost a wake-up
+/// of both ends every 64 KiB.
+pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// HTTP/2 window of one connection: several chunks in flight at once. It
+/// bounds what a connection can have buffered unread.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct PeerOptions {
@@ -168,6 +177,8 @@ impl PeerPool {
             .map_err(|e| Error::invalid(format!("address {addr:?}: {e}")))?
             .connect_timeout(self.opts.connect_timeout)
             .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
         let ch = endpoint.connect_lazy();
@@ -366,11 +377,11 @@ fn key_list(keys: &[Id]) -> pb::KeyList {
 }
 
 impl PeerPool {
-    /// Streams `data` to `addr` as one chunk in [`crate::PIECE_BYTES`]
-    /// pieces. `copies` > 1 asks the receiver to replicate before answering.
+    /// Streams `chunk` to `addr` in [`crate::PIECE_BYTES`] pieces.
+    /// `copies` > 1 asks the receiver to replicate before answering.
     /// Returns how many copies are durable.
-    pub async fn put_chunk(&self, addr: &str, key: &Id, data: Bytes, copies: u32) -> Result<u32> {
-        self.put_chunk_aged(addr, key, data, copies, Duration::ZERO)
+    pub async fn put_chunk(&self, addr: &str, chunk: &CheckedChunk, copies: u32) -> Result<u32> {
+        self.put_chunk_aged(addr, chunk, copies, Duration::ZERO)
             .await
     }
 
@@ -379,27 +390,24 @@ impl PeerPool {
     pub async fn put_chunk_aged(
         &self,
         addr: &str,
-        key: &Id,
-        data: Bytes,
+        chunk: &CheckedChunk,
         copies: u32,
         age: Duration,
     ) -> Result<u32> {
+        let data = chunk.data().clone();
         let header = pb::PutChunkRequest {
             body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
-                key: key.as_bytes().to_vec(),
+                key: chunk.key().as_bytes().to_vec(),
                 size: data.len() as u64,
                 copies,
                 age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
             })),
         };
-        let pieces = (0..data.len()).step_by(crate::PIECE_BYTES).map(move |at| {
-            let end = (at + crate::PIECE_BYTES).min(data.len());
-            pb::PutChunkRequest {
-                body: Some(pb::put_chunk_request::Body::Data(
-                    data.slice(at..end).to_vec(),
-                )),
-            }
-        });
+        let pieces: Vec<pb::PutChunkRequest> = wire::pieces(&data)
+            .map(|piece| pb::PutChunkRequest {
+                body: Some(pb::put_chunk_request::Body::Data(piece)),
+            })
+            .collect();
         let stream = futures::stream::iter(std::iter::once(header).chain(pieces));
         let mut req = tonic::Request::new(stream);
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
@@ -413,11 +421,18 @@ impl PeerPool {
     }
 
     /// Fetches one chunk from `addr` and checks its bytes against `key`.
-    pub async fn get_chunk(&self, addr: &str, key: &Id) -> Result<Bytes> {
+    /// Bytes that do not match are [`Error::Corrupt`], and `addr` is asked
+    /// to re-check its copy (in the background: the caller goes on to the
+    /// next holder).
+    pub async fn get_chunk(&self, addr: &str, key: &Id) -> Result<CheckedChunk> {
         // tonic ends a call at its deadline only until the answer's headers
         // arrive; the pieces after them are bounded here, by the same one.
         let deadline = self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR;
         match tokio::time::timeout(deadline, self.get_chunk_within(addr, key, deadline)).await {
+            Ok(Err(Error::Corrupt(reason))) => {
+                self.report_corrupt(addr, *key);
+                Err(Error::Corrupt(format!("{addr} sent bad bytes: {reason}")))
+            }
             Ok(answer) => answer,
             Err(_) => {
                 self.forget(addr);
@@ -429,7 +444,12 @@ impl PeerPool {
         }
     }
 
-    async fn get_chunk_within(&self, addr: &str, key: &Id, deadline: Duration) -> Result<Bytes> {
+    async fn get_chunk_within(
+        &self,
+        addr: &str,
+        key: &Id,
+        deadline: Duration,
+    ) -> Result<CheckedChunk> {
         let mut req = tonic::Request::new(pb::GetChunkRequest {
             key: key.as_bytes().to_vec(),
         });
@@ -440,23 +460,46 @@ impl PeerPool {
             .await
             .map_err(|s| self.fail(addr, s))?
             .into_inner();
-        let mut buf = BytesMut::new();
+        let mut chunk: Option<ChunkHasher> = None;
         while let Some(piece) = stream.message().await.map_err(|s| self.fail(addr, s))? {
-            if buf.len() + piece.data.len() > crate::MAX_CHUNK_BYTES {
-                return Err(Error::BadReply {
-                    peer: addr.to_string(),
-                    reason: format!("chunk {} is larger than any chunk may be", key.short()),
-                });
+            let size = usize::try_from(piece.size).unwrap_or(usize::MAX);
+            let hasher = chunk.get_or_insert_with(|| ChunkHasher::new(*key, size));
+            hasher.push(&piece.data).map_err(|_| Error::BadReply {
+                peer: addr.to_string(),
+                reason: format!("chunk {} is larger than any chunk may be", key.short()),
+            })?;
+        }
+        chunk.unwrap_or_else(|| ChunkHasher::new(*key, 0)).finish()
+    }
+
+    /// Asks `addr` to re-hash its copy of `key`, which sent bad bytes, so a
+    /// rotten copy is moved aside now rather than at the next scrub. Runs
+    /// in the background, bounded by the call deadline; a failure only
+    /// leaves the scrubber to find it.
+    fn report_corrupt(&self, addr: &str, key: Id) {
+        let mut store = match self.store(addr) {
+            Ok(store) => store,
+            Err(e) => {
+                debug!(peer = %addr, error = %e, "cannot ask a holder to re-check a chunk");
+                return;
             }
-            buf.extend_from_slice(&piece.data);
-        }
-        if Id::hash(&buf) != *key {
-            return Err(Error::Corrupt(format!(
-                "{addr} sent bytes that do not match chunk {}",
-                key.short()
-            )));
-        }
-        Ok(buf.freeze())
+        };
+        let mut req = self.request(pb::GetChunkRequest {
+            key: key.as_bytes().to_vec(),
+        });
+        req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let addr = addr.to_string();
+        tokio::spawn(async move {
+            match store.check_chunk(req).await {
+                Ok(resp) => {
+                    let intact = resp.into_inner().intact;
+                    debug!(peer = %addr, key = %key.short(), intact, "a holder re-checked a chunk it sent bad");
+                }
+                Err(status) => {
+                    debug!(peer = %addr, key = %key.short(), error = %status, "cannot ask a holder to re-check a chunk");
+                }
+            }
+        });
     }
 
     /// Which of `keys` the node at `addr` holds (each held one counts as

@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use crate::chord::{Id, NodeRef};
@@ -445,23 +444,19 @@ impl Node {
         pacer: &mut Pacer,
         report: &mut RepairReport,
     ) -> bool {
-        let data = match self.disk(move |s| s.read_chunk(&key)).await {
-            Ok(d) => Bytes::from(d),
+        let chunk = match self.disk(move |s| s.read_chunk(&key)).await {
+            Ok(chunk) => chunk,
             Err(e) => {
                 // Corrupt (now quarantined) or gone: nothing of ours to push.
                 debug!(key = %key.short(), error = %e, "cannot read chunk to push");
                 return false;
             }
         };
-        let len = data.len() as u64;
+        let len = chunk.data().len() as u64;
         // The copy keeps our copy's age: moving a chunk does not restart the
         // collector's grace period (see `crate::gc`).
         let age = self.store().chunk_age(&key).unwrap_or_default();
-        match self
-            .peers()
-            .put_chunk_aged(&to.addr, &key, data, 1, age)
-            .await
-        {
+        match self.peers().put_chunk_aged(&to.addr, &chunk, 1, age).await {
             Ok(_) => {
                 report.chunks_pushed += 1;
                 report.bytes_pushed += len;

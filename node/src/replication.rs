@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use chord_proto::pb;
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
@@ -18,7 +17,7 @@ use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::node::{Counters, Node};
 use crate::now_ms;
-use crate::store::{validate_name, Manifest};
+use crate::store::{validate_name, CheckedChunk, Manifest};
 
 /// How far ahead of the clock a client-chosen manifest version may be.
 const MAX_VERSION_AHEAD_MS: u64 = 24 * 3600 * 1000;
@@ -32,35 +31,37 @@ impl Node {
         self.config().replicas
     }
 
-    /// Stores `data` (last touched `age` ago by the sender) here and on our
-    /// successors until `copies` copies (or as many as the ring has nodes)
-    /// are durable. Returns the copies made.
+    /// Stores `chunk` (last touched `age` ago by the sender) here and on
+    /// our successors until `copies` copies (or as many as the ring has
+    /// nodes) are durable. The local write and the copies to successors run
+    /// at once; the answer waits for both. Returns the copies made.
     pub async fn put_chunk_replicated(
         &self,
-        key: Id,
-        data: Bytes,
+        chunk: CheckedChunk,
         copies: u32,
         age: std::time::Duration,
     ) -> Result<u32> {
-        let len = data.len() as u64;
-        let local = data.clone();
-        self.disk(move |s| s.put_chunk_aged(&key, &local, age))
-            .await?;
-        Counters::bump(&self.counters.bytes_in, len);
+        let key = *chunk.key();
+        let len = chunk.data().len() as u64;
+        let local = chunk.clone();
+        let write_here = self.disk(move |s| s.put_checked_chunk(&local, age));
         let what = format!("chunk {}", key.short());
-        self.copy_to_successors(copies, &what, |peer| {
-            let data = data.clone();
+        let copy_on = self.copy_to_successors(copies, &what, |peer| {
+            let chunk = chunk.clone();
             async move {
-                self.peers().put_chunk(&peer.addr, &key, data, 1).await?;
+                self.peers().put_chunk(&peer.addr, &chunk, 1).await?;
                 Counters::bump(&self.counters.bytes_out, len);
                 Ok(())
             }
-        })
-        .await
+        });
+        let (written, copied) = futures::future::join(write_here, copy_on).await;
+        written?;
+        Counters::bump(&self.counters.bytes_in, len);
+        copied
     }
 
-    /// The replication rule shared by chunks and manifests, once the local
-    /// copy is durable: copy to the nearest successors in parallel, one more
+    /// The replication rule shared by chunks and manifests, the local copy
+    /// counted as made (its write runs beside, or before): copy to the nearest successors in parallel, one more
     /// further along the list for each that fails, until `copies` copies
     /// exist in all; an error unless min(`copies`, ring size) do.
     async fn copy_to_successors<F, Fut>(&self, copies: u32, what: &str, copy: F) -> Result<u32>

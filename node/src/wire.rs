@@ -103,6 +103,15 @@ pub fn route_from_pb(resp: pb::FindStepResponse) -> Result<Route> {
     }
 }
 
+/// A chunk's bytes as the pieces of a stream, each at most
+/// [`crate::PIECE_BYTES`]: slices of `data`, not copies. An empty chunk is
+/// no pieces.
+pub fn pieces(data: &bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> + '_ {
+    (0..data.len())
+        .step_by(crate::PIECE_BYTES)
+        .map(move |at| data.slice(at..(at + crate::PIECE_BYTES).min(data.len())))
+}
+
 pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
     pb::Manifest {
         name: m.name.clone(),

@@ -261,6 +261,98 @@ async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
 }
 
 #[tokio::test]
+async fn incoming_chunks_share_a_bounded_buffer_and_a_busy_node_keeps_serving() {
+    use chord_proto::pb;
+    use chord_proto::pb::store_client::StoreClient;
+
+    let mut args = FAST.to_vec();
+    args.push("--chunk-buffer-mib");
+    args.push("1");
+    let cluster = TestCluster::start_converged(1, 1, &args).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    let mut store = StoreClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let header = |key: Id, size: u64| pb::PutChunkRequest {
+        body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
+            key: key.as_bytes().to_vec(),
+            size,
+            copies: 1,
+            age_ms: 0,
+        })),
+    };
+    let data = |b: &[u8]| pb::PutChunkRequest {
+        body: Some(pb::put_chunk_request::Body::Data(b.to_vec().into())),
+    };
+
+    // A call announcing 1 MiB and then sending nothing holds the whole budget.
+    let (hold, held) = tokio::sync::mpsc::channel(1);
+    hold.send(header(Id::hash(b"never sent"), 1 << 20))
+        .await
+        .unwrap();
+    let mut first = store.clone();
+    let holder = tokio::spawn(async move {
+        first
+            .put_chunk(tokio_stream::wrappers::ReceiverStream::new(held))
+            .await
+    });
+    // Another chunk waits one deadline for room, then is refused as busy.
+    // (Until the holder's header is in, puts still succeed: poll.)
+    let mut attempt = 0;
+    let refused = loop {
+        attempt += 1;
+        assert!(
+            attempt <= 50,
+            "no put was refused while the budget was held"
+        );
+        let other = format!("chunk number {attempt}").into_bytes();
+        let answer = store
+            .put_chunk(futures::stream::iter(vec![
+                header(Id::hash(&other), other.len() as u64),
+                data(&other),
+            ]))
+            .await;
+        match answer {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(status) => break status,
+        }
+    };
+    let small = b"a small chunk".to_vec();
+    let key = Id::hash(&small);
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("busy"), "{refused:?}");
+    // Meanwhile the node answers everything else.
+    store
+        .has_chunks(pb::KeyList {
+            keys: vec![key.as_bytes().to_vec()],
+        })
+        .await
+        .unwrap();
+    // The holder gives up: its room comes back and the chunk goes in.
+    drop(hold);
+    let ended = tokio::time::timeout(Duration::from_secs(10), holder)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.unwrap_err().code(), tonic::Code::InvalidArgument);
+    store
+        .put_chunk(futures::stream::iter(vec![
+            header(key, small.len() as u64),
+            data(&small),
+        ]))
+        .await
+        .unwrap();
+    let has = store
+        .has_chunks(pb::KeyList {
+            keys: vec![key.as_bytes().to_vec()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(has.present, vec![true]);
+}
+
+#[tokio::test]
 async fn bad_input_is_refused_and_nothing_partial_appears() {
     use chord_proto::pb;
     use chord_proto::pb::store_client::StoreClient;
@@ -298,7 +390,7 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
         })),
     };
     let data = |b: &[u8]| pb::PutChunkRequest {
-        body: Some(pb::put_chunk_request::Body::Data(b.to_vec())),
+        body: Some(pb::put_chunk_request::Body::Data(b.to_vec().into())),
     };
     // Bytes that do not match the key.
     let wrong = Id::hash(b"something else");
@@ -623,16 +715,19 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
         .check_files_intact(dir.path(), &names)
         .await
         .unwrap();
-    // The owner noticed on the read and moved its copy aside.
-    assert_eq!(
-        cluster
-            .peers
-            .get_stats(&owner.addr)
-            .await
-            .unwrap()
-            .corrupt_chunks,
-        1
-    );
+    // The reader told the owner, which re-hashed its copy and moved it
+    // aside (the owner itself sends what is on disk unchecked).
+    cluster
+        .wait_for(
+            "the owner to quarantine its bad copy",
+            Duration::from_secs(10),
+            || async {
+                let stats = cluster.peers.get_stats(&owner.addr).await?;
+                Ok(stats.corrupt_chunks == 1)
+            },
+        )
+        .await
+        .unwrap();
     assert!(!copy.exists(), "the corrupt copy is still in place");
 }
 

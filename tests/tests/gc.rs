@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chord_node::chord::Id;
+use chord_node::store::CheckedChunk;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
 use chord_tests::{TestCluster, CONVERGE, FAST};
 use rand::Rng;
@@ -168,7 +169,11 @@ async fn a_stalled_upload_keeps_its_chunks_through_the_grace_period() {
     let owner = cluster.owner_of(&stray_key).unwrap();
     cluster
         .peers
-        .put_chunk(&owner.addr, &stray_key, stray.into(), R as u32)
+        .put_chunk(
+            &owner.addr,
+            &CheckedChunk::of(stray.into()).unwrap(),
+            R as u32,
+        )
         .await
         .unwrap();
     let size = 5 * CHUNK as usize;

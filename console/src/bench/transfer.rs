@@ -485,37 +485,57 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1u32 << 20)
 }
 
+/// The baseline's row: the one without node processes.
+fn baseline(rows: &[Row]) -> Option<&Row> {
+    rows.iter().find(|r| r.peak_rss.is_none())
+}
+
+/// How a time compares with the baseline's as a speed ratio (1.0 = as
+/// fast; 0.5 = half as fast).
+fn ratio(took: Duration, baseline: Duration) -> f64 {
+    baseline.as_secs_f64() / took.as_secs_f64().max(f64::EPSILON)
+}
+
 fn print_table(args: &TransferArgs, rows: &[Row]) {
     println!(
-        "{} file, {} nodes per ring, {} chunks, {} in flight (MB = 10^6 bytes)",
+        "{} file, {} nodes per ring, {} chunks, {} in flight (MB = 10^6 bytes; ratio = speed / baseline's)",
         format_size(args.size),
         args.nodes,
         format_size(args.chunk_size as u64),
         args.parallel
     );
     println!(
-        "{:<16} {:>12} {:>14} {:>18}",
-        "setup", "upload MB/s", "download MB/s", "peak node RSS MiB"
+        "{:<16} {:>12} {:>6} {:>14} {:>6} {:>18}",
+        "setup", "upload MB/s", "ratio", "download MB/s", "ratio", "peak node RSS MiB"
     );
+    let base = baseline(rows);
     for row in rows {
         let rss = row
             .peak_rss
             .map_or_else(|| "-".to_string(), |b| format!("{:.1}", mib(b)));
+        let (up, down) = base.map_or((f64::NAN, f64::NAN), |b| {
+            (ratio(row.upload, b.upload), ratio(row.download, b.download))
+        });
         println!(
-            "{:<16} {:>12.1} {:>14.1} {:>18}",
+            "{:<16} {:>12.1} {:>6.2} {:>14.1} {:>6.2} {:>18}",
             row.setup,
             mb_per_s(args.size, row.upload),
+            up,
             mb_per_s(args.size, row.download),
+            down,
             rss
         );
     }
 }
 
 fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
+    let base = baseline(rows);
     let setups: Vec<Value> = rows
         .iter()
         .map(|row| {
             json!({
+                "upload_ratio": base.map(|b| ratio(row.upload, b.upload)),
+                "download_ratio": base.map(|b| ratio(row.download, b.download)),
                 "setup": row.setup,
                 "upload_secs": row.upload.as_secs_f64(),
                 "upload_mb_per_s": mb_per_s(args.size, row.upload),

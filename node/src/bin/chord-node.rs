@@ -124,6 +124,11 @@ struct Args {
     /// Gateway uploads running at once; one more gets 429.
     #[arg(long, default_value_t = 16)]
     http_max_uploads: usize,
+    /// MiB of chunk data incoming PutChunk calls may hold at once (client
+    /// writes and replica copies each); past it a call waits one RPC
+    /// deadline, then is refused as busy.
+    #[arg(long, default_value_t = 256)]
+    chunk_buffer_mib: usize,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -225,6 +230,7 @@ impl Args {
             http_max_body_bytes: self.http_max_body_mib.saturating_mul(1 << 20),
             http_max_parts: self.http_max_parts,
             http_max_uploads: self.http_max_uploads,
+            chunk_buffer_bytes: self.chunk_buffer_mib.saturating_mul(1 << 20),
             ..Config::default()
         }
     }

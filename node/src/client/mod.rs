@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+mod digest;
 mod transfer;
 
 pub use transfer::{

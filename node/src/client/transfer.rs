@@ -17,7 +17,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chord_proto::pb;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
@@ -25,7 +24,9 @@ use super::Client;
 use crate::chord::{replica_set, Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::now_ms;
-use crate::store::{validate_name, Manifest};
+use crate::store::{validate_name, CheckedChunk, Manifest};
+
+use super::digest::{DigestTarget, FileDigest};
 
 #[derive(Clone, Debug)]
 pub struct TransferOptions {
@@ -94,7 +95,50 @@ impl Client {
     /// `progress` is called with the byte count of each chunk as it lands.
     pub async fn upload<R: AsyncRead + Unpin>(
         &self,
-        mut reader: R,
+        reader: R,
+        name: &str,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<UploadReport> {
+        let source = futures::stream::try_unfold(reader, |mut reader| async move {
+            let chunk = read_chunk(&mut reader, opts.chunk_size).await?;
+            Ok((!chunk.is_empty()).then_some((chunk, reader)))
+        });
+        self.upload_chunks(source, name, opts, progress).await
+    }
+
+    /// Uploads the file at `path`, read on a blocking thread one chunk
+    /// ahead of the network.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        name: &str,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<UploadReport> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let size = opts.chunk_size;
+        let source = futures::stream::try_unfold(Some(file), move |file| async move {
+            let Some(file) = file else {
+                return Ok(None);
+            };
+            let (file, chunk) = tokio::task::spawn_blocking(move || read_file_chunk(file, size))
+                .await
+                .map_err(|e| Error::Unavailable(format!("the file reader failed: {e}")))??;
+            Ok((!chunk.is_empty()).then_some((chunk, Some(file))))
+        });
+        self.upload_chunks(source, name, opts, progress).await
+    }
+
+    /// The upload pipeline: chunks come from `source` in file order, go
+    /// through the whole-file digest in that order, then `parallel` at once
+    /// are hashed (off the async workers) and sent to their owners, while
+    /// the source reads ahead. The manifest goes last. Memory holds at most
+    /// about `parallel + 2` chunks.
+    async fn upload_chunks(
+        &self,
+        source: impl futures::Stream<Item = Result<Bytes>>,
         name: &str,
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
@@ -108,36 +152,56 @@ impl Client {
             )));
         }
         let replicas = self.replicas().await?;
-        let mut sha = Sha256::new();
-        let mut size = 0u64;
-        let mut keys = Vec::new();
+        let digest = FileDigest::start(DIGEST_DEPTH, None);
+        let mut keys: Vec<Option<Id>> = Vec::new();
         let mut skipped = 0usize;
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            let chunk = read_chunk(&mut reader, opts.chunk_size).await?;
-            if chunk.is_empty() {
-                break;
-            }
-            sha.update(&chunk);
-            size += chunk.len() as u64;
-            let key = Id::hash(&chunk);
-            keys.push(key);
-            in_flight.push(self.upload_chunk(key, chunk, replicas, opts, progress));
-            if in_flight.len() >= opts.parallel.max(1) {
-                if let Some(result) = in_flight.next().await {
-                    skipped += usize::from(result?);
-                }
+        let sent: Result<()> = async {
+            let parallel = opts.parallel.max(1);
+            let mut source = std::pin::pin!(source);
+            let mut in_flight = FuturesUnordered::new();
+            let mut read_all = false;
+            loop {
+                let sent = if read_all || in_flight.len() >= parallel {
+                    match in_flight.next().await {
+                        Some(sent) => sent,
+                        None => return Ok(()),
+                    }
+                } else {
+                    // Read ahead while the chunks in flight move on.
+                    tokio::select! {
+                        biased;
+                        Some(sent) = in_flight.next(), if !in_flight.is_empty() => sent,
+                        next = source.next() => {
+                            match next {
+                                Some(chunk) => {
+                                    let chunk = chunk?;
+                                    digest.push(chunk.clone()).await?;
+                                    in_flight.push(self.send_chunk(keys.len(), chunk, replicas, opts, progress));
+                                    keys.push(None);
+                                }
+                                None => read_all = true,
+                            }
+                            continue;
+                        }
+                    }
+                };
+                let (index, key, already) = sent?;
+                keys[index] = Some(key);
+                skipped += usize::from(already);
             }
         }
-        while let Some(result) = in_flight.next().await {
-            skipped += usize::from(result?);
-        }
+        .await;
+        let (sha256, size) = digest.finish_after(sent).await?;
+        let chunks = keys
+            .into_iter()
+            .collect::<Option<Vec<Id>>>()
+            .ok_or_else(|| Error::Unavailable("a chunk of the upload went missing".into()))?;
         let manifest = Manifest {
             name: name.to_string(),
             size,
             chunk_size: if size == 0 { 0 } else { opts.chunk_size as u32 },
-            chunks: keys,
-            sha256: sha.finalize().into(),
+            chunks,
+            sha256,
             version: 0,
             deleted: false,
             modified_ms: now_ms(),
@@ -153,29 +217,32 @@ impl Client {
         })
     }
 
-    /// Uploads the file at `path`.
-    pub async fn upload_file(
+    /// Hashes chunk number `index` of an upload (off the async workers) and
+    /// sends it; returns its index, key and whether the ring had it.
+    async fn send_chunk(
         &self,
-        path: &Path,
-        name: &str,
+        index: usize,
+        data: Bytes,
+        replicas: u32,
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<UploadReport> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        self.upload(file, name, opts, progress).await
+    ) -> Result<(usize, Id, bool)> {
+        let chunk = chunk_of(data).await?;
+        let key = *chunk.key();
+        let already = self.upload_chunk(chunk, replicas, opts, progress).await?;
+        Ok((index, key, already))
     }
 
     /// Sends one chunk to its owner; returns true when the ring already had it.
     async fn upload_chunk(
         &self,
-        key: Id,
-        data: Bytes,
+        chunk: CheckedChunk,
         replicas: u32,
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<bool> {
+        let key = *chunk.key();
+        let len = chunk.data().len() as u64;
         let already = self
             .retrying(opts.attempts, || async {
                 let holders = self.holders(key, replicas as usize).await?;
@@ -187,24 +254,29 @@ impl Client {
                     return Ok(true);
                 }
                 self.peers()
-                    .put_chunk(&holders[0].addr, &key, data.clone(), replicas)
+                    .put_chunk(&holders[0].addr, &chunk, replicas)
                     .await?;
                 Ok(false)
             })
             .await?;
-        progress(data.len() as u64);
+        progress(len);
         Ok(already)
     }
 
-    /// Whether every one of `holders` says it has chunk `key`.
+    /// Whether every one of `holders` says it has chunk `key` (asked all at
+    /// once).
     async fn held_by_all(&self, key: Id, holders: &[NodeRef]) -> bool {
-        for holder in holders {
-            match self.peers().has_chunks(&holder.addr, &[key]).await {
-                Ok(present) if present.first() == Some(&true) => {}
-                _ => return false,
-            }
-        }
+        let keys = [key];
+        let answers = futures::future::join_all(
+            holders
+                .iter()
+                .map(|holder| self.peers().has_chunks(&holder.addr, &keys)),
+        )
+        .await;
         !holders.is_empty()
+            && answers
+                .iter()
+                .all(|a| matches!(a, Ok(present) if present.first() == Some(&true)))
     }
 
     async fn put_manifest(
@@ -275,7 +347,7 @@ impl Client {
             };
             for holder in holders {
                 match self.peers().get_chunk(&holder.addr, &key).await {
-                    Ok(data) => return Ok(data),
+                    Ok(chunk) => return Ok(chunk.into_data()),
                     Err(e) => {
                         debug!(peer = %holder.addr, key = %key.short(), error = %e, "chunk read failed; trying next holder");
                         last = Some(e);
@@ -340,6 +412,10 @@ impl Client {
         })
     }
 
+    /// Writes the file of `manifest` to a new file at `part` and syncs it:
+    /// chunks arrive `parallel` ahead, and one blocking thread writes each
+    /// in order and hashes it while it is in cache. The size and SHA-256
+    /// are checked before the caller renames the file into place.
     async fn download_into(
         &self,
         manifest: &Manifest,
@@ -348,15 +424,26 @@ impl Client {
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        let mut file = tokio::fs::File::create(part)
-            .await
+        let file = std::fs::File::create(part)
             .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
-        self.write_to(manifest, &mut file, replicas, opts, progress)
-            .await?;
-        file.sync_all()
-            .await
-            .map_err(|e| Error::io(format!("cannot sync {}", part.display()), e))?;
-        Ok(())
+        let target = DigestTarget {
+            file,
+            path: part.to_path_buf(),
+        };
+        let digest = FileDigest::start(DIGEST_DEPTH, Some(target));
+        let fed = async {
+            let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts));
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                let len = chunk.len() as u64;
+                digest.push(chunk).await?;
+                progress(len);
+            }
+            Ok(())
+        }
+        .await;
+        let (sha256, size) = digest.finish_after(fed).await?;
+        verify_whole(manifest, size, sha256)
     }
 
     /// Writes the file of `manifest` to `out` chunk by chunk, in order, then
@@ -371,22 +458,24 @@ impl Client {
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        let mut sha = Sha256::new();
-        let mut size = 0u64;
-        let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts));
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            sha.update(&chunk);
-            size += chunk.len() as u64;
-            out.write_all(&chunk)
+        let digest = FileDigest::start(DIGEST_DEPTH, None);
+        let fed = async {
+            let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts));
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                digest.push(chunk.clone()).await?;
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))?;
+                progress(chunk.len() as u64);
+            }
+            out.flush()
                 .await
-                .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))?;
-            progress(chunk.len() as u64);
+                .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))
         }
-        out.flush()
-            .await
-            .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))?;
-        verify_whole(manifest, size, sha.finalize().into())
+        .await;
+        let (sha256, size) = digest.finish_after(fed).await?;
+        verify_whole(manifest, size, sha256)
     }
 
     /// Every live file on the ring.
@@ -443,6 +532,27 @@ pub fn verify_whole(manifest: &Manifest, size: u64, sha256: [u8; 32]) -> Result<
         )));
     }
     Ok(())
+}
+
+/// Chunks of a download or upload that may wait for the whole-file digest
+/// thread: it outpaces the network, so two keep it busy.
+const DIGEST_DEPTH: usize = 2;
+
+/// The chunk of `data`, its key computed on a blocking thread.
+async fn chunk_of(data: Bytes) -> Result<CheckedChunk> {
+    tokio::task::spawn_blocking(move || CheckedChunk::of(data))
+        .await
+        .map_err(|e| Error::Unavailable(format!("the chunk hasher failed: {e}")))?
+}
+
+/// Reads the next chunk of up to `size` bytes of `file` (fewer only at its
+/// end), handing the file back for the next read.
+fn read_file_chunk(file: std::fs::File, size: usize) -> Result<(std::fs::File, Bytes)> {
+    let mut buf = Vec::with_capacity(size);
+    let mut reader = std::io::Read::take(file, size as u64);
+    std::io::Read::read_to_end(&mut reader, &mut buf)
+        .map_err(|e| Error::io("reading the upload", e))?;
+    Ok((reader.into_inner(), Bytes::from(buf)))
 }
 
 /// Reads up to `size` bytes; fewer only at the end of the input.

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::peer::MAX_MESSAGE_BYTES;
+use crate::peer::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 use crate::store::Store;
 
 mod listen;
@@ -152,6 +152,8 @@ pub async fn run(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (accept, grpc_incoming) = listen::split(node.clone(), listener, stop_server.clone());
     let grpc = tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(InterceptedService::new(ring, admit(node.clone())))
         .add_service(InterceptedService::new(store, admit(node.clone())))
         .serve_with_incoming_shutdown(grpc_incoming, stop_server.clone().cancelled_owned());

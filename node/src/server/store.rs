@@ -10,18 +10,18 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use chord_proto::pb;
 use chord_proto::pb::put_chunk_request::Body;
 use chord_proto::pb::store_server::Store;
 use futures::Stream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::error_to_status;
 use crate::chord::Id;
 use crate::error::Error;
 use crate::node::{Counters, Node};
-use crate::store::validate_name;
+use crate::store::{validate_name, ChunkHasher};
 use crate::wire;
 
 /// Most keys one `HasChunks` call may ask about: bounds the answer's size.
@@ -30,11 +30,47 @@ pub const MAX_KEYS_PER_CALL: usize = 100_000;
 #[derive(Clone, Debug)]
 pub struct StoreService {
     node: Arc<Node>,
+    /// Memory for chunks being received, in KiB: client writes (which
+    /// forward copies) and replica copies (which forward nothing) draw on
+    /// separate budgets, so two nodes forwarding to each other can never
+    /// hold each other's budget while they wait.
+    primary_buffers: Arc<Semaphore>,
+    replica_buffers: Arc<Semaphore>,
 }
 
 impl StoreService {
     pub fn new(node: Arc<Node>) -> StoreService {
-        StoreService { node }
+        let kib = node.config().chunk_buffer_bytes / 1024;
+        StoreService {
+            node,
+            primary_buffers: Arc::new(Semaphore::new(kib)),
+            replica_buffers: Arc::new(Semaphore::new(kib)),
+        }
+    }
+
+    /// Room for a chunk of `size` bytes (a chunk larger than the whole
+    /// budget takes all of it), waiting at most one RPC deadline; past
+    /// that the node is busy, which the caller may retry.
+    async fn reserve_buffer(
+        &self,
+        size: usize,
+        primary: bool,
+    ) -> Result<OwnedSemaphorePermit, Status> {
+        let budget = if primary {
+            &self.primary_buffers
+        } else {
+            &self.replica_buffers
+        };
+        let total = self.node.config().chunk_buffer_bytes / 1024;
+        let kib = u32::try_from(size.div_ceil(1024).min(total)).unwrap_or(u32::MAX);
+        let wait = self.node.config().rpc_timeout;
+        match tokio::time::timeout(wait, budget.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(error_to_status(Error::Unavailable(format!(
+                "busy: incoming chunks fill this node's {} MiB buffer budget; retry",
+                total / 1024
+            )))),
+        }
     }
 
     fn count(&self) {
@@ -98,38 +134,39 @@ impl Store for StoreService {
                 crate::MAX_CHUNK_BYTES
             )));
         }
-        // Grow with what actually arrives, not with what the header claims.
-        let mut buf = BytesMut::with_capacity(size.min(crate::PIECE_BYTES));
+        // Hashed as the pieces arrive; memory grows with what actually
+        // arrives, not with what the header claims, within the budget.
+        let _room = self.reserve_buffer(size, header.copies > 1).await?;
+        let mut chunk = ChunkHasher::new(key, size);
         while let Some(msg) = stream.message().await? {
             match msg.body {
                 Some(Body::Data(data)) => {
-                    if buf.len() + data.len() > size {
+                    if chunk.len() + data.len() > size {
                         return Err(invalid(format!(
                             "chunk {} is longer than its header said",
                             key.short()
                         )));
                     }
-                    buf.extend_from_slice(&data);
+                    chunk.push(&data).map_err(error_to_status)?;
                 }
                 _ => return Err(invalid("PutChunk carries one header, then data only")),
             }
         }
-        if buf.len() != size {
+        if chunk.len() != size {
             return Err(invalid(format!(
                 "chunk {} ended after {} of {size} bytes",
                 key.short(),
-                buf.len()
+                chunk.len()
             )));
         }
-        let data: Bytes = buf.freeze();
-        if Id::hash(&data) != key {
-            return Err(invalid(format!("bytes do not match chunk key {key}")));
-        }
+        let chunk = chunk
+            .finish()
+            .map_err(|_| invalid(format!("bytes do not match chunk key {key}")))?;
         let already = self.node.store().has_chunk(&key);
         let age = std::time::Duration::from_millis(header.age_ms);
         let copies = self
             .node
-            .put_chunk_replicated(key, data, header.copies, age)
+            .put_chunk_replicated(chunk, header.copies, age)
             .await
             .map_err(error_to_status)?;
         Ok(Response::new(pb::PutChunkResponse {
@@ -146,24 +183,38 @@ impl Store for StoreService {
     ) -> Result<Response<Self::GetChunkStream>, Status> {
         self.count();
         let key = wire::id_from_pb(&req.into_inner().key, "key").map_err(error_to_status)?;
-        // read_chunk checks the bytes and quarantines a corrupt file.
-        let data = Bytes::from(
-            self.node
-                .disk(move |s| s.read_chunk(&key))
-                .await
-                .map_err(error_to_status)?,
-        );
+        // Sent as it is on disk: the receiver checks it (see CheckChunk).
+        let data = self
+            .node
+            .disk(move |s| s.read_chunk_unchecked(&key))
+            .await
+            .map_err(error_to_status)?;
         Counters::bump(&self.node.counters.bytes_out, data.len() as u64);
-        let pieces: Vec<Result<pb::ChunkPiece, Status>> = (0..data.len())
-            .step_by(crate::PIECE_BYTES)
-            .map(|at| {
-                let end = (at + crate::PIECE_BYTES).min(data.len());
+        let size = data.len() as u64;
+        let pieces: Vec<Result<pb::ChunkPiece, Status>> = wire::pieces(&data)
+            .enumerate()
+            .map(|(i, data)| {
                 Ok(pb::ChunkPiece {
-                    data: data.slice(at..end).to_vec(),
+                    data,
+                    size: if i == 0 { size } else { 0 },
                 })
             })
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(pieces))))
+    }
+
+    async fn check_chunk(
+        &self,
+        req: Request<pb::GetChunkRequest>,
+    ) -> Result<Response<pb::ChunkCheck>, Status> {
+        self.count();
+        let key = wire::id_from_pb(&req.into_inner().key, "key").map_err(error_to_status)?;
+        let intact = self
+            .node
+            .disk(move |s| s.check_chunk(&key))
+            .await
+            .map_err(error_to_status)?;
+        Ok(Response::new(pb::ChunkCheck { intact }))
     }
 
     async fn has_chunks(

@@ -11,6 +11,7 @@ use std::fs::{self, File};
 use std::io;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
 use super::disk::{self, TmpFile, QUARANTINED_CHUNK_PREFIX};
@@ -24,19 +25,16 @@ impl Store {
     /// when an intact copy was already there. A corrupt copy in the way is
     /// quarantined and replaced.
     pub fn put_chunk(&self, key: &Id, data: &[u8]) -> Result<bool> {
-        self.put_chunk_aged(key, data, Duration::ZERO)
+        let chunk = CheckedChunk::new(*key, Bytes::copy_from_slice(data))?;
+        self.put_checked_chunk(&chunk, Duration::ZERO)
     }
 
-    /// [`Store::put_chunk`] for a copy last touched `age` ago elsewhere (a
-    /// repair push): the collector's grace period is not restarted by the
-    /// move.
-    pub fn put_chunk_aged(&self, key: &Id, data: &[u8], age: Duration) -> Result<bool> {
+    /// Stores a chunk whose bytes were already checked against its key
+    /// (so they are not hashed again), last touched `age` ago elsewhere: a
+    /// repair push keeps the collector's grace period from restarting.
+    pub fn put_checked_chunk(&self, chunk: &CheckedChunk, age: Duration) -> Result<bool> {
+        let (key, data) = (chunk.key(), chunk.data());
         let touched = touched_ago(age);
-        check_chunk_len(key, data.len() as u64)?;
-        let actual = Id::hash(data);
-        if actual != *key {
-            return Err(mismatch(key, &actual));
-        }
         // Replicas and retries often resend what is already here: skip the
         // write (and its fsyncs) when a good copy exists.
         if self.has_intact_chunk(key)? {
@@ -68,30 +66,34 @@ impl Store {
     /// The bytes of chunk `key`, checked against the key. Missing is
     /// `Error::NotFound`; bytes that do not match are quarantined and
     /// reported as `Error::Corrupt`.
-    pub fn read_chunk(&self, key: &Id) -> Result<Vec<u8>> {
-        let path = self.layout().chunk_path(key);
-        let data = disk::read_capped(&path, crate::MAX_CHUNK_BYTES as u64).map_err(|e| {
-            match e.kind() {
-                io::ErrorKind::NotFound => not_found(key),
-                // Longer than any chunk we would store: cannot be intact.
-                io::ErrorKind::InvalidData => Error::Corrupt(format!("chunk {key}: {e}")),
-                _ => Error::io(format!("reading chunk {key}"), e),
-            }
-        });
-        let data = match data {
-            Ok(data) => data,
-            Err(e @ Error::Corrupt(_)) => {
+    pub fn read_chunk(&self, key: &Id) -> Result<CheckedChunk> {
+        let data = self.read_chunk_unchecked(key)?;
+        match CheckedChunk::new(*key, data) {
+            Ok(chunk) => Ok(chunk),
+            Err(e) => {
                 self.quarantine_if_corrupt(key)?;
-                return Err(e);
+                Err(e)
             }
-            Err(e) => return Err(e),
-        };
-        let actual = Id::hash(&data);
-        if actual != *key {
-            self.quarantine_if_corrupt(key)?;
-            return Err(mismatch(key, &actual));
         }
-        Ok(data)
+    }
+
+    /// The bytes of chunk `key` as they are on disk, not re-hashed: what
+    /// `GetChunk` sends. Its receiver checks them against the key and, on a
+    /// mismatch, asks this node to [`Store::quarantine_chunk`] (which does
+    /// re-hash); the scrubber re-hashes everything at rest meanwhile.
+    pub fn read_chunk_unchecked(&self, key: &Id) -> Result<Bytes> {
+        let path = self.layout().chunk_path(key);
+        match disk::read_capped(&path, crate::MAX_CHUNK_BYTES as u64) {
+            Ok(data) => Ok(Bytes::from(data)),
+            Err(e) => match e.kind() {
+                io::ErrorKind::NotFound => Err(not_found(key)),
+                io::ErrorKind::InvalidData => {
+                    self.quarantine_if_corrupt(key)?;
+                    Err(Error::Corrupt(format!("chunk {key}: {e}")))
+                }
+                _ => Err(Error::io(format!("reading chunk {key}"), e)),
+            },
+        }
     }
 
     /// An open handle on chunk `key` and its length, for streaming it out.
@@ -137,6 +139,17 @@ impl Store {
             return Err(mismatch(key, &actual));
         }
         Ok(())
+    }
+
+    /// What a receiver of bad bytes from this node asks: re-hashes chunk
+    /// `key` now (quarantining a bad copy, under the key's lock) and says
+    /// whether an intact copy is here.
+    pub fn check_chunk(&self, key: &Id) -> Result<bool> {
+        match self.verify_chunk(key) {
+            Ok(()) => Ok(true),
+            Err(Error::NotFound(_) | Error::Corrupt(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes chunk `key`. Removing a chunk that is not there succeeds, so
@@ -351,6 +364,104 @@ impl ChunkWriter {
     }
 }
 
+/// Chunk bytes checked against their key: what the store writes and what
+/// peers hand over. Only [`CheckedChunk::new`] and [`ChunkHasher::finish`]
+/// make one, so no write skips the check and no path hashes the same bytes
+/// twice.
+#[derive(Clone, Debug)]
+pub struct CheckedChunk {
+    key: Id,
+    data: Bytes,
+}
+
+impl CheckedChunk {
+    /// Checks that `data` is within the size limit and hashes to `key`
+    /// (`Error::Corrupt` otherwise).
+    pub fn new(key: Id, data: Bytes) -> Result<CheckedChunk> {
+        let chunk = CheckedChunk::of(data)?;
+        if chunk.key != key {
+            return Err(mismatch(&key, &chunk.key));
+        }
+        Ok(chunk)
+    }
+
+    /// The chunk of `data`: its key is their hash, so only the size limit
+    /// can refuse it.
+    pub fn of(data: Bytes) -> Result<CheckedChunk> {
+        let key = Id::hash(&data);
+        check_chunk_len(&key, data.len() as u64)?;
+        Ok(CheckedChunk { key, data })
+    }
+
+    pub fn key(&self) -> &Id {
+        &self.key
+    }
+
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    pub fn into_data(self) -> Bytes {
+        self.data
+    }
+}
+
+/// Hashes a chunk while its pieces arrive and gathers them, so the check
+/// is done when the last piece lands instead of starting then. Refuses to
+/// grow past [`crate::MAX_CHUNK_BYTES`], so an endless stream cannot take
+/// memory.
+#[derive(Debug)]
+pub struct ChunkHasher {
+    key: Id,
+    sha: Sha1,
+    buf: BytesMut,
+}
+
+/// Most memory reserved up front on a sender's word; more grows with what
+/// actually arrives. Covers the default chunk size in one allocation.
+const PREALLOCATED_BYTES: usize = 8 * 1024 * 1024;
+
+impl ChunkHasher {
+    /// A hasher for chunk `key` of (the sender says) `size` bytes.
+    pub fn new(key: Id, size: usize) -> ChunkHasher {
+        ChunkHasher {
+            key,
+            sha: Sha1::new(),
+            buf: BytesMut::with_capacity(size.min(PREALLOCATED_BYTES)),
+        }
+    }
+
+    /// Bytes gathered so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Hashes and keeps one piece.
+    pub fn push(&mut self, piece: &[u8]) -> Result<()> {
+        check_chunk_len(&self.key, (self.buf.len() + piece.len()) as u64)?;
+        self.sha.update(piece);
+        self.buf.extend_from_slice(piece);
+        Ok(())
+    }
+
+    /// The gathered bytes, if they hash to the key (`Error::Corrupt`
+    /// otherwise).
+    pub fn finish(self) -> Result<CheckedChunk> {
+        let actual = Id::from_array(self.sha.finalize().into());
+        if actual != self.key {
+            return Err(mismatch(&self.key, &actual));
+        }
+        Ok(CheckedChunk {
+            key: self.key,
+            data: self.buf.freeze(),
+        })
+    }
+}
+
 /// The instant `age` ago, or now if the clock cannot reach that far back
 /// (a younger touch only delays a collection).
 pub(super) fn touched_ago(age: Duration) -> Instant {
@@ -411,7 +522,7 @@ mod tests {
         assert!(!store.has_chunk(&key));
         assert!(store.put_chunk(&key, &data).unwrap());
         assert!(store.has_chunk(&key));
-        assert_eq!(store.read_chunk(&key).unwrap(), data);
+        assert_eq!(store.read_chunk(&key).unwrap().data(), &data);
         assert_eq!(store.chunk_len(&key).unwrap(), data.len() as u64);
         let (mut file, len) = store.open_chunk(&key).unwrap();
         let mut streamed = Vec::new();
@@ -429,7 +540,7 @@ mod tests {
         // The empty chunk is a chunk like any other.
         let empty = Id::hash(b"");
         assert!(store.put_chunk(&empty, b"").unwrap());
-        assert_eq!(store.read_chunk(&empty).unwrap(), b"");
+        assert!(store.read_chunk(&empty).unwrap().data().is_empty());
     }
 
     #[test]
@@ -493,7 +604,7 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.stats().corrupt_chunks, 2);
-        assert_eq!(store.read_chunk(&ka).unwrap(), a);
+        assert_eq!(store.read_chunk(&ka).unwrap().data(), &a);
     }
 
     #[test]
@@ -516,7 +627,7 @@ mod tests {
         flip_a_byte(&store, &key);
         // Not an intact copy, so the put writes and reports it did.
         assert!(store.put_chunk(&key, &data).unwrap());
-        assert_eq!(store.read_chunk(&key).unwrap(), data);
+        assert_eq!(store.read_chunk(&key).unwrap().data(), &data);
         assert_eq!(count(&dir.path().join("quarantine")), 1);
         let stats = store.stats();
         assert_eq!(
@@ -591,7 +702,7 @@ mod tests {
         }
         assert_eq!((*writer.key(), writer.len()), (key, data.len() as u64));
         assert!(writer.commit().unwrap());
-        assert_eq!(store.read_chunk(&key).unwrap(), data);
+        assert_eq!(store.read_chunk(&key).unwrap().data(), &data);
         assert_eq!(count(&dir.path().join("tmp")), 0);
 
         // Streaming a chunk that is already stored changes nothing.

@@ -199,7 +199,10 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
+    use bytes::Bytes;
+
     use super::super::tests::open_temp;
+    use super::super::CheckedChunk;
     use super::*;
 
     fn file(name: &str, chunks: &[Id], version: u64) -> Manifest {
@@ -230,7 +233,10 @@ mod tests {
         assert_eq!(store.collect_chunk(&b, Duration::ZERO).unwrap(), None);
         // A touch makes a chunk young again.
         store
-            .put_chunk_aged(&b, b"bbbb", Duration::from_secs(120))
+            .put_checked_chunk(
+                &CheckedChunk::new(b, Bytes::from_static(b"bbbb")).unwrap(),
+                Duration::from_secs(120),
+            )
             .unwrap();
         assert!(store.chunk_age(&b).unwrap() >= Duration::from_secs(120));
         assert_eq!(store.touch_chunks(&[b, Id::MAX]), vec![true, false]);

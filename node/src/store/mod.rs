@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::chord::Id;
 use crate::error::Result;
 
-pub use chunks::ChunkWriter;
+pub use chunks::{CheckedChunk, ChunkHasher, ChunkWriter};
 pub use gc::AliveClock;
 pub use index::StoreStats;
 pub use manifest::{Manifest, Stamp};

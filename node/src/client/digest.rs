@@ -1,0 +1,138 @@
+//! A file's whole SHA-256, computed on a blocking thread beside the network
+//! work instead of on the async workers between chunks. A download also
+//! writes each chunk to its file on that thread, so the bytes of a chunk
+//! are read once, in cache, for both.
+//!
+//! Chunks are fed in file order through a queue of bounded depth: a slow
+//! disk or hash holds the feeder back instead of piling chunks up in
+//! memory.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// What the thread hands back: the digest and the bytes it saw.
+type Outcome = Result<([u8; 32], u64)>;
+
+#[derive(Debug)]
+pub struct FileDigest {
+    queue: mpsc::Sender<Bytes>,
+    task: JoinHandle<Outcome>,
+}
+
+/// A file a [`FileDigest`] writes each chunk to, and syncs at the end.
+#[derive(Debug)]
+pub struct DigestTarget {
+    pub file: std::fs::File,
+    /// For error messages.
+    pub path: PathBuf,
+}
+
+impl FileDigest {
+    /// Starts the thread. At most `depth` chunks wait for it.
+    pub fn start(depth: usize, mut target: Option<DigestTarget>) -> FileDigest {
+        let (queue, mut chunks) = mpsc::channel::<Bytes>(depth.max(1));
+        let task = tokio::task::spawn_blocking(move || -> Outcome {
+            let mut sha = Sha256::new();
+            let mut len = 0u64;
+            while let Some(chunk) = chunks.blocking_recv() {
+                if let Some(t) = &mut target {
+                    t.file
+                        .write_all(&chunk)
+                        .map_err(|e| Error::io(format!("cannot write {}", t.path.display()), e))?;
+                }
+                sha.update(&chunk);
+                len += chunk.len() as u64;
+            }
+            if let Some(t) = &target {
+                t.file
+                    .sync_all()
+                    .map_err(|e| Error::io(format!("cannot sync {}", t.path.display()), e))?;
+            }
+            Ok((sha.finalize().into(), len))
+        });
+        FileDigest { queue, task }
+    }
+
+    /// Hands the next chunk over, waiting while the queue is full. Fails
+    /// only if the thread has stopped; [`FileDigest::finish`] then says why.
+    pub async fn push(&self, chunk: Bytes) -> Result<()> {
+        self.queue
+            .send(chunk)
+            .await
+            .map_err(|_| Error::Unavailable("the file digest stopped early".into()))
+    }
+
+    /// The SHA-256 of everything pushed, and its length, once the thread
+    /// has taken it all in (and synced the target file, if any).
+    pub async fn finish(self) -> Result<([u8; 32], u64)> {
+        drop(self.queue);
+        self.task
+            .await
+            .map_err(|e| Error::Unavailable(format!("the file digest failed: {e}")))?
+    }
+
+    /// [`FileDigest::finish`] after a feeding that ended with `fed`: the
+    /// thread's own error comes first, since a failed write is why a push
+    /// failed.
+    pub async fn finish_after(self, fed: Result<()>) -> Result<([u8; 32], u64)> {
+        match (fed, self.finish().await) {
+            (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+            (Ok(()), done) => done,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn digest_and_file_match_the_bytes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let target = DigestTarget {
+            file: std::fs::File::create(&path).unwrap(),
+            path: path.clone(),
+        };
+        let digest = FileDigest::start(1, Some(target));
+        let parts: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+        for part in &parts {
+            digest.push(Bytes::from(part.clone())).await.unwrap();
+        }
+        let (sha, len) = digest.finish().await.unwrap();
+        let whole = parts.concat();
+        assert_eq!(len, whole.len() as u64);
+        assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(&whole)));
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_the_error_of_the_next_push_or_the_finish() {
+        // A file opened read-only: the first write fails.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro");
+        std::fs::write(&path, b"").unwrap();
+        let target = DigestTarget {
+            file: std::fs::File::open(&path).unwrap(),
+            path,
+        };
+        let digest = FileDigest::start(1, Some(target));
+        let mut fed = Ok(());
+        for _ in 0..10 {
+            fed = digest.push(Bytes::from_static(b"abc")).await;
+            if fed.is_err() {
+                break;
+            }
+        }
+        let err = digest.finish_after(fed).await.unwrap_err();
+        assert!(err.to_string().contains("cannot write"), "{err}");
+    }
+}
