@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use chord_console::fleet::{locate_node_binary, Fleet, FleetOptions};
 use chord_node::chord::{Id, NodeRef};
 use chord_node::peer::{PeerInfo, PeerOptions, PeerPool};
+use chord_node::tls::TlsFiles;
 use rand::seq::IndexedRandom;
 use tempfile::TempDir;
 
@@ -99,6 +100,20 @@ impl TestCluster {
         token: Option<chord_node::auth::ClusterToken>,
         http_offset: Option<u16>,
     ) -> Result<TestCluster> {
+        TestCluster::with_options(replicas, args, |opts| {
+            opts.token = token;
+            opts.http_offset = http_offset;
+        })
+    }
+
+    /// [`TestCluster::new`] with the fleet's options set by `setup` (token,
+    /// TLS, gateways); the test's own calls ([`TestCluster::peers`],
+    /// [`TestCluster::client`]) carry the fleet's token and trust its CA.
+    pub fn with_options(
+        replicas: usize,
+        args: &[&str],
+        setup: impl FnOnce(&mut FleetOptions),
+    ) -> Result<TestCluster> {
         // CHORD_KEEP_TEST_DIRS=1 keeps the nodes' data dirs and logs for a
         // post-mortem (the path is printed).
         let keep = std::env::var_os("CHORD_KEEP_TEST_DIRS").is_some();
@@ -113,17 +128,27 @@ impl TestCluster {
         opts.replicas = replicas;
         opts.successors = replicas.max(3);
         opts.extra_args = args.iter().map(|s| s.to_string()).collect();
-        opts.token = token.clone();
-        opts.http_offset = http_offset;
+        setup(&mut opts);
+        let ca = opts.tls.as_ref().map(TlsFiles::trusted_ca).transpose()?;
+        let peers = PeerPool::new(PeerOptions {
+            rpc_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+            token: opts.token.clone(),
+            ca,
+        });
         Ok(TestCluster {
             fleet: Fleet::new(opts)?,
-            peers: PeerPool::new(PeerOptions {
-                rpc_timeout: Duration::from_secs(2),
-                connect_timeout: Duration::from_millis(500),
-                token,
-            }),
+            peers,
             dir,
         })
+    }
+
+    /// A client entering the ring at `addr` with this cluster's token and CA.
+    pub fn client(&self, addr: &str) -> Result<chord_node::client::Client> {
+        Ok(chord_node::client::Client::new(
+            addr,
+            self.peers.options().clone(),
+        )?)
     }
 
     /// `n` nodes, each joining through a randomly chosen earlier one.

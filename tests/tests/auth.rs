@@ -27,6 +27,7 @@ fn pool(token: Option<ClusterToken>) -> PeerPool {
         rpc_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_millis(500),
         token,
+        ca: None,
     })
 }
 

@@ -38,10 +38,11 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The build script's check runs objdump once.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The unit's command line: the contract with chord-node's AWS mode.
+/// The unit's command line: the contract with chord-node's AWS mode. The
+/// TLS flags come from the environment file, empty without a CA.
 const EXEC_START: &str = "ExecStart=/usr/local/bin/chord-node --discovery aws \
      --listen 0.0.0.0:5057 --http 0.0.0.0:5058 --data-dir /var/lib/chord-dfs \
-     --metrics-namespace ChordDFS";
+     --metrics-namespace ChordDFS $CHORD_TLS_FLAGS";
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -234,6 +235,8 @@ async fn check_user_data(user_data: &str, params: &Value) {
         "StateDirectory=chord-dfs",
         "install -m 0755 \"$tmp\" /usr/local/bin/chord-node",
         "chmod 0600 /etc/chord-dfs/node.env",
+        "echo \"CHORD_TLS_FLAGS=$tls_flags\" >> /etc/chord-dfs/node.env",
+        "ca_cert=''",
         "systemctl enable --now chord-node.service",
     ] {
         assert!(

@@ -304,6 +304,7 @@ async fn course_upload_and_download_scripts_work_on_the_one_instance_layout() {
         data_root: Some(dir.path().join("nodes")),
         replicas: 3,
         node_args: FAST.iter().map(|s| s.to_string()).collect(),
+        tls: None,
         json: true,
     };
     // Owned here: every node is killed if the test fails.
