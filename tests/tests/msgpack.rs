@@ -238,6 +238,8 @@ async fn grpc_and_msgpack_clients_share_one_port() {
             let _ = stream.shutdown().await;
             let _silent = TcpStream::connect(&garbage_addr).await?;
             sent += 1;
+            // Paced: a steady stream beside the real clients, not a flood
+            // that would only measure accept().
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(("garbage", sent))
