@@ -10,7 +10,6 @@ use anyhow::{bail, Context, Result};
 use chord_console::fleet::{locate_node_binary, Fleet, FleetOptions};
 use chord_node::chord::{Id, NodeRef};
 use chord_node::peer::{PeerInfo, PeerOptions, PeerPool};
-use chord_node::tls::TlsFiles;
 use rand::seq::IndexedRandom;
 use tempfile::TempDir;
 
@@ -81,6 +80,46 @@ pub fn free_port_range(n: u16) -> Result<u16> {
     bail!("no {n} consecutive free ports found")
 }
 
+/// One MessagePack-RPC request with no params, `[0, 1, method, []]`, on a
+/// new connection to `addr`; the whole response, `[1, 1, error, result]`.
+pub fn course_call(addr: &str, method: &str) -> Result<rmpv::Value> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(COURSE_CALL_TIMEOUT))?;
+    let request = rmpv::Value::Array(vec![
+        0.into(),
+        1.into(),
+        method.into(),
+        rmpv::Value::Array(vec![]),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &request)?;
+    conn.write_all(&bytes)?;
+    let mut answer = vec![0u8; 4096];
+    let n = conn.read(&mut answer)?;
+    Ok(rmpv::decode::read_value(&mut &answer[..n])?)
+}
+
+/// How long [`course_call`] waits for its answer: a node answers at once.
+const COURSE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `cmd` to its end (stdin closed), killing it if it takes longer
+/// than `limit`, which fails the test.
+pub async fn output_within(
+    cmd: &mut tokio::process::Command,
+    limit: Duration,
+) -> std::process::Output {
+    let run = cmd
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("cannot run {cmd:?}: {e}"),
+        Err(_) => panic!("{cmd:?} still running after {limit:?}"),
+    }
+}
+
 /// The `chord-console` binary beside `chord-node`.
 pub fn console_binary() -> Result<std::path::PathBuf> {
     Ok(locate_node_binary()?.with_file_name("chord-console"))
@@ -129,18 +168,12 @@ impl TestCluster {
         opts.successors = replicas.max(3);
         opts.extra_args = args.iter().map(|s| s.to_string()).collect();
         setup(&mut opts);
-        let ca = opts.tls.as_ref().map(TlsFiles::trusted_ca).transpose()?;
+        let fleet = Fleet::new(opts)?;
         let peers = PeerPool::new(PeerOptions {
             rpc_timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_millis(500),
-            token: opts.token.clone(),
-            ca,
+            ..fleet.peer_options().clone()
         });
-        Ok(TestCluster {
-            fleet: Fleet::new(opts)?,
-            peers,
-            dir,
-        })
+        Ok(TestCluster { fleet, peers, dir })
     }
 
     /// A client entering the ring at `addr` with this cluster's token and CA.

@@ -226,17 +226,8 @@ fn console_binary() -> PathBuf {
 async fn console_aws(moto: &Moto, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(console_binary());
     moto.apply_env(&mut cmd);
-    let run = cmd
-        .arg("aws")
-        .args(args)
-        .arg("--json")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(CONSOLE_TIMEOUT, run)
-        .await
-        .expect("chord-console hung")
-        .unwrap()
+    cmd.arg("aws").args(args).arg("--json");
+    chord_tests::output_within(&mut cmd, CONSOLE_TIMEOUT).await
 }
 
 async fn console_json(moto: &Moto, args: &[&str]) -> Value {

@@ -8,7 +8,6 @@
 // A failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use std::time::Duration;
 use chord_node::peer::{PeerOptions, PeerPool};
 use chord_node::tls::{TlsFiles, TrustedCa};
 use chord_tests::files::random_file;
-use chord_tests::{console_binary, free_port, TestCluster, CONVERGE, FAST};
+use chord_tests::{console_binary, free_port, output_within, TestCluster, CONVERGE, FAST};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 const HTTP_OFFSET: u16 = 1000;
@@ -76,16 +75,9 @@ fn pool(ca: Option<TrustedCa>) -> PeerPool {
 }
 
 async fn run(program: &Path, args: &[&str]) -> Output {
-    let run = tokio::process::Command::new(program)
-        .args(args)
-        .env_remove(chord_node::tls::CA_ENV)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(COMMAND_TIMEOUT, run)
-        .await
-        .expect("command hung")
-        .unwrap()
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).env_remove(chord_node::tls::CA_ENV);
+    output_within(&mut cmd, COMMAND_TIMEOUT).await
 }
 
 fn text(out: &Output) -> String {
@@ -229,20 +221,7 @@ async fn a_tls_ring_serves_only_clients_that_trust_its_ca() {
     );
 
     // The MessagePack-RPC face, plaintext by nature, refuses and says why.
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let request = rmpv::Value::Array(vec![
-        0.into(),
-        1.into(),
-        "get_info".into(),
-        rmpv::Value::Array(vec![]),
-    ]);
-    let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &request).unwrap();
-    conn.write_all(&bytes).unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = conn.read(&mut answer).unwrap();
-    let answer = rmpv::decode::read_value(&mut &answer[..n]).unwrap();
+    let answer = chord_tests::course_call(addr, "get_info").unwrap();
     assert!(
         answer[2].as_str().is_some_and(|e| e.contains("TLS only")),
         "{answer}"

@@ -136,6 +136,12 @@ impl Fleet {
         &self.opts
     }
 
+    /// How the fleet calls its nodes: with their token and, under TLS,
+    /// their CA.
+    pub fn peer_options(&self) -> &PeerOptions {
+        self.probe.options()
+    }
+
     /// Addresses of the running nodes, sorted.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.keys().cloned().collect()
