@@ -41,6 +41,17 @@ pub struct Cli {
     /// get it too.
     #[arg(long, global = true)]
     pub token_file: Option<std::path::PathBuf>,
+    /// Reach the nodes over TLS, trusting this CA (PEM) to have signed their
+    /// certificates.
+    #[arg(long, global = true, env = chord_node::tls::CA_ENV)]
+    pub tls_ca: Option<PathBuf>,
+    /// A local fleet this console starts (`local up`, the TUI) serves TLS
+    /// with this certificate (PEM); needs --tls-key and --tls-ca.
+    #[arg(long, global = true, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub tui: crate::tui::TuiArgs,
     /// With no command, the TUI opens.
@@ -269,6 +280,15 @@ impl Cli {
         self.peer.as_deref().unwrap_or(DEFAULT_PEER)
     }
 
+    /// The TLS files of a local fleet this console starts, if it serves TLS.
+    pub fn fleet_tls(&self) -> Option<chord_node::tls::TlsFiles> {
+        Some(chord_node::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.tls_ca.clone()?,
+        })
+    }
+
     fn client(&self) -> Result<Client> {
         Ok(Client::new(
             self.peer().to_string(),
@@ -284,7 +304,7 @@ impl Cli {
 pub async fn run(cli: Cli) -> Result<()> {
     let Some(command) = &cli.command else {
         let timeout = Duration::from_millis(cli.timeout_ms);
-        return crate::tui::run(cli.peer.clone(), timeout, cli.tui.clone()).await;
+        return crate::tui::run(cli.peer.clone(), timeout, cli.tui.clone(), cli.fleet_tls()).await;
     };
     match command {
         Command::Ring => ring(&cli).await,
@@ -406,6 +426,7 @@ async fn local_up(cli: &Cli, args: &LocalUpArgs) -> Result<()> {
         data_root: args.data_root.clone(),
         replicas: args.replicas,
         node_args: args.node_args.clone(),
+        tls: cli.fleet_tls(),
         json: cli.json,
     };
     if !scaling.autoscale {

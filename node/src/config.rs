@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::peer::PeerOptions;
 use crate::wire;
 
 /// Default gRPC port of a node.
@@ -71,6 +72,9 @@ pub struct Config {
     /// The cluster token every gRPC call must carry (none: nothing is
     /// checked). Also sent with this node's own calls.
     pub token: Option<crate::auth::ClusterToken>,
+    /// Serve gRPC and the gateway over TLS only, and reach peers over TLS
+    /// (none: plaintext, as before).
+    pub tls: Option<crate::tls::NodeTls>,
     /// Serve gateway reads (GET, HEAD) without the token.
     pub public_reads: bool,
     /// Largest gateway request body (0: no limit); larger gets 413.
@@ -111,6 +115,7 @@ impl Default for Config {
             gc_chunks_per_sec: 500,
             tombstone_grace: Duration::from_secs(10 * 24 * 3600),
             token: None,
+            tls: None,
             public_reads: false,
             http_max_body_bytes: 64 << 30,
             http_max_parts: 64,
@@ -121,6 +126,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How this node calls its peers (and itself, from its gateway): with
+    /// its deadline, its token and, under TLS, its CA.
+    pub fn peer_options(&self) -> PeerOptions {
+        PeerOptions {
+            rpc_timeout: self.rpc_timeout,
+            token: self.token.clone(),
+            ca: self.tls.as_ref().map(|tls| tls.ca.clone()),
+            ..PeerOptions::default()
+        }
+    }
+
     /// Rejects settings the node cannot run with, with a reason.
     pub fn validate(&self) -> Result<()> {
         wire::validate_addr(&self.advertise)
@@ -134,6 +150,11 @@ impl Config {
         if self.idle && self.join.is_some() {
             return Err(Error::invalid(
                 "--idle and --join exclude each other: an idle node waits to be told",
+            ));
+        }
+        if self.idle && self.tls.is_some() {
+            return Err(Error::invalid(
+                "--idle and TLS exclude each other: an idle node waits for MessagePack-RPC, which a TLS node refuses",
             ));
         }
         if !(1..=32).contains(&self.successors) {

@@ -49,7 +49,6 @@ use tracing::{debug, info, warn};
 use crate::client::{file_json, verify_whole, Client, TransferOptions, UploadReport};
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::peer::PeerOptions;
 use crate::store::{validate_name, Manifest};
 
 /// The multipart field that carries files, as the original file server and
@@ -79,22 +78,16 @@ struct Gateway {
     max_parts: usize,
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then lets
-/// running requests finish for at most [`SHUTDOWN_GRACE`].
+/// Serves the gateway on `listener` (over TLS when the node has it) until
+/// `shutdown` completes, then lets running requests finish for at most
+/// [`SHUTDOWN_GRACE`].
 pub async fn serve(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let config = node.config();
-    let client = Client::new(
-        config.advertise.clone(),
-        PeerOptions {
-            rpc_timeout: config.rpc_timeout,
-            token: config.token.clone(),
-            ..PeerOptions::default()
-        },
-    )?;
+    let client = Client::new(config.advertise.clone(), config.peer_options())?;
     let gateway = Arc::new(Gateway {
         client,
         opts: TransferOptions {
@@ -111,9 +104,26 @@ pub async fn serve(
         Ok(0) | Err(_) => DefaultBodyLimit::disable(),
         Ok(max) => DefaultBodyLimit::max(max),
     };
+    let app = router(gateway, body_limit);
+    match &config.tls {
+        None => serve_on(listener, app, shutdown).await,
+        Some(tls) => serve_on(tls.identity.https(listener), app, shutdown).await,
+    }
+}
+
+/// Serves `app` on `listener` (plain TCP, or TLS) until `shutdown`, then for
+/// at most [`SHUTDOWN_GRACE`] more.
+async fn serve_on<L>(
+    listener: L,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let shutdown = shutdown.shared();
-    let server =
-        axum::serve(listener, router(gateway, body_limit)).with_graceful_shutdown(shutdown.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
     let grace_over = async move {
         shutdown.await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

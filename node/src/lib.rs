@@ -7,7 +7,8 @@
 //! over the ring; [`repair`] moves keys to where they belong; [`gc`] removes
 //! chunks no file names and settles a node's files after a long absence. [`server`]
 //! exposes it all as tonic services and owns the node's tasks; [`client`] is
-//! the library the console and tests use.
+//! the library the console and tests use. [`auth`] (the cluster token) and
+//! [`tls`] secure the calls between them.
 
 pub mod auth;
 pub mod chord;
@@ -25,6 +26,7 @@ pub mod repair;
 pub mod replication;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod wire;
 
 pub use config::Config;

@@ -18,7 +18,7 @@ use crate::chord::{replica_set, Id, Lookup, LookupStep, NodeRef, Options, RingSt
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{EventKind, EventLog};
-use crate::peer::{NodeState, PeerInfo, PeerOptions, PeerPool};
+use crate::peer::{NodeState, PeerInfo, PeerPool};
 use crate::store::Store;
 
 /// A lookup ends within this many outbound calls' deadlines, whatever
@@ -205,7 +205,7 @@ impl Node {
 
     fn with_state(config: Config, me: NodeRef, state: RingState, store: Store) -> Arc<Node> {
         Arc::new(Node {
-            peers: PeerPool::new(peer_options(&config)),
+            peers: PeerPool::new(config.peer_options()),
             me,
             config,
             ring: Mutex::new(state),
@@ -703,13 +703,5 @@ async fn find_successor_via(peers: &PeerPool, bootstrap: &str, me: &NodeRef) -> 
 fn ring_options(config: &Config) -> Options {
     Options {
         successors: config.successors,
-    }
-}
-
-fn peer_options(config: &Config) -> PeerOptions {
-    PeerOptions {
-        rpc_timeout: config.rpc_timeout,
-        token: config.token.clone(),
-        ..PeerOptions::default()
     }
 }

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::events::EventBatch;
 use crate::repair::HandoffReport;
 use crate::store::{CheckedChunk, ChunkHasher, Manifest, Stamp};
+use crate::tls::TrustedCa;
 use crate::wire;
 
 /// Most nodes a ring walk visits before it stops: a guard against a ring
@@ -56,6 +57,9 @@ pub struct PeerOptions {
     pub connect_timeout: Duration,
     /// Sent with every call (see [`crate::auth`]); by default the process's.
     pub token: Option<ClusterToken>,
+    /// With a CA, peers are reached over TLS and must show a certificate it
+    /// signed for their address (see [`crate::tls`]); by default the process's.
+    pub ca: Option<TrustedCa>,
 }
 
 impl Default for PeerOptions {
@@ -64,6 +68,7 @@ impl Default for PeerOptions {
             rpc_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             token: crate::auth::process_token(),
+            ca: crate::tls::process_ca(),
         }
     }
 }
@@ -173,7 +178,12 @@ impl PeerPool {
             return Ok(ch.clone());
         }
         wire::validate_addr(addr)?;
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.opts.ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Error::invalid(format!("address {addr:?}: {e}")))?
             .connect_timeout(self.opts.connect_timeout)
             .tcp_nodelay(true)
@@ -181,6 +191,11 @@ impl PeerPool {
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(ca) = &self.opts.ca {
+            endpoint = endpoint
+                .tls_config(ca.grpc())
+                .map_err(|e| Error::invalid(format!("TLS to {addr}: {e}")))?;
+        }
         let ch = endpoint.connect_lazy();
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)

@@ -80,6 +80,46 @@ pub fn free_port_range(n: u16) -> Result<u16> {
     bail!("no {n} consecutive free ports found")
 }
 
+/// One MessagePack-RPC request with no params, `[0, 1, method, []]`, on a
+/// new connection to `addr`; the whole response, `[1, 1, error, result]`.
+pub fn course_call(addr: &str, method: &str) -> Result<rmpv::Value> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(COURSE_CALL_TIMEOUT))?;
+    let request = rmpv::Value::Array(vec![
+        0.into(),
+        1.into(),
+        method.into(),
+        rmpv::Value::Array(vec![]),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &request)?;
+    conn.write_all(&bytes)?;
+    let mut answer = vec![0u8; 4096];
+    let n = conn.read(&mut answer)?;
+    Ok(rmpv::decode::read_value(&mut &answer[..n])?)
+}
+
+/// How long [`course_call`] waits for its answer: a node answers at once.
+const COURSE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `cmd` to its end (stdin closed), killing it if it takes longer
+/// than `limit`, which fails the test.
+pub async fn output_within(
+    cmd: &mut tokio::process::Command,
+    limit: Duration,
+) -> std::process::Output {
+    let run = cmd
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(limit, run).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("cannot run {cmd:?}: {e}"),
+        Err(_) => panic!("{cmd:?} still running after {limit:?}"),
+    }
+}
+
 /// The `chord-console` binary beside `chord-node`.
 pub fn console_binary() -> Result<std::path::PathBuf> {
     Ok(locate_node_binary()?.with_file_name("chord-console"))
@@ -99,6 +139,20 @@ impl TestCluster {
         token: Option<chord_node::auth::ClusterToken>,
         http_offset: Option<u16>,
     ) -> Result<TestCluster> {
+        TestCluster::with_options(replicas, args, |opts| {
+            opts.token = token;
+            opts.http_offset = http_offset;
+        })
+    }
+
+    /// [`TestCluster::new`] with the fleet's options set by `setup` (token,
+    /// TLS, gateways); the test's own calls ([`TestCluster::peers`],
+    /// [`TestCluster::client`]) carry the fleet's token and trust its CA.
+    pub fn with_options(
+        replicas: usize,
+        args: &[&str],
+        setup: impl FnOnce(&mut FleetOptions),
+    ) -> Result<TestCluster> {
         // CHORD_KEEP_TEST_DIRS=1 keeps the nodes' data dirs and logs for a
         // post-mortem (the path is printed).
         let keep = std::env::var_os("CHORD_KEEP_TEST_DIRS").is_some();
@@ -113,17 +167,21 @@ impl TestCluster {
         opts.replicas = replicas;
         opts.successors = replicas.max(3);
         opts.extra_args = args.iter().map(|s| s.to_string()).collect();
-        opts.token = token.clone();
-        opts.http_offset = http_offset;
-        Ok(TestCluster {
-            fleet: Fleet::new(opts)?,
-            peers: PeerPool::new(PeerOptions {
-                rpc_timeout: Duration::from_secs(2),
-                connect_timeout: Duration::from_millis(500),
-                token,
-            }),
-            dir,
-        })
+        setup(&mut opts);
+        let fleet = Fleet::new(opts)?;
+        let peers = PeerPool::new(PeerOptions {
+            rpc_timeout: Duration::from_secs(2),
+            ..fleet.peer_options().clone()
+        });
+        Ok(TestCluster { fleet, peers, dir })
+    }
+
+    /// A client entering the ring at `addr` with this cluster's token and CA.
+    pub fn client(&self, addr: &str) -> Result<chord_node::client::Client> {
+        Ok(chord_node::client::Client::new(
+            addr,
+            self.peers.options().clone(),
+        )?)
     }
 
     /// `n` nodes, each joining through a randomly chosen earlier one.

@@ -4,7 +4,6 @@
 // A failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use chord_node::auth::ClusterToken;
@@ -27,6 +26,7 @@ fn pool(token: Option<ClusterToken>) -> PeerPool {
         rpc_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_millis(500),
         token,
+        ca: None,
     })
 }
 
@@ -148,22 +148,7 @@ async fn a_ring_with_a_token_admits_only_calls_that_carry_it() {
     );
 
     // The MessagePack-RPC face answers questions but takes no orders.
-    let course = |method: &str| {
-        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let request = rmpv::Value::Array(vec![
-            0.into(),
-            1.into(),
-            method.into(),
-            rmpv::Value::Array(vec![]),
-        ]);
-        let mut bytes = Vec::new();
-        rmpv::encode::write_value(&mut bytes, &request).unwrap();
-        conn.write_all(&bytes).unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = conn.read(&mut answer).unwrap();
-        rmpv::decode::read_value(&mut &answer[..n]).unwrap()
-    };
+    let course = |method: &str| chord_tests::course_call(&addr, method).unwrap();
     let info = course("get_info");
     assert!(info[2].is_nil(), "{info}");
     let kill = course("kill");

@@ -3,8 +3,9 @@
 //! (run by the [`Ec2StandIn`]), and the real `chord-console aws …` binary.
 //!
 //! Each test starts its own moto and group, so none depends on another.
-//! Without moto installed they print SKIPPED (and fail under
-//! `CHORD_REQUIRE_ALL`, as CI sets it).
+//! The tests that need moto are `#[ignore]`d (so a run without the set-up
+//! counts them as skipped); the README's test command runs them with
+//! `--run-ignored all`, and then a missing moto is a failure.
 
 // Test helpers fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -24,7 +25,7 @@ use chord_node::peer::{PeerOptions, PeerPool};
 use chord_tests::aws::moto::STRAY_AWS_ENV;
 use chord_tests::aws::{create_group, Ec2StandIn, GroupSpec, Moto, StandInOptions};
 use chord_tests::files;
-use chord_tests::tmux::{tmux_or_skip, Tmux};
+use chord_tests::tmux::{require_tmux, Tmux};
 use rand::seq::IndexedRandom;
 use serde_json::Value;
 
@@ -55,14 +56,14 @@ fn node_options() -> StandInOptions {
     opts
 }
 
-/// moto, a group of `desired` instances, and their nodes. `None`: skipped.
+/// moto, a group of `desired` instances, and their nodes.
 async fn start_group(
     name: &str,
     min: i32,
     max: i32,
     desired: i32,
-) -> Option<(Moto, SdkConfig, Ec2StandIn)> {
-    let moto = Moto::start().await.unwrap()?;
+) -> (Moto, SdkConfig, Ec2StandIn) {
+    let moto = Moto::start().await.unwrap();
     let config = moto.sdk_config().await;
     create_group(&config, &GroupSpec::new(name, min, max, desired))
         .await
@@ -70,7 +71,7 @@ async fn start_group(
     let ec2 = Ec2StandIn::start(&moto, name, node_options())
         .await
         .unwrap();
-    Some((moto, config, ec2))
+    (moto, config, ec2)
 }
 
 /// A group of three serving nodes in one ring, with `files` files uploaded
@@ -84,20 +85,20 @@ struct LoadedGroup {
     names: Vec<String>,
 }
 
-async fn loaded_group(name: &str, min: i32, files: usize) -> Option<LoadedGroup> {
-    let (moto, config, ec2) = start_group(name, min, 6, 3).await?;
+async fn loaded_group(name: &str, min: i32, files: usize) -> LoadedGroup {
+    let (moto, config, ec2) = start_group(name, min, 6, 3).await;
     let addrs = ec2.wait_nodes(3, BOOT).await.unwrap();
     wait_one_ring(&addrs, SETTLE).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = upload_files(dir.path(), &addrs, name, files).await;
-    Some(LoadedGroup {
+    LoadedGroup {
         moto,
         config,
         ec2,
         addrs,
         dir,
         names,
-    })
+    }
 }
 
 fn peers() -> PeerPool {
@@ -225,17 +226,8 @@ fn console_binary() -> PathBuf {
 async fn console_aws(moto: &Moto, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(console_binary());
     moto.apply_env(&mut cmd);
-    let run = cmd
-        .arg("aws")
-        .args(args)
-        .arg("--json")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(CONSOLE_TIMEOUT, run)
-        .await
-        .expect("chord-console hung")
-        .unwrap()
+    cmd.arg("aws").args(args).arg("--json");
+    chord_tests::output_within(&mut cmd, CONSOLE_TIMEOUT).await
 }
 
 async fn console_json(moto: &Moto, args: &[&str]) -> Value {
@@ -300,10 +292,9 @@ async fn the_fake_metadata_service_speaks_imdsv2_to_the_sdk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (tests/setup.sh); run with --run-ignored all"]
 async fn instances_that_boot_together_form_one_ring() {
-    let Some((_moto, _config, ec2)) = start_group("boot-together", 1, 6, 3).await else {
-        return;
-    };
+    let (_moto, _config, ec2) = start_group("boot-together", 1, 6, 3).await;
     let addrs = ec2.wait_nodes(3, BOOT).await.unwrap();
     let took = wait_one_ring(&addrs, SETTLE).await.unwrap();
     eprintln!("3 instances booted together: one ring {took:?} after all answered");
@@ -316,18 +307,16 @@ async fn instances_that_boot_together_form_one_ring() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (tests/setup.sh); run with --run-ignored all"]
 async fn console_scales_out_and_in_without_losing_files() {
-    let Some(LoadedGroup {
+    let LoadedGroup {
         moto,
         config: _,
         ec2,
         addrs,
         dir,
         names,
-    }) = loaded_group("scale", 2, 12).await
-    else {
-        return;
-    };
+    } = loaded_group("scale", 2, 12).await;
     let before: BTreeSet<String> = addrs.iter().cloned().collect();
 
     // Out: 3 → 5, one node at a time, each in the ring before the next.
@@ -457,10 +446,9 @@ async fn metric_max(config: &SdkConfig, name: &str, dims: &[(&str, &str)]) -> Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (tests/setup.sh); run with --run-ignored all"]
 async fn nodes_publish_metrics_per_group_and_per_instance() {
-    let Some((moto, config, ec2)) = start_group("metrics", 1, 6, 3).await else {
-        return;
-    };
+    let (moto, config, ec2) = start_group("metrics", 1, 6, 3).await;
     let addrs = ec2.wait_nodes(3, BOOT).await.unwrap();
     wait_one_ring(&addrs, SETTLE).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -559,19 +547,17 @@ async fn nodes_publish_metrics_per_group_and_per_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto (tests/setup.sh); run with --run-ignored all"]
 async fn a_node_the_group_terminates_drains_first() {
     // moto must outlive the test: bound, not dropped with the pattern.
-    let Some(LoadedGroup {
+    let LoadedGroup {
         moto: _moto,
         config,
         ec2,
         addrs,
         dir,
         names,
-    }) = loaded_group("hook", 1, 10).await
-    else {
-        return;
-    };
+    } = loaded_group("hook", 1, 10).await;
 
     // The group starts terminating the instance holding the most keys.
     let mut most = (String::new(), String::new(), 0);
@@ -637,21 +623,17 @@ async fn a_node_the_group_terminates_drains_first() {
 /// drains a node before terminating it, `x` is refused (an instance is not
 /// a local process), and every file survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto and tmux (tests/setup.sh); run with --run-ignored all"]
 async fn the_tui_resizes_the_group_and_drains_before_terminating() {
-    if !tmux_or_skip() {
-        return;
-    }
-    let Some(LoadedGroup {
+    require_tmux();
+    let LoadedGroup {
         moto,
         config: _,
         ec2,
         addrs,
         dir,
         names,
-    }) = loaded_group("tui", 2, 8).await
-    else {
-        return;
-    };
+    } = loaded_group("tui", 2, 8).await;
 
     let command = format!(
         "{} --asg tui --log-file {}",

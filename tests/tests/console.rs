@@ -19,17 +19,9 @@ fn console_binary() -> PathBuf {
 }
 
 async fn console(peer: &str, args: &[&str]) -> Output {
-    let run = tokio::process::Command::new(console_binary())
-        .arg("--peer")
-        .arg(peer)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("chord-console hung")
-        .unwrap()
+    let mut cmd = tokio::process::Command::new(console_binary());
+    cmd.arg("--peer").arg(peer).args(args);
+    chord_tests::output_within(&mut cmd, Duration::from_secs(120)).await
 }
 
 async fn json(peer: &str, args: &[&str]) -> Value {

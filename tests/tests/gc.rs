@@ -212,6 +212,8 @@ async fn a_stalled_upload_keeps_its_chunks_through_the_grace_period() {
         .await
         .unwrap();
     // Long past the grace period, the upload's chunks are all still there.
+    // The wait is the test: another grace period of collection rounds
+    // (every 300 ms) must leave them alone.
     tokio::time::sleep(Duration::from_secs(GC_GRACE_SECS)).await;
     wait_stored_near(&cluster, size as u64, CHUNK).await;
     cluster
@@ -278,7 +280,9 @@ async fn a_node_back_after_the_tombstone_grace_resurrects_nothing_and_loses_noth
         "{:?}",
         events.events
     );
-    // A few repair rounds later, the deleted files are still gone...
+    // A few repair rounds later, the deleted files are still gone... The
+    // wait is the test: three repair rounds (1 s each in FAST) must not
+    // bring them back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let now_listed = listed(&c).await.unwrap();
     let mut live: Vec<String> = names[3..].iter().chain(new.iter()).cloned().collect();

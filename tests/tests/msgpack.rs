@@ -28,9 +28,10 @@ const HAMMER_CLIENTS: usize = 6;
 /// Deadline of one call in the hammer test.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The venv's python with `msgpack` (and `requests`), or `None` to skip
-/// (never under `CHORD_REQUIRE_ALL`, which CI sets).
-async fn python_with(modules: &str) -> Option<String> {
+/// The venv's python with `modules`; the test fails, saying how to install
+/// them, when they are missing (the tests that need them are `#[ignore]`d
+/// and run only when asked for).
+async fn python_with(modules: &str) -> String {
     let python = python_tool("python3").to_string_lossy().into_owned();
     let ok = Command::new(&python)
         .args(["-c", &format!("import {modules}")])
@@ -40,14 +41,11 @@ async fn python_with(modules: &str) -> Option<String> {
         .await
         .map(|s| s.success())
         .unwrap_or(false);
-    if ok {
-        return Some(python);
-    }
-    if std::env::var_os("CHORD_REQUIRE_ALL").is_some() {
-        panic!("python3 with {modules} is required (tests/setup.sh installs it into target/venv)");
-    }
-    eprintln!("SKIPPED: python3 with {modules} is not available");
-    None
+    assert!(
+        ok,
+        "python3 with {modules} is not installed (bash tests/setup.sh installs it into target/venv)"
+    );
+    python
 }
 
 /// Runs a Python script from `tests/` with a bound; returns its stdout, or
@@ -106,10 +104,9 @@ impl IdleNodes {
 }
 
 #[tokio::test]
+#[ignore = "needs python3 with msgpack (tests/setup.sh); run with --run-ignored all"]
 async fn course_test_flow_builds_and_heals_a_ring_of_idle_nodes() {
-    let Some(python) = python_with("msgpack").await else {
-        return;
-    };
+    let python = python_with("msgpack").await;
     let first = free_port_range(COURSE_NODES).unwrap();
     let mut nodes = IdleNodes::start(first, COURSE_NODES).await.unwrap();
     let out = run_script(
@@ -241,6 +238,8 @@ async fn grpc_and_msgpack_clients_share_one_port() {
             let _ = stream.shutdown().await;
             let _silent = TcpStream::connect(&garbage_addr).await?;
             sent += 1;
+            // Paced: a steady stream beside the real clients, not a flood
+            // that would only measure accept().
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(("garbage", sent))
@@ -286,10 +285,9 @@ fn free_host_base(n: usize) -> Result<std::net::Ipv4Addr> {
 }
 
 #[tokio::test]
+#[ignore = "needs python3 with msgpack and requests (tests/setup.sh); run with --run-ignored all"]
 async fn course_upload_and_download_scripts_work_on_the_one_instance_layout() {
-    let Some(python) = python_with("msgpack, requests").await else {
-        return;
-    };
+    let python = python_with("msgpack, requests").await;
     let first = free_host_base(PER_HOST_NODES).unwrap();
     let dir = tempfile::Builder::new()
         .prefix("chord-course-files-")
@@ -304,6 +302,7 @@ async fn course_upload_and_download_scripts_work_on_the_one_instance_layout() {
         data_root: Some(dir.path().join("nodes")),
         replicas: 3,
         node_args: FAST.iter().map(|s| s.to_string()).collect(),
+        tls: None,
         json: true,
     };
     // Owned here: every node is killed if the test fails.

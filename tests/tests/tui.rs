@@ -17,7 +17,7 @@ use chord_console::tui::model::NodeState;
 use chord_console::tui::poller::{poll_once, Memory, POLL_DEADLINE};
 use chord_node::peer::{PeerOptions, PeerPool};
 use chord_tests::files::{client, no_progress, random_file, small_chunks};
-use chord_tests::tmux::{tmux_or_skip, Tmux};
+use chord_tests::tmux::{require_tmux, Tmux};
 use chord_tests::{TestCluster, CONVERGE, FAST};
 
 /// Nodes the TUI starts.
@@ -49,10 +49,9 @@ fn selected_position(screen: &str) -> usize {
 }
 
 #[test]
+#[ignore = "needs tmux (tests/setup.sh); run with --run-ignored all"]
 fn the_tui_drives_a_local_fleet_and_stops_it_on_quit() {
-    if !tmux_or_skip() {
-        return;
-    }
+    require_tmux();
     let console: PathBuf = chord_console::fleet::locate_node_binary()
         .unwrap()
         .with_file_name("chord-console");

@@ -34,6 +34,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Likewise the CA: with one, every call goes over TLS.
+    match cli
+        .tls_ca
+        .as_deref()
+        .map(chord_node::tls::TrustedCa::from_file)
+        .transpose()
+    {
+        Ok(ca) => {
+            chord_node::tls::set_process_ca(ca);
+        }
+        Err(e) => {
+            eprintln!("chord-console: --tls-ca: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chord_node::peer::{PeerOptions, PeerPool};
+use chord_node::tls::TlsFiles;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -54,6 +55,9 @@ pub struct FleetOptions {
     /// The cluster token the nodes require (passed in their environment);
     /// by default this process's own.
     pub token: Option<chord_node::auth::ClusterToken>,
+    /// Serve TLS with these files (passed as flags; the fleet's own calls
+    /// trust their CA). `None`: plaintext.
+    pub tls: Option<TlsFiles>,
 }
 
 impl FleetOptions {
@@ -66,6 +70,16 @@ impl FleetOptions {
             extra_args: Vec::new(),
             http_offset: None,
             token: chord_node::auth::process_token(),
+            tls: None,
+        }
+    }
+
+    /// The scheme of the nodes' gateway URLs.
+    pub fn http_scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 }
@@ -104,10 +118,12 @@ impl Fleet {
         }
         std::fs::create_dir_all(&opts.data_root)
             .with_context(|| format!("cannot create {}", opts.data_root.display()))?;
+        let ca = opts.tls.as_ref().map(TlsFiles::trusted_ca).transpose()?;
         let probe = PeerPool::new(PeerOptions {
             rpc_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(500),
             token: opts.token.clone(),
+            ca,
         });
         Ok(Fleet {
             opts,
@@ -118,6 +134,12 @@ impl Fleet {
 
     pub fn options(&self) -> &FleetOptions {
         &self.opts
+    }
+
+    /// How the fleet calls its nodes: with their token and, under TLS,
+    /// their CA.
+    pub fn peer_options(&self) -> &PeerOptions {
+        self.probe.options()
     }
 
     /// Addresses of the running nodes, sorted.
@@ -203,6 +225,9 @@ impl Fleet {
             // The environment, not argv: argv is readable by every user.
             cmd.env(chord_node::auth::TOKEN_ENV, token.reveal())
                 .env_remove(chord_node::auth::TOKEN_FILE_ENV);
+        }
+        if let Some(tls) = &self.opts.tls {
+            cmd.args(tls.node_args());
         }
         cmd.args(&self.opts.extra_args)
             .stdin(Stdio::null())

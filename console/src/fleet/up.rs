@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub replicas: usize,
     /// Extra flags for every node.
     pub node_args: Vec<String>,
+    /// The nodes serve TLS with these files.
+    pub tls: Option<chord_node::tls::TlsFiles>,
     pub json: bool,
 }
 
@@ -73,6 +75,7 @@ pub async fn start(opts: &UpOptions) -> Result<Started> {
     fleet_opts.replicas = opts.replicas;
     fleet_opts.successors = opts.replicas.max(3);
     fleet_opts.extra_args = opts.node_args.clone();
+    fleet_opts.tls = opts.tls.clone();
     let mut fleet = Fleet::new(fleet_opts)?;
     let mut rng = rand::rng();
     let mut addrs: Vec<String> = Vec::new();
@@ -84,7 +87,7 @@ pub async fn start(opts: &UpOptions) -> Result<Started> {
             .with_context(|| format!("starting node {i}"))?;
         addrs.push(addr);
     }
-    print_table(&layout, opts.nodes, &data_root, opts.json)?;
+    print_table(&fleet, &layout, opts.nodes, &data_root, opts.json)?;
     Ok(Started {
         fleet,
         layout,
@@ -102,6 +105,7 @@ fn slot_json(i: usize, slot: &Slot) -> Value {
 }
 
 fn print_table(
+    fleet: &Fleet,
     layout: &PortLayout,
     running: usize,
     data_root: &std::path::Path,
@@ -133,7 +137,7 @@ fn print_table(
             i,
             s.grpc_addr(),
             s.http_addr()
-                .map(|a| format!("http://{a}/"))
+                .map(|a| format!("{}://{a}/", fleet.options().http_scheme()))
                 .unwrap_or_else(|| "-".into())
         );
     }

@@ -498,6 +498,11 @@ mod tests {
     use crate::capacity::{CapacityState, Removal};
     use chord_node::repair::HandoffReport;
 
+    /// Time between two ticks. The wait is part of the test: a rate is a
+    /// delta over the time between two samples, so some time must pass;
+    /// how much does not matter (the fake loads are huge or zero).
+    const SAMPLE_GAP: Duration = Duration::from_millis(20);
+
     /// A side that starts and stops members instantly.
     struct FakeSide {
         members: Vec<Member>,
@@ -624,7 +629,7 @@ mod tests {
             d.reason
         );
         assert!(d.reason.contains("no reading"), "{}", d.reason);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(SAMPLE_GAP).await;
         // Second: a huge rate; one node is added, not two.
         let second = c.tick().await.unwrap();
         let (d, applied) = decision(&second);
@@ -633,7 +638,7 @@ mod tests {
         assert_eq!(c.capacity().members.len(), 3);
         // The new node holds a chunk at the next look.
         c.metrics.moving = true;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(SAMPLE_GAP).await;
         let third = c.tick().await.unwrap();
         let (d, _) = decision(&third);
         assert_eq!(
@@ -649,7 +654,7 @@ mod tests {
         // Keys stop moving: the change settles with its repair bytes.
         c.metrics.moving = false;
         c.metrics.per_call = 0;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(SAMPLE_GAP).await;
         let fourth = c.tick().await.unwrap();
         let settled = fourth
             .iter()
@@ -690,11 +695,11 @@ mod tests {
         let events = c.tick().await.unwrap();
         let (d, _) = decision(&events);
         assert_eq!(d.in_service, 2, "{}", d.reason);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(SAMPLE_GAP).await;
         let events = c.tick().await.unwrap();
         let (d, _) = decision(&events);
         assert_eq!(d.action, Action::ScaleOut, "{}", d.reason);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(SAMPLE_GAP).await;
         let events = c.tick().await.unwrap();
         let (d, _) = decision(&events);
         assert_eq!((d.in_service, d.current), (2, 3), "{}", d.reason);

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use chord_node::tls::TlsFiles;
 
 use crate::fleet::{Fleet, FleetOptions, PortLayout};
 use crate::fleet::{LocalCapacity, LocalLimits};
@@ -50,9 +51,17 @@ pub fn check_ports_free(layout: &PortLayout, nodes: usize) -> Result<()> {
     Ok(())
 }
 
-/// An empty fleet behind the capacity seam, ready for `add`.
-pub fn capacity(binary: PathBuf, data_root: PathBuf, layout: PortLayout) -> Result<LocalCapacity> {
-    let fleet = Fleet::new(FleetOptions::new(binary, data_root))?;
+/// An empty fleet behind the capacity seam, ready for `add`; its nodes
+/// serve TLS with `tls`, when given.
+pub fn capacity(
+    binary: PathBuf,
+    data_root: PathBuf,
+    layout: PortLayout,
+    tls: Option<TlsFiles>,
+) -> Result<LocalCapacity> {
+    let mut opts = FleetOptions::new(binary, data_root);
+    opts.tls = tls;
+    let fleet = Fleet::new(opts)?;
     LocalCapacity::new(fleet, layout, LocalLimits::new(1, MAX_LOCAL_NODES)?)
 }
 

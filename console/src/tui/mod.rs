@@ -210,7 +210,12 @@ impl Workers {
 
 /// Runs the TUI until `q`: attached to `peer`, or on a local fleet it
 /// starts (and stops on quit) when `peer` is `None`.
-pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> Result<()> {
+pub async fn run(
+    peer: Option<String>,
+    rpc_timeout: Duration,
+    args: TuiArgs,
+    fleet_tls: Option<chord_node::tls::TlsFiles>,
+) -> Result<()> {
     if !std::io::stdout().is_terminal() {
         bail!("the TUI needs a terminal; scripts use the commands (chord-console --help)");
     }
@@ -288,7 +293,8 @@ pub async fn run(peer: Option<String>, rpc_timeout: Duration, args: TuiArgs) -> 
                     path
                 }
             };
-            let fleet = local::capacity(locate_node_binary()?, data_root.clone(), layout)?;
+            let fleet =
+                local::capacity(locate_node_binary()?, data_root.clone(), layout, fleet_tls)?;
             let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
             background.spawn(worker::fleet_actor(
                 fleet,

@@ -214,7 +214,12 @@ pub async fn fleet_actor(
                     .fleet()
                     .node(&addr)
                     .and_then(|n| n.http.clone())
-                    .map(|h| format!(", gateway http://{h}/"))
+                    .map(|h| {
+                        format!(
+                            ", gateway {}://{h}/",
+                            capacity.fleet().options().http_scheme()
+                        )
+                    })
                     .unwrap_or_default();
                 note(
                     "node-started",

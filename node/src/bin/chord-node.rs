@@ -24,8 +24,9 @@ use chord_node::discovery::aws::{self as aws_discovery, AwsContext};
 use chord_node::discovery::lifecycle::{self, LifecycleOptions};
 use chord_node::metrics::{self, Publisher};
 use chord_node::node::Node;
-use chord_node::peer::{PeerOptions, PeerPool};
+use chord_node::peer::PeerPool;
 use chord_node::store::Store;
+use chord_node::tls::TlsFiles;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -111,6 +112,17 @@ struct Args {
     /// $CHORD_TOKEN_FILE, else $CHORD_TOKEN; none: nothing is checked).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Serve gRPC and the gateway over TLS only, with this certificate
+    /// chain (PEM, leaf first); needs --tls-key and --tls-ca.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signed every node's certificate: peers are reached
+    /// over TLS and must show a certificate it signed for their address.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
     /// Serve the gateway's GET and HEAD without the token (writes and
     /// deletes always need it when one is set).
     #[arg(long)]
@@ -204,6 +216,15 @@ impl AwsArgs {
 }
 
 impl Args {
+    /// The TLS files, when given (clap makes sure all three are).
+    fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.tls_ca.clone()?,
+        })
+    }
+
     fn into_config(self) -> Config {
         Config {
             advertise: self.advertise.unwrap_or_else(|| self.listen.to_string()),
@@ -260,14 +281,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // makes (the gateway's, the AWS-mode probes').
     let token = ClusterToken::load(args.token_file.as_deref())?;
     chord_node::auth::set_process_token(token.clone());
-    if args.discovery == Discovery::Aws {
-        let aws = AwsArgs::from_args(&args)?;
-        let mut config = args.into_config();
-        config.token = token;
-        return run_aws(config, aws).await;
-    }
+    // Likewise one CA (and never $CHORD_TLS_CA: a node's TLS is its flags).
+    let tls = args.tls_files().map(|files| files.load()).transpose()?;
+    chord_node::tls::set_process_ca(tls.as_ref().map(|tls| tls.ca.clone()));
+    let aws = match args.discovery {
+        Discovery::Aws => Some(AwsArgs::from_args(&args)?),
+        Discovery::Static => None,
+    };
     let mut config = args.into_config();
     config.token = token;
+    config.tls = tls;
+    if let Some(aws) = aws {
+        return run_aws(config, aws).await;
+    }
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -288,10 +314,7 @@ async fn run_aws(mut config: Config, aws: AwsArgs) -> anyhow::Result<()> {
         .advertise_addr(aws.advertise.as_deref(), port)
         .await
         .context("AWS discovery")?;
-    let peers = PeerPool::new(PeerOptions {
-        rpc_timeout: config.rpc_timeout,
-        ..PeerOptions::default()
-    });
+    let peers = PeerPool::new(config.peer_options());
     config.join = aws_discovery::find_bootstrap(&ctx, &peers, port, config.join_timeout)
         .await
         .context("AWS discovery")?;

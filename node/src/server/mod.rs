@@ -6,7 +6,10 @@
 //! and returns only after they have all stopped.
 //!
 //! gRPC shares its port with the course's MessagePack-RPC ([`msgpack`]):
-//! [`listen`] sorts each connection by its first byte. While the node is
+//! [`listen`] sorts each connection by its first byte. Under TLS
+//! ([`crate::tls`]) tonic does the handshake of every gRPC connection (a TLS
+//! client's first byte is `0x16`, never MessagePack-RPC's `0x94`), and the
+//! gateway serves HTTPS. While the node is
 //! idle (`--idle`, waiting for a MessagePack-RPC `create` or `join`) every
 //! gRPC call is refused with `UNAVAILABLE`, so no peer routes through a
 //! node that is in no ring.
@@ -151,9 +154,15 @@ pub async fn run(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (accept, grpc_incoming) = listen::split(node.clone(), listener, stop_server.clone());
-    let grpc = tonic::transport::Server::builder()
+    let mut grpc = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+    if let Some(tls) = &node.config().tls {
+        grpc = grpc
+            .tls_config(tls.identity.grpc())
+            .map_err(|e| Error::invalid(format!("TLS: {e}")))?;
+    }
+    let grpc = grpc
         .add_service(InterceptedService::new(ring, admit(node.clone())))
         .add_service(InterceptedService::new(store, admit(node.clone())))
         .serve_with_incoming_shutdown(grpc_incoming, stop_server.clone().cancelled_owned());

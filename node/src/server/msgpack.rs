@@ -14,6 +14,10 @@
 //! the wrong number of params) gets an error response when it names a
 //! message id, and a closed connection otherwise; it never stops the node.
 //!
+//! A node serving TLS ([`crate::tls`]) refuses every method with an error
+//! saying so: this protocol has no TLS, and such a node speaks no
+//! plaintext.
+//!
 //! `kill` is the one method that ends the process: after answering, the
 //! node exits at once with no graceful leave, as a crash would, because the
 //! course's tests use it to check fault tolerance.
@@ -242,6 +246,16 @@ async fn call(node: &Node, method: &Value, params: &Value) -> (Result<Value, Str
             params.len()
         );
         return (Err(err), After::Continue);
+    }
+    // MessagePack-RPC has no TLS: a node that serves TLS speaks no
+    // plaintext protocol, and says so rather than closing the connection.
+    if node.config().tls.is_some() {
+        return (
+            Err(format!(
+                "{name} is refused: this node serves TLS only, and MessagePack-RPC has none"
+            )),
+            After::Continue,
+        );
     }
     // MessagePack-RPC carries no token: on a ring that has one, this face
     // only answers questions. (An idle node there cannot be started through
