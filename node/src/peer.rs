@@ -23,7 +23,7 @@ use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::EventBatch;
 use crate::repair::HandoffReport;
-use crate::store::{Manifest, Stamp};
+use crate::store::{KeysPage, Manifest, Stamp};
 use crate::wire;
 
 /// Most nodes a ring walk visits before it stops: a guard against a ring
@@ -559,33 +559,101 @@ impl PeerPool {
         Ok(resp.version)
     }
 
-    /// Live files: on `addr` only, or gathered from the whole ring.
+    /// Live files: on `addr` only (tombstones included), or gathered from
+    /// the whole ring; every page of them, sorted by name.
     pub async fn list_files(&self, addr: &str, ring: bool) -> Result<Vec<pb::FileEntry>> {
-        let mut req = tonic::Request::new(pb::ListFilesRequest { ring });
+        let pages = read_pages(
+            addr,
+            None,
+            |after: Option<Id>| async move {
+                let page = self.list_files_page(addr, ring, after.as_ref(), 0).await?;
+                Ok((page.files, page.next.map(Some)))
+            },
+            |before, next| next.is_some_and(|n| before.is_none_or(|b| n > b)),
+        )
+        .await?;
+        let mut files: Vec<pb::FileEntry> = pages.into_iter().flatten().collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// One page of files in manifest-key order after `after` (from the
+    /// first key when `None`): at most `limit` (0: as many as the node
+    /// sends in one page).
+    pub async fn list_files_page(
+        &self,
+        addr: &str,
+        ring: bool,
+        after: Option<&Id>,
+        limit: u32,
+    ) -> Result<FilesPage> {
+        let mut req = tonic::Request::new(pb::ListFilesRequest {
+            ring,
+            start_after: after.map(|a| a.as_bytes().to_vec()).unwrap_or_default(),
+            limit,
+        });
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
-        Ok(self
+        let resp = self
             .store(addr)?
             .list_files(req)
             .await
             .map_err(|s| self.fail(addr, s))?
-            .into_inner()
-            .files)
+            .into_inner();
+        Ok(FilesPage {
+            files: resp.files,
+            next: resp
+                .next
+                .map(|n| wire::id_from_pb(&n, "next").map_err(wire::blame(addr)))
+                .transpose()?,
+        })
     }
 
     /// Keys `addr` holds in `(start, end]`: chunk keys, and manifest keys
-    /// with their versions.
+    /// with their versions, every page of them, clockwise from `start`.
     pub async fn list_keys(&self, addr: &str, start: &Id, end: &Id) -> Result<KeysHeld> {
+        let pages = read_pages(
+            addr,
+            *start,
+            |from: Id| async move {
+                let page = self.list_keys_page(addr, &from, end, 0).await?;
+                let next = page.next;
+                Ok((page, next))
+            },
+            // Each page must end inside what is left of the arc, so the
+            // arc shrinks; a cursor at `end` would mean the whole ring.
+            |from, next| next.in_open(from, end),
+        )
+        .await?;
+        let mut held = KeysHeld::default();
+        for page in pages {
+            held.chunks.extend(page.chunks);
+            held.manifests.extend(page.manifests);
+        }
+        Ok(held)
+    }
+
+    /// One page of the keys `addr` holds in `(start, end]`: at most `limit`
+    /// distinct keys (0: as many as the node sends in one page), and where
+    /// the next page starts if there is more.
+    pub async fn list_keys_page(
+        &self,
+        addr: &str,
+        start: &Id,
+        end: &Id,
+        limit: u32,
+    ) -> Result<KeysPage> {
         let resp = self
             .store(addr)?
             .list_keys(self.request(pb::ListKeysRequest {
                 start: start.as_bytes().to_vec(),
                 end: end.as_bytes().to_vec(),
+                limit,
             }))
             .await
             .map_err(|s| self.fail(addr, s))?
             .into_inner();
         let parse = |b: &[u8]| wire::id_from_pb(b, "key").map_err(wire::blame(addr));
-        Ok(KeysHeld {
+        Ok(KeysPage {
             chunks: resp
                 .chunks
                 .iter()
@@ -601,6 +669,7 @@ impl PeerPool {
                     ))
                 })
                 .collect::<Result<_>>()?,
+            next: resp.next.as_deref().map(parse).transpose()?,
         })
     }
 
@@ -653,6 +722,56 @@ impl PeerPool {
 pub struct KeysHeld {
     pub chunks: Vec<Id>,
     pub manifests: Vec<(Id, Stamp)>,
+}
+
+/// One page of a file listing, in manifest-key order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FilesPage {
+    pub files: Vec<pb::FileEntry>,
+    /// The last key this page covers, when more files follow.
+    pub next: Option<Id>,
+}
+
+/// Most pages one listing reads from a node. With the nodes' page caps
+/// that is far more keys or files than a node holds; it ends a listing
+/// that a peer keeps extending.
+pub const MAX_LIST_PAGES: usize = 10_000;
+
+/// Reads a listing page by page from `addr`: `fetch(cursor)` answers one
+/// page and the cursor of the next (`None`: that was the last), which must
+/// move on from the one before (`advances(before, next)`); at most
+/// [`MAX_LIST_PAGES`] pages.
+async fn read_pages<C, P, F, Fut>(
+    addr: &str,
+    first: C,
+    mut fetch: F,
+    advances: impl Fn(&C, &C) -> bool,
+) -> Result<Vec<P>>
+where
+    F: FnMut(C) -> Fut,
+    Fut: std::future::Future<Output = Result<(P, Option<C>)>>,
+    C: Clone,
+{
+    let mut pages = Vec::new();
+    let mut cursor = first;
+    while pages.len() < MAX_LIST_PAGES {
+        let (page, next) = fetch(cursor.clone()).await?;
+        pages.push(page);
+        match next {
+            None => return Ok(pages),
+            Some(next) if advances(&cursor, &next) => cursor = next,
+            Some(_) => {
+                return Err(Error::BadReply {
+                    peer: addr.to_string(),
+                    reason: "a listing page's cursor does not move forward".into(),
+                })
+            }
+        }
+    }
+    Err(Error::BadReply {
+        peer: addr.to_string(),
+        reason: format!("a listing went on past {MAX_LIST_PAGES} pages"),
+    })
 }
 
 /// Moving a chunk (up to [`crate::MAX_CHUNK_BYTES`]) and its replication

@@ -99,13 +99,29 @@ impl TestCluster {
         token: Option<chord_node::auth::ClusterToken>,
         http_offset: Option<u16>,
     ) -> Result<TestCluster> {
+        TestCluster::configured_in(&std::env::temp_dir(), replicas, args, token, http_offset)
+    }
+
+    /// [`TestCluster::new`] with the nodes' data dirs under `parent` (a
+    /// tmpfs, say, for a test that writes hundreds of thousands of files).
+    pub fn new_in(parent: &std::path::Path, replicas: usize, args: &[&str]) -> Result<TestCluster> {
+        TestCluster::configured_in(parent, replicas, args, None, None)
+    }
+
+    fn configured_in(
+        parent: &std::path::Path,
+        replicas: usize,
+        args: &[&str],
+        token: Option<chord_node::auth::ClusterToken>,
+        http_offset: Option<u16>,
+    ) -> Result<TestCluster> {
         // CHORD_KEEP_TEST_DIRS=1 keeps the nodes' data dirs and logs for a
         // post-mortem (the path is printed).
         let keep = std::env::var_os("CHORD_KEEP_TEST_DIRS").is_some();
         let dir = tempfile::Builder::new()
             .prefix("chord-test-")
             .disable_cleanup(keep)
-            .tempdir()?;
+            .tempdir_in(parent)?;
         if keep {
             eprintln!("keeping {}", dir.path().display());
         }

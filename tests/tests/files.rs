@@ -562,6 +562,7 @@ async fn a_leaving_node_takes_no_writes_and_confirms_no_keys() {
             .list_keys(pb::ListKeysRequest {
                 start: Id::ZERO.as_bytes().to_vec(),
                 end: Id::ZERO.as_bytes().to_vec(),
+                limit: 0,
             })
             .await;
         if let Err(status) = listed {

@@ -124,6 +124,10 @@ struct Args {
     /// Gateway uploads running at once; one more gets 429.
     #[arg(long, default_value_t = 16)]
     http_max_uploads: usize,
+    /// Most entries in one ListKeys or ListFiles answer, below the built-in
+    /// caps (for tests: a small store then spans many pages).
+    #[arg(long, hide = true)]
+    list_page_cap: Option<usize>,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -225,6 +229,7 @@ impl Args {
             http_max_body_bytes: self.http_max_body_mib.saturating_mul(1 << 20),
             http_max_parts: self.http_max_parts,
             http_max_uploads: self.http_max_uploads,
+            list_page_cap: self.list_page_cap,
             ..Config::default()
         }
     }
