@@ -25,6 +25,7 @@ use crate::events::EventBatch;
 use crate::repair::HandoffReport;
 use crate::store::{KeysPage, Manifest, Stamp};
 use crate::wire;
+use crate::MAX_MESSAGE_BYTES;
 
 /// Most nodes a ring walk visits before it stops: a guard against a ring
 /// whose successor pointers never lead back to the start.
@@ -32,11 +33,6 @@ pub const MAX_RING_WALK: usize = 4096;
 /// A ring walk ends within this many calls' deadlines, however many nodes
 /// it has left: several hundred answering nodes fit easily.
 const WALK_BOUND_CALLS: u32 = 10;
-
-/// Largest gRPC message a node accepts or sends. Chunk data moves in pieces
-/// of [`crate::PIECE_BYTES`], far below this; the cap bounds what a
-/// misbehaving peer can make us buffer.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct PeerOptions {

@@ -679,3 +679,83 @@ async fn holders_with_different_manifests_of_one_version_converge() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_file_needing_more_chunks_than_a_manifest_holds_is_refused_up_front() {
+    use chord_proto::pb;
+    use chord_proto::pb::store_client::StoreClient;
+
+    let cluster = TestCluster::start_converged(1, 3, FAST).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    // 1 GiB (sparse) in the smallest chunks is 262,144 chunks, more than
+    // one manifest can name: the upload says so before it sends a chunk.
+    let path = dir.path().join("big.iso");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let opts = TransferOptions {
+        chunk_size: chord_node::MIN_CHUNK_BYTES,
+        ..TransferOptions::default()
+    };
+    let c = client(&addr).unwrap();
+    let upload = c.upload_file(&path, "big.iso", &opts, &no_progress);
+    match tokio::time::timeout(Duration::from_secs(10), upload)
+        .await
+        .expect("the upload went ahead instead of being refused")
+    {
+        Err(Error::InvalidArgument(reason)) => {
+            assert!(reason.contains("use chunks of at least"), "{reason}")
+        }
+        other => panic!("want a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        cluster.peers.get_stats(&addr).await.unwrap().chunks,
+        0,
+        "chunks were sent"
+    );
+
+    // The node refuses such a manifest itself, as a client write or as a
+    // copy, at once and without storing it (it still fits one message).
+    let n = chord_node::store::MAX_MANIFEST_CHUNKS + 1;
+    let manifest = pb::Manifest {
+        name: "too-many-chunks".into(),
+        size: n as u64 * 4096,
+        chunk_size: 4096,
+        chunks: (0..n as u64)
+            .map(|i| Id::hash(&i.to_be_bytes()).as_bytes().to_vec())
+            .collect(),
+        sha256: vec![0; 32],
+        version: 1,
+        deleted: false,
+        modified_ms: 1,
+    };
+    let mut store = StoreClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for replica in [false, true] {
+        let put = store.put_manifest(pb::PutManifestRequest {
+            manifest: Some(manifest.clone()),
+            copies: 3,
+            replica,
+        });
+        let status = tokio::time::timeout(Duration::from_secs(10), put)
+            .await
+            .expect("the node did not refuse at once")
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("one manifest can name"),
+            "{status:?}"
+        );
+    }
+    assert_eq!(
+        cluster
+            .peers
+            .get_manifest(&addr, "too-many-chunks", false)
+            .await
+            .unwrap(),
+        None
+    );
+}

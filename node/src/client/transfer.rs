@@ -25,7 +25,7 @@ use super::Client;
 use crate::chord::{replica_set, Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::now_ms;
-use crate::store::{validate_name, Manifest};
+use crate::store::{check_manifest_fits, validate_name, Manifest};
 
 #[derive(Clone, Debug)]
 pub struct TransferOptions {
@@ -122,6 +122,7 @@ impl Client {
             size += chunk.len() as u64;
             let key = Id::hash(&chunk);
             keys.push(key);
+            check_manifest_fits(name, size, opts.chunk_size as u64)?;
             in_flight.push(self.upload_chunk(key, chunk, replicas, opts, progress));
             if in_flight.len() >= opts.parallel.max(1) {
                 if let Some(result) = in_flight.next().await {
@@ -164,6 +165,12 @@ impl Client {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?
+            .len();
+        check_manifest_fits(name, size, opts.chunk_size as u64)?;
         self.upload(file, name, opts, progress).await
     }
 

@@ -25,8 +25,8 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::peer::MAX_MESSAGE_BYTES;
 use crate::store::Store;
+use crate::MAX_MESSAGE_BYTES;
 
 mod listen;
 pub mod msgpack;

@@ -18,9 +18,9 @@ use crate::chord::Id;
 use crate::error::{Error, Result};
 
 /// Largest manifest file accepted, read or written. A manifest is about 43
-/// bytes per chunk, so this allows files of hundreds of thousands of chunks
-/// (hundreds of GiB at MiB-scale chunks) while bounding what one read of a
-/// damaged or hostile file can allocate.
+/// bytes per chunk on disk, so the most chunks one message can carry
+/// ([`super::MAX_MANIFEST_CHUNKS`], about 187k) take about 8 MiB; the cap
+/// bounds what one read of a damaged or hostile file can allocate.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Store {

@@ -57,7 +57,7 @@ use crate::error::Result;
 pub use chunks::ChunkWriter;
 pub use gc::AliveClock;
 pub use index::{KeysPage, StoreStats};
-pub use manifest::{Manifest, Stamp};
+pub use manifest::{check_manifest_fits, Manifest, Stamp, MAX_MANIFEST_CHUNKS};
 pub use manifests::MAX_MANIFEST_BYTES;
 pub use name::{validate_name, MAX_NAME_BYTES};
 
