@@ -149,39 +149,7 @@ impl Node {
                 manifest.version, manifest.name
             )));
         }
-        // The collector's safety rests on this bound: chunks checked (and
-        // so touched) here are named by a stored manifest within half the
-        // grace period, or the write fails and the client tries again.
-        let checked_from = std::time::Instant::now();
-        if !manifest.deleted {
-            let mut distinct = manifest.chunks.clone();
-            distinct.sort();
-            distinct.dedup();
-            let missing: Vec<Id> = stream::iter(distinct)
-                .map(|key| async move { (key, self.ring_has_chunk(key).await) })
-                .buffer_unordered(CHECK_PARALLELISM)
-                .filter_map(|(key, has)| async move {
-                    match has {
-                        Ok(true) => None,
-                        _ => Some(key),
-                    }
-                })
-                .collect()
-                .await;
-            if let Some(first) = missing.first() {
-                return Err(Error::invalid(format!(
-                    "manifest for {:?} names {} chunk(s) the ring does not hold (e.g. {first})",
-                    manifest.name,
-                    missing.len()
-                )));
-            }
-        }
-        if checked_from.elapsed() >= self.config().gc_grace / 2 {
-            return Err(Error::Unavailable(format!(
-                "checking the chunks of {:?} took longer than half the collection grace period; try again",
-                manifest.name
-            )));
-        }
+        self.check_chunks_held(&manifest).await?;
         let key = manifest.key();
         let stored = self
             .disk(move |s| s.get_manifest(&key))
@@ -205,6 +173,63 @@ impl Node {
         let version = manifest.version;
         let made = self.put_manifest_replicated(manifest, copies).await?;
         Ok((made, version))
+    }
+
+    /// Checks that every chunk `manifest` names is on the ring: held here,
+    /// or by one of that chunk's holders. Either way the chunk counts as just
+    /// touched, and the check must end within half the collection grace:
+    /// the collector's safety rests on that bound (chunks checked here are
+    /// named by a stored manifest in time, or the write fails and is tried
+    /// again). A tombstone names no chunks.
+    async fn check_chunks_held(&self, manifest: &Manifest) -> Result<()> {
+        if manifest.chunks.is_empty() {
+            return Ok(());
+        }
+        let checked_from = std::time::Instant::now();
+        let mut distinct = manifest.chunks.clone();
+        distinct.sort();
+        distinct.dedup();
+        let keys = distinct.clone();
+        let here = self.disk(move |s| Ok(s.touch_chunks(&keys))).await?;
+        let elsewhere = distinct
+            .into_iter()
+            .zip(here)
+            .filter_map(|(key, held)| (!held).then_some(key));
+        let missing: Vec<Id> = stream::iter(elsewhere)
+            .map(|key| async move { (key, self.ring_has_chunk(key).await) })
+            .buffer_unordered(CHECK_PARALLELISM)
+            .filter_map(|(key, has)| async move {
+                match has {
+                    Ok(true) => None,
+                    _ => Some(key),
+                }
+            })
+            .collect()
+            .await;
+        if let Some(first) = missing.first() {
+            return Err(Error::invalid(format!(
+                "manifest for {:?} names {} chunk(s) the ring does not hold (e.g. {first})",
+                manifest.name,
+                missing.len()
+            )));
+        }
+        if checked_from.elapsed() >= self.config().gc_grace / 2 {
+            return Err(Error::Unavailable(format!(
+                "checking the chunks of {:?} took longer than half the collection grace period; try again",
+                manifest.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stores a copy of a manifest another node sent (its owner replicating
+    /// a write, or repair): as is, forwarded nowhere, but only once every
+    /// chunk it names is verified on the ring, so a copy cannot make a file
+    /// of chunks nobody has. Returns whether it was stored (`false`: the
+    /// stored version is the same or newer).
+    pub async fn put_manifest_replica(&self, manifest: Manifest) -> Result<bool> {
+        self.check_chunks_held(&manifest).await?;
+        self.disk(move |s| s.put_manifest(&manifest)).await
     }
 
     /// Stores `manifest` here and on successors, newest version winning.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chord_node::chord::Id;
 use chord_node::client::TransferOptions;
+use chord_node::store::Manifest;
 use chord_node::Error;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
 use chord_tests::{TestCluster, CONVERGE, FAST};
@@ -637,19 +638,30 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     assert!(!copy.exists(), "the corrupt copy is still in place");
 }
 
-#[tokio::test]
-async fn holders_with_different_manifests_of_one_version_converge() {
+/// A converged ring of three holding one uploaded file of `len` bytes: the
+/// ring, the dir with the original, the file's name (in a list) and its
+/// manifest.
+async fn three_nodes_one_file(
+    prefix: &str,
+    len: usize,
+) -> (TestCluster, tempfile::TempDir, Vec<String>, Manifest) {
     let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
-        .upload_random_files(dir.path(), "tie", 1, |_| 1000)
+        .upload_random_files(dir.path(), prefix, 1, |_| len)
         .await
         .unwrap();
-    let real = client(&cluster.addrs()[0])
+    let manifest = client(&cluster.addrs()[0])
         .unwrap()
         .manifest(&names[0])
         .await
         .unwrap();
+    (cluster, dir, names, manifest)
+}
+
+#[tokio::test]
+async fn holders_with_different_manifests_of_one_version_converge() {
+    let (cluster, _dir, names, real) = three_nodes_one_file("tie", 1000).await;
     // A rival with the same version but other content (as two primaries
     // might write in the same millisecond), ranked above the real one, on
     // one holder only.
@@ -678,6 +690,61 @@ async fn holders_with_different_manifests_of_one_version_converge() {
         )
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_manifest_naming_chunks_nobody_has_is_refused_and_changes_nothing() {
+    let (cluster, dir, names, real) = three_nodes_one_file("real", 200_000).await;
+    let target = cluster.addrs()[1].clone();
+    let before = cluster.peers.get_stats(&target).await.unwrap();
+
+    // Copies "forwarded" by no owner: a new file, and a newer version of
+    // the real one, each naming a chunk no node has.
+    let ghost = Id::hash(b"a chunk nobody stored");
+    let mut new_file = real.clone();
+    new_file.name = "forged".into();
+    new_file.chunks[0] = ghost;
+    let mut overwrite = real.clone();
+    overwrite.version += 1_000;
+    overwrite.chunks[0] = ghost;
+    for forged in [&new_file, &overwrite] {
+        match cluster.peers.put_manifest(&target, forged, 1, true).await {
+            Err(Error::InvalidArgument(reason)) => {
+                assert!(reason.contains("the ring does not hold"), "{reason}")
+            }
+            other => panic!("forged copy of {:?}: {other:?}", forged.name),
+        }
+    }
+    let stored = |name: &'static str| cluster.peers.get_manifest(&target, name, false);
+    assert_eq!(stored("forged").await.unwrap(), None);
+    assert_eq!(
+        cluster
+            .peers
+            .get_manifest(&target, &names[0], false)
+            .await
+            .unwrap(),
+        Some(real.clone())
+    );
+    let after = cluster.peers.get_stats(&target).await.unwrap();
+    assert_eq!(
+        (after.manifests, after.tombstones, after.chunks),
+        (before.manifests, before.tombstones, before.chunks)
+    );
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap();
+
+    // A copy whose chunks the ring holds is taken, as replication and
+    // repair need.
+    let mut sound = real.clone();
+    sound.name = "same-chunks".into();
+    cluster
+        .peers
+        .put_manifest(&target, &sound, 1, true)
+        .await
+        .unwrap();
+    assert_eq!(stored("same-chunks").await.unwrap(), Some(sound));
 }
 
 #[tokio::test]

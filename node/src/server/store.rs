@@ -227,7 +227,7 @@ impl Store for StoreService {
         if req.replica {
             let version = manifest.version;
             self.node
-                .disk(move |s| s.put_manifest(&manifest))
+                .put_manifest_replica(manifest)
                 .await
                 .map_err(error_to_status)?;
             return Ok(Response::new(pb::PutManifestResponse {
