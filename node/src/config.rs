@@ -87,6 +87,10 @@ pub struct Config {
     /// for client writes and for replica copies each. A call past it waits
     /// up to one RPC deadline, then is refused as busy (retryable).
     pub chunk_buffer_bytes: usize,
+    /// A smaller cap on the entries of one `ListKeys` or `ListFiles` page
+    /// than the built-in ones (`MAX_KEYS_PER_PAGE`, `MAX_FILES_PER_PAGE` in
+    /// `server::store`): tests use it to make small stores span many pages.
+    pub list_page_cap: Option<usize>,
 }
 
 impl Default for Config {
@@ -121,6 +125,7 @@ impl Default for Config {
             http_max_parts: 64,
             http_max_uploads: 16,
             chunk_buffer_bytes: 256 << 20,
+            list_page_cap: None,
         }
     }
 }
@@ -207,6 +212,9 @@ impl Config {
             return Err(Error::invalid(
                 "--http-max-parts and --http-max-uploads must be above zero",
             ));
+        }
+        if self.list_page_cap == Some(0) {
+            return Err(Error::invalid("--list-page-cap must be above zero"));
         }
         if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {
             return Err(Error::invalid(format!(

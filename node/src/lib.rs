@@ -40,6 +40,12 @@ pub const MAX_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Size of one streamed gRPC message of chunk data.
 pub const PIECE_BYTES: usize = 256 * 1024;
+/// Largest gRPC message a node or client accepts or sends, on both ends.
+/// Chunk data moves in pieces of [`PIECE_BYTES`], far below this; listings
+/// come in pages well under it; a manifest travels whole, which bounds the
+/// chunks it may name ([`store::MAX_MANIFEST_CHUNKS`]). The cap bounds
+/// what a misbehaving peer can make us buffer.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {

@@ -23,9 +23,10 @@ use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::EventBatch;
 use crate::repair::HandoffReport;
-use crate::store::{CheckedChunk, ChunkHasher, Manifest, Stamp};
+use crate::store::{CheckedChunk, ChunkHasher, KeysPage, Manifest, Stamp};
 use crate::tls::TrustedCa;
 use crate::wire;
+use crate::MAX_MESSAGE_BYTES;
 
 /// Most nodes a ring walk visits before it stops: a guard against a ring
 /// whose successor pointers never lead back to the start.
@@ -33,11 +34,6 @@ pub const MAX_RING_WALK: usize = 4096;
 /// A ring walk ends within this many calls' deadlines, however many nodes
 /// it has left: several hundred answering nodes fit easily.
 const WALK_BOUND_CALLS: u32 = 10;
-
-/// Largest gRPC message a node accepts or sends. Chunk data moves in pieces
-/// of [`crate::PIECE_BYTES`], far below this; the cap bounds what a
-/// misbehaving peer can make us buffer.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// HTTP/2 flow-control window of one stream (both ways, client and
 /// server): a default chunk flows without stopping for the receiver's
@@ -617,33 +613,101 @@ impl PeerPool {
         Ok(resp.version)
     }
 
-    /// Live files: on `addr` only, or gathered from the whole ring.
+    /// Live files: on `addr` only (tombstones included), or gathered from
+    /// the whole ring; every page of them, sorted by name.
     pub async fn list_files(&self, addr: &str, ring: bool) -> Result<Vec<pb::FileEntry>> {
-        let mut req = tonic::Request::new(pb::ListFilesRequest { ring });
+        let pages = read_pages(
+            addr,
+            None,
+            |after: Option<Id>| async move {
+                let page = self.list_files_page(addr, ring, after.as_ref(), 0).await?;
+                Ok((page.files, page.next.map(Some)))
+            },
+            |before, next| next.is_some_and(|n| before.is_none_or(|b| n > b)),
+        )
+        .await?;
+        let mut files: Vec<pb::FileEntry> = pages.into_iter().flatten().collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// One page of files in manifest-key order after `after` (from the
+    /// first key when `None`): at most `limit` (0: as many as the node
+    /// sends in one page).
+    pub async fn list_files_page(
+        &self,
+        addr: &str,
+        ring: bool,
+        after: Option<&Id>,
+        limit: u32,
+    ) -> Result<FilesPage> {
+        let mut req = tonic::Request::new(pb::ListFilesRequest {
+            ring,
+            start_after: after.map(|a| a.as_bytes().to_vec()).unwrap_or_default(),
+            limit,
+        });
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
-        Ok(self
+        let resp = self
             .store(addr)?
             .list_files(req)
             .await
             .map_err(|s| self.fail(addr, s))?
-            .into_inner()
-            .files)
+            .into_inner();
+        Ok(FilesPage {
+            files: resp.files,
+            next: resp
+                .next
+                .map(|n| wire::id_from_pb(&n, "next").map_err(wire::blame(addr)))
+                .transpose()?,
+        })
     }
 
     /// Keys `addr` holds in `(start, end]`: chunk keys, and manifest keys
-    /// with their versions.
+    /// with their versions, every page of them, clockwise from `start`.
     pub async fn list_keys(&self, addr: &str, start: &Id, end: &Id) -> Result<KeysHeld> {
+        let pages = read_pages(
+            addr,
+            *start,
+            |from: Id| async move {
+                let page = self.list_keys_page(addr, &from, end, 0).await?;
+                let next = page.next;
+                Ok((page, next))
+            },
+            // Each page must end inside what is left of the arc, so the
+            // arc shrinks; a cursor at `end` would mean the whole ring.
+            |from, next| next.in_open(from, end),
+        )
+        .await?;
+        let mut held = KeysHeld::default();
+        for page in pages {
+            held.chunks.extend(page.chunks);
+            held.manifests.extend(page.manifests);
+        }
+        Ok(held)
+    }
+
+    /// One page of the keys `addr` holds in `(start, end]`: at most `limit`
+    /// distinct keys (0: as many as the node sends in one page), and where
+    /// the next page starts if there is more.
+    pub async fn list_keys_page(
+        &self,
+        addr: &str,
+        start: &Id,
+        end: &Id,
+        limit: u32,
+    ) -> Result<KeysPage> {
         let resp = self
             .store(addr)?
             .list_keys(self.request(pb::ListKeysRequest {
                 start: start.as_bytes().to_vec(),
                 end: end.as_bytes().to_vec(),
+                limit,
             }))
             .await
             .map_err(|s| self.fail(addr, s))?
             .into_inner();
         let parse = |b: &[u8]| wire::id_from_pb(b, "key").map_err(wire::blame(addr));
-        Ok(KeysHeld {
+        Ok(KeysPage {
             chunks: resp
                 .chunks
                 .iter()
@@ -659,6 +723,7 @@ impl PeerPool {
                     ))
                 })
                 .collect::<Result<_>>()?,
+            next: resp.next.as_deref().map(parse).transpose()?,
         })
     }
 
@@ -711,6 +776,56 @@ impl PeerPool {
 pub struct KeysHeld {
     pub chunks: Vec<Id>,
     pub manifests: Vec<(Id, Stamp)>,
+}
+
+/// One page of a file listing, in manifest-key order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FilesPage {
+    pub files: Vec<pb::FileEntry>,
+    /// The last key this page covers, when more files follow.
+    pub next: Option<Id>,
+}
+
+/// Most pages one listing reads from a node. With the nodes' page caps
+/// that is far more keys or files than a node holds; it ends a listing
+/// that a peer keeps extending.
+pub const MAX_LIST_PAGES: usize = 10_000;
+
+/// Reads a listing page by page from `addr`: `fetch(cursor)` answers one
+/// page and the cursor of the next (`None`: that was the last), which must
+/// move on from the one before (`advances(before, next)`); at most
+/// [`MAX_LIST_PAGES`] pages.
+async fn read_pages<C, P, F, Fut>(
+    addr: &str,
+    first: C,
+    mut fetch: F,
+    advances: impl Fn(&C, &C) -> bool,
+) -> Result<Vec<P>>
+where
+    F: FnMut(C) -> Fut,
+    Fut: std::future::Future<Output = Result<(P, Option<C>)>>,
+    C: Clone,
+{
+    let mut pages = Vec::new();
+    let mut cursor = first;
+    while pages.len() < MAX_LIST_PAGES {
+        let (page, next) = fetch(cursor.clone()).await?;
+        pages.push(page);
+        match next {
+            None => return Ok(pages),
+            Some(next) if advances(&cursor, &next) => cursor = next,
+            Some(_) => {
+                return Err(Error::BadReply {
+                    peer: addr.to_string(),
+                    reason: "a listing page's cursor does not move forward".into(),
+                })
+            }
+        }
+    }
+    Err(Error::BadReply {
+        peer: addr.to_string(),
+        reason: format!("a listing went on past {MAX_LIST_PAGES} pages"),
+    })
 }
 
 /// Moving a chunk (up to [`crate::MAX_CHUNK_BYTES`]) and its replication

@@ -3,10 +3,13 @@
 //!
 //! Each round, a node walks the keys it holds in ring order. For a run of
 //! keys with the same owner it asks the owner's replica set which of those
-//! keys they hold, pushes what they lack, and — only if it is not itself one
-//! of the holders — drops its own copies once every holder has confirmed
-//! (by listing the key or by acknowledging the push). Nothing is deleted on a
-//! guess: a holder that does not answer keeps our copy alive.
+//! keys they hold (paging through their listings), pushes what they lack,
+//! and — only if it is not itself one of the holders — drops its own copies
+//! once every holder has confirmed (by listing the key or by acknowledging
+//! the push). Nothing is deleted on a guess: a holder that does not answer
+//! keeps our copy alive, and the holders that must have confirmed are those
+//! of the replica set as it is at the drop (`chord::may_drop`), so a node
+//! outside it never causes one.
 //!
 //! A scrubber re-hashes chunk bytes at a bounded rate; a corrupt
 //! chunk is quarantined, and the next round of another holder restores it.
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::chord::{Id, NodeRef};
+use crate::chord::{may_drop, Id, NodeRef};
 use crate::error::Result;
 use crate::events::EventKind;
 use crate::node::{Counters, Node};
@@ -336,8 +339,13 @@ impl Node {
         let me = self.me().addr.clone();
         let first = run[0].0;
         let last = run[run.len() - 1].0;
-        let mut confirmed: HashMap<Id, usize> = HashMap::new();
         let others: Vec<&NodeRef> = holders.iter().filter(|h| h.addr != me).collect();
+        // Per key, which of `others` confirmed it: bit i for others[i]
+        // (at most 16 replicas, so a u32 has room).
+        let mut confirmed: HashMap<Id, u32> = HashMap::new();
+        let confirmed_by_all = |key: &Id, confirmed: &HashMap<Id, u32>| {
+            confirmed.get(key).map_or(0, |bits| bits.count_ones()) as usize == others.len()
+        };
         // Tombstones past the tombstone grace: pushed only where they must
         // replace a live version, and dropped once no holder lacks them.
         let grace_ms = u64::try_from(self.config().tombstone_grace.as_millis()).unwrap_or(u64::MAX);
@@ -353,7 +361,7 @@ impl Node {
                 _ => None,
             })
             .collect();
-        for holder in &others {
+        for (i, holder) in others.iter().enumerate() {
             let held = match self
                 .peers()
                 .list_keys(&holder.addr, &first.prev(), &last)
@@ -388,13 +396,13 @@ impl Node {
                     Held::Manifest(_) => self.push_manifest(holder, *key, report).await,
                 };
                 if ok {
-                    *confirmed.entry(*key).or_default() += 1;
+                    *confirmed.entry(*key).or_default() |= 1u32.checked_shl(i as u32).unwrap_or(0);
                 }
             }
         }
         let mut expired_dropped = std::collections::HashSet::new();
         for (&key, &stamp) in &expired {
-            if confirmed.get(&key).copied().unwrap_or(0) < others.len() {
+            if !confirmed_by_all(&key, &confirmed) {
                 continue;
             }
             match self.disk(move |s| s.drop_tombstone(&key, &stamp)).await {
@@ -413,12 +421,29 @@ impl Node {
         if i_hold {
             return;
         }
-        // Not a holder: drop our copy of each key every holder confirmed.
+        // Not a holder: drop our copy of each key every holder confirmed,
+        // holders as they are now, which may not be those asked (a run of
+        // pushes takes a while): only a confirmation from a node in the
+        // current view counts.
+        let view = match self.holders(first, leaving).await {
+            Ok(view) => view,
+            Err(e) => {
+                debug!(key = %first.short(), error = %e, "cannot place keys again; keeping them");
+                Vec::new()
+            }
+        };
+        let confirmed_by = |key: &Id, holder: &NodeRef| {
+            let bits = confirmed.get(key).copied().unwrap_or(0);
+            others
+                .iter()
+                .position(|o| o.addr == holder.addr)
+                .is_some_and(|i| bits & 1u32.checked_shl(i as u32).unwrap_or(0) != 0)
+        };
         for (key, kind) in run {
             if expired_dropped.contains(key) {
                 continue;
             }
-            if confirmed.get(key).copied().unwrap_or(0) < others.len() || others.is_empty() {
+            if !may_drop(&view, self.me(), leaving, |h| confirmed_by(key, h)) {
                 report.unconfirmed += 1;
                 continue;
             }

@@ -7,7 +7,7 @@
 //! min(R, ring size) copies are durable. These are methods of [`Node`]; the
 //! disk is reached only through [`Node::disk`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use chord_proto::pb;
 use futures::stream::{self, StreamExt};
@@ -17,6 +17,7 @@ use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::node::{Counters, Node};
 use crate::now_ms;
+use crate::peer::FilesPage;
 use crate::store::{validate_name, CheckedChunk, Manifest};
 
 /// How far ahead of the clock a client-chosen manifest version may be.
@@ -149,39 +150,7 @@ impl Node {
                 manifest.version, manifest.name
             )));
         }
-        // The collector's safety rests on this bound: chunks checked (and
-        // so touched) here are named by a stored manifest within half the
-        // grace period, or the write fails and the client tries again.
-        let checked_from = std::time::Instant::now();
-        if !manifest.deleted {
-            let mut distinct = manifest.chunks.clone();
-            distinct.sort();
-            distinct.dedup();
-            let missing: Vec<Id> = stream::iter(distinct)
-                .map(|key| async move { (key, self.ring_has_chunk(key).await) })
-                .buffer_unordered(CHECK_PARALLELISM)
-                .filter_map(|(key, has)| async move {
-                    match has {
-                        Ok(true) => None,
-                        _ => Some(key),
-                    }
-                })
-                .collect()
-                .await;
-            if let Some(first) = missing.first() {
-                return Err(Error::invalid(format!(
-                    "manifest for {:?} names {} chunk(s) the ring does not hold (e.g. {first})",
-                    manifest.name,
-                    missing.len()
-                )));
-            }
-        }
-        if checked_from.elapsed() >= self.config().gc_grace / 2 {
-            return Err(Error::Unavailable(format!(
-                "checking the chunks of {:?} took longer than half the collection grace period; try again",
-                manifest.name
-            )));
-        }
+        self.check_chunks_held(&manifest).await?;
         let key = manifest.key();
         let stored = self
             .disk(move |s| s.get_manifest(&key))
@@ -205,6 +174,63 @@ impl Node {
         let version = manifest.version;
         let made = self.put_manifest_replicated(manifest, copies).await?;
         Ok((made, version))
+    }
+
+    /// Checks that every chunk `manifest` names is on the ring: held here,
+    /// or by one of that chunk's holders. Either way the chunk counts as just
+    /// touched, and the check must end within half the collection grace:
+    /// the collector's safety rests on that bound (chunks checked here are
+    /// named by a stored manifest in time, or the write fails and is tried
+    /// again). A tombstone names no chunks.
+    async fn check_chunks_held(&self, manifest: &Manifest) -> Result<()> {
+        if manifest.chunks.is_empty() {
+            return Ok(());
+        }
+        let checked_from = std::time::Instant::now();
+        let mut distinct = manifest.chunks.clone();
+        distinct.sort();
+        distinct.dedup();
+        let keys = distinct.clone();
+        let here = self.disk(move |s| Ok(s.touch_chunks(&keys))).await?;
+        let elsewhere = distinct
+            .into_iter()
+            .zip(here)
+            .filter_map(|(key, held)| (!held).then_some(key));
+        let missing: Vec<Id> = stream::iter(elsewhere)
+            .map(|key| async move { (key, self.ring_has_chunk(key).await) })
+            .buffer_unordered(CHECK_PARALLELISM)
+            .filter_map(|(key, has)| async move {
+                match has {
+                    Ok(true) => None,
+                    _ => Some(key),
+                }
+            })
+            .collect()
+            .await;
+        if let Some(first) = missing.first() {
+            return Err(Error::invalid(format!(
+                "manifest for {:?} names {} chunk(s) the ring does not hold (e.g. {first})",
+                manifest.name,
+                missing.len()
+            )));
+        }
+        if checked_from.elapsed() >= self.config().gc_grace / 2 {
+            return Err(Error::Unavailable(format!(
+                "checking the chunks of {:?} took longer than half the collection grace period; try again",
+                manifest.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stores a copy of a manifest another node sent (its owner replicating
+    /// a write, or repair): as is, forwarded nowhere, but only once every
+    /// chunk it names is verified on the ring, so a copy cannot make a file
+    /// of chunks nobody has. Returns whether it was stored (`false`: the
+    /// stored version is the same or newer).
+    pub async fn put_manifest_replica(&self, manifest: Manifest) -> Result<bool> {
+        self.check_chunks_held(&manifest).await?;
+        self.disk(move |s| s.put_manifest(&manifest)).await
     }
 
     /// Stores `manifest` here and on successors, newest version winning.
@@ -291,42 +317,71 @@ impl Node {
         Ok(version)
     }
 
-    /// This node's manifests as listing entries (tombstones included).
-    pub async fn local_files(&self) -> Result<Vec<pb::FileEntry>> {
-        let manifests = self.disk(|s| s.manifests()).await?;
-        Ok(manifests.iter().map(file_entry).collect())
+    /// One page of this node's manifests as listing entries (tombstones
+    /// included), in key order after `after`.
+    pub async fn local_files_page(&self, after: Option<Id>, limit: usize) -> Result<FilesPage> {
+        let (manifests, next) = self
+            .disk(move |s| s.manifests_page(after.as_ref(), limit))
+            .await?;
+        Ok(FilesPage {
+            files: manifests.iter().map(file_entry).collect(),
+            next,
+        })
     }
 
-    /// Every live file on the ring: each node's listing, merged so that the
-    /// newest version of a name wins and deleted names drop out.
-    pub async fn ring_files(&self) -> Result<Vec<pb::FileEntry>> {
-        let mut merged: HashMap<String, pb::FileEntry> = HashMap::new();
-        let mut absorb = |entries: Vec<pb::FileEntry>| {
-            for e in entries {
-                let newer = merged
-                    .get(&e.name)
-                    .is_none_or(|old| (e.version, e.deleted) > (old.version, old.deleted));
-                if newer {
-                    merged.insert(e.name.clone(), e);
-                }
-            }
-        };
-        absorb(self.local_files().await?);
+    /// One page of the live files on the ring, in key order after `after`:
+    /// the same page of every node's listing, merged so that the newest
+    /// version of a name wins and deleted names drop out.
+    pub async fn ring_files_page(&self, after: Option<Id>, limit: usize) -> Result<FilesPage> {
+        let mut pages = vec![self.local_files_page(after, limit).await?];
+        let asked = u32::try_from(limit).unwrap_or(u32::MAX);
         for peer in self.walk_ring().await {
-            match self.peers().list_files(&peer.addr, false).await {
-                Ok(entries) => absorb(entries),
+            match self
+                .peers()
+                .list_files_page(&peer.addr, false, after.as_ref(), asked)
+                .await
+            {
+                Ok(page) => pages.push(page),
                 Err(e) => debug!(peer = %peer.addr, error = %e, "listing failed"),
             }
         }
-        let mut files: Vec<pb::FileEntry> = merged.into_values().filter(|e| !e.deleted).collect();
-        files.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(files)
+        Ok(merge_file_pages(pages, after, limit))
     }
 
     /// The other nodes of the ring, found by following successor pointers.
     pub async fn walk_ring(&self) -> Vec<NodeRef> {
         let infos = self.peers().walk_ring(self.info()).await;
         infos.into_iter().skip(1).map(|info| info.node).collect()
+    }
+}
+
+/// Merges the same page (after `after`) of several nodes' listings into
+/// at most `limit` names of the ring's listing. Each node listed every key
+/// up to its own cursor, so up to the smallest cursor every node's entries
+/// are in: that is as far as the merged page may go, and its cursor.
+fn merge_file_pages(pages: Vec<FilesPage>, after: Option<Id>, limit: usize) -> FilesPage {
+    let mut next = pages.iter().filter_map(|p| p.next).min();
+    let mut merged: BTreeMap<Id, pb::FileEntry> = BTreeMap::new();
+    for entry in pages.into_iter().flat_map(|p| p.files) {
+        let key = Id::hash(entry.name.as_bytes());
+        if after.is_some_and(|a| key <= a) || next.is_some_and(|n| key > n) {
+            continue;
+        }
+        let newer = merged
+            .get(&key)
+            .is_none_or(|old| (entry.version, entry.deleted) > (old.version, old.deleted));
+        if newer {
+            merged.insert(key, entry);
+        }
+    }
+    // Different nodes hold different names: their union may be longer.
+    if let Some(first_left) = merged.keys().nth(limit.max(1)).copied() {
+        merged.split_off(&first_left);
+        next = merged.keys().next_back().copied();
+    }
+    FilesPage {
+        files: merged.into_values().filter(|e| !e.deleted).collect(),
+        next,
     }
 }
 
@@ -338,5 +393,100 @@ pub fn file_entry(m: &Manifest) -> pb::FileEntry {
         chunks: m.chunks.len() as u32,
         modified_ms: m.modified_ms,
         deleted: m.deleted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Six names in the order of their keys, with their keys.
+    fn names_by_key() -> Vec<(Id, String)> {
+        let mut names: Vec<(Id, String)> = (0..6)
+            .map(|i| {
+                let name = format!("file-{i}");
+                (Id::hash(name.as_bytes()), name)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// One node's page: (name index, version, deleted) entries and the name
+    /// index of its cursor.
+    fn page(
+        names: &[(Id, String)],
+        entries: &[(usize, u64, bool)],
+        next: Option<usize>,
+    ) -> FilesPage {
+        FilesPage {
+            files: entries
+                .iter()
+                .map(|&(i, version, deleted)| pb::FileEntry {
+                    name: names[i].1.clone(),
+                    version,
+                    deleted,
+                    ..pb::FileEntry::default()
+                })
+                .collect(),
+            next: next.map(|i| names[i].0),
+        }
+    }
+
+    /// What a merged page lists, as (name index, version), and its cursor.
+    fn merged(
+        names: &[(Id, String)],
+        pages: Vec<FilesPage>,
+        after: Option<usize>,
+        limit: usize,
+    ) -> (Vec<(usize, u64)>, Option<usize>) {
+        let at = |key: Id| names.iter().position(|(k, _)| *k == key);
+        let out = merge_file_pages(pages, after.map(|i| names[i].0), limit);
+        let listed = out
+            .files
+            .iter()
+            .filter_map(|e| Some((at(Id::hash(e.name.as_bytes()))?, e.version)))
+            .collect();
+        (listed, out.next.and_then(at))
+    }
+
+    #[test]
+    fn a_merged_page_stops_where_every_node_is_complete() {
+        let names = &names_by_key();
+        // Node a has more after name 2; node b is done, with a name past
+        // a's cursor that must wait for the page that covers it.
+        let a = page(names, &[(0, 1, false), (2, 1, false)], Some(2));
+        let b = page(names, &[(1, 1, false), (4, 1, false)], None);
+        assert_eq!(
+            merged(names, vec![a, b], None, 10),
+            (vec![(0, 1), (1, 1), (2, 1)], Some(2))
+        );
+    }
+
+    #[test]
+    fn the_newest_version_wins_and_tombstones_hide_older_copies() {
+        let names = &names_by_key();
+        let a = page(names, &[(0, 2, true), (1, 1, true), (2, 1, false)], None);
+        let b = page(names, &[(0, 1, false), (1, 2, false)], None);
+        assert_eq!(
+            merged(names, vec![a, b], None, 10),
+            (vec![(1, 2), (2, 1)], None)
+        );
+    }
+
+    #[test]
+    fn a_union_longer_than_the_limit_is_cut_with_a_cursor() {
+        let names = &names_by_key();
+        // Two complete nodes with different names: five in all, two a page;
+        // the tombstone counts towards the limit but is not listed.
+        let a = page(names, &[(0, 1, false), (3, 1, true)], None);
+        let b = page(names, &[(1, 1, false), (2, 1, false), (4, 1, false)], None);
+        let both = || vec![a.clone(), b.clone()];
+        assert_eq!(
+            merged(names, both(), None, 2),
+            (vec![(0, 1), (1, 1)], Some(1))
+        );
+        assert_eq!(merged(names, both(), Some(1), 2), (vec![(2, 1)], Some(3)));
+        assert_eq!(merged(names, both(), Some(3), 2), (vec![(4, 1)], None));
     }
 }

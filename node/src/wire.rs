@@ -12,7 +12,7 @@ use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBatch, EventKind};
 use crate::repair::HandoffReport;
-use crate::store::{Manifest, Stamp};
+use crate::store::{check_manifest_fits, Manifest, Stamp};
 
 /// Longest `host:port` accepted: a DNS name is at most 253 bytes, plus the port.
 pub const MAX_ADDR_LEN: usize = 260;
@@ -125,7 +125,8 @@ pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
     }
 }
 
-/// A manifest from the wire, checked for shape (see `Manifest::validate`).
+/// A manifest from the wire, checked for shape (see `Manifest::validate`)
+/// and for a chunk count one message can carry ([`check_manifest_fits`]).
 pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
     let sha256: [u8; 32] = m
         .sha256
@@ -148,6 +149,12 @@ pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
         modified_ms: m.modified_ms,
     };
     manifest.validate()?;
+    // Validated: it names exactly the chunks its size and chunk size need.
+    check_manifest_fits(
+        &manifest.name,
+        manifest.size,
+        u64::from(manifest.chunk_size),
+    )?;
     Ok(manifest)
 }
 
@@ -284,6 +291,48 @@ mod tests {
             Err(Error::InvalidArgument(_))
         ));
         assert!(node_from_pb(None, "n").is_err());
+    }
+
+    #[test]
+    fn the_largest_manifest_fits_one_message_and_one_chunk_more_is_refused() {
+        use prost::Message;
+
+        let chunk_size = crate::MIN_CHUNK_BYTES as u32;
+        let n = crate::store::MAX_MANIFEST_CHUNKS;
+        // Every other field as large as it can be.
+        let mut m = Manifest {
+            name: "n".repeat(crate::store::MAX_NAME_BYTES),
+            size: n as u64 * u64::from(chunk_size),
+            chunk_size,
+            chunks: (0..n as u64).map(|i| Id::hash(&i.to_be_bytes())).collect(),
+            sha256: [0xff; 32],
+            version: u64::MAX,
+            deleted: false,
+            modified_ms: u64::MAX,
+        };
+        let request = pb::PutManifestRequest {
+            manifest: Some(manifest_to_pb(&m)),
+            copies: u32::MAX,
+            replica: true,
+        };
+        assert!(request.encoded_len() <= crate::MAX_MESSAGE_BYTES);
+        let answer = pb::GetManifestResponse {
+            manifest: Some(manifest_to_pb(&m)),
+        };
+        assert!(answer.encoded_len() <= crate::MAX_MESSAGE_BYTES);
+        assert!(manifest_from_pb(manifest_to_pb(&m)).is_ok());
+
+        m.size += 1;
+        m.chunks.push(Id::hash(b"one more"));
+        match manifest_from_pb(manifest_to_pb(&m)) {
+            Err(Error::InvalidArgument(reason)) => {
+                assert!(
+                    reason.contains("use chunks of at least 4097 bytes"),
+                    "{reason}"
+                )
+            }
+            other => panic!("one chunk over the cap: {other:?}"),
+        }
     }
 
     #[test]

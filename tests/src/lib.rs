@@ -145,10 +145,25 @@ impl TestCluster {
         })
     }
 
+    /// [`TestCluster::new`] with the nodes' data dirs under `parent` (a
+    /// tmpfs, say, for a test that writes hundreds of thousands of files).
+    pub fn new_in(parent: &std::path::Path, replicas: usize, args: &[&str]) -> Result<TestCluster> {
+        TestCluster::with_options_in(parent, replicas, args, |_| {})
+    }
+
     /// [`TestCluster::new`] with the fleet's options set by `setup` (token,
     /// TLS, gateways); the test's own calls ([`TestCluster::peers`],
     /// [`TestCluster::client`]) carry the fleet's token and trust its CA.
     pub fn with_options(
+        replicas: usize,
+        args: &[&str],
+        setup: impl FnOnce(&mut FleetOptions),
+    ) -> Result<TestCluster> {
+        TestCluster::with_options_in(&std::env::temp_dir(), replicas, args, setup)
+    }
+
+    fn with_options_in(
+        parent: &std::path::Path,
         replicas: usize,
         args: &[&str],
         setup: impl FnOnce(&mut FleetOptions),
@@ -159,7 +174,7 @@ impl TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("chord-test-")
             .disable_cleanup(keep)
-            .tempdir()?;
+            .tempdir_in(parent)?;
         if keep {
             eprintln!("keeping {}", dir.path().display());
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chord_node::chord::Id;
 use chord_node::client::TransferOptions;
+use chord_node::store::Manifest;
 use chord_node::Error;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
 use chord_tests::{TestCluster, CONVERGE, FAST};
@@ -648,6 +649,7 @@ async fn a_leaving_node_takes_no_writes_and_confirms_no_keys() {
             .list_keys(pb::ListKeysRequest {
                 start: Id::ZERO.as_bytes().to_vec(),
                 end: Id::ZERO.as_bytes().to_vec(),
+                limit: 0,
             })
             .await;
         if let Err(status) = listed {
@@ -725,19 +727,30 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     assert!(!copy.exists(), "the corrupt copy is still in place");
 }
 
-#[tokio::test]
-async fn holders_with_different_manifests_of_one_version_converge() {
+/// A converged ring of three holding one uploaded file of `len` bytes: the
+/// ring, the dir with the original, the file's name (in a list) and its
+/// manifest.
+async fn three_nodes_one_file(
+    prefix: &str,
+    len: usize,
+) -> (TestCluster, tempfile::TempDir, Vec<String>, Manifest) {
     let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
-        .upload_random_files(dir.path(), "tie", 1, |_| 1000)
+        .upload_random_files(dir.path(), prefix, 1, |_| len)
         .await
         .unwrap();
-    let real = client(&cluster.addrs()[0])
+    let manifest = client(&cluster.addrs()[0])
         .unwrap()
         .manifest(&names[0])
         .await
         .unwrap();
+    (cluster, dir, names, manifest)
+}
+
+#[tokio::test]
+async fn holders_with_different_manifests_of_one_version_converge() {
+    let (cluster, _dir, names, real) = three_nodes_one_file("tie", 1000).await;
     // A rival with the same version but other content (as two primaries
     // might write in the same millisecond), ranked above the real one, on
     // one holder only.
@@ -766,4 +779,139 @@ async fn holders_with_different_manifests_of_one_version_converge() {
         )
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_manifest_naming_chunks_nobody_has_is_refused_and_changes_nothing() {
+    let (cluster, dir, names, real) = three_nodes_one_file("real", 200_000).await;
+    let target = cluster.addrs()[1].clone();
+    let before = cluster.peers.get_stats(&target).await.unwrap();
+
+    // Copies "forwarded" by no owner: a new file, and a newer version of
+    // the real one, each naming a chunk no node has.
+    let ghost = Id::hash(b"a chunk nobody stored");
+    let mut new_file = real.clone();
+    new_file.name = "forged".into();
+    new_file.chunks[0] = ghost;
+    let mut overwrite = real.clone();
+    overwrite.version += 1_000;
+    overwrite.chunks[0] = ghost;
+    for forged in [&new_file, &overwrite] {
+        match cluster.peers.put_manifest(&target, forged, 1, true).await {
+            Err(Error::InvalidArgument(reason)) => {
+                assert!(reason.contains("the ring does not hold"), "{reason}")
+            }
+            other => panic!("forged copy of {:?}: {other:?}", forged.name),
+        }
+    }
+    let stored = |name: &'static str| cluster.peers.get_manifest(&target, name, false);
+    assert_eq!(stored("forged").await.unwrap(), None);
+    assert_eq!(
+        cluster
+            .peers
+            .get_manifest(&target, &names[0], false)
+            .await
+            .unwrap(),
+        Some(real.clone())
+    );
+    let after = cluster.peers.get_stats(&target).await.unwrap();
+    assert_eq!(
+        (after.manifests, after.tombstones, after.chunks),
+        (before.manifests, before.tombstones, before.chunks)
+    );
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap();
+
+    // A copy whose chunks the ring holds is taken, as replication and
+    // repair need.
+    let mut sound = real.clone();
+    sound.name = "same-chunks".into();
+    cluster
+        .peers
+        .put_manifest(&target, &sound, 1, true)
+        .await
+        .unwrap();
+    assert_eq!(stored("same-chunks").await.unwrap(), Some(sound));
+}
+
+#[tokio::test]
+async fn a_file_needing_more_chunks_than_a_manifest_holds_is_refused_up_front() {
+    use chord_proto::pb;
+    use chord_proto::pb::store_client::StoreClient;
+
+    let cluster = TestCluster::start_converged(1, 3, FAST).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    // 1 GiB (sparse) in the smallest chunks is 262,144 chunks, more than
+    // one manifest can name: the upload says so before it sends a chunk.
+    let path = dir.path().join("big.iso");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let opts = TransferOptions {
+        chunk_size: chord_node::MIN_CHUNK_BYTES,
+        ..TransferOptions::default()
+    };
+    let c = client(&addr).unwrap();
+    let upload = c.upload_file(&path, "big.iso", &opts, &no_progress);
+    match tokio::time::timeout(Duration::from_secs(10), upload)
+        .await
+        .expect("the upload went ahead instead of being refused")
+    {
+        Err(Error::InvalidArgument(reason)) => {
+            assert!(reason.contains("use chunks of at least"), "{reason}")
+        }
+        other => panic!("want a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        cluster.peers.get_stats(&addr).await.unwrap().chunks,
+        0,
+        "chunks were sent"
+    );
+
+    // The node refuses such a manifest itself, as a client write or as a
+    // copy, at once and without storing it (it still fits one message).
+    let n = chord_node::store::MAX_MANIFEST_CHUNKS + 1;
+    let manifest = pb::Manifest {
+        name: "too-many-chunks".into(),
+        size: n as u64 * 4096,
+        chunk_size: 4096,
+        chunks: (0..n as u64)
+            .map(|i| Id::hash(&i.to_be_bytes()).as_bytes().to_vec())
+            .collect(),
+        sha256: vec![0; 32],
+        version: 1,
+        deleted: false,
+        modified_ms: 1,
+    };
+    let mut store = StoreClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for replica in [false, true] {
+        let put = store.put_manifest(pb::PutManifestRequest {
+            manifest: Some(manifest.clone()),
+            copies: 3,
+            replica,
+        });
+        let status = tokio::time::timeout(Duration::from_secs(10), put)
+            .await
+            .expect("the node did not refuse at once")
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("one manifest can name"),
+            "{status:?}"
+        );
+    }
+    assert_eq!(
+        cluster
+            .peers
+            .get_manifest(&addr, "too-many-chunks", false)
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -160,10 +160,15 @@ async fn ask(
         let Some(pred) = &info.predecessor else {
             return Vec::new();
         };
-        match pool.list_keys(&addr, &pred.id, &info.node.id).await {
-            Ok(held) => {
-                let mut keys = held.chunks;
-                keys.extend(held.manifests.into_iter().map(|(k, _)| k));
+        // One page of a sample's size: the node lists no more than that.
+        let limit = u32::try_from(KEYS_PER_NODE).unwrap_or(u32::MAX);
+        match pool
+            .list_keys_page(&addr, &pred.id, &info.node.id, limit)
+            .await
+        {
+            Ok(page) => {
+                let mut keys = page.chunks;
+                keys.extend(page.manifests.into_iter().map(|(k, _)| k));
                 keys.truncate(KEYS_PER_NODE);
                 keys
             }

@@ -141,6 +141,10 @@ struct Args {
     /// deadline, then is refused as busy.
     #[arg(long, default_value_t = 256)]
     chunk_buffer_mib: usize,
+    /// Most entries in one ListKeys or ListFiles answer, below the built-in
+    /// caps (for tests: a small store then spans many pages).
+    #[arg(long, hide = true)]
+    list_page_cap: Option<usize>,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -252,6 +256,7 @@ impl Args {
             http_max_parts: self.http_max_parts,
             http_max_uploads: self.http_max_uploads,
             chunk_buffer_bytes: self.chunk_buffer_mib.saturating_mul(1 << 20),
+            list_page_cap: self.list_page_cap,
             ..Config::default()
         }
     }

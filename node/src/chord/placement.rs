@@ -25,6 +25,29 @@ pub fn replica_set(
     set
 }
 
+/// Whether a node (`me`) may drop its copy of a key: only when it is none
+/// of the key's holders in `view`, `view` names some other node, and every
+/// one of those has confirmed it holds the key (`confirmed`).
+///
+/// `view` is the key's replica set as the node sees it at the moment of the
+/// drop (the owner's current successor list, leaving peers left out, and
+/// the node itself left out when it is `leaving`), not as it was when the
+/// holders were asked: a confirmation counts only from a node in it, so a
+/// node outside the view, however it answered, never causes a drop.
+pub fn may_drop(
+    view: &[NodeRef],
+    me: &NodeRef,
+    leaving: bool,
+    confirmed: impl Fn(&NodeRef) -> bool,
+) -> bool {
+    let mut others = view.iter().filter(|n| n.addr != me.addr).peekable();
+    let i_hold = others.clone().count() < view.len();
+    if i_hold && !leaving {
+        return false;
+    }
+    others.peek().is_some() && others.all(confirmed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +67,50 @@ mod tests {
             let got = replica_set(n(1), succs.iter().map(|&i| n(i)), count);
             let want: Vec<NodeRef> = want.into_iter().map(n).collect();
             assert_eq!(got, want, "{succs:?} count {count}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod drop_tests {
+    use super::*;
+    use crate::chord::id::fixtures::node as n;
+
+    #[test]
+    fn a_copy_is_dropped_only_on_the_word_of_every_holder_in_the_view() {
+        // (view, leaving, confirmed by, may drop)
+        let cases: &[(&[u8], bool, &[u8], bool)] = &[
+            (&[2, 3, 4], false, &[2, 3, 4], true),
+            (&[2, 3, 4], false, &[2, 3], false), // one holder silent
+            (&[2, 3, 4], false, &[], false),
+            // Confirmations from outside the view count for nothing, even
+            // from as many nodes as the view has.
+            (&[2, 3, 4], false, &[5, 6, 7], false),
+            (&[2, 3, 4], false, &[2, 3, 9], false),
+            // A holder that joined the view after the holders were asked
+            // has not confirmed: keep the copy until it has.
+            (&[2, 8, 3], false, &[2, 3, 4], false),
+            // A holder keeps its copy, whatever the others say...
+            (&[1, 2, 3], false, &[1, 2, 3], false),
+            // ...unless it is leaving: then it counts for nothing itself.
+            (&[1, 2, 3], true, &[2, 3], true),
+            (&[2, 3], true, &[2, 3], true),
+            // No one else to hold the key: never drop the last copy.
+            (&[], false, &[], false),
+            (&[], true, &[2], false),
+            (&[1], true, &[1], false),
+            // A smaller ring than R: every node there is enough.
+            (&[2], false, &[2], true),
+        ];
+        let me = n(1);
+        for &(view, leaving, confirmed, want) in cases {
+            let view: Vec<NodeRef> = view.iter().map(|&i| n(i)).collect();
+            let by: Vec<NodeRef> = confirmed.iter().map(|&i| n(i)).collect();
+            let got = may_drop(&view, &me, leaving, |h| by.contains(h));
+            assert_eq!(
+                got, want,
+                "view {view:?} leaving {leaving} confirmed {confirmed:?}"
+            );
         }
     }
 }

@@ -24,7 +24,7 @@ use super::Client;
 use crate::chord::{replica_set, Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::now_ms;
-use crate::store::{validate_name, CheckedChunk, Manifest};
+use crate::store::{check_manifest_fits, validate_name, CheckedChunk, Manifest};
 
 use super::digest::{DigestTarget, FileDigest};
 
@@ -118,6 +118,11 @@ impl Client {
     ) -> Result<UploadReport> {
         let file = std::fs::File::open(path)
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?
+            .len();
+        check_manifest_fits(name, len, opts.chunk_size as u64)?;
         let size = opts.chunk_size;
         let source = futures::stream::try_unfold(Some(file), move |file| async move {
             let Some(file) = file else {
@@ -160,6 +165,7 @@ impl Client {
             let mut source = std::pin::pin!(source);
             let mut in_flight = FuturesUnordered::new();
             let mut read_all = false;
+            let mut read = 0u64;
             loop {
                 let sent = if read_all || in_flight.len() >= parallel {
                     match in_flight.next().await {
@@ -175,6 +181,8 @@ impl Client {
                             match next {
                                 Some(chunk) => {
                                     let chunk = chunk?;
+                                    read += chunk.len() as u64;
+                                    check_manifest_fits(name, read, opts.chunk_size as u64)?;
                                     digest.push(chunk.clone()).await?;
                                     in_flight.push(self.send_chunk(keys.len(), chunk, replicas, opts, progress));
                                     keys.push(None);

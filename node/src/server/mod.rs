@@ -28,8 +28,9 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::peer::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+use crate::peer::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use crate::store::Store;
+use crate::MAX_MESSAGE_BYTES;
 
 mod listen;
 pub mod msgpack;

@@ -27,6 +27,15 @@ use crate::wire;
 /// Most keys one `HasChunks` call may ask about: bounds the answer's size.
 pub const MAX_KEYS_PER_CALL: usize = 100_000;
 
+/// Most distinct keys in one `ListKeys` answer. A key listed as chunk and
+/// manifest takes under 100 bytes, so a page stays near 1 MiB, a quarter
+/// of the message cap, however the keys are mixed.
+pub const MAX_KEYS_PER_PAGE: usize = 10_000;
+
+/// Most files in one `ListFiles` answer. An entry with the longest name
+/// (1 KiB) takes about 1.1 KiB, so a page stays near 1 MiB.
+pub const MAX_FILES_PER_PAGE: usize = 1_000;
+
 #[derive(Clone, Debug)]
 pub struct StoreService {
     node: Arc<Node>,
@@ -81,6 +90,17 @@ impl StoreService {
     /// again) and confirms no keys: the repair loop drops a copy only once
     /// every holder confirms, and a confirmation from a node that is about
     /// to go would let several leaving nodes drop the same key at once.
+    /// How many entries a listing page may carry: what the caller asked
+    /// for (0: no preference), at most `cap`, or the node's configured
+    /// smaller cap (`--list-page-cap`, for tests).
+    fn page_limit(&self, asked: u32, cap: usize) -> usize {
+        let cap = self.node.config().list_page_cap.map_or(cap, |c| c.min(cap));
+        match usize::try_from(asked) {
+            Ok(0) | Err(_) => cap,
+            Ok(asked) => asked.min(cap),
+        }
+    }
+
     fn refuse_if_leaving(&self) -> Result<(), Status> {
         if self.node.is_leaving() {
             return Err(error_to_status(Error::Leaving {
@@ -258,7 +278,7 @@ impl Store for StoreService {
         if req.replica {
             let version = manifest.version;
             self.node
-                .disk(move |s| s.put_manifest(&manifest))
+                .put_manifest_replica(manifest)
                 .await
                 .map_err(error_to_status)?;
             return Ok(Response::new(pb::PutManifestResponse {
@@ -315,13 +335,23 @@ impl Store for StoreService {
         req: Request<pb::ListFilesRequest>,
     ) -> Result<Response<pb::ListFilesResponse>, Status> {
         self.count();
-        let files = if req.into_inner().ring {
-            self.node.ring_files().await
+        let req = req.into_inner();
+        let after = if req.start_after.is_empty() {
+            None
         } else {
-            self.node.local_files().await
+            Some(wire::id_from_pb(&req.start_after, "start_after").map_err(error_to_status)?)
+        };
+        let limit = self.page_limit(req.limit, MAX_FILES_PER_PAGE);
+        let page = if req.ring {
+            self.node.ring_files_page(after, limit).await
+        } else {
+            self.node.local_files_page(after, limit).await
         }
         .map_err(error_to_status)?;
-        Ok(Response::new(pb::ListFilesResponse { files }))
+        Ok(Response::new(pb::ListFilesResponse {
+            files: page.files,
+            next: page.next.map(|k| k.as_bytes().to_vec()),
+        }))
     }
 
     async fn list_keys(
@@ -333,19 +363,13 @@ impl Store for StoreService {
         let req = req.into_inner();
         let start = wire::id_from_pb(&req.start, "start").map_err(error_to_status)?;
         let end = wire::id_from_pb(&req.end, "end").map_err(error_to_status)?;
-        let (chunks, manifests) = self
-            .node
-            .disk(move |s| {
-                Ok((
-                    s.chunk_keys_in(&start, &end)?,
-                    s.manifest_keys_in(&start, &end)?,
-                ))
-            })
-            .await
-            .map_err(error_to_status)?;
+        let limit = self.page_limit(req.limit, MAX_KEYS_PER_PAGE);
+        let page = self.node.store().keys_page(&start, &end, limit);
         Ok(Response::new(pb::ListKeysResponse {
-            chunks: chunks.iter().map(|k| k.as_bytes().to_vec()).collect(),
-            manifests: manifests
+            chunks: page.chunks.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            next: page.next.map(|k| k.as_bytes().to_vec()),
+            manifests: page
+                .manifests
                 .iter()
                 .map(|(k, stamp)| pb::KeyVersion {
                     key: k.as_bytes().to_vec(),

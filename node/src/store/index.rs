@@ -80,6 +80,18 @@ pub struct StoreStats {
     pub corrupt_chunks: u64,
 }
 
+/// One page of the keys held in an arc of the ring ([`Index::keys_page`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeysPage {
+    /// Chunk keys, clockwise from the arc's start.
+    pub chunks: Vec<Id>,
+    /// Manifest keys with their stamps, clockwise from the arc's start.
+    pub manifests: Vec<(Id, Stamp)>,
+    /// The last key listed, when the arc holds more keys after it: the next
+    /// page is `(next, end]`. `None` when the page reaches the arc's end.
+    pub next: Option<Id>,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Index {
     chunks: BTreeMap<Id, ChunkEntry>,
@@ -212,6 +224,58 @@ impl Index {
         arc(&self.manifests, start, end)
             .map(|(k, e)| (*k, stamp(e)))
             .collect()
+    }
+
+    /// The first `limit` (at least one) distinct keys in `(start, end]`, in
+    /// clockwise order from `start`: chunks and manifests merged, a key held
+    /// as both listed as both, so a page never ends between the two.
+    pub fn keys_page(&self, start: &Id, end: &Id, limit: usize) -> KeysPage {
+        // Clockwise from `start`: first the keys above it, then the wrapped ones.
+        let clockwise = |k: &Id| (k <= start, *k);
+        let mut chunks = arc(&self.chunks, start, end).map(|(k, _)| *k).peekable();
+        let mut manifests = arc(&self.manifests, start, end)
+            .map(|(k, e)| (*k, stamp(e)))
+            .peekable();
+        let mut page = KeysPage::default();
+        let mut last = None;
+        let mut listed = 0;
+        loop {
+            let key = match (chunks.peek(), manifests.peek()) {
+                (None, None) => return page,
+                (Some(c), None) => *c,
+                (None, Some((m, _))) => *m,
+                (Some(c), Some((m, _))) => std::cmp::min_by_key(*c, *m, clockwise),
+            };
+            if listed == limit.max(1) {
+                page.next = last;
+                return page;
+            }
+            if let Some(c) = chunks.next_if_eq(&key) {
+                page.chunks.push(c);
+            }
+            if let Some(m) = manifests.next_if(|(m, _)| *m == key) {
+                page.manifests.push(m);
+            }
+            last = Some(key);
+            listed += 1;
+        }
+    }
+
+    /// The first `limit` (at least one) manifest keys above `after` (from
+    /// the smallest key when `None`), ascending, and the last of them when
+    /// more follow.
+    pub fn manifest_keys_page(&self, after: Option<&Id>, limit: usize) -> (Vec<Id>, Option<Id>) {
+        let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(*a));
+        let mut keys = self
+            .manifests
+            .range((from, Bound::Unbounded))
+            .map(|(k, _)| *k);
+        let page: Vec<Id> = keys.by_ref().take(limit.max(1)).collect();
+        let next = match keys.next() {
+            Some(_) => page.last().copied(),
+            None => None,
+        };
+        (page, next)
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -364,6 +428,160 @@ mod tests {
         assert_eq!(index.tombstone_written_ms(&id(5)), None);
         index.remove_manifest(&id(5));
         assert!(!index.is_referenced(&id(3)));
+    }
+
+    /// Pages through `(start, end]` as a ListKeys caller does, checking
+    /// each page's size and cursor; returns the concatenated pages.
+    fn page_through(
+        index: &Index,
+        start: &Id,
+        end: &Id,
+        limit: usize,
+    ) -> (Vec<Id>, Vec<(Id, Stamp)>) {
+        let (mut chunks, mut manifests) = (Vec::new(), Vec::new());
+        let mut from = *start;
+        loop {
+            let page = index.keys_page(&from, end, limit);
+            let mut distinct: Vec<Id> = page.chunks.clone();
+            distinct.extend(page.manifests.iter().map(|(k, _)| *k));
+            distinct.sort();
+            distinct.dedup();
+            assert!(distinct.len() <= limit.max(1), "page over its limit");
+            chunks.extend(page.chunks);
+            manifests.extend(page.manifests);
+            match page.next {
+                Some(next) => {
+                    assert_ne!(next, *end, "a cursor at the end would mean the whole ring");
+                    assert!(next.in_half_open(&from, end), "cursor outside the arc");
+                    from = next;
+                }
+                None => return (chunks, manifests),
+            }
+        }
+    }
+
+    #[test]
+    fn pages_end_at_keys_and_wrap_like_the_whole_arc() {
+        let mut index = Index::default();
+        let now = Instant::now();
+        for k in [0u8, 1, 5, 10, 200, 255] {
+            index.insert_chunk(id(k), 1, now);
+        }
+        index.insert_chunk(Id::MAX, 1, now);
+        // Key 5 is both a chunk and a manifest; 7 and 250 are manifests only.
+        for k in [5u8, 7, 250] {
+            index.insert_manifest(id(k), entry(u64::from(k), false, 1, &[]));
+        }
+        let ids = |v: &[u8]| v.iter().map(|&k| id(k)).collect::<Vec<Id>>();
+        let page = |start: u8, end: u8, limit: usize| {
+            let p = index.keys_page(&id(start), &id(end), limit);
+            let manifests: Vec<Id> = p.manifests.iter().map(|(k, _)| *k).collect();
+            (p.chunks, manifests, p.next)
+        };
+        // (start, end, limit) -> (chunks, manifests, next)
+        let cases = [
+            // A page never splits a key held as chunk and manifest.
+            ((1, 10, 1), (ids(&[5]), ids(&[5]), Some(id(5)))),
+            ((5, 10, 1), (vec![], ids(&[7]), Some(id(7)))),
+            // The page holding the arc's last key says so: no cursor.
+            ((5, 10, 2), (ids(&[10]), ids(&[7]), None)),
+            ((7, 10, 1), (ids(&[10]), vec![], None)),
+            // Wrapping past zero, clockwise.
+            (
+                (200, 1, 3),
+                (vec![id(255), Id::MAX], ids(&[250]), Some(Id::MAX)),
+            ),
+            ((255, 1, 2), (vec![Id::MAX, id(0)], vec![], Some(id(0)))),
+            ((0, 1, 2), (ids(&[1]), vec![], None)),
+            // A limit of 0 still lists one key.
+            ((0, 0, 0), (ids(&[1]), vec![], Some(id(1)))),
+            // An empty arc.
+            ((11, 199, 5), (vec![], vec![], None)),
+        ];
+        for ((start, end, limit), want) in cases {
+            assert_eq!(
+                page(start, end, limit),
+                want,
+                "({start}, {end}] limit {limit}"
+            );
+        }
+        // Whole ring from a held key: that key comes last.
+        let (chunks, manifests) = page_through(&index, &id(5), &id(5), 2);
+        let mut want = ids(&[10, 200, 255]);
+        want.extend([Id::MAX, id(0), id(1), id(5)]);
+        assert_eq!(chunks, want);
+        assert_eq!(
+            manifests.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            ids(&[7, 250, 5])
+        );
+    }
+
+    #[test]
+    fn three_hundred_thousand_keys_page_through_without_loss_or_repeat() {
+        let mut index = Index::default();
+        let now = Instant::now();
+        let key = |i: u32| Id::hash(&i.to_le_bytes());
+        // Two in three keys are chunks, one in three a manifest, and every
+        // tenth chunk key is also a manifest key.
+        for i in 0..300_000u32 {
+            if i % 3 != 2 {
+                index.insert_chunk(key(i), 1, now);
+            }
+            if i % 3 == 2 || i % 30 == 0 {
+                index.insert_manifest(key(i), entry(u64::from(i), i % 7 == 0, 1, &[]));
+            }
+        }
+        let quarter = Id::from_array([0x40; ID_BYTES]);
+        let three_quarters = Id::from_array([0xc0; ID_BYTES]);
+        let held = key(12_345);
+        let arcs = [
+            (Id::ZERO, Id::ZERO),      // the whole ring, as tests and tools ask
+            (held, held),              // the whole ring from a held key
+            (quarter, three_quarters), // half the ring
+            (three_quarters, quarter), // half the ring, wrapping past zero
+            (held.prev(), held),       // one key
+        ];
+        for (start, end) in arcs {
+            let want_chunks = index.chunk_keys_in(&start, &end);
+            let want_manifests = index.manifest_keys_in(&start, &end);
+            for limit in [10_000, 997, 1] {
+                if limit == 1 && start == end {
+                    continue; // 300k calls prove nothing the other limits do not
+                }
+                let (chunks, manifests) = page_through(&index, &start, &end, limit);
+                assert_eq!(chunks, want_chunks, "chunks of ({start}, {end}] by {limit}");
+                assert_eq!(
+                    manifests, want_manifests,
+                    "manifests of ({start}, {end}] by {limit}"
+                );
+            }
+        }
+        assert_eq!(
+            index.chunk_keys_in(&Id::ZERO, &Id::ZERO).len()
+                + index.manifest_keys_in(&Id::ZERO, &Id::ZERO).len(),
+            200_000 + 100_000 + 10_000
+        );
+    }
+
+    #[test]
+    fn manifest_pages_go_up_in_key_order() {
+        let mut index = Index::default();
+        for k in [3u8, 9, 4, 200] {
+            index.insert_manifest(id(k), entry(1, false, 1, &[]));
+        }
+        assert_eq!(
+            index.manifest_keys_page(None, 2),
+            (vec![id(3), id(4)], Some(id(4)))
+        );
+        assert_eq!(
+            index.manifest_keys_page(Some(&id(4)), 2),
+            (vec![id(9), id(200)], None)
+        );
+        assert_eq!(
+            index.manifest_keys_page(Some(&id(3)), 0),
+            (vec![id(4)], Some(id(4)))
+        );
+        assert_eq!(index.manifest_keys_page(Some(&id(200)), 5), (vec![], None));
     }
 
     #[test]

@@ -19,6 +19,43 @@ use super::name::validate_name;
 use crate::chord::Id;
 use crate::error::{Error, Result};
 
+/// Bytes one chunk key adds to an encoded `chord.v1.Manifest`: the field's
+/// tag, a length byte and the 20-byte key.
+pub const CHUNK_KEY_WIRE_BYTES: usize = 22;
+
+/// Room kept in a message for everything a manifest travels with besides
+/// its chunk keys: the name (at most 1 KiB), numbers, hash, and the fields
+/// of the request or answer around it. They take about 1.2 KiB; the rest is
+/// margin.
+const MANIFEST_FIELDS_BYTES: usize = 64 * 1024;
+
+/// Most chunks one manifest may name. A manifest is written and read in one
+/// gRPC message of at most [`crate::MAX_MESSAGE_BYTES`], so this is what
+/// fits: about 187k chunks, a file of up to 733 GiB in the default 4 MiB
+/// chunks, or 733 MiB in the smallest (4 KiB).
+pub const MAX_MANIFEST_CHUNKS: usize =
+    (crate::MAX_MESSAGE_BYTES - MANIFEST_FIELDS_BYTES) / CHUNK_KEY_WIRE_BYTES;
+
+/// Refuses a file of `size` bytes that in chunks of `chunk_size` bytes
+/// would need more than [`MAX_MANIFEST_CHUNKS`] chunks: its manifest could
+/// never be sent. An upload checks this before it sends a byte (and again
+/// as a stream of unknown length grows); a node checks every manifest it
+/// is sent.
+pub fn check_manifest_fits(name: &str, size: u64, chunk_size: u64) -> Result<()> {
+    let chunks = size.div_ceil(chunk_size.max(1));
+    let most = MAX_MANIFEST_CHUNKS as u64;
+    if chunks <= most {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{name:?}: {size} bytes in chunks of {chunk_size} bytes make {chunks} chunks, more than \
+         the {most} one manifest can name (it travels in one {} MiB message); use chunks of at \
+         least {} bytes",
+        crate::MAX_MESSAGE_BYTES >> 20,
+        size.div_ceil(most)
+    )))
+}
+
 /// One version of a stored file (or of its deletion).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -221,6 +258,35 @@ pub(super) mod tests {
             deleted: false,
             modified_ms: 1_700_000_000_000,
         }
+    }
+
+    #[test]
+    fn a_file_fits_while_its_chunks_fit_one_message() {
+        let most = MAX_MANIFEST_CHUNKS as u64;
+        let cases = [
+            // (size, chunk size, fits)
+            (0, 4096, true),
+            (most * 4096, 4096, true),
+            (most * 4096 + 1, 4096, false),
+            (1 << 30, 4096, false),
+            (1 << 30, 8192, true),
+            (700 << 30, 4 << 20, true),
+            (800 << 30, 4 << 20, false),
+        ];
+        for (size, chunk_size, fits) in cases {
+            let got = check_manifest_fits("f", size, chunk_size);
+            assert_eq!(got.is_ok(), fits, "{size} in {chunk_size}: {got:?}");
+        }
+        let err = check_manifest_fits("big.iso", 1 << 30, 4096).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid argument: \"big.iso\": 1073741824 bytes in chunks of 4096 bytes make \
+                 262144 chunks, more than the {most} one manifest can name (it travels in one \
+                 4 MiB message); use chunks of at least {} bytes",
+                (1u64 << 30).div_ceil(most)
+            )
+        );
     }
 
     #[test]

@@ -18,9 +18,9 @@ use crate::chord::Id;
 use crate::error::{Error, Result};
 
 /// Largest manifest file accepted, read or written. A manifest is about 43
-/// bytes per chunk, so this allows files of hundreds of thousands of chunks
-/// (hundreds of GiB at MiB-scale chunks) while bounding what one read of a
-/// damaged or hostile file can allocate.
+/// bytes per chunk on disk, so the most chunks one message can carry
+/// ([`super::MAX_MANIFEST_CHUNKS`], about 187k) take about 8 MiB; the cap
+/// bounds what one read of a damaged or hostile file can allocate.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Store {
@@ -93,6 +93,28 @@ impl Store {
     /// failing the whole listing.
     pub fn manifests(&self) -> Result<Vec<Manifest>> {
         let keys = self.index().manifest_keys();
+        let mut out = self.read_listed(keys)?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// One page of the stored manifests, tombstones included, in key order:
+    /// the first `limit` (at least one) keys above `after` (from the first
+    /// key when `None`), and the last key of the page when more follow.
+    /// Only the page's files are read; corrupt ones are left out as in
+    /// [`Store::manifests`].
+    pub fn manifests_page(
+        &self,
+        after: Option<&Id>,
+        limit: usize,
+    ) -> Result<(Vec<Manifest>, Option<Id>)> {
+        let (keys, next) = self.index().manifest_keys_page(after, limit);
+        Ok((self.read_listed(keys)?, next))
+    }
+
+    /// The manifests under `keys`, in that order, leaving out those deleted
+    /// meanwhile and quarantining (with a warning) those that are corrupt.
+    fn read_listed(&self, keys: Vec<Id>) -> Result<Vec<Manifest>> {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             match self.get_manifest(&key) {
@@ -104,7 +126,6 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 

@@ -56,8 +56,8 @@ use crate::error::Result;
 
 pub use chunks::{CheckedChunk, ChunkHasher, ChunkWriter};
 pub use gc::AliveClock;
-pub use index::StoreStats;
-pub use manifest::{Manifest, Stamp};
+pub use index::{KeysPage, StoreStats};
+pub use manifest::{check_manifest_fits, Manifest, Stamp, MAX_MANIFEST_CHUNKS};
 pub use manifests::MAX_MANIFEST_BYTES;
 pub use name::{validate_name, MAX_NAME_BYTES};
 
@@ -139,6 +139,14 @@ impl Store {
     /// disk still surfaces, as `Error::DiskFull` from the write that hit it.
     pub fn available_bytes(&self) -> Option<u64> {
         None
+    }
+
+    /// The first `limit` (at least one) distinct keys held in `(start, end]`
+    /// on the circle, chunks and manifests merged in clockwise order from
+    /// `start` (equal ends mean the whole ring), and where the next page
+    /// starts if the arc holds more: what one `ListKeys` answer carries.
+    pub fn keys_page(&self, start: &Id, end: &Id, limit: usize) -> KeysPage {
+        self.index().keys_page(start, end, limit)
     }
 
     fn layout(&self) -> &Layout {
