@@ -79,6 +79,20 @@ pub struct Config {
     pub http_max_parts: usize,
     /// Gateway uploads running at once; one more gets 429.
     pub http_max_uploads: usize,
+    /// Longest a gRPC call may run before its answer starts (tonic's
+    /// server timeout; a caller's shorter `grpc-timeout` wins). A backstop
+    /// well above every deadline the project's own callers set (a 64 MiB
+    /// chunk and its replication get 15 RPC timeouts, 30 s by default), so
+    /// only a stalled or hostile call meets it. A streamed answer
+    /// (GetChunk) counts until its first message; a `Drain` answers within
+    /// it with what it has done ([`crate::server::drain_deadline`]).
+    pub grpc_request_timeout: Duration,
+    /// gRPC calls one connection may have running at once; one more is
+    /// refused at once (RESOURCE_EXHAUSTED, which callers retry) instead of
+    /// queued, so a client cannot pile up unbounded work on one HTTP/2
+    /// connection. A peer sends all its calls to us over one connection;
+    /// the busiest (a gateway's uploads, `bench load`) run about a hundred.
+    pub grpc_calls_per_connection: usize,
 }
 
 impl Default for Config {
@@ -111,6 +125,8 @@ impl Default for Config {
             http_max_body_bytes: 64 << 30,
             http_max_parts: 64,
             http_max_uploads: 16,
+            grpc_request_timeout: Duration::from_secs(300),
+            grpc_calls_per_connection: 256,
         }
     }
 }
@@ -151,6 +167,7 @@ impl Config {
             ("gc", self.gc_interval),
             ("gc-grace", self.gc_grace),
             ("tombstone-grace", self.tombstone_grace),
+            ("grpc-request-timeout", self.grpc_request_timeout),
         ] {
             if d.is_zero() {
                 return Err(Error::invalid(format!(
@@ -174,6 +191,16 @@ impl Config {
         if self.http_max_parts == 0 || self.http_max_uploads == 0 {
             return Err(Error::invalid(
                 "--http-max-parts and --http-max-uploads must be above zero",
+            ));
+        }
+        if self.grpc_calls_per_connection == 0 {
+            return Err(Error::invalid(
+                "--grpc-calls-per-connection must be above zero",
+            ));
+        }
+        if self.grpc_request_timeout <= self.rpc_timeout {
+            return Err(Error::invalid(
+                "--grpc-request-timeout-secs must be above the RPC timeout: it is a backstop behind every caller's own deadline",
             ));
         }
         if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {

@@ -124,6 +124,14 @@ struct Args {
     /// Gateway uploads running at once; one more gets 429.
     #[arg(long, default_value_t = 16)]
     http_max_uploads: usize,
+    /// Seconds a gRPC call may run before its answer starts: a backstop
+    /// behind every caller's own deadline (a Drain answers within it).
+    #[arg(long, default_value_t = 300)]
+    grpc_request_timeout_secs: u64,
+    /// gRPC calls one connection may have running at once; one more is
+    /// refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 256)]
+    grpc_calls_per_connection: usize,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -225,6 +233,8 @@ impl Args {
             http_max_body_bytes: self.http_max_body_mib.saturating_mul(1 << 20),
             http_max_parts: self.http_max_parts,
             http_max_uploads: self.http_max_uploads,
+            grpc_request_timeout: Duration::from_secs(self.grpc_request_timeout_secs),
+            grpc_calls_per_connection: self.grpc_calls_per_connection,
             ..Config::default()
         }
     }
