@@ -79,6 +79,18 @@ pub struct Config {
     pub http_max_parts: usize,
     /// Gateway uploads running at once; one more gets 429.
     pub http_max_uploads: usize,
+    /// How long a gateway connection may make no progress: request headers
+    /// not complete (a slow-loris trickling them in counts from the first
+    /// byte), an upload body with no new bytes, a download the client
+    /// stopped reading, or a kept-alive connection with no next request.
+    /// A stalled body gets 408; the other cases close the connection.
+    pub http_idle_timeout: Duration,
+    /// Longest one gateway request may take until its answer starts. An
+    /// upload's answer comes after its whole body, so this bounds a body
+    /// trickled in just fast enough to dodge the idle timeout (408); a
+    /// download's answer starts at once and then streams under the idle
+    /// timeout. Long enough for the largest upload a gateway should take.
+    pub http_request_timeout: Duration,
     /// Longest a gRPC call may run before its answer starts (tonic's
     /// server timeout; a caller's shorter `grpc-timeout` wins). A backstop
     /// well above every deadline the project's own callers set (a 64 MiB
@@ -125,6 +137,8 @@ impl Default for Config {
             http_max_body_bytes: 64 << 30,
             http_max_parts: 64,
             http_max_uploads: 16,
+            http_idle_timeout: Duration::from_secs(30),
+            http_request_timeout: Duration::from_secs(3600),
             grpc_request_timeout: Duration::from_secs(300),
             grpc_calls_per_connection: 256,
         }
@@ -167,6 +181,8 @@ impl Config {
             ("gc", self.gc_interval),
             ("gc-grace", self.gc_grace),
             ("tombstone-grace", self.tombstone_grace),
+            ("http-idle-timeout", self.http_idle_timeout),
+            ("http-request-timeout", self.http_request_timeout),
             ("grpc-request-timeout", self.grpc_request_timeout),
         ] {
             if d.is_zero() {

@@ -124,6 +124,15 @@ struct Args {
     /// Gateway uploads running at once; one more gets 429.
     #[arg(long, default_value_t = 16)]
     http_max_uploads: usize,
+    /// Seconds a gateway connection may make no progress (headers not
+    /// complete, an upload body with no new bytes, a download not read, an
+    /// idle kept-alive connection); then 408 or the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    http_idle_timeout_secs: u64,
+    /// Seconds one gateway request may take until its answer starts (an
+    /// upload: its whole body); past it, 408.
+    #[arg(long, default_value_t = 3600)]
+    http_request_timeout_secs: u64,
     /// Seconds a gRPC call may run before its answer starts: a backstop
     /// behind every caller's own deadline (a Drain answers within it).
     #[arg(long, default_value_t = 300)]
@@ -233,6 +242,8 @@ impl Args {
             http_max_body_bytes: self.http_max_body_mib.saturating_mul(1 << 20),
             http_max_parts: self.http_max_parts,
             http_max_uploads: self.http_max_uploads,
+            http_idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
+            http_request_timeout: Duration::from_secs(self.http_request_timeout_secs),
             grpc_request_timeout: Duration::from_secs(self.grpc_request_timeout_secs),
             grpc_calls_per_connection: self.grpc_calls_per_connection,
             ..Config::default()
