@@ -29,7 +29,7 @@
 //!   body that sends nothing for that long gets 408, a download the client
 //!   stops reading is cut after it, and every request must have its answer
 //!   started within `--http-request-timeout-secs` (else 408). The accept
-//!   loop is ours (hyper's HTTP/1 server with its header timer), so that
+//!   loop is ours (hyper-util's connection builder with a timer), so that
 //!   first bound can be set at all.
 //!
 //! This module must not touch the store or the ring state directly: going
@@ -52,7 +52,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -76,10 +77,6 @@ pub const UPLOAD_FIELD: &str = "files";
 /// node has already handed its keys over by then; without a bound, one slow
 /// multi-GiB download would hold the node's exit indefinitely.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Pause after a failed `accept` (out of file descriptors, say), so the
-/// loop does not spin while the cause persists.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What every handler shares.
 struct Gateway {
@@ -140,34 +137,21 @@ pub async fn serve(
         Ok(max) => DefaultBodyLimit::max(max),
     };
     let app = router(gateway, body_limit);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // Counts from the first poll for a request's head, so it also ends a
-    // kept-alive connection that sends no next request.
-    http.timer(TokioTimer::new()).header_read_timeout(idle);
+    // HTTP/1, and HTTP/2 too: a gRPC client pointed here by mistake must
+    // reach `refuse_grpc`. The HTTP/1 header timer counts from the first
+    // poll for a request's head, so it also ends a kept-alive connection
+    // that sends no next request.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle);
+    http.http2().timer(TokioTimer::new());
     let finish = CancellationToken::new();
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve_connection(
-                        http.clone(),
-                        stream,
-                        app.clone(),
-                        idle,
-                        finish.clone(),
-                    ));
-                }
-                Err(e) => {
-                    warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(ACCEPT_RETRY).await;
-                }
-            },
-        }
-    }
+    crate::server::accept_until(&listener, shutdown, &mut connections, |stream| {
+        serve_connection(http.clone(), stream, app.clone(), idle, finish.clone())
+    })
+    .await;
     // Each connection finishes the request it is serving, then closes.
     finish.cancel();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -182,10 +166,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one HTTP/1 connection until it closes, or until `finish`, when
+/// Serves one connection until it closes, or until `finish`, when
 /// the request in progress completes and the connection closes.
 async fn serve_connection(
-    http: hyper::server::conn::http1::Builder,
+    http: auto::Builder<TokioExecutor>,
     stream: TcpStream,
     app: Router,
     idle: Duration,

@@ -34,6 +34,7 @@ pub mod msgpack;
 mod ring;
 mod store;
 
+pub(crate) use listen::accept_until;
 pub use listen::{MAX_MSGPACK_CONNECTIONS, SNIFF_TIMEOUT};
 
 pub use ring::{node_info, RingService};
