@@ -154,14 +154,8 @@ pub async fn serve(
     .await;
     // Each connection finishes the request it is serving, then closes.
     finish.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(grace = ?SHUTDOWN_GRACE, "HTTP transfers still running at shutdown; abandoning them");
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
+    if !crate::join_within(&mut connections, SHUTDOWN_GRACE).await {
+        warn!(grace = ?SHUTDOWN_GRACE, "HTTP transfers still running at shutdown; abandoned them");
     }
     Ok(())
 }

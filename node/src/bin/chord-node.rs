@@ -367,13 +367,8 @@ async fn run_aws(mut config: Config, aws: AwsArgs) -> anyhow::Result<()> {
     };
     let served = chord_node::server::run(node, listener, shutdown).await;
     stop_tasks.cancel();
-    let stopped = tokio::time::timeout(AWS_TASKS_STOP_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if stopped.is_err() {
-        warn!("AWS tasks did not stop in time; aborting them");
-        tasks.abort_all();
+    if !chord_node::join_within(&mut tasks, AWS_TASKS_STOP_TIMEOUT).await {
+        warn!("AWS tasks did not stop in time; aborted them");
     }
     served?;
     Ok(())
