@@ -265,6 +265,11 @@ pub enum BenchCommand {
     Load(crate::bench::load::LoadArgs),
     /// Time to draw one TUI frame of a fixture ring, beside a small ring.
     Render(crate::bench::render::RenderArgs),
+    /// Uploads and downloads checked by SHA-256 on a local fleet while nodes
+    /// are killed, restarted, added and made to leave (at most R-1 down
+    /// between two settled states); then every file is read back. Exits
+    /// non-zero if any file was lost or corrupted.
+    Chaos(crate::bench::chaos::ChaosArgs),
 }
 
 #[derive(Debug, Args)]
@@ -318,6 +323,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::bench::load::run(cli.peer(), args, cli.json).await
         }
         Command::Bench(BenchCommand::Render(args)) => crate::bench::render::run(args, cli.json),
+        Command::Bench(BenchCommand::Chaos(args)) => crate::bench::chaos::run(args, cli.json).await,
         Command::Upload(args) => upload(&cli, args).await,
         Command::Download(args) => download(&cli, args).await,
         Command::Ls => ls(&cli).await,

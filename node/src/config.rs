@@ -91,6 +91,32 @@ pub struct Config {
     /// than the built-in ones (`MAX_KEYS_PER_PAGE`, `MAX_FILES_PER_PAGE` in
     /// `server::store`): tests use it to make small stores span many pages.
     pub list_page_cap: Option<usize>,
+    /// How long a gateway connection may make no progress: request headers
+    /// not complete (a slow-loris trickling them in counts from the first
+    /// byte), an upload body with no new bytes, a download the client
+    /// stopped reading, or a kept-alive connection with no next request.
+    /// A stalled body gets 408; the other cases close the connection.
+    pub http_idle_timeout: Duration,
+    /// Longest one gateway request may take until its answer starts. An
+    /// upload's answer comes after its whole body, so this bounds a body
+    /// trickled in just fast enough to dodge the idle timeout (408); a
+    /// download's answer starts at once and then streams under the idle
+    /// timeout. Long enough for the largest upload a gateway should take.
+    pub http_request_timeout: Duration,
+    /// Longest a gRPC call may run before its answer starts (tonic's
+    /// server timeout; a caller's shorter `grpc-timeout` wins). A backstop
+    /// well above every deadline the project's own callers set (a 64 MiB
+    /// chunk and its replication get 15 RPC timeouts, 30 s by default), so
+    /// only a stalled or hostile call meets it. A streamed answer
+    /// (GetChunk) counts until its first message; a `Drain` answers within
+    /// it with what it has done ([`crate::server::drain_deadline`]).
+    pub grpc_request_timeout: Duration,
+    /// gRPC calls one connection may have running at once; one more is
+    /// refused at once (RESOURCE_EXHAUSTED, which callers retry) instead of
+    /// queued, so a client cannot pile up unbounded work on one HTTP/2
+    /// connection. A peer sends all its calls to us over one connection;
+    /// the busiest (a gateway's uploads, `bench load`) run about a hundred.
+    pub grpc_calls_per_connection: usize,
 }
 
 impl Default for Config {
@@ -126,6 +152,10 @@ impl Default for Config {
             http_max_uploads: 16,
             chunk_buffer_bytes: 256 << 20,
             list_page_cap: None,
+            http_idle_timeout: Duration::from_secs(30),
+            http_request_timeout: Duration::from_secs(3600),
+            grpc_request_timeout: Duration::from_secs(300),
+            grpc_calls_per_connection: 256,
         }
     }
 }
@@ -182,6 +212,9 @@ impl Config {
             ("gc", self.gc_interval),
             ("gc-grace", self.gc_grace),
             ("tombstone-grace", self.tombstone_grace),
+            ("http-idle-timeout", self.http_idle_timeout),
+            ("http-request-timeout", self.http_request_timeout),
+            ("grpc-request-timeout", self.grpc_request_timeout),
         ] {
             if d.is_zero() {
                 return Err(Error::invalid(format!(
@@ -215,6 +248,16 @@ impl Config {
         }
         if self.list_page_cap == Some(0) {
             return Err(Error::invalid("--list-page-cap must be above zero"));
+        }
+        if self.grpc_calls_per_connection == 0 {
+            return Err(Error::invalid(
+                "--grpc-calls-per-connection must be above zero",
+            ));
+        }
+        if self.grpc_request_timeout <= self.rpc_timeout {
+            return Err(Error::invalid(
+                "--grpc-request-timeout-secs must be above the RPC timeout: it is a backstop behind every caller's own deadline",
+            ));
         }
         if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {
             return Err(Error::invalid(format!(

@@ -24,14 +24,24 @@
 //! - Every error is an HTTP status with a one-line plain-text reason, so
 //!   `curl -f` fails and no script saves an error page as the file.
 //!
+//! - No request holds the gateway forever: headers must be complete within
+//!   `--http-idle-timeout-secs` (else the connection is closed), an upload
+//!   body that sends nothing for that long gets 408, a download the client
+//!   stops reading is cut after it, and every request must have its answer
+//!   started within `--http-request-timeout-secs` (else 408). The accept
+//!   loop is ours (hyper-util's connection builder with a timer), so that
+//!   first bound can be set at all.
+//!
 //! This module must not touch the store or the ring state directly: going
 //! through [`Client`] keeps one tested transfer path for the console, the
 //! tests and HTTP.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -41,9 +51,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::io::StreamReader;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::client::{file_json, verify_whole, Client, TransferOptions, UploadReport};
@@ -76,18 +93,24 @@ struct Gateway {
     uploads: Arc<tokio::sync::Semaphore>,
     /// Most files in one upload request.
     max_parts: usize,
+    /// Longest a request body may send nothing.
+    idle_timeout: Duration,
+    /// Longest a request may take until its answer starts.
+    request_timeout: Duration,
 }
 
 /// Serves the gateway on `listener` (over TLS when the node has it) until
 /// `shutdown` completes, then lets running requests finish for at most
-/// [`SHUTDOWN_GRACE`].
+/// [`SHUTDOWN_GRACE`]. Every connection is a task of this function's own,
+/// ended by the time it returns.
 pub async fn serve(
     node: Arc<Node>,
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let config = node.config();
     let client = Client::new(config.advertise.clone(), config.peer_options())?;
+    let idle = config.http_idle_timeout;
     let gateway = Arc::new(Gateway {
         client,
         opts: TransferOptions {
@@ -99,43 +122,163 @@ pub async fn serve(
         public_reads: config.public_reads,
         uploads: Arc::new(tokio::sync::Semaphore::new(config.http_max_uploads)),
         max_parts: config.http_max_parts,
+        idle_timeout: idle,
+        request_timeout: config.http_request_timeout,
     });
     let body_limit = match usize::try_from(config.http_max_body_bytes) {
         Ok(0) | Err(_) => DefaultBodyLimit::disable(),
         Ok(max) => DefaultBodyLimit::max(max),
     };
     let app = router(gateway, body_limit);
-    match &config.tls {
-        None => serve_on(listener, app, shutdown).await,
-        Some(tls) => serve_on(tls.identity.https(listener), app, shutdown).await,
+    // HTTP/1, and HTTP/2 too: a gRPC client pointed here by mistake must
+    // reach `refuse_grpc`. The HTTP/1 header timer counts from the first
+    // poll for a request's head, so it also ends a kept-alive connection
+    // that sends no next request.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle);
+    http.http2().timer(TokioTimer::new());
+    let finish = CancellationToken::new();
+    let mut connections = JoinSet::new();
+    let tls = config.tls.as_ref().map(|tls| tls.identity.acceptor());
+    crate::server::accept_until(&listener, shutdown, &mut connections, |stream| {
+        let (http, app, finish, tls) = (http.clone(), app.clone(), finish.clone(), tls.clone());
+        async move {
+            let Some(acceptor) = tls else {
+                return serve_connection(http, stream, app, idle, finish).await;
+            };
+            // The handshake runs in the connection's own task, bounded, so
+            // a client that connects and says nothing holds up no one.
+            match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+            {
+                Ok(Ok(stream)) => serve_connection(http, stream, app, idle, finish).await,
+                Ok(Err(e)) => debug!(error = %e, "gateway TLS handshake failed"),
+                Err(_) => debug!("gateway TLS handshake timed out"),
+            }
+        }
+    })
+    .await;
+    // Each connection finishes the request it is serving, then closes.
+    finish.cancel();
+    if !crate::join_within(&mut connections, SHUTDOWN_GRACE).await {
+        warn!(grace = ?SHUTDOWN_GRACE, "HTTP transfers still running at shutdown; abandoned them");
+    }
+    Ok(())
+}
+
+/// Serves one connection until it closes, or until `finish`, when
+/// the request in progress completes and the connection closes.
+async fn serve_connection<IO>(
+    http: auto::Builder<TokioExecutor>,
+    stream: IO,
+    app: Router,
+    idle: Duration,
+    finish: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(WriteIdle::new(stream, idle));
+    let conn = http.serve_connection(io, TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = finish.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Timeouts, resets and malformed requests: the client's business.
+        debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
-/// Serves `app` on `listener` (plain TCP, or TLS) until `shutdown`, then for
-/// at most [`SHUTDOWN_GRACE`] more.
-async fn serve_on<L>(
-    listener: L,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let shutdown = shutdown.shared();
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
-    let grace_over = async move {
-        shutdown.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        result = server.into_future() => result.map_err(|e| Error::io("HTTP gateway", e)),
-        () = grace_over => {
-            // Dropping the server stops the accept loop; the connections
-            // still open end when the process does.
-            warn!(grace = ?SHUTDOWN_GRACE, "HTTP transfers still running at shutdown; abandoning them");
-            Ok(())
+/// A connection whose writes fail with `TimedOut` once they have made no
+/// progress for `idle`: a download whose client stopped reading is cut,
+/// instead of holding its task and its read-ahead chunks forever. Reads are
+/// bounded elsewhere (the header timer, [`bound_request`]).
+struct WriteIdle<IO> {
+    io: IO,
+    idle: Duration,
+    /// Started when a write first found no room; cleared by any progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> WriteIdle<IO> {
+    fn new(io: IO, idle: Duration) -> WriteIdle<IO> {
+        WriteIdle {
+            io,
+            idle,
+            stalled: None,
         }
+    }
+
+    /// What a write that returned `poll` makes of the idle timer.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let idle = self.idle;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {idle:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for WriteIdle<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteIdle<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, poll)
     }
 }
 
@@ -163,7 +306,82 @@ fn router(gateway: Arc<Gateway>, body_limit: DefaultBodyLimit) -> Router {
             gateway.clone(),
             refuse_grpc,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            bound_request,
+        ))
         .with_state(gateway)
+}
+
+/// Bounds every request in time: its body must keep arriving (a gap of the
+/// idle timeout ends it, and an upload answers 408, see [`body_status`]),
+/// and its answer must start within the request timeout (else 408; the
+/// handler is dropped, so an upload cut this way stores no manifest).
+async fn bound_request(
+    State(gw): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let idle = gw.idle_timeout;
+    let request = request.map(|body| Body::from_stream(idle_bounded(body, idle)));
+    match tokio::time::timeout(gw.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            warn!(timeout = ?gw.request_timeout, "HTTP request timed out");
+            plain(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request was not done within {} s (--http-request-timeout-secs)",
+                    gw.request_timeout.as_secs()
+                ),
+            )
+        }
+    }
+}
+
+/// A request body that has sent nothing for `idle`.
+#[derive(Debug)]
+struct BodyStalled(Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body sent nothing for {} s (--http-idle-timeout-secs)",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+/// `body`'s bytes, failing with [`BodyStalled`] at the first gap of `idle`.
+fn idle_bounded(
+    body: Body,
+    idle: Duration,
+) -> impl Stream<Item = std::result::Result<Bytes, axum::BoxError>> + Send + 'static {
+    futures::stream::unfold(Some(body.into_data_stream()), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(body))),
+            Ok(Some(Err(e))) => Some((Err(e.into()), None)),
+            Ok(None) => None,
+            Err(_) => Some((Err(BodyStalled(idle).into()), None)),
+        }
+    })
+}
+
+/// The status and reason for an upload whose body could not be read: 408
+/// when it stalled, else what axum says (400 malformed, 413 too large).
+fn body_status(e: &axum::extract::multipart::MultipartError) -> (StatusCode, String) {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(stalled) = err.downcast_ref::<BodyStalled>() {
+            return (StatusCode::REQUEST_TIMEOUT, stalled.to_string());
+        }
+        cause = err.source();
+    }
+    (e.status(), e.body_text())
 }
 
 /// With a cluster token set, a request must carry it as `Authorization:
@@ -253,7 +471,10 @@ async fn upload(
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            Err(e) => return upload_failed(e.status(), &e.body_text(), &stored),
+            Err(e) => {
+                let (status, reason) = body_status(&e);
+                return upload_failed(status, &reason, &stored);
+            }
         };
         if field.name() != Some(UPLOAD_FIELD) {
             debug!(field = ?field.name(), "skipping a multipart field that is not {UPLOAD_FIELD:?}");
@@ -272,10 +493,8 @@ async fn upload(
             return upload_failed(StatusCode::PAYLOAD_TOO_LARGE, &reason, &stored);
         }
         let reader = StreamReader::new(field.map_err(|e| {
-            std::io::Error::other(BodyFailure {
-                status: e.status(),
-                reason: e.body_text(),
-            })
+            let (status, reason) = body_status(&e);
+            std::io::Error::other(BodyFailure { status, reason })
         }));
         match gw.client.upload(reader, &name, &gw.opts, &|_| {}).await {
             Ok(report) => {

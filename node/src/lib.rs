@@ -53,3 +53,19 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Waits for every task in `tasks` to end, for at most `limit`; past it,
+/// aborts the rest (and waits for that). Returns whether all ended in time.
+pub async fn join_within<T: 'static>(
+    tasks: &mut tokio::task::JoinSet<T>,
+    limit: std::time::Duration,
+) -> bool {
+    let ended = tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_ok();
+    if !ended {
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    ended
+}

@@ -882,8 +882,19 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
         Code::InvalidArgument => Error::InvalidArgument(status.message().to_string()),
         Code::Unauthenticated => Error::Unauthenticated(format!("{peer}: {}", status.message())),
         Code::DataLoss => Error::Corrupt(format!("{peer}: {}", status.message())),
-        // The only RESOURCE_EXHAUSTED a node answers is its full disk.
-        Code::ResourceExhausted => Error::DiskFull(format!("{peer}: {}", status.message())),
+        Code::ResourceExhausted
+            if status
+                .metadata()
+                .contains_key(crate::server::DISK_FULL_HEADER) =>
+        {
+            Error::DiskFull(format!("{peer}: {}", status.message()))
+        }
+        // Too many calls at once on our connection: alive, try again.
+        Code::ResourceExhausted => Error::Remote {
+            peer,
+            message: format!("overloaded: {}", status.message()),
+            retryable: true,
+        },
         // A refusal that trying again will not change.
         Code::FailedPrecondition => Error::Remote {
             peer,
@@ -958,6 +969,12 @@ mod tests {
             assert_eq!(seen.is_retryable(), retried, "{what} -> {seen:?}");
             assert_eq!(seen.peer_may_be_gone(), gone, "{what} -> {seen:?}");
         }
+        // tonic's refusal of a call over the per-connection limit.
+        let busy = status_to_error(
+            peer,
+            Status::resource_exhausted("Too many active requests for the connection"),
+        );
+        assert!(busy.is_retryable() && !busy.peer_may_be_gone(), "{busy:?}");
         // No answer at all: the one UNAVAILABLE that means the peer may be gone.
         let silent = status_to_error(peer, Status::unavailable("connection refused"));
         assert!(silent.peer_may_be_gone() && silent.is_retryable());

@@ -233,7 +233,8 @@ impl Node {
                 );
                 break;
             }
-            tokio::time::sleep(HANDOFF_RETRY).await;
+            // The pause between rounds is inside the deadline too.
+            tokio::time::sleep(HANDOFF_RETRY.min(deadline.saturating_sub(started.elapsed()))).await;
         }
         let report = HandoffReport {
             keys: moved.chunks_dropped + moved.manifests_dropped,

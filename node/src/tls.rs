@@ -23,20 +23,14 @@
 //! The private key is never printed.
 
 use std::ffi::OsString;
-use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tracing::debug;
 
 use crate::error::{Error, Result};
 
@@ -48,14 +42,6 @@ pub const CA_ENV: &str = "CHORD_TLS_CA";
 /// is dropped. A handshake is a round trip or two; this only bounds clients
 /// that connect and then say nothing.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Gateway handshakes in progress at once; further connections wait in the
-/// kernel's backlog until one ends, so silent clients cannot pile up tasks.
-pub const MAX_HANDSHAKES: usize = 256;
-
-/// Pause after a failed `accept` (out of file descriptors, say), so the
-/// loop does not spin while the cause persists.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// What the gateway speaks inside TLS: it serves HTTP/1.1 only.
 const HTTP_ALPN: &[u8] = b"http/1.1";
@@ -159,13 +145,9 @@ impl Identity {
             .timeout(HANDSHAKE_TIMEOUT)
     }
 
-    /// The gateway's listener: `tcp`, with every connection behind TLS.
-    pub fn https(&self, tcp: TcpListener) -> HttpsListener {
-        HttpsListener {
-            tcp,
-            acceptor: TlsAcceptor::from(self.http.clone()),
-            handshakes: JoinSet::new(),
-        }
+    /// What puts a gateway connection behind TLS.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.http.clone())
     }
 }
 
@@ -248,67 +230,6 @@ fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>>
         )));
     }
     Ok(certs)
-}
-
-/// The gateway's listener under TLS: hands axum only connections whose
-/// handshake has completed. Handshakes run side by side, each within
-/// [`HANDSHAKE_TIMEOUT`], so a client that connects and says nothing holds
-/// up no one; at most [`MAX_HANDSHAKES`] run at once.
-pub struct HttpsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
-}
-
-impl HttpsListener {
-    fn start_handshake(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let acceptor = self.acceptor.clone();
-        self.handshakes.spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => Some((tls, peer)),
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "gateway TLS handshake failed");
-                    None
-                }
-                Err(_) => {
-                    debug!(%peer, "gateway TLS handshake timed out");
-                    None
-                }
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for HttpsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    // Cancel-safe, as axum needs: a handshake started stays in the set
-    // for the next call.
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            tokio::select! {
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(connection)) = done {
-                        return connection;
-                    }
-                }
-                accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => {
-                    match accepted {
-                        Ok((stream, peer)) => self.start_handshake(stream, peer),
-                        Err(e) => {
-                            debug!(error = %e, "gateway accept failed");
-                            tokio::time::sleep(ACCEPT_RETRY).await;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use chord_console::fleet::{locate_node_binary, Fleet, FleetOptions};
+pub use chord_console::fleet::free_port_range;
+use chord_console::fleet::{check, locate_node_binary, Fleet, FleetOptions};
 use chord_node::chord::{Id, NodeRef};
-use chord_node::peer::{PeerInfo, PeerOptions, PeerPool};
+use chord_node::peer::{PeerOptions, PeerPool};
 use rand::seq::IndexedRandom;
 use tempfile::TempDir;
 
@@ -63,21 +64,6 @@ pub fn python_tool(name: &str) -> std::path::PathBuf {
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("bind")?;
     Ok(l.local_addr()?.port())
-}
-
-/// The first port of `n` consecutive ports that were all free a moment
-/// ago, in the range the OS does not hand out for `free_port` on Linux
-/// (below 32768), so the two do not collide.
-pub fn free_port_range(n: u16) -> Result<u16> {
-    use rand::Rng;
-    for _ in 0..200 {
-        let base: u16 = rand::rng().random_range(20_000..32_000 - n);
-        let all_free = (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return Ok(base);
-        }
-    }
-    bail!("no {n} consecutive free ports found")
 }
 
 /// One MessagePack-RPC request with no params, `[0, 1, method, []]`, on a
@@ -246,46 +232,15 @@ impl TestCluster {
 
     /// The true owner of `key`: the first node at or after it.
     pub fn owner_of(&self, key: &Id) -> Result<NodeRef> {
-        let truth = self.truth();
-        truth
-            .iter()
-            .find(|n| n.id >= *key)
-            .or_else(|| truth.first())
-            .cloned()
+        chord_node::chord::true_holders(&self.truth(), key, 1)
+            .pop()
             .context("cluster is empty")
     }
 
     /// What is wrong with the ring's pointers now, or `None` when every
     /// successor and predecessor matches the truth.
     pub async fn mismatch(&self) -> Option<String> {
-        let truth = self.truth();
-        let n = truth.len();
-        for (i, node) in truth.iter().enumerate() {
-            let info: PeerInfo = match self.peers.get_info(&node.addr).await {
-                Ok(info) => info,
-                Err(e) => return Some(format!("{} does not answer: {e}", node.addr)),
-            };
-            let succ = &truth[(i + 1) % n];
-            let pred = &truth[(i + n - 1) % n];
-            let got_succ = info
-                .successors
-                .first()
-                .map_or(node.addr.as_str(), |s| s.addr.as_str());
-            if got_succ != succ.addr {
-                return Some(format!(
-                    "{}: successor {got_succ}, want {}",
-                    node.addr, succ.addr
-                ));
-            }
-            let got_pred = info.predecessor.as_ref().map(|p| p.addr.as_str());
-            if n > 1 && got_pred != Some(pred.addr.as_str()) {
-                return Some(format!(
-                    "{}: predecessor {got_pred:?}, want {}",
-                    node.addr, pred.addr
-                ));
-            }
-        }
-        None
+        check::pointer_mismatch(&self.peers, &self.truth()).await
     }
 
     /// Waits until every pointer matches the truth; returns how long it took.
@@ -428,20 +383,14 @@ impl TestCluster {
     /// Where chunk copies are versus where they should be (each chunk on the
     /// first `replicas` nodes at or after its key). `None` when they agree.
     pub async fn placement_mismatch(&self, replicas: usize) -> Result<Option<String>> {
-        use std::collections::{BTreeMap, BTreeSet};
         let truth = self.truth();
-        let mut held: BTreeMap<Id, BTreeSet<String>> = BTreeMap::new();
-        for addr in self.addrs() {
-            let keys = self.peers.list_keys(&addr, &Id::ZERO, &Id::ZERO).await?;
-            for k in keys.chunks {
-                held.entry(k).or_default().insert(addr.clone());
-            }
-        }
-        for (key, holders) in &held {
-            let start = truth.iter().position(|n| n.id >= *key).unwrap_or(0);
-            let want: BTreeSet<String> = (0..replicas.min(truth.len()))
-                .map(|i| truth[(start + i) % truth.len()].addr.clone())
-                .collect();
+        let held = check::Holdings::read(&self.peers, &self.addrs()).await?;
+        for (key, holders) in &held.chunks {
+            let want: std::collections::BTreeSet<String> =
+                chord_node::chord::true_holders(&truth, key, replicas)
+                    .into_iter()
+                    .map(|n| n.addr)
+                    .collect();
             if *holders != want {
                 return Ok(Some(format!(
                     "chunk {} on {holders:?}, want {want:?}",

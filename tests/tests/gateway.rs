@@ -512,3 +512,165 @@ async fn gateway_limits_answer_413_and_429_and_the_gateway_keeps_serving() {
         "{listing}"
     );
 }
+
+/// Pause between two bytes of a slow-loris client: well inside the idle
+/// timeout, so only the overall bounds can end it.
+const TRICKLE: Duration = Duration::from_millis(300);
+
+/// Sends `head` on a new connection to `addr`, then `trickle` one byte per
+/// [`TRICKLE`] while the connection lasts, and reads until the gateway
+/// closes it or has answered (headers and a one-line body). Returns how
+/// long after `head` that took and what came back.
+async fn stall(addr: &str, head: &[u8], trickle: &[u8]) -> (Duration, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rx, mut tx) = stream.into_split();
+    tx.write_all(head).await.unwrap();
+    let started = Instant::now();
+    let trickle = trickle.to_vec();
+    let writer = tokio::spawn(async move {
+        for b in trickle {
+            tokio::time::sleep(TRICKLE).await;
+            if tx.write_all(&[b]).await.is_err() {
+                break;
+            }
+        }
+        // Holds the connection open, silent, until aborted.
+        std::future::pending::<()>().await;
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&got);
+            if text
+                .split_once("\r\n\r\n")
+                .is_some_and(|(_, body)| body.ends_with('\n'))
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(
+        read.is_ok(),
+        "the gateway neither answered nor closed in 30 s"
+    );
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&got).into_owned(),
+    )
+}
+
+/// Raw sockets that stall a gateway with a 2 s idle timeout and a 5 s
+/// request timeout: headers never finished, headers trickled in, an upload
+/// body that never comes, one trickled in, and a download never read. Each
+/// is ended within its bound (a close, or 408 with one line), and then the
+/// gateway serves an upload and a listing as before.
+#[tokio::test]
+async fn stalled_requests_are_ended_and_the_gateway_keeps_serving() {
+    const IDLE: Duration = Duration::from_secs(2);
+    const REQUEST: Duration = Duration::from_secs(5);
+    const SLACK: Duration = Duration::from_secs(3);
+    let mut args = FAST.to_vec();
+    args.extend([
+        "--http-idle-timeout-secs",
+        "2",
+        "--http-request-timeout-secs",
+        "5",
+    ]);
+    let (_cluster, http) = gateway_cluster(&args).await.unwrap();
+    let base = &http[0];
+    let addr = base.trim_start_matches("http://");
+    let within = |took: Duration, bound: Duration, what: &str| {
+        assert!(
+            took >= bound - Duration::from_millis(300) && took < bound + SLACK,
+            "{what}: ended after {took:?}, bound {bound:?}"
+        );
+    };
+
+    // Headers begun and never finished: closed, no answer.
+    let (took, answer) = stall(addr, b"GET / HTTP/1.1\r\nHost: x\r\n", b"").await;
+    within(took, IDLE, "unfinished headers");
+    assert!(answer.is_empty(), "{answer}");
+    // Headers trickled in a byte at a time: closed all the same.
+    let (took, answer) = stall(addr, b"GET / HTTP/1.1\r\n", &[b'X'; 100]).await;
+    within(took, IDLE, "trickled headers");
+    assert!(answer.is_empty(), "{answer}");
+
+    // An upload's headers, then no body: 408 once the body is idle.
+    let upload_head = b"POST /upload HTTP/1.1\r\nHost: x\r\n\
+        Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000\r\n\r\n";
+    let (took, answer) = stall(addr, upload_head, b"").await;
+    within(took, IDLE, "silent body");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("sent nothing for 2 s"), "{answer}");
+    // The body trickled in: never idle, so 408 at the request timeout.
+    let part = b"--B\r\nContent-Disposition: form-data; name=\"files\"; \
+        filename=\"loris\"\r\n\r\nabcdefghijklmnopqrstuvwxyz";
+    let (took, answer) = stall(addr, upload_head, part).await;
+    within(took, REQUEST, "trickled body");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not done within 5 s"), "{answer}");
+
+    // A download nobody reads: cut once the gateway's writes stop moving,
+    // before the client has it all (loopback buffers hold a few MiB).
+    let dir = tempfile::tempdir().unwrap();
+    let size = 24 * 1024 * 1024;
+    let big = write(dir.path(), "unread.bin", &random_bytes(size));
+    curl_ok(&[
+        "-sSf",
+        "-F",
+        &format!("files=@{big}"),
+        &format!("{base}/upload"),
+    ])
+    .await
+    .unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /unread.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(IDLE + SLACK).await;
+        let mut got = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the unread download was never cut");
+        assert!(
+            got.len() < size,
+            "the whole file went out to a client that read nothing for {:?}",
+            IDLE + SLACK
+        );
+    }
+
+    // Still serving.
+    let small = write(dir.path(), "after", &random_bytes(5000));
+    let (code, body) = status_and_body(
+        &["-F", &format!("files=@{small}")],
+        &format!("{base}/upload"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, listing) = status_and_body(&[], &format!("{base}/")).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        listing.contains("after") && listing.contains("unread.bin"),
+        "{listing}"
+    );
+}

@@ -349,3 +349,96 @@ async fn a_frozen_peer_costs_a_caller_one_deadline() {
         "the call took {took:?} with a {deadline:?} deadline"
     );
 }
+
+/// The server's own bounds, with a 2 s request timeout and 2 calls per
+/// connection: uploads that send their header and then nothing hold both
+/// slots of one connection, so a third call on it is refused at once with
+/// RESOURCE_EXHAUSTED, while another connection is served; the node ends the
+/// stalled calls at its timeout with a clean status; then the connection
+/// serves again, a file goes in, and a Drain asked for a minute answers
+/// within the timeout with an incomplete report instead of being cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_the_limit_or_the_timeout_gets_a_clean_error_and_the_node_keeps_serving() {
+    use chord_proto::pb::store_client::StoreClient;
+    use chord_tests::files::{client, no_progress, small_chunks};
+
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let mut args = FAST.to_vec();
+    args.extend([
+        "--grpc-request-timeout-secs",
+        "2",
+        "--grpc-calls-per-connection",
+        "2",
+    ]);
+    let cluster = TestCluster::start(1, 3, &args).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    // One channel is one HTTP/2 connection; its calls carry no deadline.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let stall = || {
+        let mut store = StoreClient::new(channel.clone());
+        tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let header = pb::PutChunkRequest {
+                body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
+                    key: vec![7; 20],
+                    size: 1000,
+                    copies: 1,
+                    age_ms: 0,
+                })),
+            };
+            tx.send(header).await.unwrap();
+            let started = Instant::now();
+            let answer = store
+                .put_chunk(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+            // The sender lives until the answer: the stream never ends.
+            drop(tx);
+            (started.elapsed(), answer)
+        })
+    };
+    let stalled = [stall(), stall()];
+    let mut ring = RingClient::new(channel.clone());
+    let refused = Instant::now();
+    let status = loop {
+        match ring.ping(pb::Empty {}).await {
+            Err(status) => break status,
+            Ok(_) if refused.elapsed() < TIMEOUT / 2 => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(_) => panic!("a third call on a full connection was served"),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Another connection is not held up by this one.
+    cluster.peers.get_info(&addr).await.unwrap();
+    for call in stalled {
+        let (took, answer) = call.await.unwrap();
+        let status = answer.expect_err("a stalled upload was accepted");
+        assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
+        assert!(status.message().contains("Timeout"), "{status:?}");
+        assert!(
+            took < TIMEOUT + Duration::from_millis(1500),
+            "the stalled call ended after {took:?}"
+        );
+    }
+    ring.ping(pb::Empty {}).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = chord_tests::files::random_file(dir.path(), "after", 100_000).unwrap();
+    client(&addr)
+        .unwrap()
+        .upload_file(&path, "after", &small_chunks(), &no_progress)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let report = cluster
+        .peers
+        .drain(&addr, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(!report.is_complete(), "the only holder gave its keys away");
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+}

@@ -106,13 +106,21 @@ struct Tally {
 
 /// Clients for the ring's nodes, one per entry node, reused across requests.
 #[derive(Debug)]
-struct Entries {
+pub(super) struct Entries {
     clients: Mutex<Vec<Arc<Client>>>,
     opts: PeerOptions,
 }
 
 impl Entries {
-    fn pick(&self) -> Option<Arc<Client>> {
+    pub(super) fn new(opts: PeerOptions) -> Entries {
+        Entries {
+            clients: Mutex::new(Vec::new()),
+            opts,
+        }
+    }
+
+    /// A client entering through a random entry node.
+    pub(super) fn pick(&self) -> Option<Arc<Client>> {
         let clients = self.clients.lock().ok()?;
         clients.choose(&mut rand::rng()).cloned()
     }
@@ -127,6 +135,12 @@ impl Entries {
             // The node we asked may have just left: fall back to the seed.
             Err(_) => Client::new(seed, self.opts.clone())?.walk().await?,
         };
+        self.set(nodes.into_iter().map(|n| n.addr))
+    }
+
+    /// Makes `addrs` the entry nodes, keeping the clients (and connections)
+    /// of those already known; returns how many there are.
+    pub(super) fn set(&self, addrs: impl IntoIterator<Item = String>) -> Result<usize> {
         let mut clients = self
             .clients
             .lock()
@@ -135,10 +149,10 @@ impl Entries {
             .drain(..)
             .map(|c| (c.entry().to_string(), c))
             .collect();
-        for node in nodes {
-            let client = match old.get(&node.addr) {
+        for addr in addrs {
+            let client = match old.get(&addr) {
                 Some(c) => c.clone(),
-                None => Arc::new(Client::new(node.addr.clone(), self.opts.clone())?),
+                None => Arc::new(Client::new(addr, self.opts.clone())?),
             };
             clients.push(client);
         }
@@ -153,10 +167,7 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
         rpc_timeout: RPC_TIMEOUT,
         ..PeerOptions::default()
     };
-    let entries = Arc::new(Entries {
-        clients: Mutex::new(Vec::new()),
-        opts: opts.clone(),
-    });
+    let entries = Arc::new(Entries::new(opts.clone()));
     let n = entries.refresh(peer).await.context("reading the ring")?;
     if n == 0 {
         bail!("the ring has no nodes");
@@ -339,7 +350,7 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn random_bytes(len: usize) -> Vec<u8> {
+pub(super) fn random_bytes(len: usize) -> Vec<u8> {
     let mut data = vec![0u8; len];
     rand::rng().fill_bytes(&mut data);
     data

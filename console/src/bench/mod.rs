@@ -2,6 +2,7 @@
 //! print figures beside a baseline measured in the same run. They assert
 //! nothing beyond the correctness of what they move; tests do that.
 
+pub mod chaos;
 mod http_baseline;
 pub mod load;
 pub mod render;
@@ -10,3 +11,4 @@ mod size;
 
 pub use size::{format_size, parse_size};
 pub mod transfer;
+mod workdir;

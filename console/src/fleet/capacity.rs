@@ -14,13 +14,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use chord_node::peer::{NodeState, PeerOptions, PeerPool};
 use chord_node::repair::HandoffReport;
 use rand::seq::SliceRandom;
 use tracing::{info, warn};
 
-use super::{Fleet, PortLayout, Slot, STOP_TIMEOUT};
+use super::{Fleet, PortLayout, STOP_TIMEOUT};
 use crate::capacity::{Capacity, CapacityState, Member, MemberState, Removal};
 
 /// How long a drained node may take to hand its keys over before the
@@ -218,32 +218,10 @@ impl Capacity for LocalCapacity {
         if serving >= self.limits.max {
             bail!("the fleet is at its maximum of {} nodes", self.limits.max);
         }
-        // Slots never used first, then the one freed longest ago. A slot
-        // whose ports another process holds is skipped, so one stray
-        // listener does not make every later add fail.
-        let mut free: Vec<(Option<Instant>, Slot)> = (0..self.layout.slots())
-            .filter_map(|i| self.layout.slot(i))
-            .map(|s| (s.grpc_addr(), s))
-            .filter(|(addr, _)| self.fleet.node(addr).is_none())
-            .map(|(addr, s)| (self.freed.get(&addr).copied(), s))
-            .collect();
-        free.sort_by_key(|(freed, s)| (*freed, *s));
-        let slot = free
-            .into_iter()
-            .map(|(_, s)| s)
-            .find(|s| {
-                let free = ports_free(s);
-                if !free {
-                    warn!(grpc = %s.grpc_addr(), http = ?s.http_addr(), "slot's ports are in use by another process; skipping it");
-                }
-                free
-            })
-            .ok_or_else(|| {
-                anyhow!(
-                    "no free port slot: the {} slots of the layout are taken by nodes or other processes",
-                    self.layout.slots()
-                )
-            })?;
+        let fleet = &self.fleet;
+        let slot = self
+            .layout
+            .free_slot(|addr| fleet.node(addr).is_some(), &self.freed)?;
         let join = self.live_node().await;
         if join.is_none() && !self.fleet.is_empty() {
             bail!("no node of the fleet answers, so a new node has nothing to join");
@@ -321,10 +299,4 @@ impl Capacity for LocalCapacity {
             handoff: report,
         })
     }
-}
-
-/// Whether both ports of `slot` can be bound on its host right now.
-fn ports_free(slot: &Slot) -> bool {
-    let bindable = |port: u16| std::net::TcpListener::bind((slot.host, port)).is_ok();
-    bindable(slot.grpc) && slot.http.is_none_or(bindable)
 }

@@ -22,12 +22,14 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 mod capacity;
+pub mod check;
 mod ports;
 pub mod up;
 
 pub use capacity::{LocalCapacity, LocalLimits};
 pub use ports::{
-    Layout, PortLayout, Slot, DEFAULT_GRPC_BASE, DEFAULT_HTTP_BASE, LOCALHOST, PER_HOST_HTTP_PORT,
+    free_port_range, Layout, PortLayout, Slot, DEFAULT_GRPC_BASE, DEFAULT_HTTP_BASE, LOCALHOST,
+    PER_HOST_HTTP_PORT,
 };
 
 /// How long a node may take to answer its first ping after it starts.
@@ -182,6 +184,18 @@ impl Fleet {
         self.start_slot(&slot, join).await
     }
 
+    /// Where a node on `slot` keeps its data: a node started again on the
+    /// same slot finds its keys there.
+    pub fn data_dir(&self, slot: &Slot) -> PathBuf {
+        // 127.0.0.1 nodes keep the port as their folder name, as always.
+        let dir_name = if slot.host == LOCALHOST {
+            slot.grpc.to_string()
+        } else {
+            format!("{}-{}", slot.host, slot.grpc)
+        };
+        self.opts.data_root.join(dir_name)
+    }
+
     /// Starts a node on `slot`'s host and ports (joining through `join`, or
     /// creating a ring) and waits until it answers.
     pub async fn start_slot(&mut self, slot: &Slot, join: Option<&str>) -> Result<String> {
@@ -190,13 +204,7 @@ impl Fleet {
         if self.nodes.contains_key(&addr) {
             bail!("a node already runs on {addr}");
         }
-        // 127.0.0.1 nodes keep the port as their folder name, as always.
-        let dir_name = if slot.host == LOCALHOST {
-            port.to_string()
-        } else {
-            format!("{}-{port}", slot.host)
-        };
-        let data_dir = self.opts.data_root.join(dir_name);
+        let data_dir = self.data_dir(slot);
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let log = data_dir.join("node.log");

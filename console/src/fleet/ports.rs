@@ -17,9 +17,12 @@
 //!   loopback, so the course's scripts, which hard-code those ports, run
 //!   against a local fleet unchanged.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
+use tracing::warn;
 
 /// Default gRPC port of node 0: the console's default `--peer`.
 pub const DEFAULT_GRPC_BASE: u16 = 5057;
@@ -182,6 +185,63 @@ impl PortLayout {
     pub fn slot_of(&self, addr: &str) -> Option<usize> {
         (0..self.slots).find(|&i| self.slot(i).is_some_and(|s| s.grpc_addr() == addr))
     }
+
+    /// A slot for a new node: not `taken` (by its gRPC address), never
+    /// used before if there is one, else the one `freed` longest ago (peers
+    /// remember a node that left for a while, and a new node at the same
+    /// address should not meet that). A slot whose ports another process
+    /// holds is skipped, so one stray listener does not fail every start.
+    pub fn free_slot(
+        &self,
+        taken: impl Fn(&str) -> bool,
+        freed: &HashMap<String, Instant>,
+    ) -> Result<Slot> {
+        let mut free: Vec<(Option<Instant>, Slot)> = self
+            .all()
+            .into_iter()
+            .map(|s| (s.grpc_addr(), s))
+            .filter(|(addr, _)| !taken(addr))
+            .map(|(addr, s)| (freed.get(&addr).copied(), s))
+            .collect();
+        free.sort_by_key(|(freed, s)| (*freed, *s));
+        free.into_iter()
+            .map(|(_, s)| s)
+            .find(|s| {
+                let free = ports_free(s);
+                if !free {
+                    warn!(grpc = %s.grpc_addr(), http = ?s.http_addr(), "slot's ports are in use by another process; skipping it");
+                }
+                free
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "no free port slot: the {} slots of the layout are taken by nodes or other processes",
+                    self.slots
+                )
+            })
+    }
+}
+
+/// Whether both ports of `slot` can be bound on its host right now.
+fn ports_free(slot: &Slot) -> bool {
+    let bindable = |port: u16| std::net::TcpListener::bind((slot.host, port)).is_ok();
+    bindable(slot.grpc) && slot.http.is_none_or(bindable)
+}
+
+/// The first of `n` consecutive ports on 127.0.0.1 that were all free a
+/// moment ago, below 32768: Linux hands out ephemeral ports (outgoing
+/// connections, port 0) above it, so a node restarted on its port later
+/// does not find it taken by someone's outgoing connection.
+pub fn free_port_range(n: u16) -> Result<u16> {
+    for _ in 0..200 {
+        let base: u16 = rand::Rng::random_range(&mut rand::rng(), 20_000..32_000 - n);
+        let all_free =
+            (base..base + n).all(|p| std::net::TcpListener::bind((LOCALHOST, p)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    bail!("no {n} consecutive free ports found")
 }
 
 /// The inclusive port range `[base, base + n - 1]`, or an error naming `what`.

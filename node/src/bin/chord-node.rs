@@ -145,6 +145,23 @@ struct Args {
     /// caps (for tests: a small store then spans many pages).
     #[arg(long, hide = true)]
     list_page_cap: Option<usize>,
+    /// Seconds a gateway connection may make no progress (headers not
+    /// complete, an upload body with no new bytes, a download not read, an
+    /// idle kept-alive connection); then 408 or the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    http_idle_timeout_secs: u64,
+    /// Seconds one gateway request may take until its answer starts (an
+    /// upload: its whole body); past it, 408.
+    #[arg(long, default_value_t = 3600)]
+    http_request_timeout_secs: u64,
+    /// Seconds a gRPC call may run before its answer starts: a backstop
+    /// behind every caller's own deadline (a Drain answers within it).
+    #[arg(long, default_value_t = 300)]
+    grpc_request_timeout_secs: u64,
+    /// gRPC calls one connection may have running at once; one more is
+    /// refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 256)]
+    grpc_calls_per_connection: usize,
     /// Deadline of one outbound call, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     rpc_timeout_ms: u64,
@@ -257,6 +274,10 @@ impl Args {
             http_max_uploads: self.http_max_uploads,
             chunk_buffer_bytes: self.chunk_buffer_mib.saturating_mul(1 << 20),
             list_page_cap: self.list_page_cap,
+            http_idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
+            http_request_timeout: Duration::from_secs(self.http_request_timeout_secs),
+            grpc_request_timeout: Duration::from_secs(self.grpc_request_timeout_secs),
+            grpc_calls_per_connection: self.grpc_calls_per_connection,
             ..Config::default()
         }
     }
@@ -380,13 +401,8 @@ async fn run_aws(mut config: Config, aws: AwsArgs) -> anyhow::Result<()> {
     };
     let served = chord_node::server::run(node, listener, shutdown).await;
     stop_tasks.cancel();
-    let stopped = tokio::time::timeout(AWS_TASKS_STOP_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if stopped.is_err() {
-        warn!("AWS tasks did not stop in time; aborting them");
-        tasks.abort_all();
+    if !chord_node::join_within(&mut tasks, AWS_TASKS_STOP_TIMEOUT).await {
+        warn!("AWS tasks did not stop in time; aborted them");
     }
     served?;
     Ok(())

@@ -28,7 +28,7 @@ mod scenarios;
 pub use finger::FingerTable;
 pub use id::{Id, NodeRef, ID_BITS, ID_BYTES};
 pub use lookup::{Lookup, LookupStep, MAX_HOPS};
-pub use placement::{may_drop, replica_set};
+pub use placement::{may_drop, replica_set, true_holders};
 pub use sim::Sim;
 pub use state::{LeaveNotice, Options, RingState, Route, DEFAULT_SUCCESSORS, MAX_CANDIDATES};
 pub use successors::SuccessorList;

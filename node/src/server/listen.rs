@@ -63,18 +63,35 @@ async fn accept_loop(
 ) {
     let msgpack_slots = Arc::new(Semaphore::new(MAX_MSGPACK_CONNECTIONS));
     let mut connections = JoinSet::new();
+    accept_until(&listener, stop.cancelled(), &mut connections, |stream| {
+        sort(node.clone(), stream, grpc_tx.clone(), msgpack_slots.clone())
+    })
+    .await;
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+/// Accepts on `listener` until `stop` completes, serving each connection
+/// as a task in `connections` (finished ones are reaped as it goes); the
+/// caller decides how the tasks still running end. A failed `accept` (out
+/// of file descriptors, say) is logged and retried after a pause.
+pub(crate) async fn accept_until<F, Fut>(
+    listener: &TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+    connections: &mut JoinSet<()>,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
+            () = &mut stop => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(sort(
-                        node.clone(),
-                        stream,
-                        grpc_tx.clone(),
-                        msgpack_slots.clone(),
-                    ));
+                    connections.spawn(serve(stream));
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
@@ -83,8 +100,6 @@ async fn accept_loop(
             },
         }
     }
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
 }
 
 /// Sends one connection where its first byte says it belongs.

@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chord_proto::pb::ring_server::RingServer;
 use chord_proto::pb::store_server::StoreServer;
@@ -37,6 +38,7 @@ pub mod msgpack;
 mod ring;
 mod store;
 
+pub(crate) use listen::accept_until;
 pub use listen::{MAX_MSGPACK_CONNECTIONS, SNIFF_TIMEOUT};
 
 pub use ring::{node_info, RingService};
@@ -61,7 +63,7 @@ pub fn error_to_status(err: Error) -> Status {
         Error::Unauthenticated(_) => Status::unauthenticated(msg),
         Error::NotFound(_) => Status::not_found(msg),
         Error::Corrupt(_) => Status::data_loss(msg),
-        Error::DiskFull(_) => Status::resource_exhausted(msg),
+        Error::DiskFull(_) => answered(Status::resource_exhausted(msg), DISK_FULL_HEADER),
         Error::Io { .. } => Status::internal(msg),
         Error::Unreachable { .. }
         | Error::Unavailable(_)
@@ -86,6 +88,19 @@ pub const ANSWERED_HEADER: &str = "chord-answered";
 /// "leaving, do not count me" from "unreachable, try later" without parsing
 /// the message.
 pub const LEAVING_HEADER: &str = "chord-leaving";
+
+/// Trailer set on the RESOURCE_EXHAUSTED of a full disk, which callers do
+/// not retry; without it, a RESOURCE_EXHAUSTED is tonic's refusal of a call
+/// over [`Config::grpc_calls_per_connection`], which they do.
+pub const DISK_FULL_HEADER: &str = "chord-disk-full";
+
+/// How long a `Drain` asked to run for `requested` may run on a server
+/// whose calls end at `server_timeout`: it stops a tenth of the timeout
+/// early, so its report (maybe incomplete, which the caller retries) goes
+/// out before the call is cut and the hand-off dropped mid-round.
+pub fn drain_deadline(requested: Duration, server_timeout: Duration) -> Duration {
+    requested.min(server_timeout.saturating_sub(server_timeout / 10))
+}
 
 /// Admits a gRPC call only with the cluster token (when one is set), and
 /// refuses every call while `node` is idle: it is in no ring yet, so neither
@@ -155,9 +170,14 @@ pub async fn run(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (accept, grpc_incoming) = listen::split(node.clone(), listener, stop_server.clone());
+    // Both bounds wrap every call: the timeout until its answer starts, the
+    // limit per HTTP/2 connection, refusing (load_shed) rather than queueing.
     let mut grpc = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .timeout(node.config().grpc_request_timeout)
+        .concurrency_limit_per_connection(node.config().grpc_calls_per_connection)
+        .load_shed(true);
     if let Some(tls) = &node.config().tls {
         grpc = grpc
             .tls_config(tls.identity.grpc())
@@ -239,4 +259,24 @@ pub async fn run(
     }
     info!("left the ring");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_answers_before_the_server_timeout() {
+        let secs = Duration::from_secs;
+        let table = [
+            // (requested, server timeout, allowed)
+            (secs(120), secs(300), secs(120)),
+            (secs(600), secs(300), secs(270)),
+            (secs(48 * 3600), secs(300), secs(270)),
+            (secs(5), secs(2), Duration::from_millis(1800)),
+        ];
+        for (requested, timeout, want) in table {
+            assert_eq!(drain_deadline(requested, timeout), want, "{requested:?}");
+        }
+    }
 }

@@ -187,8 +187,12 @@ impl Ring for RingService {
                 MAX_DRAIN_DEADLINE.as_millis()
             ))));
         }
-        info!(deadline_ms, "drain requested");
-        let report = self.node.drain(Duration::from_millis(deadline_ms)).await;
+        let deadline = super::drain_deadline(
+            Duration::from_millis(deadline_ms),
+            self.node.config().grpc_request_timeout,
+        );
+        info!(deadline_ms = deadline.as_millis() as u64, "drain requested");
+        let report = self.node.drain(deadline).await;
         info!(?report, "drain done");
         Ok(Response::new(wire::handoff_to_pb(&report)))
     }
