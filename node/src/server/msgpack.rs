@@ -302,22 +302,26 @@ pub(crate) fn parse_call(method: &Value, params: &Value) -> Result<Call, String>
         Method::Join => {
             Call::Join(course_addr(&params[0]).ok_or("join takes a node [ip, port, id]")?)
         }
-        Method::FindSuccessor => Call::FindSuccessor(
-            params[0]
-                .as_u64()
-                .and_then(|k| u32::try_from(k).ok())
-                .ok_or("find_successor takes an unsigned 32-bit id")?,
-        ),
+        Method::FindSuccessor => Call::FindSuccessor(unsigned(
+            &params[0],
+            "find_successor takes an unsigned 32-bit id",
+        )?),
         Method::GetPredecessor => Call::GetPredecessor,
-        Method::GetSuccessor => Call::GetSuccessor(
-            params[0]
-                .as_u64()
-                .and_then(|i| usize::try_from(i).ok())
-                .ok_or("get_successor takes a non-negative index")?,
-        ),
+        Method::GetSuccessor => Call::GetSuccessor(unsigned(
+            &params[0],
+            "get_successor takes a non-negative index",
+        )?),
         Method::Notify => Call::Notify,
         Method::Kill => Call::Kill,
     })
+}
+
+/// `value` as an unsigned integer that fits `T`, or `error`.
+fn unsigned<T: TryFrom<u64>>(value: &Value, error: &str) -> Result<T, String> {
+    value
+        .as_u64()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| error.to_string())
 }
 
 /// Answers one message: the response to send (none for a notification),
