@@ -62,22 +62,23 @@ impl EventKind {
         }
     }
 
+    /// Every kind.
+    pub const ALL: [EventKind; 11] = [
+        EventKind::Created,
+        EventKind::Joined,
+        EventKind::NeighbourJoined,
+        EventKind::NeighbourLeft,
+        EventKind::PeerFailed,
+        EventKind::Repair,
+        EventKind::HandoffStarted,
+        EventKind::HandoffDone,
+        EventKind::Collected,
+        EventKind::Synced,
+        EventKind::Error,
+    ];
+
     pub fn parse(s: &str) -> Option<EventKind> {
-        [
-            EventKind::Created,
-            EventKind::Joined,
-            EventKind::NeighbourJoined,
-            EventKind::NeighbourLeft,
-            EventKind::PeerFailed,
-            EventKind::Repair,
-            EventKind::HandoffStarted,
-            EventKind::HandoffDone,
-            EventKind::Collected,
-            EventKind::Synced,
-            EventKind::Error,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

@@ -453,7 +453,7 @@ async fn upload(
     State(gw): State<Arc<Gateway>>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    multipart: Multipart,
 ) -> Response {
     let Ok(_running) = gw.uploads.clone().try_acquire_owned() else {
         let mut response = plain(
@@ -465,56 +465,11 @@ async fn upload(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let mut stored: Vec<UploadReport> = Vec::new();
-    let mut parts = 0;
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(e) => {
-                let (status, reason) = body_status(&e);
-                return upload_failed(status, &reason, &stored);
-            }
-        };
-        if field.name() != Some(UPLOAD_FIELD) {
-            debug!(field = ?field.name(), "skipping a multipart field that is not {UPLOAD_FIELD:?}");
-            continue;
-        }
-        let Some(name) = field.file_name().map(str::to_owned) else {
-            let reason = format!("a part of field {UPLOAD_FIELD:?} has no file name");
-            return upload_failed(StatusCode::BAD_REQUEST, &reason, &stored);
-        };
-        if let Err(e) = validate_name(&name) {
-            return upload_failed(StatusCode::BAD_REQUEST, &format!("{name:?}: {e}"), &stored);
-        }
-        parts += 1;
-        if parts > gw.max_parts {
-            let reason = format!("more than {} files in one request", gw.max_parts);
-            return upload_failed(StatusCode::PAYLOAD_TOO_LARGE, &reason, &stored);
-        }
-        let reader = StreamReader::new(field.map_err(|e| {
-            let (status, reason) = body_status(&e);
-            std::io::Error::other(BodyFailure { status, reason })
-        }));
-        match gw.client.upload(reader, &name, &gw.opts, &|_| {}).await {
-            Ok(report) => {
-                info!(name = %report.name, size = report.size, chunks = report.chunks, "stored via HTTP");
-                stored.push(report);
-            }
-            Err(e) => {
-                warn!(name = %name, error = %e, "HTTP upload failed");
-                let (status, reason) = match body_failure(&e) {
-                    Some(failure) => (failure.status, failure.reason.clone()),
-                    None => (status_of(&e), e.to_string()),
-                };
-                return upload_failed(status, &format!("{name:?}: {reason}"), &stored);
-            }
-        }
+    let received = receive_parts(multipart, gw.max_parts, gw.as_ref()).await;
+    if let Some((status, reason)) = received.failure {
+        return upload_failed(status, &reason, &received.stored);
     }
-    if stored.is_empty() {
-        let reason = format!("no file in multipart field {UPLOAD_FIELD:?}");
-        return plain(StatusCode::BAD_REQUEST, &reason);
-    }
+    let stored = received.stored;
     if wants_json(&query, &headers) {
         let files: Vec<serde_json::Value> = stored
             .iter()
@@ -536,6 +491,99 @@ async fn upload(
         }
         text.into_response()
     }
+}
+
+/// Where the files of an upload go: the ring, for the gateway; a test may
+/// put anything there, so the multipart parsing runs without a ring.
+pub(crate) trait PartSink {
+    /// Stores the bytes `reader` yields as the file `name` (already a valid
+    /// name). A read error carries a [`BodyFailure`] when the request body
+    /// was at fault.
+    fn store<R: AsyncRead + Unpin + Send>(
+        &self,
+        reader: R,
+        name: &str,
+    ) -> impl Future<Output = Result<UploadReport>> + Send;
+}
+
+impl PartSink for Gateway {
+    async fn store<R: AsyncRead + Unpin + Send>(
+        &self,
+        reader: R,
+        name: &str,
+    ) -> Result<UploadReport> {
+        self.client.upload(reader, name, &self.opts, &|_| {}).await
+    }
+}
+
+/// What came of an upload's parts.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// The files stored, in the order of their parts.
+    pub stored: Vec<UploadReport>,
+    /// What stopped the upload (the status to answer and a one-line
+    /// reason), if anything did; no file at all is a failure too.
+    pub failure: Option<(StatusCode, String)>,
+}
+
+/// Reads an upload's multipart body and hands every part of field
+/// [`UPLOAD_FIELD`] to `sink` as it streams in, stopping at the first
+/// part that fails: a malformed body, a part without a file name or with
+/// a name [`validate_name`] refuses, more than `max_parts` files, or the
+/// sink's own error. Parts of other fields are skipped.
+pub(crate) async fn receive_parts(
+    mut multipart: Multipart,
+    max_parts: usize,
+    sink: &impl PartSink,
+) -> Received {
+    let mut stored: Vec<UploadReport> = Vec::new();
+    let mut parts = 0;
+    let failure = loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) if stored.is_empty() => {
+                let reason = format!("no file in multipart field {UPLOAD_FIELD:?}");
+                break Some((StatusCode::BAD_REQUEST, reason));
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(body_status(&e)),
+        };
+        if field.name() != Some(UPLOAD_FIELD) {
+            debug!(field = ?field.name(), "skipping a multipart field that is not {UPLOAD_FIELD:?}");
+            continue;
+        }
+        let Some(name) = field.file_name().map(str::to_owned) else {
+            let reason = format!("a part of field {UPLOAD_FIELD:?} has no file name");
+            break Some((StatusCode::BAD_REQUEST, reason));
+        };
+        if let Err(e) = validate_name(&name) {
+            break Some((StatusCode::BAD_REQUEST, format!("{name:?}: {e}")));
+        }
+        parts += 1;
+        if parts > max_parts {
+            let reason = format!("more than {max_parts} files in one request");
+            break Some((StatusCode::PAYLOAD_TOO_LARGE, reason));
+        }
+        let reader = StreamReader::new(field.map_err(|e| {
+            let (status, reason) = body_status(&e);
+            std::io::Error::other(BodyFailure { status, reason })
+        }));
+        match sink.store(reader, &name).await {
+            Ok(report) => {
+                info!(name = %report.name, size = report.size, chunks = report.chunks, "stored via HTTP");
+                stored.push(report);
+            }
+            Err(e) => {
+                warn!(name = %name, error = %e, "HTTP upload failed");
+                let (status, reason) = match body_failure(&e) {
+                    Some(failure) => (failure.status, failure.reason.clone()),
+                    None => (status_of(&e), e.to_string()),
+                };
+                break Some((status, format!("{name:?}: {reason}")));
+            }
+        }
+    };
+    Received { stored, failure }
 }
 
 /// Why an upload's request body could not be read, carried through the
@@ -699,7 +747,7 @@ impl Verify {
 
 /// `Content-Disposition: attachment` with an ASCII fallback name and the
 /// exact name in RFC 5987 form, so header values stay ASCII whatever the name.
-fn content_disposition(name: &str) -> Option<HeaderValue> {
+pub(crate) fn content_disposition(name: &str) -> Option<HeaderValue> {
     let fallback: String = name
         .chars()
         .map(|c| {

@@ -29,6 +29,9 @@ pub mod store;
 pub mod tls;
 pub mod wire;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use config::Config;
 pub use error::{Error, Result};
 

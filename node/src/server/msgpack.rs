@@ -6,8 +6,11 @@
 //! params]`, back to back on one TCP connection. [`super::listen`] hands a
 //! connection here when its first byte is `0x94` (a fixarray of 4).
 //!
-//! This module only translates: it decodes a request, calls the same
-//! [`Node`] methods the gRPC handlers call, and encodes the answer. A node is
+//! This module only translates: it decodes a message ([`decode_one`]),
+//! reads it into a [`Call`] with checked params ([`parse_message`], pure,
+//! so whatever a client sends is judged before the node is involved; both
+//! are fuzzed in `crate::fuzz`), calls the same [`Node`] methods the gRPC
+//! handlers call, and encodes the answer. A node is
 //! `[ip, port, id]` with `id` the node's 32-bit course id and a key is a
 //! 32-bit course key, both through [`crate::chord::course`]. Bad input (a
 //! request that is not MessagePack, too large, too deep, an unknown method,
@@ -73,18 +76,33 @@ enum Method {
 }
 
 impl Method {
+    const ALL: [Method; 8] = [
+        Method::GetInfo,
+        Method::Create,
+        Method::Join,
+        Method::FindSuccessor,
+        Method::GetPredecessor,
+        Method::GetSuccessor,
+        Method::Notify,
+        Method::Kill,
+    ];
+
     fn parse(name: &str) -> Option<Method> {
-        Some(match name {
-            "get_info" => Method::GetInfo,
-            "create" => Method::Create,
-            "join" => Method::Join,
-            "find_successor" => Method::FindSuccessor,
-            "get_predecessor" => Method::GetPredecessor,
-            "get_successor" => Method::GetSuccessor,
-            "notify" => Method::Notify,
-            "kill" => Method::Kill,
-            _ => return None,
-        })
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The method's name on the wire.
+    fn name(self) -> &'static str {
+        match self {
+            Method::GetInfo => "get_info",
+            Method::Create => "create",
+            Method::Join => "join",
+            Method::FindSuccessor => "find_successor",
+            Method::GetPredecessor => "get_predecessor",
+            Method::GetSuccessor => "get_successor",
+            Method::Notify => "notify",
+            Method::Kill => "kill",
+        }
     }
 
     /// Whether the method changes the ring (or stops the node) rather than
@@ -103,6 +121,51 @@ impl Method {
             Method::Join | Method::FindSuccessor | Method::GetSuccessor | Method::Notify => 1,
         }
     }
+}
+
+/// A method with its params decoded and checked: what a request asks of
+/// the node, before anything reaches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Call {
+    GetInfo,
+    Create,
+    /// Join the ring through this `host:port`.
+    Join(String),
+    /// The owner of this 32-bit course key.
+    FindSuccessor(u32),
+    GetPredecessor,
+    /// The successor list's entry at this index.
+    GetSuccessor(usize),
+    Notify,
+    Kill,
+}
+
+impl Call {
+    fn method(&self) -> Method {
+        match self {
+            Call::GetInfo => Method::GetInfo,
+            Call::Create => Method::Create,
+            Call::Join(_) => Method::Join,
+            Call::FindSuccessor(_) => Method::FindSuccessor,
+            Call::GetPredecessor => Method::GetPredecessor,
+            Call::GetSuccessor(_) => Method::GetSuccessor,
+            Call::Notify => Method::Notify,
+            Call::Kill => Method::Kill,
+        }
+    }
+}
+
+/// One decoded MessagePack-RPC message. The call is `Err` with the message
+/// to answer when the method or its params make no sense.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Message {
+    /// `[0, msgid, method, params]`: answered with `[1, msgid, error, result]`.
+    Request {
+        msgid: u32,
+        call: Result<Call, String>,
+    },
+    /// `[2, method, params]`: run, never answered.
+    Notification(Result<Call, String>),
 }
 
 /// What a request asks the connection to do after its response is sent.
@@ -134,20 +197,19 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
                 }
             };
             buf.drain(..used);
-            let (response, after) = handle(&node, value).await;
+            let Some(message) = parse_message(value) else {
+                debug!(%peer, "not a MessagePack-RPC message; closing the connection");
+                return;
+            };
+            let (response, after) = handle(&node, message).await;
             if let Some(response) = response {
                 if let Err(e) = write(&mut stream, &response).await {
                     debug!(%peer, error = %e, "cannot answer; closing the connection");
                     return;
                 }
             }
-            if let Some(after) = after {
-                if matches!(after, After::Crash) {
-                    crash();
-                }
-            } else {
-                debug!(%peer, "not a MessagePack-RPC message; closing the connection");
-                return;
+            if matches!(after, After::Crash) {
+                crash();
             }
         }
         if buf.len() >= MAX_REQUEST_BYTES {
@@ -174,7 +236,7 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
 
 /// Decodes one whole message from the front of `buf`: the value and how
 /// many bytes it took, or `None` when `buf` holds only part of one.
-fn decode_one(buf: &[u8]) -> Result<Option<(Value, usize)>, rmpv::decode::Error> {
+pub(crate) fn decode_one(buf: &[u8]) -> Result<Option<(Value, usize)>, rmpv::decode::Error> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -195,64 +257,111 @@ async fn write(stream: &mut TcpStream, value: &Value) -> io::Result<()> {
     stream.flush().await
 }
 
-/// Answers one message: the response to send (none for a notification), and
-/// what to do next (`None`: the message was no MessagePack-RPC at all, close).
-async fn handle(node: &Node, message: Value) -> (Option<Value>, Option<After>) {
-    let Value::Array(items) = message else {
-        return (None, None);
+/// Reads a decoded value as a MessagePack-RPC request or notification;
+/// `None` when it is neither (the connection is then closed). Pure: the
+/// node is not involved, so anything a client sends is judged here first.
+pub(crate) fn parse_message(value: Value) -> Option<Message> {
+    let Value::Array(items) = value else {
+        return None;
     };
     match items.as_slice() {
         [kind, msgid, method, params] if kind.as_u64() == Some(0) => {
-            let Some(msgid) = msgid.as_u64().filter(|&id| id <= u64::from(u32::MAX)) else {
-                return (None, None);
-            };
-            let (result, after) = call(node, method, params).await;
+            let msgid = u32::try_from(msgid.as_u64()?).ok()?;
+            Some(Message::Request {
+                msgid,
+                call: parse_call(method, params),
+            })
+        }
+        [kind, method, params] if kind.as_u64() == Some(2) => {
+            Some(Message::Notification(parse_call(method, params)))
+        }
+        _ => None,
+    }
+}
+
+/// The call a method name and its params ask for, or the error message to
+/// answer.
+pub(crate) fn parse_call(method: &Value, params: &Value) -> Result<Call, String> {
+    let name = method_name(method).ok_or("method must be a string")?;
+    let params: &[Value] = match params {
+        Value::Array(params) => params,
+        Value::Nil => &[],
+        _ => return Err("params must be an array".into()),
+    };
+    let method = Method::parse(name).ok_or_else(|| format!("unknown method {name:?}"))?;
+    if params.len() != method.arity() {
+        return Err(format!(
+            "{name} takes {} params, got {}",
+            method.arity(),
+            params.len()
+        ));
+    }
+    Ok(match method {
+        Method::GetInfo => Call::GetInfo,
+        Method::Create => Call::Create,
+        Method::Join => {
+            Call::Join(course_addr(&params[0]).ok_or("join takes a node [ip, port, id]")?)
+        }
+        Method::FindSuccessor => Call::FindSuccessor(unsigned(
+            &params[0],
+            "find_successor takes an unsigned 32-bit id",
+        )?),
+        Method::GetPredecessor => Call::GetPredecessor,
+        Method::GetSuccessor => Call::GetSuccessor(unsigned(
+            &params[0],
+            "get_successor takes a non-negative index",
+        )?),
+        Method::Notify => Call::Notify,
+        Method::Kill => Call::Kill,
+    })
+}
+
+/// `value` as an unsigned integer that fits `T`, or `error`.
+fn unsigned<T: TryFrom<u64>>(value: &Value, error: &str) -> Result<T, String> {
+    value
+        .as_u64()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| error.to_string())
+}
+
+/// Answers one message: the response to send (none for a notification),
+/// and what to do next.
+async fn handle(node: &Node, message: Message) -> (Option<Value>, After) {
+    match message {
+        Message::Request { msgid, call } => {
+            let (result, after) = call_node(node, call).await;
             let (error, result) = match result {
                 Ok(value) => (Value::Nil, value),
                 Err(message) => (Value::from(message), Value::Nil),
             };
             let response = Value::Array(vec![Value::from(1), Value::from(msgid), error, result]);
-            (Some(response), Some(after))
+            (Some(response), after)
         }
-        [kind, method, params] if kind.as_u64() == Some(2) => {
-            let (result, after) = call(node, method, params).await;
+        Message::Notification(call) => {
+            let (result, after) = call_node(node, call).await;
             if let Err(e) = result {
                 debug!(error = %e, "MessagePack-RPC notification failed");
             }
-            (None, Some(after))
+            (None, after)
         }
-        _ => (None, None),
     }
 }
 
-/// Runs one method. The error side is the message sent back to the client.
-async fn call(node: &Node, method: &Value, params: &Value) -> (Result<Value, String>, After) {
+/// Runs one call. The error side is the message sent back to the client.
+async fn call_node(node: &Node, call: Result<Call, String>) -> (Result<Value, String>, After) {
     Counters::bump(&node.counters.requests, 1);
-    let Some(name) = method_name(method) else {
-        return (Err("method must be a string".into()), After::Continue);
+    let call = match call {
+        Ok(call) => call,
+        Err(message) => return (Err(message), After::Continue),
     };
-    let params: &[Value] = match params {
-        Value::Array(params) => params,
-        Value::Nil => &[],
-        _ => return (Err("params must be an array".into()), After::Continue),
-    };
-    let Some(method) = Method::parse(name) else {
-        return (Err(format!("unknown method {name:?}")), After::Continue);
-    };
-    if params.len() != method.arity() {
-        let err = format!(
-            "{name} takes {} params, got {}",
-            method.arity(),
-            params.len()
-        );
-        return (Err(err), After::Continue);
-    }
+    let method = call.method();
     // MessagePack-RPC has no TLS: a node that serves TLS speaks no
     // plaintext protocol, and says so rather than closing the connection.
     if node.config().tls.is_some() {
         return (
             Err(format!(
-                "{name} is refused: this node serves TLS only, and MessagePack-RPC has none"
+                "{} is refused: this node serves TLS only, and MessagePack-RPC has none",
+                method.name()
             )),
             After::Continue,
         );
@@ -263,29 +372,30 @@ async fn call(node: &Node, method: &Value, params: &Value) -> (Result<Value, Str
     if node.config().token.is_some() && method.changes_the_ring() {
         return (
             Err(format!(
-                "{name} is refused: this ring requires its cluster token, which MessagePack-RPC cannot carry"
+                "{} is refused: this ring requires its cluster token, which MessagePack-RPC cannot carry",
+                method.name()
             )),
             After::Continue,
         );
     }
-    let result = match method {
-        Method::GetInfo => Ok(course_node(node.me())),
-        Method::Create => {
+    let result = match call {
+        Call::GetInfo => Ok(course_node(node.me())),
+        Call::Create => {
             node.create_ring().await;
             Ok(course_node(node.me()))
         }
-        Method::Join => join(node, &params[0]).await,
-        Method::FindSuccessor => find_successor(node, &params[0]).await,
-        Method::GetPredecessor => Ok(node
+        Call::Join(addr) => join(node, &addr).await,
+        Call::FindSuccessor(key) => find_successor(node, key).await,
+        Call::GetPredecessor => Ok(node
             .ring()
             .predecessor()
             .map(course_node)
             .unwrap_or_else(no_node)),
-        Method::GetSuccessor => get_successor(node, &params[0]),
+        Call::GetSuccessor(index) => get_successor(node, index),
         // The course's nodes notify each other; ours keep their own
         // predecessors through gRPC, so a course notify changes nothing.
-        Method::Notify => Ok(Value::Nil),
-        Method::Kill => {
+        Call::Notify => Ok(Value::Nil),
+        Call::Kill => {
             warn!("killed over MessagePack-RPC: exiting without leaving the ring");
             return (Ok(Value::Nil), After::Crash);
         }
@@ -293,18 +403,13 @@ async fn call(node: &Node, method: &Value, params: &Value) -> (Result<Value, Str
     (result, After::Continue)
 }
 
-async fn join(node: &Node, via: &Value) -> Result<Value, String> {
-    let addr = course_addr(via).ok_or("join takes a node [ip, port, id]")?;
+async fn join(node: &Node, addr: &str) -> Result<Value, String> {
     info!(peer = %addr, "joining over MessagePack-RPC");
-    node.join_ring(&addr).await.map_err(|e| e.to_string())?;
+    node.join_ring(addr).await.map_err(|e| e.to_string())?;
     Ok(course_node(node.me()))
 }
 
-async fn find_successor(node: &Node, id: &Value) -> Result<Value, String> {
-    let key = id
-        .as_u64()
-        .and_then(|k| u32::try_from(k).ok())
-        .ok_or("find_successor takes an unsigned 32-bit id")?;
+async fn find_successor(node: &Node, key: u32) -> Result<Value, String> {
     if node.is_idle() {
         return Err("this node is idle: call create or join first".into());
     }
@@ -316,11 +421,7 @@ async fn find_successor(node: &Node, id: &Value) -> Result<Value, String> {
     Ok(course_node(&owner))
 }
 
-fn get_successor(node: &Node, index: &Value) -> Result<Value, String> {
-    let index = index
-        .as_u64()
-        .and_then(|i| usize::try_from(i).ok())
-        .ok_or("get_successor takes a non-negative index")?;
+fn get_successor(node: &Node, index: usize) -> Result<Value, String> {
     let ring = node.ring();
     // A node alone has an empty list and is its own successor.
     if index == 0 && ring.successors().is_empty() {
@@ -430,6 +531,85 @@ mod tests {
         let mut deep = vec![0x91u8; MAX_DEPTH + 4];
         deep.push(0x00);
         assert!(decode_one(&deep).is_err());
+    }
+
+    #[test]
+    fn messages_are_judged_before_the_node_sees_them() {
+        let node = |ip: &str, port: u32| {
+            Value::Array(vec![Value::from(ip), Value::from(port), Value::from(0)])
+        };
+        let cases: Vec<(Value, Option<Message>)> = vec![
+            (
+                request(7, "get_info", vec![]),
+                Some(Message::Request {
+                    msgid: 7,
+                    call: Ok(Call::GetInfo),
+                }),
+            ),
+            (
+                request(1, "join", vec![node("10.0.0.2", 5057)]),
+                Some(Message::Request {
+                    msgid: 1,
+                    call: Ok(Call::Join("10.0.0.2:5057".into())),
+                }),
+            ),
+            (
+                request(
+                    2,
+                    "find_successor",
+                    vec![Value::from(u64::from(u32::MAX) + 1)],
+                ),
+                Some(Message::Request {
+                    msgid: 2,
+                    call: Err("find_successor takes an unsigned 32-bit id".into()),
+                }),
+            ),
+            (
+                request(3, "join", vec![node("", 5057)]),
+                Some(Message::Request {
+                    msgid: 3,
+                    call: Err("join takes a node [ip, port, id]".into()),
+                }),
+            ),
+            (
+                request(4, "kill", vec![Value::Nil]),
+                Some(Message::Request {
+                    msgid: 4,
+                    call: Err("kill takes 0 params, got 1".into()),
+                }),
+            ),
+            (
+                request(5, "shutdown", vec![]),
+                Some(Message::Request {
+                    msgid: 5,
+                    call: Err("unknown method \"shutdown\"".into()),
+                }),
+            ),
+            (
+                Value::Array(vec![Value::from(2), Value::from("notify"), Value::Nil]),
+                Some(Message::Notification(Err(
+                    "notify takes 1 params, got 0".into()
+                ))),
+            ),
+            // A msgid past 32 bits, a response, a bare value: not requests.
+            (
+                Value::Array(vec![
+                    Value::from(0),
+                    Value::from(u64::from(u32::MAX) + 1),
+                    Value::from("get_info"),
+                    Value::Array(vec![]),
+                ]),
+                None,
+            ),
+            (
+                Value::Array(vec![Value::from(1), Value::from(1), Value::Nil, Value::Nil]),
+                None,
+            ),
+            (Value::from(3), None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_message(value.clone()), want, "{value}");
+        }
     }
 
     #[test]

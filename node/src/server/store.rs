@@ -5,6 +5,10 @@
 //! never larger than [`crate::MAX_CHUNK_BYTES`], so a handler holds at most
 //! one chunk. A stream that ends early, lies about its size or carries bytes
 //! that do not match its key stores nothing.
+//!
+//! A handler touches the file system only through [`Node::disk`], off the
+//! async workers. `Referenced` and `GetStats` read the store's in-memory
+//! index in place: its lock is short and never held across I/O.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -182,7 +186,11 @@ impl Store for StoreService {
         let chunk = chunk
             .finish()
             .map_err(|_| invalid(format!("bytes do not match chunk key {key}")))?;
-        let already = self.node.store().has_chunk(&key);
+        let already = self
+            .node
+            .disk(move |s| Ok(s.has_chunk(&key)))
+            .await
+            .map_err(error_to_status)?;
         let age = std::time::Duration::from_millis(header.age_ms);
         let copies = self
             .node

@@ -100,6 +100,27 @@ impl Manifest {
         }
     }
 
+    /// The manifest in a file stored under `key`, decoded from the file's
+    /// bytes: they must parse as a manifest of the file whose key is `key`,
+    /// and it must be [valid](Manifest::validate). Anything else is
+    /// `Error::Corrupt` (the file is damaged or misplaced), never a panic.
+    /// What this accepts re-encodes to JSON that decodes equal (the fuzz
+    /// target `fuzz::manifest_json` holds it to both).
+    pub fn from_json(bytes: &[u8], key: &Id) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Corrupt(format!("manifest {key} does not parse: {e}")))?;
+        if m.key() != *key {
+            return Err(Error::Corrupt(format!(
+                "manifest {key} holds the file {:?}, whose key is {}",
+                m.name,
+                m.key()
+            )));
+        }
+        m.validate()
+            .map_err(|e| Error::Corrupt(format!("manifest {key} is inconsistent: {e}")))?;
+        Ok(m)
+    }
+
     /// Checks the manifest is self-consistent: a valid name, and exactly
     /// `ceil(size / chunk_size)` chunks of an acceptable size (none for an
     /// empty file or a tombstone).

@@ -146,18 +146,7 @@ impl Store {
             }
             Err(e) => return Err(Error::io(format!("reading manifest {key}"), e)),
         };
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("manifest {key} does not parse: {e}")))?;
-        if m.key() != *key {
-            return Err(Error::Corrupt(format!(
-                "manifest {key} holds the file {:?}, whose key is {}",
-                m.name,
-                m.key()
-            )));
-        }
-        m.validate()
-            .map_err(|e| Error::Corrupt(format!("manifest {key} is inconsistent: {e}")))?;
-        Ok(Some(m))
+        Manifest::from_json(&bytes, key).map(Some)
     }
 
     /// Re-reads the manifest for `key` under its lock and quarantines it if

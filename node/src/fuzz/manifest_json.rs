@@ -1,0 +1,131 @@
+//! What the store reads back from its data dir: manifest files (through
+//! [`Manifest::from_json`], as `Store::get_manifest` and the scan at open
+//! read them) and `alive.json`.
+//!
+//! A data dir is the node's own, but a disk can be damaged, a file edited
+//! by hand or copied from elsewhere; none of that may crash the node.
+
+use arbtest::arbitrary::{self, Unstructured};
+
+use super::Outcome;
+use crate::chord::Id;
+use crate::error::Error;
+use crate::store::{AliveClock, Manifest};
+use crate::wire::{manifest_from_pb, manifest_to_pb};
+
+pub(super) fn run() {
+    super::run("manifest_json", 16384, |u| {
+        if u.ratio(1, 8)? {
+            return alive_clock(u);
+        }
+        // Mostly a valid manifest (what the store writes), else one that
+        // breaks a rule: a wrong length of hash, a chunk list that does not
+        // fit, a name the rules refuse.
+        let m = super::wire::manifest(u)?;
+        let own_key = Id::hash(m.name.as_bytes());
+        let mut bytes = serde_json::to_vec(&serde_json::json!({
+            "name": m.name,
+            "size": m.size,
+            "chunk_size": m.chunk_size,
+            "chunks": m.chunks.iter().map(hex::encode).collect::<Vec<_>>(),
+            "sha256": hex::encode(&m.sha256),
+            "version": m.version,
+            "deleted": m.deleted,
+            "modified_ms": m.modified_ms,
+        }))
+        .expect("JSON encodes");
+        if u.ratio(1, 4)? {
+            bytes = pretty(&bytes);
+        }
+        super::mutate(u, &mut bytes, TOKENS)?;
+        let key = if u.ratio(7, 8)? {
+            own_key
+        } else {
+            Id::from_array(u.arbitrary()?)
+        };
+        Ok(check(&bytes, &key))
+    });
+}
+
+/// JSON pieces worth splicing in: structure, every field name, values at
+/// and past the limits of their types, escapes that decode to control
+/// characters or lone surrogates, and deep nesting.
+const TOKENS: &[&[u8]] = &[
+    b"\"",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"null",
+    b"true",
+    b"-1",
+    b"0",
+    b"1e400",
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"4294967296",
+    b"\"name\"",
+    b"\"size\"",
+    b"\"chunk_size\"",
+    b"\"chunks\"",
+    b"\"sha256\"",
+    b"\"version\"",
+    b"\"deleted\"",
+    b"\"modified_ms\"",
+    b"\\u0000",
+    b"\\u002f",
+    b"\\ud800",
+    b"\\\"",
+    b"0123456789abcdef",
+    b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+];
+
+/// The same JSON, indented, so edits land among whitespace too.
+fn pretty(json: &[u8]) -> Vec<u8> {
+    serde_json::from_slice::<serde_json::Value>(json)
+        .and_then(|v| serde_json::to_vec_pretty(&v))
+        .unwrap_or_else(|_| json.to_vec())
+}
+
+/// Bytes under `key` either decode to a valid manifest of that key that
+/// re-encodes to itself (on disk and on the wire), or are `Corrupt`.
+fn check(bytes: &[u8], key: &Id) -> Outcome {
+    match Manifest::from_json(bytes, key) {
+        Ok(m) => {
+            assert_eq!(m.key(), *key, "{m:?}");
+            assert!(m.validate().is_ok(), "{m:?}");
+            let again = serde_json::to_vec(&m).expect("a manifest encodes");
+            assert_eq!(Manifest::from_json(&again, key).ok().as_ref(), Some(&m));
+            assert_eq!(manifest_from_pb(manifest_to_pb(&m)).ok().as_ref(), Some(&m));
+            Outcome::Accepted
+        }
+        Err(e) => {
+            assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+            Outcome::Refused
+        }
+    }
+}
+
+/// `alive.json`: whatever parses re-encodes to itself.
+fn alive_clock(u: &mut Unstructured<'_>) -> arbitrary::Result<Outcome> {
+    let clock = AliveClock {
+        since_ms: u.arbitrary()?,
+        last_ms: u.arbitrary()?,
+        away_ms: u.arbitrary()?,
+    };
+    let mut bytes = serde_json::to_vec(&clock).expect("a clock encodes");
+    super::mutate(u, &mut bytes, TOKENS)?;
+    Ok(match serde_json::from_slice::<AliveClock>(&bytes) {
+        Ok(clock) => {
+            let again = serde_json::to_vec(&clock).expect("a clock encodes");
+            assert_eq!(
+                serde_json::from_slice::<AliveClock>(&again).ok(),
+                Some(clock)
+            );
+            Outcome::Accepted
+        }
+        Err(_) => Outcome::Refused,
+    })
+}
