@@ -261,6 +261,27 @@ async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&path).unwrap());
 }
 
+/// The first message of a raw `PutChunk` call: one plain copy of `size` bytes.
+fn chunk_header(key: Id, size: u64) -> chord_proto::pb::PutChunkRequest {
+    use chord_proto::pb;
+    pb::PutChunkRequest {
+        body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
+            key: key.as_bytes().to_vec(),
+            size,
+            copies: 1,
+            age_ms: 0,
+        })),
+    }
+}
+
+/// A data message of a raw `PutChunk` call.
+fn chunk_data(bytes: &[u8]) -> chord_proto::pb::PutChunkRequest {
+    use chord_proto::pb;
+    pb::PutChunkRequest {
+        body: Some(pb::put_chunk_request::Body::Data(bytes.to_vec().into())),
+    }
+}
+
 #[tokio::test]
 async fn incoming_chunks_share_a_bounded_buffer_and_a_busy_node_keeps_serving() {
     use chord_proto::pb;
@@ -274,17 +295,7 @@ async fn incoming_chunks_share_a_bounded_buffer_and_a_busy_node_keeps_serving() 
     let mut store = StoreClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    let header = |key: Id, size: u64| pb::PutChunkRequest {
-        body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
-            key: key.as_bytes().to_vec(),
-            size,
-            copies: 1,
-            age_ms: 0,
-        })),
-    };
-    let data = |b: &[u8]| pb::PutChunkRequest {
-        body: Some(pb::put_chunk_request::Body::Data(b.to_vec().into())),
-    };
+    let (header, data) = (chunk_header, chunk_data);
 
     // A call announcing 1 MiB and then sending nothing holds the whole budget.
     let (hold, held) = tokio::sync::mpsc::channel(1);
@@ -382,17 +393,7 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
     let mut store = StoreClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    let header = |key: Id, size: u64| pb::PutChunkRequest {
-        body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
-            key: key.as_bytes().to_vec(),
-            size,
-            copies: 1,
-            age_ms: 0,
-        })),
-    };
-    let data = |b: &[u8]| pb::PutChunkRequest {
-        body: Some(pb::put_chunk_request::Body::Data(b.to_vec().into())),
-    };
+    let (header, data) = (chunk_header, chunk_data);
     // Bytes that do not match the key.
     let wrong = Id::hash(b"something else");
     let status = store
