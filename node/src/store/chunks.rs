@@ -15,7 +15,6 @@ use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
 use super::disk::{self, TmpFile, QUARANTINED_CHUNK_PREFIX};
-use super::group_commit::Publish;
 use super::Store;
 use crate::chord::Id;
 use crate::error::{Error, Result};
@@ -47,6 +46,7 @@ impl Store {
         }
         let mut tmp = self.layout().tmp_file("chunk", key)?;
         tmp.write_all(data)?;
+        tmp.finish()?;
         self.commit_chunk(key, tmp, data.len() as u64, touched)
     }
 
@@ -193,38 +193,23 @@ impl Store {
         }
     }
 
-    /// Moves a verified temporary file into place as chunk `key` (unless
-    /// an intact copy beat it there) in the next group commit: returns once
-    /// the chunk is durable under its name and in the index.
-    fn commit_chunk(&self, key: &Id, mut tmp: TmpFile, len: u64, touched: Instant) -> Result<bool> {
-        tmp.close()?;
-        let store = self.clone();
-        let key = *key;
-        self.group_commit().commit(Box::new(move || {
-            let path = store.layout().chunk_path(&key);
-            let written = {
-                let _guard = store.key_lock(&key);
-                match disk::hash_file(&path) {
-                    // tmp dropped: removed.
-                    Ok((actual, _)) if actual == key => false,
-                    Ok(_) => {
-                        store.move_chunk_to_quarantine(&key)?;
-                        tmp.rename_unsynced(&path)?;
-                        true
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        tmp.rename_unsynced(&path)?;
-                        true
-                    }
-                    Err(e) => return Err(Error::io(format!("hashing chunk {key}"), e)),
-                }
-            };
-            let publish: Publish = Box::new(move || {
-                let _guard = store.key_lock(&key);
-                store.index().insert_chunk(key, len, touched);
-            });
-            Ok((written, publish))
-        }))
+    /// Moves a verified, fsynced temporary file into place as chunk `key`
+    /// unless an intact copy beat it there.
+    fn commit_chunk(&self, key: &Id, tmp: TmpFile, len: u64, touched: Instant) -> Result<bool> {
+        let path = self.layout().chunk_path(key);
+        let _guard = self.key_lock(key);
+        match disk::hash_file(&path) {
+            Ok((actual, _)) if actual == *key => {
+                self.index().touch(key, touched);
+                return Ok(false); // tmp dropped: removed
+            }
+            Ok(_) => self.move_chunk_to_quarantine(key)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("hashing chunk {key}"), e)),
+        }
+        tmp.persist(&path)?;
+        self.index().insert_chunk(*key, len, touched);
+        Ok(true)
     }
 
     /// Re-hashes chunk `key` under its lock and quarantines it if it does
@@ -366,7 +351,7 @@ impl ChunkWriter {
         let ChunkWriter {
             store,
             key,
-            tmp,
+            mut tmp,
             hasher,
             len,
         } = self;
@@ -374,6 +359,7 @@ impl ChunkWriter {
         if actual != key {
             return Err(mismatch(&key, &actual));
         }
+        tmp.finish()?;
         store.commit_chunk(&key, tmp, len, Instant::now())
     }
 }

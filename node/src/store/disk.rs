@@ -207,32 +207,10 @@ impl TmpFile {
             .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
     }
 
-    /// Flushes and closes the file without an fsync: for a writer whose
-    /// durability comes from a `syncfs` of the whole file system
-    /// ([`super::group_commit`]).
-    pub fn close(&mut self) -> Result<()> {
-        let Some(writer) = self.file.take() else {
-            return Ok(());
-        };
-        writer
-            .into_inner()
-            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e.into_error()))
-            .map(drop)
-    }
-
     /// Finishes the file if need be, renames it to `dest` (replacing what
     /// was there) and fsyncs `dest`'s directory so the new name is durable.
     pub fn persist(mut self, dest: &Path) -> Result<()> {
         self.finish()?;
-        self.rename_unsynced(dest)?;
-        fsync_parent(dest)
-    }
-
-    /// Closes the file if need be and renames it to `dest`, fsyncing
-    /// nothing: the caller makes both the bytes (before) and the name
-    /// (after) durable.
-    pub fn rename_unsynced(mut self, dest: &Path) -> Result<()> {
-        self.close()?;
         fs::rename(&self.path, dest).map_err(|e| {
             Error::io(
                 format!("renaming {} to {}", self.path.display(), dest.display()),
@@ -240,7 +218,7 @@ impl TmpFile {
             )
         })?;
         self.armed = false;
-        Ok(())
+        fsync_parent(dest)
     }
 }
 

@@ -43,7 +43,6 @@
 mod chunks;
 mod disk;
 mod gc;
-mod group_commit;
 mod index;
 mod manifest;
 mod manifests;
@@ -78,8 +77,6 @@ pub struct Store {
 
 struct Inner {
     layout: Layout,
-    /// Makes chunk writes durable in batches ([`group_commit`]).
-    group_commit: group_commit::GroupCommit,
     index: Mutex<Index>,
     key_locks: [Mutex<()>; KEY_LOCK_STRIPES],
 }
@@ -102,10 +99,8 @@ impl Store {
         let layout = Layout::new(dir);
         layout.create()?;
         let cleared = layout.clear_tmp()?;
-        let group_commit = group_commit::GroupCommit::start(&layout.root)?;
         let store = Store {
             inner: Arc::new(Inner {
-                group_commit,
                 layout,
                 index: Mutex::new(Index::default()),
                 key_locks: std::array::from_fn(|_| Mutex::new(())),
@@ -126,10 +121,6 @@ impl Store {
             "store opened"
         );
         Ok(store)
-    }
-
-    fn group_commit(&self) -> &group_commit::GroupCommit {
-        &self.inner.group_commit
     }
 
     /// The data directory.
