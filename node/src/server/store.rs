@@ -90,10 +90,6 @@ impl StoreService {
         Counters::bump(&self.node.counters.requests, 1);
     }
 
-    /// A leaving node takes no new data (it would only have to hand it on
-    /// again) and confirms no keys: the repair loop drops a copy only once
-    /// every holder confirms, and a confirmation from a node that is about
-    /// to go would let several leaving nodes drop the same key at once.
     /// How many entries a listing page may carry: what the caller asked
     /// for (0: no preference), at most `cap`, or the node's configured
     /// smaller cap (`--list-page-cap`, for tests).
@@ -105,6 +101,10 @@ impl StoreService {
         }
     }
 
+    /// A leaving node takes no new data (it would only have to hand it on
+    /// again) and confirms no keys: the repair loop drops a copy only once
+    /// every holder confirms, and a confirmation from a node that is about
+    /// to go would let several leaving nodes drop the same key at once.
     fn refuse_if_leaving(&self) -> Result<(), Status> {
         if self.node.is_leaving() {
             return Err(error_to_status(Error::Leaving {
