@@ -7,6 +7,7 @@
 //! means (usually `RingState::peer_failed`).
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -270,11 +271,14 @@ impl PeerPool {
             id: target.as_bytes().to_vec(),
         });
         req.set_timeout(self.opts.rpc_timeout * LOOKUP_DEADLINE_FACTOR);
+        let mut ring = self.ring(addr)?;
         let resp = self
-            .ring(addr)?
-            .find_successor(req)
-            .await
-            .map_err(|s| self.fail(addr, s))?
+            .watched(addr, async {
+                ring.find_successor(req)
+                    .await
+                    .map_err(|s| self.fail(addr, s))
+            })
+            .await?
             .into_inner();
         let owner = wire::node_from_pb(resp.owner, "owner").map_err(wire::blame(addr))?;
         Ok((owner, resp.hops))
@@ -296,6 +300,32 @@ impl PeerPool {
             .await
             .map_err(|s| self.fail(addr, s))?;
         Ok(())
+    }
+
+    /// Runs `call`, a call to `addr` whose deadline allows for many bytes
+    /// or hops, and pings `addr` while it runs: first once the call has
+    /// taken a tenth of a deadline, then a deadline after each answer. A
+    /// peer that does not answer (frozen, or gone with its socket still
+    /// open) fails the call within about one deadline when it was silent
+    /// from the start, two when it stops midway, instead of at the end of
+    /// the long one. HTTP/2 keepalive cannot tell: a connection opened to a
+    /// frozen process never reads a byte, so it is never pinged. A busy
+    /// peer answers the ping (or says it is busy), and its call goes on.
+    async fn watched<T>(&self, addr: &str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let watchdog = async {
+            tokio::time::sleep(self.opts.rpc_timeout / 10).await;
+            loop {
+                match self.ping(addr).await {
+                    Err(e) if e.peer_may_be_gone() => return e,
+                    _ => tokio::time::sleep(self.opts.rpc_timeout).await,
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            answer = call => answer,
+            gone = watchdog => Err(gone),
+        }
     }
 
     pub async fn leave(
@@ -422,11 +452,12 @@ impl PeerPool {
         let stream = futures::stream::iter(std::iter::once(header).chain(pieces));
         let mut req = tonic::Request::new(stream);
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let mut store = self.store(addr)?;
         let resp = self
-            .store(addr)?
-            .put_chunk(req)
-            .await
-            .map_err(|s| self.fail(addr, s))?
+            .watched(addr, async {
+                store.put_chunk(req).await.map_err(|s| self.fail(addr, s))
+            })
+            .await?
             .into_inner();
         Ok(resp.copies)
     }
@@ -439,7 +470,8 @@ impl PeerPool {
         // tonic ends a call at its deadline only until the answer's headers
         // arrive; the pieces after them are bounded here, by the same one.
         let deadline = self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR;
-        match tokio::time::timeout(deadline, self.get_chunk_within(addr, key, deadline)).await {
+        let call = self.watched(addr, self.get_chunk_within(addr, key, deadline));
+        match tokio::time::timeout(deadline, call).await {
             Ok(Err(Error::Corrupt(reason))) => {
                 self.report_corrupt(addr, *key);
                 Err(Error::Corrupt(format!("{addr} sent bad bytes: {reason}")))
@@ -564,11 +596,15 @@ impl PeerPool {
             replica,
         });
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let mut store = self.store(addr)?;
         let resp = self
-            .store(addr)?
-            .put_manifest(req)
-            .await
-            .map_err(|s| self.fail(addr, s))?
+            .watched(addr, async {
+                store
+                    .put_manifest(req)
+                    .await
+                    .map_err(|s| self.fail(addr, s))
+            })
+            .await?
             .into_inner();
         Ok((resp.copies, resp.version))
     }
@@ -586,11 +622,15 @@ impl PeerPool {
             route,
         });
         req.set_timeout(self.opts.rpc_timeout * LOOKUP_DEADLINE_FACTOR);
+        let mut store = self.store(addr)?;
         let resp = self
-            .store(addr)?
-            .get_manifest(req)
-            .await
-            .map_err(|s| self.fail(addr, s))?
+            .watched(addr, async {
+                store
+                    .get_manifest(req)
+                    .await
+                    .map_err(|s| self.fail(addr, s))
+            })
+            .await?
             .into_inner();
         resp.manifest
             .map(wire::manifest_from_pb)
@@ -604,11 +644,12 @@ impl PeerPool {
             name: name.to_string(),
         });
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let mut store = self.store(addr)?;
         let resp = self
-            .store(addr)?
-            .delete_file(req)
-            .await
-            .map_err(|s| self.fail(addr, s))?
+            .watched(addr, async {
+                store.delete_file(req).await.map_err(|s| self.fail(addr, s))
+            })
+            .await?
             .into_inner();
         Ok(resp.version)
     }
@@ -647,11 +688,12 @@ impl PeerPool {
             limit,
         });
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
+        let mut store = self.store(addr)?;
         let resp = self
-            .store(addr)?
-            .list_files(req)
-            .await
-            .map_err(|s| self.fail(addr, s))?
+            .watched(addr, async {
+                store.list_files(req).await.map_err(|s| self.fail(addr, s))
+            })
+            .await?
             .into_inner();
         Ok(FilesPage {
             files: resp.files,
@@ -761,11 +803,12 @@ impl PeerPool {
         });
         // The node answers at its deadline at the latest; allow for the trip.
         req.set_timeout(deadline + self.opts.rpc_timeout * 2);
+        let mut ring = self.ring(addr)?;
         let resp = self
-            .ring(addr)?
-            .drain(req)
-            .await
-            .map_err(|s| self.fail(addr, s))?
+            .watched(addr, async {
+                ring.drain(req).await.map_err(|s| self.fail(addr, s))
+            })
+            .await?
             .into_inner();
         Ok(wire::handoff_from_pb(&resp))
     }

@@ -1,12 +1,15 @@
 //! The client library: what the console and the tests use to talk to a ring.
 //!
 //! A [`Client`] enters the ring through one node (the entry peer) and reaches
-//! any other node it learns of. It holds no ring state of its own: every
-//! answer is fresh from the nodes.
+//! any other node it learns of. Every answer about the ring is fresh from
+//! the nodes; all it keeps is a short memory of which peers just failed to
+//! answer and of the successor lists it was told ([`memory`]), so one
+//! frozen node costs a transfer one call deadline, not one per chunk.
 
 use std::collections::HashSet;
 
 mod digest;
+mod memory;
 mod transfer;
 
 pub use transfer::{
@@ -16,12 +19,19 @@ pub use transfer::{
 use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::peer::{FingerRow, PeerInfo, PeerOptions, PeerPool};
+use memory::PeerMemory;
 
 #[derive(Debug)]
 pub struct Client {
     entry: String,
     peers: PeerPool,
+    memory: PeerMemory,
 }
+
+/// A peer that failed to answer is passed over for this many call
+/// deadlines, unless it answers first: long enough for the ring to drop
+/// it, short enough that a peer back from a stall is soon used again.
+const SILENT_DEADLINES: u32 = 10;
 
 /// One node as seen by a ring walk.
 #[derive(Clone, Debug)]
@@ -48,6 +58,7 @@ impl Client {
         crate::wire::validate_addr(&entry).map_err(|e| Error::invalid(format!("--peer: {e}")))?;
         Ok(Client {
             entry,
+            memory: PeerMemory::new(opts.rpc_timeout * SILENT_DEADLINES),
             peers: PeerPool::new(opts),
         })
     }
@@ -60,8 +71,24 @@ impl Client {
         &self.peers
     }
 
+    /// What `addr` says of itself; its successor list is remembered.
     pub async fn info(&self, addr: &str) -> Result<PeerInfo> {
-        self.peers.get_info(addr).await
+        let answer = self.peers.get_info(addr).await;
+        match &answer {
+            Ok(info) => {
+                self.memory.answered(addr);
+                self.memory.learn(&info.node, &info.successors);
+            }
+            Err(e) => self.noted(addr, e),
+        }
+        answer
+    }
+
+    /// Remembers `addr` as silent if `err` says it may be gone.
+    fn noted(&self, addr: &str, err: &Error) {
+        if err.peer_may_be_gone() {
+            self.memory.silent(addr);
+        }
     }
 
     /// Walks the ring by successor pointers from the entry node, in ring

@@ -261,9 +261,15 @@ impl Client {
                 if self.held_by_all(key, replica_set).await {
                     return Ok(true);
                 }
-                self.peers()
-                    .put_chunk(&holders[0].addr, &chunk, replicas)
-                    .await?;
+                // The owner, unless it just failed to answer: then the next
+                // holder, which keeps the copies on the holders after it.
+                let target = self.first_answering(&holders);
+                let put = self.peers().put_chunk(&target.addr, &chunk, replicas).await;
+                match put {
+                    Ok(_) => self.memory.answered(&target.addr),
+                    Err(ref e) => self.noted(&target.addr, e),
+                }
+                put?;
                 Ok(false)
             })
             .await?;
@@ -274,6 +280,10 @@ impl Client {
     /// Whether every one of `holders` says it has chunk `key` (asked all at
     /// once).
     async fn held_by_all(&self, key: Id, holders: &[NodeRef]) -> bool {
+        if holders.iter().any(|h| self.memory.is_silent(&h.addr)) {
+            // Not a copy that can be counted on; no need to wait to hear it.
+            return false;
+        }
         let keys = [key];
         let answers = futures::future::join_all(
             holders
@@ -294,12 +304,18 @@ impl Client {
         opts: &TransferOptions,
     ) -> Result<u64> {
         self.retrying(opts.attempts, || async {
-            let (owner, _) = self.lookup(&manifest.key()).await?;
-            let (_, version) = self
+            // The next holder has the file's last version too, so it can
+            // stand in for an owner that just failed to answer.
+            let holders = self.holders(manifest.key(), replicas as usize).await?;
+            let target = self.first_answering(&holders);
+            let put = self
                 .peers()
-                .put_manifest(&owner.addr, manifest, replicas, false)
-                .await?;
-            Ok(version)
+                .put_manifest(&target.addr, manifest, replicas, false)
+                .await;
+            if let Err(e) = &put {
+                self.noted(&target.addr, e);
+            }
+            Ok(put?.1)
         })
         .await
     }
@@ -353,11 +369,15 @@ impl Client {
                     continue;
                 }
             };
-            for holder in holders {
+            for holder in self.memory.answering_first(holders) {
                 match self.peers().get_chunk(&holder.addr, &key).await {
-                    Ok(chunk) => return Ok(chunk.into_data()),
+                    Ok(chunk) => {
+                        self.memory.answered(&holder.addr);
+                        return Ok(chunk.into_data());
+                    }
                     Err(e) => {
                         debug!(peer = %holder.addr, key = %key.short(), error = %e, "chunk read failed; trying next holder");
+                        self.noted(&holder.addr, &e);
                         last = Some(e);
                     }
                 }
@@ -368,14 +388,29 @@ impl Client {
     }
 
     /// The owner of `key` and its next successors: where copies should be.
+    /// An owner that just failed to answer is not asked for its successors:
+    /// the last list that named it gives them.
     pub async fn holders(&self, key: Id, replicas: usize) -> Result<Vec<NodeRef>> {
         let (owner, _) = self.lookup(&key).await?;
-        let successors = match self.info(&owner.addr).await {
-            Ok(info) => info.successors,
-            Err(_) => Vec::new(),
+        let successors = if self.memory.is_silent(&owner.addr) {
+            self.memory.successors_of(&owner)
+        } else {
+            match self.info(&owner.addr).await {
+                Ok(info) => info.successors,
+                Err(_) => self.memory.successors_of(&owner),
+            }
         };
         // One node past the replica set, as a last resort for reads.
         Ok(replica_set(owner, successors, replicas.max(1) + 1))
+    }
+
+    /// The first of `holders` (never empty) not known to be silent, else the
+    /// first.
+    fn first_answering<'h>(&self, holders: &'h [NodeRef]) -> &'h NodeRef {
+        holders
+            .iter()
+            .find(|h| !self.memory.is_silent(&h.addr))
+            .unwrap_or(&holders[0])
     }
 
     /// The chunks of `manifest` in order, fetched `parallel` ahead.

@@ -1,0 +1,146 @@
+//! What a client remembers between its calls: which peers just failed to
+//! answer, and the successor lists nodes reported.
+//!
+//! Until the ring notices a frozen or dead node (a few stabilize rounds),
+//! lookups still name it. A client that forgot it after each failed call
+//! would pay a call deadline for every chunk it owns; one that remembers
+//! sends those chunks to the next holder at once. The successor lists are
+//! what make that possible: the holders after a silent owner are read from
+//! the last list that named it, not asked of the owner.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::chord::NodeRef;
+
+#[derive(Debug)]
+pub(super) struct PeerMemory {
+    /// How long a peer that failed to answer is passed over.
+    silent_for: Duration,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Peers that failed to answer, and when.
+    silent: HashMap<String, Instant>,
+    /// Each node's successor list, as it last reported it.
+    successors: HashMap<String, Vec<NodeRef>>,
+}
+
+impl PeerMemory {
+    pub(super) fn new(silent_for: Duration) -> PeerMemory {
+        PeerMemory {
+            silent_for,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `addr` failed to answer a call just now.
+    pub(super) fn silent(&self, addr: &str) {
+        self.lock().silent.insert(addr.to_string(), Instant::now());
+    }
+
+    /// `addr` answered a call: it is not passed over any more.
+    pub(super) fn answered(&self, addr: &str) {
+        self.lock().silent.remove(addr);
+    }
+
+    /// Whether `addr` failed to answer within the last `silent_for`.
+    pub(super) fn is_silent(&self, addr: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.silent.get(addr) {
+            Some(at) if at.elapsed() < self.silent_for => true,
+            Some(_) => {
+                inner.silent.remove(addr);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// `node` reported `successors` just now.
+    pub(super) fn learn(&self, node: &NodeRef, successors: &[NodeRef]) {
+        self.lock()
+            .successors
+            .insert(node.addr.clone(), successors.to_vec());
+    }
+
+    /// The successors of `node` as last known: its own report, else the
+    /// longest run after it in a list another node reported.
+    pub(super) fn successors_of(&self, node: &NodeRef) -> Vec<NodeRef> {
+        let inner = self.lock();
+        if let Some(own) = inner.successors.get(&node.addr) {
+            return own.clone();
+        }
+        inner
+            .successors
+            .values()
+            .filter_map(|list| {
+                let at = list.iter().position(|n| n.addr == node.addr)?;
+                Some(&list[at + 1..])
+            })
+            .max_by_key(|after| after.len())
+            .map(<[NodeRef]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// `nodes` with the silent ones moved to the end, order kept otherwise.
+    pub(super) fn answering_first(&self, mut nodes: Vec<NodeRef>) -> Vec<NodeRef> {
+        nodes.sort_by_key(|n| self.is_silent(&n.addr));
+        nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chord::Id;
+
+    fn node(name: &str) -> NodeRef {
+        NodeRef {
+            id: Id::hash(name.as_bytes()),
+            addr: name.to_string(),
+        }
+    }
+
+    fn addrs(nodes: &[NodeRef]) -> Vec<&str> {
+        nodes.iter().map(|n| n.addr.as_str()).collect()
+    }
+
+    #[test]
+    fn a_silent_peer_goes_last_until_it_answers_or_the_time_is_up() {
+        let memory = PeerMemory::new(Duration::from_millis(50));
+        let nodes = vec![node("a"), node("b"), node("c")];
+        memory.silent("a");
+        assert!(memory.is_silent("a"));
+        assert_eq!(
+            addrs(&memory.answering_first(nodes.clone())),
+            ["b", "c", "a"]
+        );
+        memory.answered("a");
+        assert_eq!(
+            addrs(&memory.answering_first(nodes.clone())),
+            ["a", "b", "c"]
+        );
+        memory.silent("b");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!memory.is_silent("b"));
+    }
+
+    #[test]
+    fn successors_come_from_the_node_else_from_the_longest_list_naming_it() {
+        let memory = PeerMemory::new(Duration::from_secs(1));
+        assert!(memory.successors_of(&node("b")).is_empty());
+        memory.learn(&node("a"), &[node("b"), node("c")]);
+        memory.learn(&node("z"), &[node("a"), node("b"), node("c"), node("d")]);
+        assert_eq!(addrs(&memory.successors_of(&node("b"))), ["c", "d"]);
+        memory.learn(&node("b"), &[node("x")]);
+        assert_eq!(addrs(&memory.successors_of(&node("b"))), ["x"]);
+    }
+}
