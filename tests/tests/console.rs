@@ -229,3 +229,44 @@ async fn a_console_pointed_at_a_gateway_port_says_so() {
         "does not name the gateway and the gRPC address: {stderr}"
     );
 }
+
+/// `bench transfer` end to end on a tiny load: three small files through
+/// every setup (client r=1, curl through the gateways, client r=3, the
+/// plain server), each download checked by SHA-256 inside the bench, and
+/// a JSON document with a speed, a rate of files and a ratio per setup.
+#[tokio::test]
+async fn bench_transfer_runs_every_setup_on_small_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = json(
+        "127.0.0.1:1",
+        &[
+            "bench",
+            "transfer",
+            "--size",
+            "16KiB",
+            "--files",
+            "3",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(doc["files"], 3);
+    let setups = doc["setups"].as_array().unwrap();
+    let names: Vec<&str> = setups.iter().map(|s| s["setup"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["chord-dfs r=1", "r=1 curl+gw", "chord-dfs r=3", "http baseline"]
+    );
+    for setup in setups {
+        for key in ["upload_files_per_s", "download_files_per_s", "upload_ratio"] {
+            assert!(setup[key].as_f64().unwrap() > 0.0, "{key} of {setup}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the bench left its data behind"
+    );
+}

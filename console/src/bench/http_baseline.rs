@@ -1,11 +1,14 @@
-//! The baseline a chord-dfs transfer is compared with: one file through a
-//! plain HTTP server on the same disk, no ring, no chunks, no replicas.
+//! The baseline a chord-dfs transfer is compared with: the same files
+//! through a plain HTTP server on the same disk, no ring, no chunks, no
+//! replicas.
 //!
-//! The server (axum) and the client (hyper) both stream: `PUT /f` writes
-//! the request body to one file and fsyncs it before answering, `GET /f`
-//! sends that file back, and the client reads its upload from disk and
-//! writes its download to disk, so neither side holds the file in memory.
-//! Server and client run in this process, on this runtime.
+//! The server (axum) and the client (hyper) both stream: `PUT /f/NAME`
+//! writes the request body to the file NAME in the server's directory and
+//! fsyncs it before answering, `GET /f/NAME` sends it back, and the client
+//! reads its upload from disk and writes its download to disk, so neither
+//! side holds a file in memory. Each transfer has its own connection, as
+//! each chord-dfs upload starts its own calls. Server and client run in
+//! this process, on this runtime.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
@@ -37,7 +40,7 @@ pub const IO_BUFFER: usize = 1 << 20;
 /// How long the server and a finished connection may take to wind down.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running baseline server that stores its one file at a fixed path.
+/// A running baseline server that stores files in one directory.
 #[derive(Debug)]
 pub struct BaselineServer {
     addr: SocketAddr,
@@ -46,15 +49,15 @@ pub struct BaselineServer {
 }
 
 impl BaselineServer {
-    /// Serves on a free port of 127.0.0.1, keeping the file at `path`.
-    pub async fn start(path: PathBuf) -> Result<BaselineServer> {
+    /// Serves on a free port of 127.0.0.1, keeping the files in `dir`.
+    pub async fn start(dir: PathBuf) -> Result<BaselineServer> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .context("cannot bind the baseline HTTP server")?;
         let addr = listener.local_addr()?;
         let app = Router::new()
-            .route("/f", put(store_file).get(send_file))
-            .with_state(Arc::new(path));
+            .route("/f/{name}", put(store_file).get(send_file))
+            .with_state(Arc::new(dir));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -92,13 +95,23 @@ fn internal(context: &str, e: impl std::fmt::Display) -> HandlerError {
     (StatusCode::INTERNAL_SERVER_ERROR, format!("{context}: {e}"))
 }
 
-/// `PUT /f`: the body goes to the file, which is fsynced before the answer,
-/// so the client's timing includes durability, as a chord-dfs write does.
+/// The file `name` stands for in `dir`: a plain name, never a way out.
+fn file_in(dir: &Path, name: &str) -> Result<PathBuf, HandlerError> {
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+        return Err((StatusCode::BAD_REQUEST, format!("bad file name {name:?}")));
+    }
+    Ok(dir.join(name))
+}
+
+/// `PUT /f/NAME`: the body goes to the file, which is fsynced before the
+/// answer, so the client's timing includes durability, as a chord-dfs
+/// write does.
 async fn store_file(
-    State(path): State<Arc<PathBuf>>,
+    State(dir): State<Arc<PathBuf>>,
+    UrlPath(name): UrlPath<String>,
     body: Body,
 ) -> Result<StatusCode, HandlerError> {
-    let file = tokio::fs::File::create(path.as_path())
+    let file = tokio::fs::File::create(file_in(&dir, &name)?)
         .await
         .map_err(|e| internal("create", e))?;
     let mut out = BufWriter::with_capacity(IO_BUFFER, file);
@@ -117,12 +130,15 @@ async fn store_file(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /f`: the file, streamed from disk.
-async fn send_file(State(path): State<Arc<PathBuf>>) -> Result<Response, HandlerError> {
-    let file = match tokio::fs::File::open(path.as_path()).await {
+/// `GET /f/NAME`: the file, streamed from disk.
+async fn send_file(
+    State(dir): State<Arc<PathBuf>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, HandlerError> {
+    let file = match tokio::fs::File::open(file_in(&dir, &name)?).await {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err((StatusCode::NOT_FOUND, "nothing stored yet".into()))
+            return Err((StatusCode::NOT_FOUND, format!("no file {name:?}")))
         }
         Err(e) => return Err(internal("open", e)),
     };
@@ -176,15 +192,16 @@ where
     }
 }
 
-/// `PUT`s the file at `source` to the server, streaming it from disk.
-pub async fn upload(addr: SocketAddr, source: &Path) -> Result<()> {
+/// `PUT`s the file at `source` to the server as `name`, streaming it from
+/// disk.
+pub async fn upload(addr: SocketAddr, source: &Path, name: &str) -> Result<()> {
     let file = tokio::fs::File::open(source)
         .await
         .with_context(|| format!("cannot open {}", source.display()))?;
     let len = file.metadata().await?.len();
     let frames = ReaderStream::with_capacity(file, IO_BUFFER).map_ok(Frame::data);
     let mut conn = Connection::open(addr).await?;
-    let req = hyper::Request::put(format!("http://{addr}/f"))
+    let req = hyper::Request::put(format!("http://{addr}/f/{name}"))
         .header(header::HOST, addr.to_string())
         .header(header::CONTENT_LENGTH, len)
         .body(StreamBody::new(frames))
@@ -200,11 +217,11 @@ pub async fn upload(addr: SocketAddr, source: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `GET`s the file into `out`, streaming it to disk, and fsyncs it.
+/// `GET`s the file `name` into `out`, streaming it to disk, and fsyncs it.
 /// Returns the number of bytes received.
-pub async fn download(addr: SocketAddr, out: &Path) -> Result<u64> {
+pub async fn download(addr: SocketAddr, name: &str, out: &Path) -> Result<u64> {
     let mut conn = Connection::<http_body_util::Empty<Bytes>>::open(addr).await?;
-    let req = hyper::Request::get(format!("http://{addr}/f"))
+    let req = hyper::Request::get(format!("http://{addr}/f/{name}"))
         .header(header::HOST, addr.to_string())
         .body(http_body_util::Empty::new())
         .context("building the GET request")?;

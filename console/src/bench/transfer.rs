@@ -1,15 +1,23 @@
-//! `bench transfer`: upload and download speed of one large file, and the
-//! memory the nodes need for it, beside a plain HTTP baseline, in one run.
+//! `bench transfer`: upload and download speed of one large file (or of
+//! `--files` small ones), and the memory the nodes need for it, beside a
+//! plain HTTP baseline, in one run.
 //!
-//! The setups, each measured the same way on the same random file:
+//! The setups, each measured the same way on the same random files:
 //! 1. a fresh local fleet of `--nodes` real `chord-node` processes with one
-//!    copy of every key,
-//! 2. a fresh fleet with three copies,
-//! 3. a plain HTTP server on the same disk ([`super::http_baseline`]).
+//!    copy of every key, through the client library (as `chord-console
+//!    upload` and `download` run);
+//! 2. a fresh fleet with one copy, through the HTTP gateways with `curl`:
+//!    uploads to the first node's gateway, downloads from the second's
+//!    (skipped, with a note, where no `curl` is installed);
+//! 3. a fresh fleet with three copies, through the client library;
+//! 4. a plain HTTP server on the same disk ([`super::http_baseline`]).
 //!
-//! Upload and download are timed separately; the downloaded file is then
-//! compared with the source by SHA-256 (outside the timing), so a fast but
-//! wrong transfer fails the bench instead of winning it. The nodes' resident
+//! With several files, `--parallel` of them are in flight at once in every
+//! setup (and each file's chunks go one at a time), so the setups compare
+//! like for like. Upload and download are timed separately; every
+//! downloaded file is then compared with its source by SHA-256 (outside
+//! the timing), so a fast but wrong transfer fails the bench instead of
+//! winning it. The nodes' resident
 //! memory is sampled while they work, and their `VmHWM` read before they
 //! stop ([`super::rss`]). Every wait is bounded; the fleets kill their
 //! processes if anything fails, and the temporary directory (source file,
@@ -22,9 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use chord_node::auth::ClusterToken;
 use chord_node::chord::NodeRef;
 use chord_node::client::{Client, TransferOptions};
 use chord_node::peer::PeerOptions;
+use futures::{StreamExt, TryStreamExt};
 use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -40,8 +50,11 @@ pub const MIN_NODES: u64 = 3;
 /// Most nodes: every node is a process on this machine.
 pub const MAX_NODES: u64 = 64;
 
-/// Name the file is stored under on the ring.
+/// Name the file is stored under on the ring, when there is one.
 const FILE_NAME: &str = "bench-transfer.bin";
+
+/// Most files one run may move.
+const MAX_FILES: u64 = 100_000;
 
 /// How long a fresh fleet may take until every successor list and
 /// predecessor is right: a few stabilize rounds for a handful of nodes.
@@ -54,6 +67,8 @@ const TRANSFER_SLACK: Duration = Duration::from_secs(120);
 /// Slowest throughput a transfer may have before the bench gives up on it:
 /// far below anything a working setup does on one machine.
 const TRANSFER_FLOOR_BYTES_PER_SEC: u64 = 1 << 20;
+/// Slowest rate of files, likewise.
+const TRANSFER_FLOOR_FILES_PER_SEC: u64 = 5;
 
 /// Deadline of one call to a node from the bench's client: generous, since
 /// the machine is busy with the nodes themselves.
@@ -64,16 +79,22 @@ const PROGRESS_STEP_PERCENT: u64 = 25;
 
 #[derive(Debug, clap::Args)]
 pub struct TransferArgs {
-    /// Size of the test file: 4096, 10MB, 100MiB, 1GiB, 1.5GiB ...
+    /// Size of the test file (of each, with --files): 4096, 4KiB, 10MB,
+    /// 100MiB, 1GiB, 1.5GiB ...
     #[arg(long, default_value = "256MiB", value_parser = parse_positive_size)]
     pub size: u64,
+    /// Move this many files of --size each instead of one, --parallel at
+    /// a time, and give files per second as well.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_FILES))]
+    pub files: usize,
     /// Nodes in each chord-dfs fleet (at least 3).
     #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(MIN_NODES..=MAX_NODES))]
     pub nodes: usize,
     /// Chunk size of the chord-dfs uploads.
     #[arg(long, default_value = "4MiB", value_parser = parse_chunk_size)]
     pub chunk_size: usize,
-    /// Chunks in flight at once during a chord-dfs transfer.
+    /// Chunks in flight at once during a chord-dfs transfer of one file;
+    /// files in flight at once with --files, in every setup.
     #[arg(long, default_value_t = TransferOptions::default().parallel, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub parallel: usize,
     /// Directory to work in (default: the system temp dir); it decides
@@ -109,6 +130,8 @@ fn parse_chunk_size(text: &str) -> Result<usize, String> {
 #[derive(Debug)]
 struct Row {
     setup: String,
+    /// Whether this is the plain HTTP server the others are compared with.
+    baseline: bool,
     upload: Duration,
     download: Duration,
     /// Highest peak resident memory of any node; `None` where no separate
@@ -118,12 +141,34 @@ struct Row {
     stop: Option<Duration>,
 }
 
-/// The random source file all setups transfer.
+/// The random source files all setups transfer, each `size` bytes.
 #[derive(Debug)]
 struct Source {
-    path: PathBuf,
+    files: Vec<SourceFile>,
     size: u64,
+}
+
+#[derive(Debug)]
+struct SourceFile {
+    path: PathBuf,
+    /// Its name on the ring, the baseline server and in the downloads.
+    name: String,
     sha256: [u8; 32],
+}
+
+impl Source {
+    fn total(&self) -> u64 {
+        self.size * self.files.len() as u64
+    }
+}
+
+/// Through what a chord-dfs setup moves the files.
+#[derive(Clone, Debug)]
+enum Via {
+    /// The client library, as `chord-console upload` and `download`.
+    Client,
+    /// The nodes' HTTP gateways, with this `curl`.
+    Gateway(PathBuf),
 }
 
 /// Runs the bench and prints its figures.
@@ -144,17 +189,22 @@ pub async fn run(args: &TransferArgs, json: bool) -> Result<()> {
     };
 
     eprintln!(
-        "writing {} of random bytes to {}",
+        "writing {} file(s) of {} random bytes to {}",
+        args.files,
         format_size(args.size),
         root.display()
     );
-    let source = write_random_file(root.join("source.bin"), args.size).await?;
+    let source = write_sources(&root.join("source"), args.files, args.size).await?;
 
-    let mut rows = Vec::new();
-    for replicas in [1, 3] {
-        rows.push(bench_ring(args, &binary, &root, &source, replicas).await?);
+    let mut rows = vec![bench_ring(args, &binary, &root, &source, 1, Via::Client).await?];
+    match which_curl() {
+        Some(curl) => {
+            rows.push(bench_ring(args, &binary, &root, &source, 1, Via::Gateway(curl)).await?)
+        }
+        None => eprintln!("note: no curl on PATH; the gateway setup is left out"),
     }
-    rows.push(bench_baseline(&root, &source).await?);
+    rows.push(bench_ring(args, &binary, &root, &source, 3, Via::Client).await?);
+    rows.push(bench_baseline(args, &root, &source).await?);
 
     if json {
         println!(
@@ -178,9 +228,17 @@ async fn bench_ring(
     root: &Path,
     source: &Source,
     replicas: usize,
+    via: Via,
 ) -> Result<Row> {
-    let setup = format!("chord-dfs r={replicas}");
-    let data_root = root.join(format!("ring-r{replicas}"));
+    let setup = match &via {
+        Via::Client => format!("chord-dfs r={replicas}"),
+        Via::Gateway(_) => format!("r={replicas} curl+gw"),
+    };
+    let tag = match &via {
+        Via::Client => format!("r{replicas}"),
+        Via::Gateway(_) => format!("r{replicas}-gateway"),
+    };
+    let data_root = root.join(format!("ring-{tag}"));
     let mut opts = FleetOptions::new(binary.to_path_buf(), data_root.clone());
     opts.replicas = replicas;
     opts.successors = replicas.max(3);
@@ -188,7 +246,13 @@ async fn bench_ring(
     eprintln!("{setup}: starting {} nodes", args.nodes);
     let mut entry: Option<String> = None;
     for _ in 0..args.nodes {
-        let addr = fleet.start(free_port()?, entry.as_deref()).await?;
+        let http = match &via {
+            Via::Client => None,
+            Via::Gateway(_) => Some(free_port()?),
+        };
+        let addr = fleet
+            .start_with_http(free_port()?, entry.as_deref(), http)
+            .await?;
         entry.get_or_insert(addr);
     }
     let entry = entry.context("the fleet has no nodes")?;
@@ -213,41 +277,91 @@ async fn bench_ring(
     let sampler = RssSampler::start(pids);
     let transfer = TransferOptions {
         chunk_size: args.chunk_size,
-        parallel: args.parallel,
+        // Several files share the in-flight budget: one chunk each.
+        parallel: if source.files.len() > 1 { 1 } else { args.parallel },
         ..TransferOptions::default()
     };
-    let deadline = transfer_deadline(source.size);
+    let deadline = transfer_deadline(source);
+    let out_dir = root.join(format!("download-{tag}"));
+    tokio::fs::create_dir_all(&out_dir)
+        .await
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let gateways: Vec<String> = fleet
+        .addrs()
+        .iter()
+        .filter_map(|a| fleet.node(a).and_then(|n| n.http.clone()))
+        .collect();
+    let token = fleet.options().token.clone();
 
-    let progress = Progress::new(format!("{setup}: upload"), source.size);
+    let progress = Progress::new(format!("{setup}: upload"), source.total());
     let started = Instant::now();
-    let report = tokio::time::timeout(
-        deadline,
-        client.upload_file(&source.path, FILE_NAME, &transfer, &|n| progress.add(n)),
-    )
-    .await
-    .map_err(|_| anyhow!("{setup}: the upload took longer than {deadline:?}"))??;
+    let uploaded = async {
+        match &via {
+            Via::Client => {
+                let skipped = for_each_file(source, args.parallel, |file| {
+                    let (client, transfer, progress) = (&client, &transfer, &progress);
+                    async move {
+                        let report = client
+                            .upload_file(&file.path, &file.name, transfer, &|n| progress.add(n))
+                            .await?;
+                        Ok::<_, anyhow::Error>(report.chunks_skipped)
+                    }
+                })
+                .await?;
+                Ok::<_, anyhow::Error>(skipped.into_iter().sum::<usize>())
+            }
+            Via::Gateway(curl) => {
+                let gateway = gateways.first().context("no node serves a gateway")?;
+                let config = curl_uploads(source, gateway, token.as_ref());
+                run_curl(curl, &config, args.parallel).await?;
+                progress.add(source.total());
+                Ok(0)
+            }
+        }
+    };
+    let skipped: usize = tokio::time::timeout(deadline, uploaded)
+        .await
+        .map_err(|_| anyhow!("{setup}: the upload took longer than {deadline:?}"))??;
     let upload = started.elapsed();
-    eprintln!(
-        "{setup}: uploaded {} chunks in {:.1} s",
-        report.chunks,
-        upload.as_secs_f64()
-    );
-    if report.chunks_skipped > 0 {
-        eprintln!(
-            "{setup}: note: {} chunks were already on the ring and not sent",
-            report.chunks_skipped
-        );
+    eprintln!("{setup}: uploaded in {:.1} s", upload.as_secs_f64());
+    if skipped > 0 {
+        eprintln!("{setup}: note: {skipped} chunks were already on the ring and not sent");
     }
 
-    let out = root.join(format!("download-r{replicas}.bin"));
-    let progress = Progress::new(format!("{setup}: download"), source.size);
+    let progress = Progress::new(format!("{setup}: download"), source.total());
     let started = Instant::now();
-    tokio::time::timeout(
-        deadline,
-        client.download(FILE_NAME, &out, &transfer, &|n| progress.add(n)),
-    )
-    .await
-    .map_err(|_| anyhow!("{setup}: the download took longer than {deadline:?}"))??;
+    let downloaded = async {
+        match &via {
+            Via::Client => {
+                for_each_file(source, args.parallel, |file| {
+                    let (client, transfer, progress) = (&client, &transfer, &progress);
+                    let out = out_dir.join(&file.name);
+                    async move {
+                        client
+                            .download(&file.name, &out, transfer, &|n| progress.add(n))
+                            .await?;
+                        Ok::<_, anyhow::Error>(())
+                    }
+                })
+                .await?;
+                Ok::<_, anyhow::Error>(())
+            }
+            Via::Gateway(curl) => {
+                // Another node than the one the files went in through.
+                let gateway = gateways
+                    .get(1)
+                    .or(gateways.first())
+                    .context("no node serves a gateway")?;
+                let config = curl_downloads(source, gateway, &out_dir, token.as_ref());
+                run_curl(curl, &config, args.parallel).await?;
+                progress.add(source.total());
+                Ok(())
+            }
+        }
+    };
+    tokio::time::timeout(deadline, downloaded)
+        .await
+        .map_err(|_| anyhow!("{setup}: the download took longer than {deadline:?}"))??;
     let download = started.elapsed();
     eprintln!("{setup}: downloaded in {:.1} s", download.as_secs_f64());
 
@@ -259,13 +373,14 @@ async fn bench_ring(
     let stop = started.elapsed();
     eprintln!("{setup}: fleet stopped in {:.1} s", stop.as_secs_f64());
 
-    verify(&setup, source, &out).await?;
+    verify(&setup, source, &out_dir).await?;
     if !args.keep {
-        remove_quietly(&out, false).await;
+        remove_quietly(&out_dir, true).await;
         remove_quietly(&data_root, true).await;
     }
     Ok(Row {
         setup,
+        baseline: false,
         upload,
         download,
         peak_rss,
@@ -273,38 +388,178 @@ async fn bench_ring(
     })
 }
 
-/// The baseline setup: the same file through a plain HTTP server.
-async fn bench_baseline(root: &Path, source: &Source) -> Result<Row> {
+/// The baseline setup: the same files through a plain HTTP server.
+async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Result<Row> {
     let setup = "http baseline".to_string();
-    let stored = root.join("http-stored.bin");
-    let out = root.join("download-http.bin");
+    let stored = root.join("http-stored");
+    let out_dir = root.join("download-http");
+    for dir in [&stored, &out_dir] {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let server = BaselineServer::start(stored.clone()).await?;
-    let deadline = transfer_deadline(source.size);
-    eprintln!("{setup}: serving on {}", server.addr());
+    let addr = server.addr();
+    let deadline = transfer_deadline(source);
+    eprintln!("{setup}: serving on {addr}");
 
     let started = Instant::now();
-    tokio::time::timeout(deadline, http_baseline::upload(server.addr(), &source.path))
+    let uploaded = for_each_file(source, args.parallel, |file| async move {
+        http_baseline::upload(addr, &file.path, &file.name).await
+    });
+    tokio::time::timeout(deadline, uploaded)
         .await
         .map_err(|_| anyhow!("{setup}: the upload took longer than {deadline:?}"))??;
     let upload = started.elapsed();
     eprintln!("{setup}: uploaded in {:.1} s", upload.as_secs_f64());
 
     let started = Instant::now();
-    tokio::time::timeout(deadline, http_baseline::download(server.addr(), &out))
+    let downloaded = for_each_file(source, args.parallel, |file| {
+        let out = out_dir.join(&file.name);
+        async move { http_baseline::download(addr, &file.name, &out).await.map(drop) }
+    });
+    tokio::time::timeout(deadline, downloaded)
         .await
         .map_err(|_| anyhow!("{setup}: the download took longer than {deadline:?}"))??;
     let download = started.elapsed();
     eprintln!("{setup}: downloaded in {:.1} s", download.as_secs_f64());
     server.stop().await?;
 
-    verify(&setup, source, &out).await?;
+    verify(&setup, source, &out_dir).await?;
+    if !args.keep {
+        remove_quietly(&out_dir, true).await;
+        remove_quietly(&stored, true).await;
+    }
     Ok(Row {
         setup,
+        baseline: true,
         upload,
         download,
         peak_rss: None,
         stop: None,
     })
+}
+
+/// Runs `op` on every source file, `parallel` at once; the results in no
+/// particular order, or the first error.
+async fn for_each_file<'s, T, F, Fut>(source: &'s Source, parallel: usize, op: F) -> Result<Vec<T>>
+where
+    F: FnMut(&'s SourceFile) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    futures::stream::iter(source.files.iter().map(op))
+        .buffer_unordered(parallel.max(1))
+        .try_collect()
+        .await
+}
+
+/// The `curl` binary on `PATH`, if there is one.
+fn which_curl() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("curl"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A curl config (see `curl --config`) with one multipart upload per
+/// source file to `gateway`'s `/upload`.
+fn curl_uploads(source: &Source, gateway: &str, token: Option<&ClusterToken>) -> String {
+    let url = format!("http://{gateway}/upload");
+    curl_config(token, source.files.iter().map(|f| {
+        vec![
+            ("url", url.clone()),
+            (
+                "form",
+                format!(
+                    "{}=@{};filename={}",
+                    chord_node::gateway::UPLOAD_FIELD,
+                    f.path.display(),
+                    f.name
+                ),
+            ),
+            ("output", "/dev/null".to_string()),
+        ]
+    }))
+}
+
+/// A curl config with one download per source file from `gateway`, each
+/// to its name in `out_dir`.
+fn curl_downloads(
+    source: &Source,
+    gateway: &str,
+    out_dir: &Path,
+    token: Option<&ClusterToken>,
+) -> String {
+    curl_config(token, source.files.iter().map(|f| {
+        vec![
+            ("url", format!("http://{gateway}/{}", f.name)),
+            ("output", out_dir.join(&f.name).display().to_string()),
+        ]
+    }))
+}
+
+/// One curl config with a transfer per item of `transfers`, separated by
+/// `next`; each fails on an HTTP error and carries the token if any.
+fn curl_config(
+    token: Option<&ClusterToken>,
+    transfers: impl Iterator<Item = Vec<(&'static str, String)>>,
+) -> String {
+    let quote = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut config = String::new();
+    for (i, options) in transfers.enumerate() {
+        if i > 0 {
+            config.push_str("next\n");
+        }
+        config.push_str("fail\nsilent\nshow-error\n");
+        if let Some(token) = token {
+            let header = format!("Authorization: Bearer {}", token.reveal());
+            config.push_str(&format!("header = {}\n", quote(&header)));
+        }
+        for (key, value) in options {
+            config.push_str(&format!("{key} = {}\n", quote(&value)));
+        }
+    }
+    config
+}
+
+/// Runs `curl` on `config` (fed on stdin), `parallel` transfers at once;
+/// an error with curl's own words if any transfer failed.
+async fn run_curl(curl: &Path, config: &str, parallel: usize) -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(curl)
+        .args(["--parallel", "--parallel-max"])
+        .arg(parallel.max(1).to_string())
+        .args(["--config", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot run {}", curl.display()))?;
+    let mut stdin = child.stdin.take().context("curl has no stdin")?;
+    let config = config.to_string();
+    let feed = tokio::spawn(async move {
+        let written = stdin.write_all(config.as_bytes()).await;
+        drop(stdin);
+        written
+    });
+    let out = child.wait_with_output().await.context("curl")?;
+    feed.await
+        .map_err(|e| anyhow!("feeding curl failed: {e}"))?
+        .context("cannot feed curl its config")?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "curl failed ({}): {}",
+            out.status,
+            // Its progress meter is on stderr too (parallel mode keeps it).
+            stderr
+                .split(['\r', '\n'])
+                .find_map(|l| l.find("curl: (").map(|at| &l[at..]))
+                .unwrap_or("no message")
+        );
+    }
+    Ok(())
 }
 
 /// Waits until every node's predecessor and first successors are the true
@@ -361,16 +616,36 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// How long one transfer of `size` bytes may take.
-fn transfer_deadline(size: u64) -> Duration {
-    TRANSFER_SLACK + Duration::from_secs(size / TRANSFER_FLOOR_BYTES_PER_SEC)
+/// How long moving all of `source` one way may take: a fixed allowance,
+/// the bytes at a floor speed, and a floor rate of files.
+fn transfer_deadline(source: &Source) -> Duration {
+    TRANSFER_SLACK
+        + Duration::from_secs(source.total() / TRANSFER_FLOOR_BYTES_PER_SEC)
+        + Duration::from_secs(source.files.len() as u64 / TRANSFER_FLOOR_FILES_PER_SEC)
+}
+
+/// Writes `count` files of `size` random bytes in the new directory `dir`.
+async fn write_sources(dir: &Path, count: usize, size: u64) -> Result<Source> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut files = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = if count == 1 {
+            FILE_NAME.to_string()
+        } else {
+            format!("bench-{i:06}.bin")
+        };
+        files.push(write_random_file(dir.join(&name), name, size).await?);
+    }
+    Ok(Source { files, size })
 }
 
 /// Writes `size` random bytes to `path`, hashing them on the way, one
 /// buffer at a time. Random bytes, so no two chunks are equal and
 /// content addressing cannot skip any of them.
-async fn write_random_file(path: PathBuf, size: u64) -> Result<Source> {
-    tokio::task::spawn_blocking(move || -> Result<Source> {
+async fn write_random_file(path: PathBuf, name: String, size: u64) -> Result<SourceFile> {
+    tokio::task::spawn_blocking(move || -> Result<SourceFile> {
         let file = std::fs::File::create(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         let mut out = std::io::BufWriter::with_capacity(IO_BUFFER, file);
@@ -388,9 +663,9 @@ async fn write_random_file(path: PathBuf, size: u64) -> Result<Source> {
             left -= n as u64;
         }
         out.flush()?;
-        Ok(Source {
+        Ok(SourceFile {
             path,
-            size,
+            name,
             sha256: sha.finalize().into(),
         })
     })
@@ -421,18 +696,28 @@ async fn sha256_file(path: PathBuf) -> Result<([u8; 32], u64)> {
     .context("the hasher failed")?
 }
 
-/// Fails unless the file at `out` has exactly the source's bytes.
-async fn verify(setup: &str, source: &Source, out: &Path) -> Result<()> {
-    let (sha, len) = sha256_file(out.to_path_buf()).await?;
-    if len != source.size {
-        bail!("{setup}: downloaded {len} bytes, uploaded {}", source.size);
-    }
-    if sha != source.sha256 {
-        bail!("{setup}: the downloaded bytes differ from the uploaded ones (SHA-256)");
+/// Fails unless every file downloaded to `out_dir` has exactly its
+/// source's bytes.
+async fn verify(setup: &str, source: &Source, out_dir: &Path) -> Result<()> {
+    for file in &source.files {
+        let (sha, len) = sha256_file(out_dir.join(&file.name)).await?;
+        if len != source.size {
+            bail!(
+                "{setup}: {}: downloaded {len} bytes, uploaded {}",
+                file.name,
+                source.size
+            );
+        }
+        if sha != file.sha256 {
+            bail!(
+                "{setup}: {}: the downloaded bytes differ from the uploaded ones (SHA-256)",
+                file.name
+            );
+        }
     }
     eprintln!(
-        "{setup}: download verified (SHA-256 {})",
-        &hex::encode(sha)[..16]
+        "{setup}: {} download(s) verified by SHA-256",
+        source.files.len()
     );
     Ok(())
 }
@@ -485,9 +770,14 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1u32 << 20)
 }
 
-/// The baseline's row: the one without node processes.
+/// The baseline's row.
 fn baseline(rows: &[Row]) -> Option<&Row> {
-    rows.iter().find(|r| r.peak_rss.is_none())
+    rows.iter().find(|r| r.baseline)
+}
+
+/// Files per second.
+fn per_s(files: usize, took: Duration) -> f64 {
+    files as f64 / took.as_secs_f64().max(f64::EPSILON)
 }
 
 /// How a time compares with the baseline's as a speed ratio (1.0 = as
@@ -497,18 +787,31 @@ fn ratio(took: Duration, baseline: Duration) -> f64 {
 }
 
 fn print_table(args: &TransferArgs, rows: &[Row]) {
+    let what = if args.files == 1 {
+        format!("{} file", format_size(args.size))
+    } else {
+        format!("{} files of {}", args.files, format_size(args.size))
+    };
     println!(
-        "{} file, {} nodes per ring, {} chunks, {} in flight (MB = 10^6 bytes; ratio = speed / baseline's)",
-        format_size(args.size),
+        "{what}, {} nodes per ring, {} chunks, {} in flight (MB = 10^6 bytes; ratio = speed / baseline's)",
         args.nodes,
         format_size(args.chunk_size as u64),
         args.parallel
     );
-    println!(
-        "{:<16} {:>12} {:>6} {:>14} {:>6} {:>18}",
-        "setup", "upload MB/s", "ratio", "download MB/s", "ratio", "peak node RSS MiB"
-    );
+    let many = args.files > 1;
+    if many {
+        println!(
+            "{:<16} {:>10} {:>12} {:>6} {:>10} {:>14} {:>6} {:>18}",
+            "setup", "up files/s", "upload MB/s", "ratio", "down fil/s", "download MB/s", "ratio", "peak node RSS MiB"
+        );
+    } else {
+        println!(
+            "{:<16} {:>12} {:>6} {:>14} {:>6} {:>18}",
+            "setup", "upload MB/s", "ratio", "download MB/s", "ratio", "peak node RSS MiB"
+        );
+    }
     let base = baseline(rows);
+    let total = args.size * args.files as u64;
     for row in rows {
         let rss = row
             .peak_rss
@@ -516,20 +819,35 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
         let (up, down) = base.map_or((f64::NAN, f64::NAN), |b| {
             (ratio(row.upload, b.upload), ratio(row.download, b.download))
         });
-        println!(
-            "{:<16} {:>12.1} {:>6.2} {:>14.1} {:>6.2} {:>18}",
-            row.setup,
-            mb_per_s(args.size, row.upload),
-            up,
-            mb_per_s(args.size, row.download),
-            down,
-            rss
-        );
+        if many {
+            println!(
+                "{:<16} {:>10.1} {:>12.1} {:>6.2} {:>10.1} {:>14.1} {:>6.2} {:>18}",
+                row.setup,
+                per_s(args.files, row.upload),
+                mb_per_s(total, row.upload),
+                up,
+                per_s(args.files, row.download),
+                mb_per_s(total, row.download),
+                down,
+                rss
+            );
+        } else {
+            println!(
+                "{:<16} {:>12.1} {:>6.2} {:>14.1} {:>6.2} {:>18}",
+                row.setup,
+                mb_per_s(total, row.upload),
+                up,
+                mb_per_s(total, row.download),
+                down,
+                rss
+            );
+        }
     }
 }
 
 fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
     let base = baseline(rows);
+    let total = args.size * args.files as u64;
     let setups: Vec<Value> = rows
         .iter()
         .map(|row| {
@@ -537,10 +855,13 @@ fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
                 "upload_ratio": base.map(|b| ratio(row.upload, b.upload)),
                 "download_ratio": base.map(|b| ratio(row.download, b.download)),
                 "setup": row.setup,
+                "baseline": row.baseline,
                 "upload_secs": row.upload.as_secs_f64(),
-                "upload_mb_per_s": mb_per_s(args.size, row.upload),
+                "upload_mb_per_s": mb_per_s(total, row.upload),
+                "upload_files_per_s": per_s(args.files, row.upload),
                 "download_secs": row.download.as_secs_f64(),
-                "download_mb_per_s": mb_per_s(args.size, row.download),
+                "download_mb_per_s": mb_per_s(total, row.download),
+                "download_files_per_s": per_s(args.files, row.download),
                 "peak_node_rss_mib": row.peak_rss.map(mib),
                 "stop_secs": row.stop.map(|d| d.as_secs_f64()),
             })
@@ -548,6 +869,7 @@ fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
         .collect();
     json!({
         "size_bytes": args.size,
+        "files": args.files,
         "nodes": args.nodes,
         "chunk_size_bytes": args.chunk_size,
         "parallel": args.parallel,
@@ -571,6 +893,10 @@ mod tests {
     #[test]
     fn throughput_in_decimal_megabytes() {
         assert!((mb_per_s(10_000_000, Duration::from_secs(2)) - 5.0).abs() < 1e-9);
-        assert!(transfer_deadline(1 << 30) > TRANSFER_SLACK);
+        let source = Source {
+            files: Vec::new(),
+            size: 1 << 30,
+        };
+        assert_eq!(transfer_deadline(&source), TRANSFER_SLACK);
     }
 }
