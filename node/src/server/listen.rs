@@ -91,6 +91,13 @@ pub(crate) async fn accept_until<F, Fut>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // Answers are written in several pieces (HTTP/2 headers,
+                    // data, trailers): with Nagle on, a piece could wait
+                    // for the ACK of the one before it, which the peer
+                    // delays by up to 40 ms.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        debug!(error = %e, "cannot turn off Nagle on a connection");
+                    }
                     connections.spawn(serve(stream));
                 }
                 Err(e) => {

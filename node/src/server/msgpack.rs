@@ -182,8 +182,6 @@ pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "unknown".into());
-    // Requests and answers are small and strictly alternate: no Nagle delay.
-    let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BYTES);
     loop {
         // Answer every whole message already buffered.
