@@ -254,10 +254,18 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
     .await;
     assert_eq!(doc["files"], 3);
     let setups = doc["setups"].as_array().unwrap();
-    let names: Vec<&str> = setups.iter().map(|s| s["setup"].as_str().unwrap()).collect();
+    let names: Vec<&str> = setups
+        .iter()
+        .map(|s| s["setup"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["chord-dfs r=1", "r=1 curl+gw", "chord-dfs r=3", "http baseline"]
+        [
+            "chord-dfs r=1",
+            "r=1 curl+gw",
+            "chord-dfs r=3",
+            "http baseline"
+        ]
     );
     for setup in setups {
         for key in ["upload_files_per_s", "download_files_per_s", "upload_ratio"] {

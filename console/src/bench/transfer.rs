@@ -278,7 +278,11 @@ async fn bench_ring(
     let transfer = TransferOptions {
         chunk_size: args.chunk_size,
         // Several files share the in-flight budget: one chunk each.
-        parallel: if source.files.len() > 1 { 1 } else { args.parallel },
+        parallel: if source.files.len() > 1 {
+            1
+        } else {
+            args.parallel
+        },
         ..TransferOptions::default()
     };
     let deadline = transfer_deadline(source);
@@ -416,7 +420,11 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
     let started = Instant::now();
     let downloaded = for_each_file(source, args.parallel, |file| {
         let out = out_dir.join(&file.name);
-        async move { http_baseline::download(addr, &file.name, &out).await.map(drop) }
+        async move {
+            http_baseline::download(addr, &file.name, &out)
+                .await
+                .map(drop)
+        }
     });
     tokio::time::timeout(deadline, downloaded)
         .await
@@ -465,21 +473,24 @@ fn which_curl() -> Option<PathBuf> {
 /// source file to `gateway`'s `/upload`.
 fn curl_uploads(source: &Source, gateway: &str, token: Option<&ClusterToken>) -> String {
     let url = format!("http://{gateway}/upload");
-    curl_config(token, source.files.iter().map(|f| {
-        vec![
-            ("url", url.clone()),
-            (
-                "form",
-                format!(
-                    "{}=@{};filename={}",
-                    chord_node::gateway::UPLOAD_FIELD,
-                    f.path.display(),
-                    f.name
+    curl_config(
+        token,
+        source.files.iter().map(|f| {
+            vec![
+                ("url", url.clone()),
+                (
+                    "form",
+                    format!(
+                        "{}=@{};filename={}",
+                        chord_node::gateway::UPLOAD_FIELD,
+                        f.path.display(),
+                        f.name
+                    ),
                 ),
-            ),
-            ("output", "/dev/null".to_string()),
-        ]
-    }))
+                ("output", "/dev/null".to_string()),
+            ]
+        }),
+    )
 }
 
 /// A curl config with one download per source file from `gateway`, each
@@ -490,12 +501,15 @@ fn curl_downloads(
     out_dir: &Path,
     token: Option<&ClusterToken>,
 ) -> String {
-    curl_config(token, source.files.iter().map(|f| {
-        vec![
-            ("url", format!("http://{gateway}/{}", f.name)),
-            ("output", out_dir.join(&f.name).display().to_string()),
-        ]
-    }))
+    curl_config(
+        token,
+        source.files.iter().map(|f| {
+            vec![
+                ("url", format!("http://{gateway}/{}", f.name)),
+                ("output", out_dir.join(&f.name).display().to_string()),
+            ]
+        }),
+    )
 }
 
 /// One curl config with a transfer per item of `transfers`, separated by
@@ -802,7 +816,14 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
     if many {
         println!(
             "{:<16} {:>10} {:>12} {:>6} {:>10} {:>14} {:>6} {:>18}",
-            "setup", "up files/s", "upload MB/s", "ratio", "down fil/s", "download MB/s", "ratio", "peak node RSS MiB"
+            "setup",
+            "up files/s",
+            "upload MB/s",
+            "ratio",
+            "down fil/s",
+            "download MB/s",
+            "ratio",
+            "peak node RSS MiB"
         );
     } else {
         println!(

@@ -237,6 +237,10 @@ impl Fleet {
         if let Some(tls) = &self.opts.tls {
             cmd.args(tls.node_args());
         }
+        let (malloc_var, malloc_value) = chord_node::MALLOC_ENV;
+        if std::env::var_os(malloc_var).is_none() {
+            cmd.env(malloc_var, malloc_value);
+        }
         cmd.args(&self.opts.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
