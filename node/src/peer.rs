@@ -420,8 +420,14 @@ fn key_list(keys: &[Id]) -> pb::KeyList {
 impl PeerPool {
     /// Streams `chunk` to `addr` in [`crate::PIECE_BYTES`] pieces.
     /// `copies` > 1 asks the receiver to replicate before answering.
-    /// Returns how many copies are durable.
-    pub async fn put_chunk(&self, addr: &str, chunk: &CheckedChunk, copies: u32) -> Result<u32> {
+    /// Returns how many copies are durable, and whether the receiver wrote
+    /// the chunk (false: it had it already).
+    pub async fn put_chunk(
+        &self,
+        addr: &str,
+        chunk: &CheckedChunk,
+        copies: u32,
+    ) -> Result<(u32, bool)> {
         self.put_chunk_aged(addr, chunk, copies, Duration::ZERO)
             .await
     }
@@ -434,7 +440,7 @@ impl PeerPool {
         chunk: &CheckedChunk,
         copies: u32,
         age: Duration,
-    ) -> Result<u32> {
+    ) -> Result<(u32, bool)> {
         let data = chunk.data().clone();
         let header = pb::PutChunkRequest {
             body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
@@ -459,7 +465,7 @@ impl PeerPool {
             })
             .await?
             .into_inner();
-        Ok(resp.copies)
+        Ok((resp.copies, resp.written))
     }
 
     /// Fetches one chunk from `addr` and checks its bytes against `key`.

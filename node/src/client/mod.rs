@@ -26,6 +26,8 @@ pub struct Client {
     entry: String,
     peers: PeerPool,
     memory: PeerMemory,
+    /// Copies the ring keeps, once the entry node has said.
+    replicas: std::sync::OnceLock<u32>,
 }
 
 /// A peer that failed to answer is passed over for this many call
@@ -59,6 +61,7 @@ impl Client {
         Ok(Client {
             entry,
             memory: PeerMemory::new(opts.rpc_timeout * SILENT_DEADLINES),
+            replicas: std::sync::OnceLock::new(),
             peers: PeerPool::new(opts),
         })
     }
