@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::chord::{Id, NodeRef};
-use chord_node::client::{file_json, Client, NodeStatus, RingNode, TransferOptions};
+use chord_node::client::{file_json, Client, RingNode, RingStatus, TransferOptions};
 use chord_node::peer::PeerOptions;
 use chord_node::store::Manifest;
 use clap::{Args, Parser, Subcommand};
@@ -605,8 +605,10 @@ async fn rm(cli: &Cli, args: &RmArgs) -> Result<()> {
 }
 
 /// The `status --json` document; its keys are a contract scripts rely on.
-pub fn status_json(nodes: &[NodeStatus]) -> Value {
-    let nodes: Vec<Value> = nodes
+/// `unreachable` lists the nodes the ring names that did not answer.
+pub fn status_json(status: &RingStatus) -> Value {
+    let nodes: Vec<Value> = status
+        .nodes
         .iter()
         .map(|n| {
             let s = &n.stats;
@@ -623,14 +625,20 @@ pub fn status_json(nodes: &[NodeStatus]) -> Value {
             })
         })
         .collect();
-    json!({ "nodes": nodes })
+    let unreachable: Vec<Value> = status
+        .silent
+        .iter()
+        .map(|n| json!({ "addr": n.addr, "id": n.id.to_hex() }))
+        .collect();
+    json!({ "nodes": nodes, "unreachable": unreachable })
 }
 
 async fn status(cli: &Cli) -> Result<()> {
-    let nodes = cli.client()?.status().await?;
+    let status = cli.client()?.status().await?;
     if cli.json {
-        return print_json(&status_json(&nodes));
+        return print_json(&status_json(&status));
     }
+    let nodes = &status.nodes;
     println!(
         "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14} {:>14} {:>14}",
         "addr",
@@ -643,7 +651,7 @@ async fn status(cli: &Cli) -> Result<()> {
         "collected",
         "collectable"
     );
-    for n in &nodes {
+    for n in nodes {
         let s = &n.stats;
         println!(
             "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14} {:>14} {:>14}{}",
@@ -663,12 +671,19 @@ async fn status(cli: &Cli) -> Result<()> {
             }
         );
     }
+    for n in &status.silent {
+        println!("{:<22} {:<10} does not answer", n.addr, n.id.short());
+    }
     let sum = |f: fn(&chord_proto::pb::StoreStats) -> u64| -> u64 {
         nodes.iter().map(|n| f(&n.stats)).sum()
     };
     println!(
-        "{} nodes, {} bytes stored; {} bytes collected, {} collectable, {} tombstones expired",
+        "{} nodes{}, {} bytes stored; {} bytes collected, {} collectable, {} tombstones expired",
         nodes.len(),
+        match status.silent.len() {
+            0 => String::new(),
+            silent => format!(" answering, {silent} not"),
+        },
         sum(|s| s.bytes),
         sum(|s| s.gc_collected_bytes),
         sum(|s| s.gc_collectable_bytes),

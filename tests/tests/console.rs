@@ -111,7 +111,8 @@ async fn json_documents_keep_their_contract() {
                         && n["manifests"].is_u64()
                         && n["bytes"].is_u64()
                 });
-                Ok(nodes.len() == 5 && keys_ok && chunks == 15)
+                let none_silent = status["unreachable"].as_array().is_some_and(Vec::is_empty);
+                Ok(nodes.len() == 5 && keys_ok && none_silent && chunks == 15)
             },
         )
         .await

@@ -123,6 +123,12 @@ async fn a_frozen_node_costs_each_command_at_most_a_deadline_and_a_retry() {
                     .filter(|a| *a != frozen && stdout.contains(a.as_str()))
                     .count();
                 assert_eq!(answering, 4, "status left out live nodes: {stdout}");
+                assert!(
+                    stdout
+                        .lines()
+                        .any(|l| l.starts_with(&frozen) && l.contains("does not answer")),
+                    "status does not show the frozen node: {stdout}"
+                );
             }
             _ => {}
         }

@@ -360,7 +360,7 @@ pub(super) fn random_bytes(len: usize) -> Vec<u8> {
 /// `None` if the ring cannot be read (the figure is then left out).
 async fn node_requests(peer: &str, opts: &PeerOptions) -> Option<(u64, usize)> {
     let client = Client::new(peer, opts.clone()).ok()?;
-    let nodes = client.status().await.ok()?;
+    let nodes = client.status().await.ok()?.nodes;
     Some((nodes.iter().map(|n| n.stats.requests).sum(), nodes.len()))
 }
 

@@ -80,6 +80,14 @@ pub struct NodeStatus {
     pub stats: pb::StoreStats,
 }
 
+/// What `status` found: the nodes that answered, and those the ring names
+/// that did not.
+#[derive(Clone, Debug, Default)]
+pub struct RingStatus {
+    pub nodes: Vec<NodeStatus>,
+    pub silent: Vec<NodeRef>,
+}
+
 /// Pause before retrying a chunk, multiplied by the attempt number: long
 /// enough for stabilize to route around a node that just died.
 const RETRY_BACKOFF: Duration = Duration::from_millis(300);
@@ -547,16 +555,42 @@ impl Client {
         self.peers().delete_file(self.entry(), name).await
     }
 
-    /// Store counters of every node, in ring order.
-    pub async fn status(&self) -> Result<Vec<NodeStatus>> {
-        let mut out = Vec::new();
-        for node in self.walk().await? {
-            match self.peers().get_stats(&node.addr).await {
-                Ok(stats) => out.push(NodeStatus { node, stats }),
-                Err(e) => debug!(peer = %node.addr, error = %e, "no stats"),
+    /// Store counters of every node that answers, in ring order, asked all
+    /// at once; and the nodes that did not answer though the ring still
+    /// names them (in another node's successor list, or walked but then
+    /// silent), so a frozen or dead node shows instead of vanishing.
+    pub async fn status(&self) -> Result<RingStatus> {
+        let first = self.peers().get_info(self.entry()).await?;
+        let infos = self.peers().walk_ring(first).await;
+        let stats = futures::future::join_all(
+            infos
+                .iter()
+                .map(|info| self.peers().get_stats(&info.node.addr)),
+        )
+        .await;
+        let mut status = RingStatus::default();
+        for (info, stats) in infos.iter().zip(stats) {
+            match stats {
+                Ok(stats) => status.nodes.push(NodeStatus {
+                    node: info.node.clone(),
+                    stats,
+                }),
+                Err(e) => {
+                    debug!(peer = %info.node.addr, error = %e, "no stats");
+                    status.silent.push(info.node.clone());
+                }
             }
         }
-        Ok(out)
+        let walked: std::collections::HashSet<&str> =
+            infos.iter().map(|i| i.node.addr.as_str()).collect();
+        for named in infos.iter().flat_map(|i| &i.successors) {
+            if !walked.contains(named.addr.as_str())
+                && !status.silent.iter().any(|s| s.addr == named.addr)
+            {
+                status.silent.push(named.clone());
+            }
+        }
+        Ok(status)
     }
 }
 
