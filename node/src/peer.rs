@@ -420,14 +420,8 @@ fn key_list(keys: &[Id]) -> pb::KeyList {
 impl PeerPool {
     /// Streams `chunk` to `addr` in [`crate::PIECE_BYTES`] pieces.
     /// `copies` > 1 asks the receiver to replicate before answering.
-    /// Returns how many copies are durable, and whether the receiver wrote
-    /// the chunk (false: it had it already).
-    pub async fn put_chunk(
-        &self,
-        addr: &str,
-        chunk: &CheckedChunk,
-        copies: u32,
-    ) -> Result<(u32, bool)> {
+    /// Returns how many copies are durable.
+    pub async fn put_chunk(&self, addr: &str, chunk: &CheckedChunk, copies: u32) -> Result<u32> {
         self.put_chunk_aged(addr, chunk, copies, Duration::ZERO)
             .await
     }
@@ -440,7 +434,7 @@ impl PeerPool {
         chunk: &CheckedChunk,
         copies: u32,
         age: Duration,
-    ) -> Result<(u32, bool)> {
+    ) -> Result<u32> {
         let data = chunk.data().clone();
         let header = pb::PutChunkRequest {
             body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
@@ -465,7 +459,7 @@ impl PeerPool {
             })
             .await?
             .into_inner();
-        Ok((resp.copies, resp.written))
+        Ok(resp.copies)
     }
 
     /// Fetches one chunk from `addr` and checks its bytes against `key`.

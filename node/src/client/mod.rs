@@ -27,8 +27,6 @@ pub struct Client {
     entry: String,
     peers: PeerPool,
     memory: PeerMemory,
-    /// Copies the ring keeps, once the entry node has said.
-    replicas: std::sync::OnceLock<u32>,
 }
 
 /// A peer that failed to answer is passed over for this many call
@@ -62,7 +60,6 @@ impl Client {
         Ok(Client {
             entry,
             memory: PeerMemory::new(opts.rpc_timeout * SILENT_DEADLINES),
-            replicas: std::sync::OnceLock::new(),
             peers: PeerPool::new(opts),
         })
     }

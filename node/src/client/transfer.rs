@@ -54,9 +54,7 @@ pub struct UploadReport {
     pub name: String,
     pub size: u64,
     pub chunks: usize,
-    /// Chunks the ring already held (earlier upload, or the same bytes in
-    /// another file), so not written again. Chunks under one piece are sent
-    /// all the same (see [`ASK_FIRST_BYTES`]); the owner's answer tells.
+    /// Chunks the ring already held (earlier upload, or the same bytes in another file).
     pub chunks_skipped: usize,
     pub version: u64,
     pub sha256: [u8; 32],
@@ -92,23 +90,13 @@ pub struct RingStatus {
 /// enough for stabilize to route around a node that just died.
 const RETRY_BACKOFF: Duration = Duration::from_millis(300);
 
-/// A chunk at least this large is sent only if its holders do not all
-/// have it already (which resumes an interrupted upload cheaply); a smaller
-/// one costs about as much to send as to ask about, so it is sent at once.
-pub const ASK_FIRST_BYTES: usize = crate::PIECE_BYTES;
-
 /// Tries of a single metadata call (manifest read, listing) before giving up.
 const CALL_ATTEMPTS: usize = 4;
 
 impl Client {
     /// How many copies the ring keeps, as the entry node says.
-    /// Asked once per client: it is a setting of the ring's nodes.
     pub async fn replicas(&self) -> Result<u32> {
-        if let Some(&known) = self.replicas.get() {
-            return Ok(known);
-        }
-        let replicas = self.info(self.entry()).await?.replicas.max(1);
-        Ok(*self.replicas.get_or_init(|| replicas))
+        Ok(self.info(self.entry()).await?.replicas.max(1))
     }
 
     /// Uploads everything `reader` yields as file `name`.
@@ -278,7 +266,7 @@ impl Client {
                 // failed attempt left on the owner alone is sent again, so the
                 // owner replicates it before this upload counts it as stored.
                 let replica_set = &holders[..holders.len().min(replicas as usize)];
-                if len as usize >= ASK_FIRST_BYTES && self.held_by_all(key, replica_set).await {
+                if self.held_by_all(key, replica_set).await {
                     return Ok(true);
                 }
                 // The owner, unless it just failed to answer: then the next
@@ -289,8 +277,8 @@ impl Client {
                     Ok(_) => self.memory.answered(&target.addr),
                     Err(ref e) => self.noted(&target.addr, e),
                 }
-                let (_, written) = put?;
-                Ok(!written)
+                put?;
+                Ok(false)
             })
             .await?;
         progress(len);
