@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::chord::NodeRef;
 
+/// Most peers remembered of each kind: far more than a ring has, so only a
+/// long-lived client over years of churn (a gateway's) ever starts afresh.
+const MAX_REMEMBERED: usize = 4096;
+
 #[derive(Debug)]
 pub(super) struct PeerMemory {
     /// How long a peer that failed to answer is passed over.
@@ -43,7 +47,11 @@ impl PeerMemory {
 
     /// `addr` failed to answer a call just now.
     pub(super) fn silent(&self, addr: &str) {
-        self.lock().silent.insert(addr.to_string(), Instant::now());
+        let mut inner = self.lock();
+        if inner.silent.len() >= MAX_REMEMBERED {
+            inner.silent.clear();
+        }
+        inner.silent.insert(addr.to_string(), Instant::now());
     }
 
     /// `addr` answered a call: it is not passed over any more.
@@ -66,7 +74,11 @@ impl PeerMemory {
 
     /// `node` reported `successors` just now.
     pub(super) fn learn(&self, node: &NodeRef, successors: &[NodeRef]) {
-        self.lock()
+        let mut inner = self.lock();
+        if inner.successors.len() >= MAX_REMEMBERED {
+            inner.successors.clear();
+        }
+        inner
             .successors
             .insert(node.addr.clone(), successors.to_vec());
     }
