@@ -230,13 +230,13 @@ async fn bench_ring(
     replicas: usize,
     via: Via,
 ) -> Result<Row> {
-    let setup = match &via {
-        Via::Client => format!("chord-dfs r={replicas}"),
-        Via::Gateway(_) => format!("r={replicas} curl+gw"),
-    };
-    let tag = match &via {
-        Via::Client => format!("r{replicas}"),
-        Via::Gateway(_) => format!("r{replicas}-gateway"),
+    // The setup's name in the table, and in its directories' names.
+    let (setup, tag) = match &via {
+        Via::Client => (format!("chord-dfs r={replicas}"), format!("r{replicas}")),
+        Via::Gateway(_) => (
+            format!("r={replicas} curl+gw"),
+            format!("r{replicas}-gateway"),
+        ),
     };
     let data_root = root.join(format!("ring-{tag}"));
     let mut opts = FleetOptions::new(binary.to_path_buf(), data_root.clone());
@@ -298,7 +298,6 @@ async fn bench_ring(
     let token = fleet.options().token.clone();
 
     let progress = Progress::new(format!("{setup}: upload"), source.total());
-    let started = Instant::now();
     let uploaded = async {
         match &via {
             Via::Client => {
@@ -323,17 +322,13 @@ async fn bench_ring(
             }
         }
     };
-    let skipped: usize = tokio::time::timeout(deadline, uploaded)
-        .await
-        .map_err(|_| anyhow!("{setup}: the upload took longer than {deadline:?}"))??;
-    let upload = started.elapsed();
+    let (skipped, upload) = within(deadline, format!("{setup}: the upload"), uploaded).await?;
     eprintln!("{setup}: uploaded in {:.1} s", upload.as_secs_f64());
     if skipped > 0 {
         eprintln!("{setup}: note: {skipped} chunks were already on the ring and not sent");
     }
 
     let progress = Progress::new(format!("{setup}: download"), source.total());
-    let started = Instant::now();
     let downloaded = async {
         match &via {
             Via::Client => {
@@ -363,10 +358,7 @@ async fn bench_ring(
             }
         }
     };
-    tokio::time::timeout(deadline, downloaded)
-        .await
-        .map_err(|_| anyhow!("{setup}: the download took longer than {deadline:?}"))??;
-    let download = started.elapsed();
+    let ((), download) = within(deadline, format!("{setup}: the download"), downloaded).await?;
     eprintln!("{setup}: downloaded in {:.1} s", download.as_secs_f64());
 
     let peaks = sampler.finish().await?;
@@ -407,17 +399,12 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
     let deadline = transfer_deadline(source);
     eprintln!("{setup}: serving on {addr}");
 
-    let started = Instant::now();
     let uploaded = for_each_file(source, args.parallel, |file| async move {
         http_baseline::upload(addr, &file.path, &file.name).await
     });
-    tokio::time::timeout(deadline, uploaded)
-        .await
-        .map_err(|_| anyhow!("{setup}: the upload took longer than {deadline:?}"))??;
-    let upload = started.elapsed();
+    let (_, upload) = within(deadline, format!("{setup}: the upload"), uploaded).await?;
     eprintln!("{setup}: uploaded in {:.1} s", upload.as_secs_f64());
 
-    let started = Instant::now();
     let downloaded = for_each_file(source, args.parallel, |file| {
         let out = out_dir.join(&file.name);
         async move {
@@ -426,10 +413,7 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
                 .map(drop)
         }
     });
-    tokio::time::timeout(deadline, downloaded)
-        .await
-        .map_err(|_| anyhow!("{setup}: the download took longer than {deadline:?}"))??;
-    let download = started.elapsed();
+    let (_, download) = within(deadline, format!("{setup}: the download"), downloaded).await?;
     eprintln!("{setup}: downloaded in {:.1} s", download.as_secs_f64());
     server.stop().await?;
 
@@ -446,6 +430,20 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
         peak_rss: None,
         stop: None,
     })
+}
+
+/// Runs `transfer` (what `what` names), bounded by `deadline`; returns its
+/// result and how long it took.
+async fn within<T>(
+    deadline: Duration,
+    what: String,
+    transfer: impl std::future::Future<Output = Result<T>>,
+) -> Result<(T, Duration)> {
+    let started = Instant::now();
+    let done = tokio::time::timeout(deadline, transfer)
+        .await
+        .map_err(|_| anyhow!("{what} took longer than {deadline:?}"))??;
+    Ok((done, started.elapsed()))
 }
 
 /// Runs `op` on every source file, `parallel` at once; the results in no

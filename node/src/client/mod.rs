@@ -74,22 +74,20 @@ impl Client {
 
     /// What `addr` says of itself; its successor list is remembered.
     pub async fn info(&self, addr: &str) -> Result<PeerInfo> {
-        let answer = self.peers.get_info(addr).await;
-        match &answer {
-            Ok(info) => {
-                self.memory.answered(addr);
-                self.memory.learn(&info.node, &info.successors);
-            }
-            Err(e) => self.noted(addr, e),
-        }
-        answer
+        let info = self.heard(addr, self.peers.get_info(addr).await)?;
+        self.memory.learn(&info.node, &info.successors);
+        Ok(info)
     }
 
-    /// Remembers `addr` as silent if `err` says it may be gone.
-    fn noted(&self, addr: &str, err: &Error) {
-        if err.peer_may_be_gone() {
-            self.memory.silent(addr);
+    /// Passes on `answer`, a call's to `addr`, remembering `addr` as
+    /// answering, or as silent if the error says it may be gone.
+    fn heard<T>(&self, addr: &str, answer: Result<T>) -> Result<T> {
+        match &answer {
+            Ok(_) => self.memory.answered(addr),
+            Err(e) if e.peer_may_be_gone() => self.memory.silent(addr),
+            Err(_) => {}
         }
+        answer
     }
 
     /// Walks the ring by successor pointers from the entry node, in ring

@@ -273,11 +273,7 @@ impl Client {
                 // holder, which keeps the copies on the holders after it.
                 let target = self.first_answering(&holders);
                 let put = self.peers().put_chunk(&target.addr, &chunk, replicas).await;
-                match put {
-                    Ok(_) => self.memory.answered(&target.addr),
-                    Err(ref e) => self.noted(&target.addr, e),
-                }
-                put?;
+                self.heard(&target.addr, put)?;
                 Ok(false)
             })
             .await?;
@@ -320,10 +316,7 @@ impl Client {
                 .peers()
                 .put_manifest(&target.addr, manifest, replicas, false)
                 .await;
-            if let Err(e) = &put {
-                self.noted(&target.addr, e);
-            }
-            Ok(put?.1)
+            Ok(self.heard(&target.addr, put)?.1)
         })
         .await
     }
@@ -378,14 +371,11 @@ impl Client {
                 }
             };
             for holder in self.memory.answering_first(holders) {
-                match self.peers().get_chunk(&holder.addr, &key).await {
-                    Ok(chunk) => {
-                        self.memory.answered(&holder.addr);
-                        return Ok(chunk.into_data());
-                    }
+                let got = self.peers().get_chunk(&holder.addr, &key).await;
+                match self.heard(&holder.addr, got) {
+                    Ok(chunk) => return Ok(chunk.into_data()),
                     Err(e) => {
                         debug!(peer = %holder.addr, key = %key.short(), error = %e, "chunk read failed; trying next holder");
-                        self.noted(&holder.addr, &e);
                         last = Some(e);
                     }
                 }
