@@ -109,7 +109,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let config = node.config();
-    let client = Client::new(config.advertise.clone(), config.peer_options())?;
+    let client = Client::new(config.advertise.clone(), config.peer_options())?.inside(node.clone());
     let idle = config.http_idle_timeout;
     let gateway = Arc::new(Gateway {
         client,
@@ -660,22 +660,27 @@ fn verified_chunks(
     manifest: Manifest,
 ) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
     let parallel = gw.opts.parallel.max(1);
-    let fetches = futures::stream::iter(manifest.chunks.clone())
-        .map(move |key| {
-            let gw = gw.clone();
-            async move {
-                gw.client
-                    .fetch_chunk(key, gw.replicas, gw.opts.attempts)
-                    .await
-            }
-        })
-        .buffered(parallel)
+    let inline = manifest.inline_piece();
+    let pieces = manifest.chunks.len() + usize::from(inline.is_some());
+    let fetches = futures::stream::iter(inline.map(Ok))
+        .chain(
+            futures::stream::iter(manifest.chunks.clone())
+                .map(move |key| {
+                    let gw = gw.clone();
+                    async move {
+                        gw.client
+                            .fetch_chunk(key, gw.replicas, gw.opts.attempts)
+                            .await
+                    }
+                })
+                .buffered(parallel),
+        )
         .boxed();
     let state = Verify {
         fetches,
         sha: Sha256::new(),
         size: 0,
-        left: manifest.chunks.len(),
+        left: pieces,
         manifest,
         finished: false,
     };

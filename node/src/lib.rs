@@ -25,6 +25,7 @@ pub mod peer;
 pub mod repair;
 pub mod replication;
 pub mod server;
+pub mod stages;
 pub mod store;
 pub mod tls;
 pub mod wire;
@@ -54,7 +55,7 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// malloc arenas instead of eight per core. With more, every thread that
 /// frees a chunk buffer keeps it in its own arena, above the mmap threshold
 /// glibc raises after the first such free, and a node's peak memory on a
-/// 1 GiB transfer was 61-140 MiB instead of 40-69 (docs/PERFORMANCE.md,
+/// 1 GiB transfer was 61-140 MiB instead of 40-72 (docs/PERFORMANCE.md,
 /// "Memory"). The local fleet and the CloudFormation stack set it; set it
 /// by hand when starting nodes some other way. A tunable already in the
 /// environment wins.

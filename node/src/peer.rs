@@ -24,6 +24,7 @@ use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::EventBatch;
 use crate::repair::HandoffReport;
+use crate::stages::{self, Stage};
 use crate::store::{CheckedChunk, ChunkHasher, KeysPage, Manifest, Stamp};
 use crate::tls::TrustedCa;
 use crate::wire;
@@ -507,9 +508,11 @@ impl PeerPool {
         while let Some(piece) = stream.message().await.map_err(|s| self.fail(addr, s))? {
             let size = usize::try_from(piece.size).unwrap_or(usize::MAX);
             let hasher = chunk.get_or_insert_with(|| ChunkHasher::new(*key, size));
-            hasher.push(&piece.data).map_err(|_| Error::BadReply {
-                peer: addr.to_string(),
-                reason: format!("chunk {} is larger than any chunk may be", key.short()),
+            stages::time(Stage::ChunkCheck, || hasher.push(&piece.data)).map_err(|_| {
+                Error::BadReply {
+                    peer: addr.to_string(),
+                    reason: format!("chunk {} is larger than any chunk may be", key.short()),
+                }
             })?;
         }
         chunk.unwrap_or_else(|| ChunkHasher::new(*key, 0)).finish()

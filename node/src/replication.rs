@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::node::{Counters, Node};
 use crate::now_ms;
 use crate::peer::FilesPage;
+use crate::stages::{self, Stage};
 use crate::store::{validate_name, CheckedChunk, Manifest};
 
 /// How far ahead of the clock a client-chosen manifest version may be.
@@ -50,7 +51,11 @@ impl Node {
         let copy_on = self.copy_to_successors(copies, &what, |peer| {
             let chunk = chunk.clone();
             async move {
-                self.peers().put_chunk(&peer.addr, &chunk, 1).await?;
+                stages::time_async(
+                    Stage::PutChunkCall,
+                    self.peers().put_chunk(&peer.addr, &chunk, 1),
+                )
+                .await?;
                 Counters::bump(&self.counters.bytes_out, len);
                 Ok(())
             }

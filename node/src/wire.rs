@@ -122,6 +122,7 @@ pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
         version: m.version,
         deleted: m.deleted,
         modified_ms: m.modified_ms,
+        inline: m.inline.clone(),
     }
 }
 
@@ -147,6 +148,7 @@ pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
         version: m.version,
         deleted: m.deleted,
         modified_ms: m.modified_ms,
+        inline: m.inline,
     };
     manifest.validate()?;
     // Validated: it names exactly the chunks its size and chunk size need.
@@ -309,6 +311,7 @@ mod tests {
             version: u64::MAX,
             deleted: false,
             modified_ms: u64::MAX,
+            inline: Vec::new(),
         };
         let request = pb::PutManifestRequest {
             manifest: Some(manifest_to_pb(&m)),

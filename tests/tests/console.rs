@@ -244,7 +244,7 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
             "bench",
             "transfer",
             "--size",
-            "16KiB",
+            "20KiB",
             "--files",
             "3",
             "--dir",
@@ -273,6 +273,38 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
             assert!(setup[key].as_f64().unwrap() > 0.0, "{key} of {setup}");
         }
     }
+    // The breakdown: each stage where the work must have happened took
+    // time, on the side that did it; the baseline has none.
+    let stage = |setup: &Value, way: &str, side: &str, name: &str| {
+        setup["stages"][way][side][name].as_f64().unwrap_or(0.0)
+    };
+    let r1 = &setups[0];
+    assert_eq!(r1["stages"]["upload"]["per"], "file");
+    for (way, side, name) in [
+        ("upload", "client_us", "chunk_key"),
+        ("upload", "client_us", "put_chunk_call"),
+        ("upload", "nodes_us", "chunk_check"),
+        ("upload", "nodes_us", "disk_sync"),
+        ("download", "client_us", "get_chunk_call"),
+        ("download", "client_us", "file_write"),
+        ("download", "nodes_us", "disk_read"),
+    ] {
+        assert!(
+            stage(r1, way, side, name) > 0.0,
+            "{way} {side} {name}: {r1}"
+        );
+    }
+    assert!(stage(r1, "upload", "cpu_us", "nodes") > 0.0, "{r1}");
+    // Through the gateway, the nodes run the client's stages themselves.
+    let gateway = &setups[1];
+    assert!(
+        stage(gateway, "upload", "nodes_us", "chunk_key") > 0.0,
+        "{gateway}"
+    );
+    assert_eq!(stage(gateway, "upload", "client_us", "chunk_key"), 0.0);
+    // Three copies: the owner forwards each chunk to two successors.
+    assert!(stage(&setups[2], "upload", "nodes_us", "put_chunk_call") > 0.0);
+    assert!(setups[3]["stages"].is_null());
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chord_node::chord::Id;
 use chord_node::client::TransferOptions;
-use chord_node::store::Manifest;
+use chord_node::store::{Manifest, MAX_INLINE_BYTES};
 use chord_node::Error;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
 use chord_tests::{TestCluster, CONVERGE, FAST};
@@ -54,12 +54,26 @@ async fn round_trips_of_edge_sizes_through_different_nodes() {
         ("exactly-one-chunk", 1024 * 1024),
         ("one-chunk-plus-one", 1024 * 1024 + 1),
         ("hundred-mib", 100 * 1024 * 1024),
+        ("largest-inline", MAX_INLINE_BYTES),
+        ("smallest-in-chunks", MAX_INLINE_BYTES + 1),
     ] {
         round_trip(&cluster, dir.path(), name, len, &opts).await;
     }
-    // Listing shows all five; re-uploading resumes (every chunk already there).
+    // Small files live in their manifests; one byte more takes a chunk.
+    let reader = client(&cluster.addrs()[3]).unwrap();
+    for (name, inline) in [
+        ("one-byte", true),
+        ("largest-inline", true),
+        ("smallest-in-chunks", false),
+        ("exactly-one-chunk", false),
+    ] {
+        let m = reader.manifest(name).await.unwrap();
+        assert_eq!(!m.inline.is_empty(), inline, "{name}: {m:?}");
+        assert_eq!(m.chunks.len(), usize::from(!inline), "{name}");
+    }
+    // Listing shows all seven; re-uploading resumes (every chunk already there).
     let files = client(&cluster.addrs()[1]).unwrap().list().await.unwrap();
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 7, "{files:?}");
     let again = client(&cluster.addrs()[2])
         .unwrap()
         .upload_file(
@@ -224,22 +238,33 @@ async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
         .unwrap();
     let key: Id = c.manifest("victim").await.unwrap().chunks[0];
     let hex = key.to_hex();
-    // Flip one byte of every copy on one node... find a node holding it.
-    let copy = cluster
-        .addrs()
-        .iter()
-        .map(|a| {
-            cluster
-                .fleet
-                .node(a)
-                .unwrap()
-                .data_dir
-                .join("chunks")
-                .join(&hex[..2])
-                .join(&hex)
-        })
-        .find(|p| p.exists())
-        .expect("no node holds the chunk");
+    let copy_on = |addr: &str| {
+        cluster
+            .fleet
+            .node(addr)
+            .unwrap()
+            .data_dir
+            .join("chunks")
+            .join(&hex[..2])
+            .join(&hex)
+    };
+    // The copies on the chunk's true holders: just after the pointers
+    // converge, an owner whose successor list is still filling may have
+    // copied it elsewhere or to fewer nodes, and repair settles that.
+    let holders: Vec<_> = chord_node::chord::true_holders(&cluster.truth(), &key, 3)
+        .into_iter()
+        .map(|n| copy_on(&n.addr))
+        .collect();
+    cluster
+        .wait_for(
+            "the chunk on its 3 true holders",
+            Duration::from_secs(30),
+            || async { Ok(holders.iter().all(|p| p.exists())) },
+        )
+        .await
+        .unwrap();
+    // Flip one byte of one holder's copy.
+    let copy = holders[0].clone();
     let original = std::fs::read(&copy).unwrap();
     let mut bad = original.clone();
     bad[10] ^= 0xff;
@@ -429,6 +454,7 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
         version: 0,
         deleted: false,
         modified_ms: 0,
+        inline: Vec::new(),
     };
     let status = store
         .put_manifest(pb::PutManifestRequest {
@@ -751,7 +777,9 @@ async fn three_nodes_one_file(
 
 #[tokio::test]
 async fn holders_with_different_manifests_of_one_version_converge() {
-    let (cluster, _dir, names, real) = three_nodes_one_file("tie", 1000).await;
+    // Above the inline limit: a rival of a file held inline would have to
+    // hold other bytes, not just another hash.
+    let (cluster, _dir, names, real) = three_nodes_one_file("tie", MAX_INLINE_BYTES + 1000).await;
     // A rival with the same version but other content (as two primaries
     // might write in the same millisecond), ranked above the real one, on
     // one holder only.
@@ -887,6 +915,7 @@ async fn a_file_needing_more_chunks_than_a_manifest_holds_is_refused_up_front() 
         version: 1,
         deleted: false,
         modified_ms: 1,
+        inline: Vec::new(),
     };
     let mut store = StoreClient::connect(format!("http://{addr}"))
         .await

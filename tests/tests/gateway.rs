@@ -331,6 +331,67 @@ fn find_files(dir: &Path, name: &str, found: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// A gateway writes and reads its own node's chunks in place: on a ring of
+/// one node nothing reaches the node as a chunk over gRPC, so no chunk is
+/// hashed on receipt (`chunk_check`), while the gateway's client hashes
+/// every key and the node's disk does the writes and reads.
+#[tokio::test]
+async fn a_gateway_moves_its_own_nodes_chunks_in_place() {
+    let mut cluster = TestCluster::configured(1, FAST, None, Some(HTTP_OFFSET)).unwrap();
+    let port = port_with_free_http().unwrap();
+    cluster.fleet.start(port, None).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    let http = cluster
+        .fleet
+        .node(&addr)
+        .and_then(|n| n.http.clone())
+        .unwrap();
+    wait_listening(&http).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(BIG_FILE);
+    let path = write(dir.path(), "own.bin", &data);
+    curl_ok(&[
+        "-sSf",
+        "-F",
+        &format!("files=@{path}"),
+        &format!("http://{http}/upload"),
+    ])
+    .await
+    .unwrap();
+    let out = dir.path().join("own.out");
+    curl_ok(&[
+        "-sSf",
+        "-o",
+        out.to_str().unwrap(),
+        &format!("http://{http}/own.bin"),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "downloaded bytes differ"
+    );
+
+    let stats = cluster
+        .client(&addr)
+        .unwrap()
+        .peers()
+        .get_stats(&addr)
+        .await
+        .unwrap();
+    let spent = |name: &str| {
+        stats
+            .stages
+            .iter()
+            .find(|s| s.stage == name)
+            .map_or(0, |s| s.nanos)
+    };
+    for stage in ["chunk_key", "file_digest", "disk_write", "disk_read"] {
+        assert!(spent(stage) > 0, "no time in {stage}: {stats:?}");
+    }
+    assert_eq!(spent("chunk_check"), 0, "a chunk came over gRPC: {stats:?}");
+}
+
 #[tokio::test]
 async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
     // Repair would heal the copies this test breaks (from a good copy it

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chord_node::chord::{Id, NodeRef};
 use chord_node::client::TransferOptions;
+use chord_node::store::MAX_INLINE_BYTES;
 use chord_tests::files::{client, listed, no_progress, random_file};
 use chord_tests::{free_port, TestCluster, CONVERGE, FAST};
 
@@ -26,8 +27,9 @@ async fn a_holder_with_more_keys_than_a_page_is_repaired_and_then_left_alone() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // 300 chunks in one file and 50 one-chunk files: every node holds ten
-    // pages of keys, and the ring's listing spans two pages of files.
+    // 300 chunks in one file and 50 one-chunk files (too large to be held
+    // in their manifests): every node holds ten pages of keys, and the
+    // ring's listing spans two pages of files.
     let opts = TransferOptions {
         chunk_size: chord_node::MIN_CHUNK_BYTES,
         ..TransferOptions::default()
@@ -39,7 +41,7 @@ async fn a_holder_with_more_keys_than_a_page_is_repaired_and_then_left_alone() {
         .await
         .unwrap();
     let mut names = cluster
-        .upload_random_files(dir.path(), "small", 50, |_| 100)
+        .upload_random_files(dir.path(), "small", 50, |_| MAX_INLINE_BYTES + 100)
         .await
         .unwrap();
     names.push("many-chunks".to_string());

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::Router;
 use bytes::Bytes;
+use chord_node::store::WRITE_PIECE_BYTES;
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -33,8 +34,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
-/// Buffer between the network and the disk, on both sides: large enough
-/// that syscalls do not dominate, small beside the file.
+/// Buffer for reading a file to send it, on both sides: large enough that
+/// syscalls do not dominate, small beside the file. (Writes go in pieces of
+/// `WRITE_PIECE_BYTES`.)
 pub const IO_BUFFER: usize = 1 << 20;
 
 /// How long the server and a finished connection may take to wind down.
@@ -114,7 +116,9 @@ async fn store_file(
     let file = tokio::fs::File::create(file_in(&dir, &name)?)
         .await
         .map_err(|e| internal("create", e))?;
-    let mut out = BufWriter::with_capacity(IO_BUFFER, file);
+    // Written in pieces no larger than a node's (see WRITE_PIECE_BYTES), so
+    // the baseline gets the same help from the page cache.
+    let mut out = BufWriter::with_capacity(WRITE_PIECE_BYTES, file);
     let mut pieces = body.into_data_stream();
     while let Some(piece) = pieces.next().await {
         let piece = piece.map_err(|e| (StatusCode::BAD_REQUEST, format!("body: {e}")))?;
@@ -232,7 +236,7 @@ pub async fn download(addr: SocketAddr, name: &str, out: &Path) -> Result<u64> {
     let file = tokio::fs::File::create(out)
         .await
         .with_context(|| format!("cannot create {}", out.display()))?;
-    let mut sink = BufWriter::with_capacity(IO_BUFFER, file);
+    let mut sink = BufWriter::with_capacity(WRITE_PIECE_BYTES, file);
     let mut body = resp.into_body();
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {

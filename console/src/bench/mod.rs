@@ -2,6 +2,7 @@
 //! print figures beside a baseline measured in the same run. They assert
 //! nothing beyond the correctness of what they move; tests do that.
 
+mod breakdown;
 pub mod chaos;
 mod http_baseline;
 pub mod load;

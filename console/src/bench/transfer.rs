@@ -39,6 +39,7 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::breakdown::{Breakdown, Per, Snapshot};
 use super::http_baseline::{self, BaselineServer, IO_BUFFER};
 use super::rss::RssSampler;
 use super::size::{format_size, parse_size};
@@ -139,6 +140,9 @@ struct Row {
     peak_rss: Option<u64>,
     /// How long the graceful stop of the fleet took.
     stop: Option<Duration>,
+    /// Where the time of the upload and of the download went (chord-dfs
+    /// setups only).
+    stages: Option<(Breakdown, Breakdown)>,
 }
 
 /// The random source files all setups transfer, each `size` bytes.
@@ -274,7 +278,7 @@ async fn bench_ring(
         .iter()
         .filter_map(|a| fleet.node(a).and_then(|n| n.pid()))
         .collect();
-    let sampler = RssSampler::start(pids);
+    let sampler = RssSampler::start(pids.clone());
     let transfer = TransferOptions {
         chunk_size: args.chunk_size,
         // Several files share the in-flight budget: one chunk each.
@@ -297,6 +301,9 @@ async fn bench_ring(
         .collect();
     let token = fleet.options().token.clone();
 
+    let addrs = fleet.addrs();
+    let snapshot = || Snapshot::take(&client, &addrs, &pids);
+    let before_upload = snapshot().await?;
     let progress = Progress::new(format!("{setup}: upload"), source.total());
     let uploaded = async {
         match &via {
@@ -323,6 +330,13 @@ async fn bench_ring(
         }
     };
     let (skipped, upload) = within(deadline, format!("{setup}: the upload"), uploaded).await?;
+    let before_download = snapshot().await?;
+    // Per MiB for one file, per file for many small ones.
+    let per = match source.files.len() {
+        1 => Per::MiB(source.total()),
+        n => Per::File(n),
+    };
+    let upload_stages = before_upload.until(&before_download, per, upload);
     eprintln!("{setup}: uploaded in {:.1} s", upload.as_secs_f64());
     if skipped > 0 {
         eprintln!("{setup}: note: {skipped} chunks were already on the ring and not sent");
@@ -360,6 +374,7 @@ async fn bench_ring(
     };
     let ((), download) = within(deadline, format!("{setup}: the download"), downloaded).await?;
     eprintln!("{setup}: downloaded in {:.1} s", download.as_secs_f64());
+    let download_stages = before_download.until(&snapshot().await?, per, download);
 
     let peaks = sampler.finish().await?;
     let peak_rss = peaks.values().map(|p| p.bytes()).max();
@@ -381,6 +396,7 @@ async fn bench_ring(
         download,
         peak_rss,
         stop: Some(stop),
+        stages: Some((upload_stages, download_stages)),
     })
 }
 
@@ -429,6 +445,7 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
         download,
         peak_rss: None,
         stop: None,
+        stages: None,
     })
 }
 
@@ -862,6 +879,15 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
             );
         }
     }
+    println!();
+    let per = if args.files == 1 { "MiB" } else { "file" };
+    println!("where the time went, µs per {per} (stage times add every thread's; see `chord_node::stages`):");
+    for row in rows {
+        if let Some((up, down)) = &row.stages {
+            println!("{} upload:   {}", row.setup, up.line());
+            println!("{} download: {}", row.setup, down.line());
+        }
+    }
 }
 
 fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
@@ -883,6 +909,10 @@ fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
                 "download_files_per_s": per_s(args.files, row.download),
                 "peak_node_rss_mib": row.peak_rss.map(mib),
                 "stop_secs": row.stop.map(|d| d.as_secs_f64()),
+                "stages": row.stages.as_ref().map(|(up, down)| json!({
+                    "upload": up.json(),
+                    "download": down.json(),
+                })),
             })
         })
         .collect();

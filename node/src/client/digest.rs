@@ -7,7 +7,6 @@
 //! disk or hash holds the feeder back instead of piling chunks up in
 //! memory.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -16,6 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::stages::{self, Stage};
+use crate::store::write_in_pieces;
 
 /// What the thread hands back: the digest and the bytes it saw.
 type Outcome = Result<([u8; 32], u64)>;
@@ -43,16 +44,14 @@ impl FileDigest {
             let mut len = 0u64;
             while let Some(chunk) = chunks.blocking_recv() {
                 if let Some(t) = &mut target {
-                    t.file
-                        .write_all(&chunk)
+                    stages::time(Stage::FileWrite, || write_in_pieces(&mut t.file, &chunk))
                         .map_err(|e| Error::io(format!("cannot write {}", t.path.display()), e))?;
                 }
-                sha.update(&chunk);
+                stages::time(Stage::FileDigest, || sha.update(&chunk));
                 len += chunk.len() as u64;
             }
             if let Some(t) = &target {
-                t.file
-                    .sync_all()
+                stages::time(Stage::FileSync, || t.file.sync_all())
                     .map_err(|e| Error::io(format!("cannot sync {}", t.path.display()), e))?;
             }
             Ok((sha.finalize().into(), len))

@@ -7,6 +7,10 @@
 //! sends those chunks to the next holder at once. The successor lists are
 //! what make that possible: the holders after a silent owner are read from
 //! the last list that named it, not asked of the owner.
+//!
+//! A list a node reported within [`SUCCESSORS_FRESH_FOR`] stands for
+//! the list it would report now, so a transfer asks each owner for it once
+//! per that time, not once per chunk.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +21,12 @@ use crate::chord::NodeRef;
 /// Most peers remembered of each kind: far more than a ring has, so only a
 /// long-lived client over years of churn (a gateway's) ever starts afresh.
 const MAX_REMEMBERED: usize = 4096;
+
+/// How long a node's own report of its successors is taken as current: a
+/// node's default stabilize period, the time within which its list changes
+/// at most once. A list this old is at most one round behind, as the one a
+/// node answers with can be anyway while a join or a failure is settling.
+pub(super) const SUCCESSORS_FRESH_FOR: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub(super) struct PeerMemory {
@@ -29,8 +39,8 @@ pub(super) struct PeerMemory {
 struct Inner {
     /// Peers that failed to answer, and when.
     silent: HashMap<String, Instant>,
-    /// Each node's successor list, as it last reported it.
-    successors: HashMap<String, Vec<NodeRef>>,
+    /// Each node's successor list, as it last reported it, and when.
+    successors: HashMap<String, (Vec<NodeRef>, Instant)>,
 }
 
 impl PeerMemory {
@@ -80,20 +90,28 @@ impl PeerMemory {
         }
         inner
             .successors
-            .insert(node.addr.clone(), successors.to_vec());
+            .insert(node.addr.clone(), (successors.to_vec(), Instant::now()));
+    }
+
+    /// The successors of `node` as it reported them within
+    /// [`SUCCESSORS_FRESH_FOR`]; `None` if it has not that recently.
+    pub(super) fn fresh_successors_of(&self, node: &NodeRef) -> Option<Vec<NodeRef>> {
+        let inner = self.lock();
+        let (list, at) = inner.successors.get(&node.addr)?;
+        (at.elapsed() < SUCCESSORS_FRESH_FOR).then(|| list.clone())
     }
 
     /// The successors of `node` as last known: its own report, else the
     /// longest run after it in a list another node reported.
     pub(super) fn successors_of(&self, node: &NodeRef) -> Vec<NodeRef> {
         let inner = self.lock();
-        if let Some(own) = inner.successors.get(&node.addr) {
+        if let Some((own, _)) = inner.successors.get(&node.addr) {
             return own.clone();
         }
         inner
             .successors
             .values()
-            .filter_map(|list| {
+            .filter_map(|(list, _)| {
                 let at = list.iter().position(|n| n.addr == node.addr)?;
                 Some(&list[at + 1..])
             })
@@ -154,5 +172,21 @@ mod tests {
         assert_eq!(addrs(&memory.successors_of(&node("b"))), ["c", "d"]);
         memory.learn(&node("b"), &[node("x")]);
         assert_eq!(addrs(&memory.successors_of(&node("b"))), ["x"]);
+    }
+
+    #[test]
+    fn only_a_nodes_own_recent_report_is_fresh() {
+        let memory = PeerMemory::new(Duration::from_secs(1));
+        memory.learn(&node("a"), &[node("b"), node("c")]);
+        // Named in a's list, but b has not reported its own.
+        assert_eq!(memory.fresh_successors_of(&node("b")), None);
+        let fresh = memory
+            .fresh_successors_of(&node("a"))
+            .expect("just learned");
+        assert_eq!(addrs(&fresh), ["b", "c"]);
+        std::thread::sleep(SUCCESSORS_FRESH_FOR + Duration::from_millis(20));
+        assert_eq!(memory.fresh_successors_of(&node("a")), None);
+        // Stale, but still what stands in for a silent node's list.
+        assert_eq!(addrs(&memory.successors_of(&node("a"))), ["b", "c"]);
     }
 }

@@ -5,8 +5,11 @@
 //! the nodes; all it keeps is a short memory of which peers just failed to
 //! answer and of the successor lists it was told ([`memory`]), so one
 //! frozen node costs a transfer one call deadline, not one per chunk.
+//! A client inside a node (the gateway's) moves that node's own chunks in
+//! place ([`Client::inside`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 mod digest;
 mod memory;
@@ -19,6 +22,7 @@ pub use transfer::{
 
 use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
+use crate::node::Node;
 use crate::peer::{FingerRow, PeerInfo, PeerOptions, PeerPool};
 use memory::PeerMemory;
 
@@ -27,6 +31,9 @@ pub struct Client {
     entry: String,
     peers: PeerPool,
     memory: PeerMemory,
+    /// The node this client runs inside (a gateway's), whose chunks it
+    /// writes and reads in place instead of calling itself over gRPC.
+    local: Option<Arc<Node>>,
 }
 
 /// A peer that failed to answer is passed over for this many call
@@ -61,7 +68,25 @@ impl Client {
             entry,
             memory: PeerMemory::new(opts.rpc_timeout * SILENT_DEADLINES),
             peers: PeerPool::new(opts),
+            local: None,
         })
+    }
+
+    /// This client, running inside `node`: a chunk `node` is to hold is
+    /// written there in place, as its PutChunk handler would after hashing
+    /// (the client has hashed it already), and a chunk it holds is read
+    /// there; the bytes skip the loopback connection, its framing and its
+    /// second hash. A node that is leaving takes no writes, in place or not.
+    pub fn inside(mut self, node: Arc<Node>) -> Client {
+        self.local = Some(node);
+        self
+    }
+
+    /// The node this client runs inside, if it is `target` and takes writes.
+    fn local_node(&self, target: &NodeRef) -> Option<&Node> {
+        self.local
+            .as_deref()
+            .filter(|node| node.me().addr == target.addr && !node.is_leaving())
     }
 
     pub fn entry(&self) -> &str {

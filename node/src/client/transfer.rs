@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chord_proto::pb;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
@@ -24,7 +25,8 @@ use super::Client;
 use crate::chord::{replica_set, Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::now_ms;
-use crate::store::{check_manifest_fits, validate_name, CheckedChunk, Manifest};
+use crate::stages::{self, Stage};
+use crate::store::{check_manifest_fits, validate_name, CheckedChunk, Manifest, MAX_INLINE_BYTES};
 
 use super::digest::{DigestTarget, FileDigest};
 
@@ -165,6 +167,27 @@ impl Client {
             )));
         }
         let replicas = self.replicas().await?;
+        // A file that ends within its first chunk, if that is at most
+        // MAX_INLINE_BYTES, goes inside its manifest; anything read to find
+        // out goes back in front otherwise.
+        let mut source = Box::pin(source);
+        let mut read_ahead = Vec::new();
+        if let Some(first) = source.next().await.transpose()? {
+            let small = first.len() <= MAX_INLINE_BYTES;
+            read_ahead.push(first);
+            if small {
+                match source.next().await.transpose()? {
+                    None => {
+                        let data = read_ahead.remove(0);
+                        return self
+                            .upload_inline(data, name, replicas, opts, progress)
+                            .await;
+                    }
+                    Some(next) => read_ahead.push(next),
+                }
+            }
+        }
+        let source = futures::stream::iter(read_ahead.into_iter().map(Ok)).chain(source);
         let digest = FileDigest::start(DIGEST_DEPTH, None);
         let mut keys: Vec<Option<Id>> = Vec::new();
         let mut skipped = 0usize;
@@ -221,16 +244,56 @@ impl Client {
             version: 0,
             deleted: false,
             modified_ms: now_ms(),
+            inline: Vec::new(),
         };
+        self.commit_upload(manifest, skipped, replicas, opts).await
+    }
+
+    /// Writes `manifest`, the last step of an upload that skipped `skipped`
+    /// chunks the ring had, and reports it.
+    async fn commit_upload(
+        &self,
+        manifest: Manifest,
+        skipped: usize,
+        replicas: u32,
+        opts: &TransferOptions,
+    ) -> Result<UploadReport> {
         let version = self.put_manifest(&manifest, replicas, opts).await?;
         Ok(UploadReport {
-            name: name.to_string(),
-            size,
+            name: manifest.name,
+            size: manifest.size,
             chunks: manifest.chunks.len(),
             chunks_skipped: skipped,
             version,
             sha256: manifest.sha256,
         })
+    }
+
+    /// Uploads `data`, a whole file of at most [`MAX_INLINE_BYTES`], inside
+    /// its manifest: no chunk, one call.
+    async fn upload_inline(
+        &self,
+        data: Bytes,
+        name: &str,
+        replicas: u32,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<UploadReport> {
+        let sha256: [u8; 32] = stages::time(Stage::FileDigest, || Sha256::digest(&data).into());
+        let manifest = Manifest {
+            name: name.to_string(),
+            size: data.len() as u64,
+            chunk_size: 0,
+            chunks: Vec::new(),
+            sha256,
+            version: 0,
+            deleted: false,
+            modified_ms: now_ms(),
+            inline: data.to_vec(),
+        };
+        let report = self.commit_upload(manifest, 0, replicas, opts).await?;
+        progress(report.size);
+        Ok(report)
     }
 
     /// Hashes chunk number `index` of an upload (off the async workers) and
@@ -261,24 +324,60 @@ impl Client {
         let len = chunk.data().len() as u64;
         let already = self
             .retrying(opts.attempts, || async {
-                let holders = self.holders(key, replicas as usize).await?;
                 // Skip only what every holder already has: a chunk an earlier,
                 // failed attempt left on the owner alone is sent again, so the
                 // owner replicates it before this upload counts it as stored.
-                let replica_set = &holders[..holders.len().min(replicas as usize)];
-                if self.held_by_all(key, replica_set).await {
+                let (holders, held) = stages::time_async(Stage::Locate, async {
+                    let holders = self.holders(key, replicas as usize).await?;
+                    let replica_set = &holders[..holders.len().min(replicas as usize)];
+                    let held = self.held_by_all(key, replica_set).await;
+                    Ok::<_, Error>((holders, held))
+                })
+                .await?;
+                if held {
                     return Ok(true);
                 }
                 // The owner, unless it just failed to answer: then the next
                 // holder, which keeps the copies on the holders after it.
                 let target = self.first_answering(&holders);
-                let put = self.peers().put_chunk(&target.addr, &chunk, replicas).await;
+                let put = stages::time_async(
+                    Stage::PutChunkCall,
+                    self.put_chunk_to(target, &chunk, replicas),
+                )
+                .await;
                 self.heard(&target.addr, put)?;
                 Ok(false)
             })
             .await?;
         progress(len);
         Ok(already)
+    }
+
+    /// PutChunk of `chunk` to `target`, or the same write in place when
+    /// `target` is the node this client runs inside.
+    async fn put_chunk_to(
+        &self,
+        target: &NodeRef,
+        chunk: &CheckedChunk,
+        copies: u32,
+    ) -> Result<u32> {
+        match self.local_node(target) {
+            Some(node) => {
+                node.put_chunk_replicated(chunk.clone(), copies, Duration::ZERO)
+                    .await
+            }
+            None => self.peers().put_chunk(&target.addr, chunk, copies).await,
+        }
+    }
+
+    /// GetChunk of `key` from `holder`, or the same read in place (checked
+    /// against the key there) when `holder` is the node this client runs
+    /// inside.
+    async fn get_chunk_at(&self, holder: &NodeRef, key: Id) -> Result<CheckedChunk> {
+        match self.local_node(holder) {
+            Some(node) => node.disk(move |s| s.read_chunk(&key)).await,
+            None => self.peers().get_chunk(&holder.addr, &key).await,
+        }
     }
 
     /// Whether every one of `holders` says it has chunk `key` (asked all at
@@ -310,12 +409,18 @@ impl Client {
         self.retrying(opts.attempts, || async {
             // The next holder has the file's last version too, so it can
             // stand in for an owner that just failed to answer.
-            let holders = self.holders(manifest.key(), replicas as usize).await?;
+            let holders = stages::time_async(
+                Stage::Locate,
+                self.holders(manifest.key(), replicas as usize),
+            )
+            .await?;
             let target = self.first_answering(&holders);
-            let put = self
-                .peers()
-                .put_manifest(&target.addr, manifest, replicas, false)
-                .await;
+            let put = stages::time_async(
+                Stage::ManifestCall,
+                self.peers()
+                    .put_manifest(&target.addr, manifest, replicas, false),
+            )
+            .await;
             Ok(self.heard(&target.addr, put)?.1)
         })
         .await
@@ -326,7 +431,10 @@ impl Client {
         validate_name(name)?;
         let found = self
             .retrying(CALL_ATTEMPTS, || {
-                self.peers().get_manifest(self.entry(), name, true)
+                stages::time_async(
+                    Stage::ManifestCall,
+                    self.peers().get_manifest(self.entry(), name, true),
+                )
             })
             .await?;
         match found {
@@ -363,7 +471,8 @@ impl Client {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
             }
-            let holders = match self.holders(key, replicas).await {
+            let holders = match stages::time_async(Stage::Locate, self.holders(key, replicas)).await
+            {
                 Ok(h) => h,
                 Err(e) => {
                     last = Some(e);
@@ -371,7 +480,8 @@ impl Client {
                 }
             };
             for holder in self.memory.answering_first(holders) {
-                let got = self.peers().get_chunk(&holder.addr, &key).await;
+                let got =
+                    stages::time_async(Stage::GetChunkCall, self.get_chunk_at(&holder, key)).await;
                 match self.heard(&holder.addr, got) {
                     Ok(chunk) => return Ok(chunk.into_data()),
                     Err(e) => {
@@ -387,11 +497,14 @@ impl Client {
 
     /// The owner of `key` and its next successors: where copies should be.
     /// An owner that just failed to answer is not asked for its successors:
-    /// the last list that named it gives them.
+    /// the last list that named it gives them; nor is one that reported
+    /// them within a stabilize period (`memory::SUCCESSORS_FRESH_FOR`).
     pub async fn holders(&self, key: Id, replicas: usize) -> Result<Vec<NodeRef>> {
         let (owner, _) = self.lookup(&key).await?;
         let successors = if self.memory.is_silent(&owner.addr) {
             self.memory.successors_of(&owner)
+        } else if let Some(fresh) = self.memory.fresh_successors_of(&owner) {
+            fresh
         } else {
             match self.info(&owner.addr).await {
                 Ok(info) => info.successors,
@@ -418,9 +531,11 @@ impl Client {
         replicas: usize,
         opts: &'a TransferOptions,
     ) -> impl Stream<Item = Result<Bytes>> + 'a {
-        futures::stream::iter(manifest.chunks.iter().copied())
-            .map(move |key| self.fetch_chunk(key, replicas, opts.attempts))
-            .buffered(opts.parallel.max(1))
+        futures::stream::iter(manifest.inline_piece().map(Ok)).chain(
+            futures::stream::iter(manifest.chunks.iter().copied())
+                .map(move |key| self.fetch_chunk(key, replicas, opts.attempts))
+                .buffered(opts.parallel.max(1)),
+        )
     }
 
     /// Downloads `name` to `out`, through a temporary file in the same
@@ -607,7 +722,7 @@ const DIGEST_DEPTH: usize = 2;
 
 /// The chunk of `data`, its key computed on a blocking thread.
 async fn chunk_of(data: Bytes) -> Result<CheckedChunk> {
-    tokio::task::spawn_blocking(move || CheckedChunk::of(data))
+    tokio::task::spawn_blocking(move || stages::time(Stage::ChunkKey, || CheckedChunk::of(data)))
         .await
         .map_err(|e| Error::Unavailable(format!("the chunk hasher failed: {e}")))?
 }
@@ -617,8 +732,10 @@ async fn chunk_of(data: Bytes) -> Result<CheckedChunk> {
 fn read_file_chunk(file: std::fs::File, size: usize) -> Result<(std::fs::File, Bytes)> {
     let mut buf = Vec::with_capacity(size);
     let mut reader = std::io::Read::take(file, size as u64);
-    std::io::Read::read_to_end(&mut reader, &mut buf)
-        .map_err(|e| Error::io("reading the upload", e))?;
+    stages::time(Stage::FileRead, || {
+        std::io::Read::read_to_end(&mut reader, &mut buf)
+    })
+    .map_err(|e| Error::io("reading the upload", e))?;
     Ok((reader.into_inner(), Bytes::from(buf)))
 }
 

@@ -232,6 +232,13 @@ pub(super) fn manifest(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::Manife
         version: u.arbitrary()?,
         deleted,
         modified_ms: u.arbitrary()?,
+        // Now and then bytes held inline, mostly not matching the rest.
+        inline: if u.ratio(1, 6)? {
+            let len = u.int_in_range(0..=64)?;
+            u.bytes(len)?.to_vec()
+        } else {
+            Vec::new()
+        },
     })
 }
 

@@ -25,6 +25,7 @@ use super::error_to_status;
 use crate::chord::Id;
 use crate::error::Error;
 use crate::node::{Counters, Node};
+use crate::stages::{self, Stage};
 use crate::store::{validate_name, ChunkHasher};
 use crate::wire;
 
@@ -171,7 +172,8 @@ impl Store for StoreService {
                             key.short()
                         )));
                     }
-                    chunk.push(&data).map_err(error_to_status)?;
+                    stages::time(Stage::ChunkCheck, || chunk.push(&data))
+                        .map_err(error_to_status)?;
                 }
                 _ => return Err(invalid("PutChunk carries one header, then data only")),
             }
@@ -412,5 +414,12 @@ pub fn store_stats(node: &Node) -> pb::StoreStats {
         gc_collectable_bytes: node.gc().collectable_bytes.load(Ordering::Relaxed),
         tombstones_expired: node.gc().tombstones_expired.load(Ordering::Relaxed),
         syncing: node.gc().is_syncing(),
+        stages: crate::stages::totals()
+            .into_iter()
+            .map(|(stage, spent)| pb::StageTime {
+                stage: stage.name().to_string(),
+                nanos: u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
+            })
+            .collect(),
     }
 }

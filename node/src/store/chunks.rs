@@ -18,6 +18,7 @@ use super::disk::{self, TmpFile, QUARANTINED_CHUNK_PREFIX};
 use super::Store;
 use crate::chord::Id;
 use crate::error::{Error, Result};
+use crate::stages::{self, Stage};
 
 impl Store {
     /// Stores `data` under `key`, after checking that `SHA-1(data) == key`
@@ -45,9 +46,11 @@ impl Store {
             // Collected since the check: written again below.
         }
         let mut tmp = self.layout().tmp_file("chunk", key)?;
-        tmp.write_all(data)?;
-        tmp.finish()?;
-        self.commit_chunk(key, tmp, data.len() as u64, touched)
+        stages::time(Stage::DiskWrite, || tmp.write_all(data))?;
+        stages::time(Stage::DiskSync, || {
+            tmp.finish()?;
+            self.commit_chunk(key, tmp, data.len() as u64, touched)
+        })
     }
 
     /// Starts a streamed write of the chunk `key`, holding at most one
@@ -83,7 +86,9 @@ impl Store {
     /// re-hash); the scrubber re-hashes everything at rest meanwhile.
     pub fn read_chunk_unchecked(&self, key: &Id) -> Result<Bytes> {
         let path = self.layout().chunk_path(key);
-        match disk::read_capped(&path, crate::MAX_CHUNK_BYTES as u64) {
+        match stages::time(Stage::DiskRead, || {
+            disk::read_capped(&path, crate::MAX_CHUNK_BYTES as u64)
+        }) {
             Ok(data) => Ok(Bytes::from(data)),
             Err(e) => match e.kind() {
                 io::ErrorKind::NotFound => Err(not_found(key)),

@@ -55,9 +55,10 @@ use crate::chord::Id;
 use crate::error::Result;
 
 pub use chunks::{CheckedChunk, ChunkHasher, ChunkWriter};
+pub use disk::{write_in_pieces, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
 pub use index::{KeysPage, StoreStats};
-pub use manifest::{check_manifest_fits, Manifest, Stamp, MAX_MANIFEST_CHUNKS};
+pub use manifest::{check_manifest_fits, Manifest, Stamp, MAX_INLINE_BYTES, MAX_MANIFEST_CHUNKS};
 pub use manifests::MAX_MANIFEST_BYTES;
 pub use name::{validate_name, MAX_NAME_BYTES};
 
