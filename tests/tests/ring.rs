@@ -378,26 +378,36 @@ async fn a_call_past_the_limit_or_the_timeout_gets_a_clean_error_and_the_node_ke
         .connect()
         .await
         .unwrap();
+    // A stall can lose its slot to the ping below that races it in; one
+    // refused so asks again at once, within the first half of the timeout,
+    // so that both slots end up held by stalls.
     let stall = || {
         let mut store = StoreClient::new(channel.clone());
         tokio::spawn(async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let header = pb::PutChunkRequest {
-                body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
-                    key: vec![7; 20],
-                    size: 1000,
-                    copies: 1,
-                    age_ms: 0,
-                })),
-            };
-            tx.send(header).await.unwrap();
-            let started = Instant::now();
-            let answer = store
-                .put_chunk(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await;
-            // The sender lives until the answer: the stream never ends.
-            drop(tx);
-            (started.elapsed(), answer)
+            let first = Instant::now();
+            loop {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let header = pb::PutChunkRequest {
+                    body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
+                        key: vec![7; 20],
+                        size: 1000,
+                        copies: 1,
+                        age_ms: 0,
+                    })),
+                };
+                tx.send(header).await.unwrap();
+                let started = Instant::now();
+                let answer = store
+                    .put_chunk(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await;
+                // The sender lives until the answer: the stream never ends.
+                drop(tx);
+                let refused =
+                    matches!(&answer, Err(s) if s.code() == tonic::Code::ResourceExhausted);
+                if !refused || first.elapsed() >= TIMEOUT / 2 {
+                    break (started.elapsed(), answer);
+                }
+            }
         })
     };
     let stalled = [stall(), stall()];
