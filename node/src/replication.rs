@@ -76,7 +76,7 @@ impl Node {
         Fut: std::future::Future<Output = Result<()>>,
     {
         let want = (copies.max(1) as usize).min(self.replicas());
-        let successors = self.ring().successors().to_vec();
+        let successors = self.successors_for(want, what).await?;
         let needed = want.min(1 + successors.len());
         let mut made = 1;
         let mut next = successors.into_iter();
@@ -108,6 +108,31 @@ impl Node {
             )));
         }
         Ok(made as u32)
+    }
+
+    /// The successor list to copy to, for `want` copies in all. A list long
+    /// enough is taken as it is. A shorter one says the ring has fewer nodes
+    /// only if it is complete, and even then only as of the last stabilize:
+    /// so it first gets one stabilize round of its own, which fills a list
+    /// still filling after a join or a failure, and adds a node that joined
+    /// a small ring since. If it is still incomplete the write is refused,
+    /// retryably: acknowledging fewer copies than the ring can hold would
+    /// break the min(R, ring size) rule.
+    async fn successors_for(&self, want: usize, what: &str) -> Result<Vec<NodeRef>> {
+        let successors = self.ring().successors().to_vec();
+        if 1 + successors.len() >= want {
+            return Ok(successors);
+        }
+        self.stabilize().await;
+        let ring = self.ring();
+        if 1 + ring.successors().len() < want && !ring.successors_complete() {
+            return Err(Error::Unavailable(format!(
+                "{what}: the successor list is still filling ({} of {} successors known)",
+                ring.successors().len(),
+                want - 1
+            )));
+        }
+        Ok(ring.successors().to_vec())
     }
 
     /// Whether some holder of `key` has the chunk (the owner, else a

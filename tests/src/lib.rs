@@ -216,6 +216,12 @@ impl TestCluster {
         self.dir.path()
     }
 
+    /// Where node `addr` keeps chunk `key` on disk.
+    pub fn chunk_path(&self, addr: &str, key: &Id) -> Result<std::path::PathBuf> {
+        let node = self.fleet.node(addr).context("no such node")?;
+        Ok(chord_node::store::chunk_path(&node.data_dir, key))
+    }
+
     pub fn random_addr(&self) -> Result<String> {
         self.addrs()
             .choose(&mut rand::rng())

@@ -227,6 +227,50 @@ async fn sigterm_of_half_the_ring_one_by_one_loses_nothing() {
         .unwrap();
 }
 
+/// Right after a ring's pointers converge, a node's successor list may
+/// still name fewer nodes than the ring has: it fills one stabilize round at
+/// a time. An owner must not take that short list for a small ring and
+/// acknowledge a write with fewer than min(R, ring size) copies. Three fresh
+/// 3-node rings with R = 3 and a slow stabilize (1 s, so the lists are
+/// short for seconds): the moment each upload returns, every chunk is on
+/// all three nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_just_after_the_ring_forms_is_acknowledged_with_r_copies() {
+    const CHUNKS: usize = 8;
+    let mut args = FAST.to_vec();
+    let at = args.iter().position(|a| *a == "--stabilize-ms").unwrap();
+    args[at + 1] = "1000";
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_chunks();
+    for ring in 0..3 {
+        let cluster = TestCluster::start(3, 3, &args).await.unwrap();
+        cluster.wait_consistent(CONVERGE).await.unwrap();
+        let name = format!("early-{ring}");
+        let path = random_file(dir.path(), &name, CHUNKS * opts.chunk_size).unwrap();
+        let keys: Vec<Id> = std::fs::read(&path)
+            .unwrap()
+            .chunks(opts.chunk_size)
+            .map(Id::hash)
+            .collect();
+        client(&cluster.addrs()[0])
+            .unwrap()
+            .upload_file(&path, &name, &opts, &no_progress)
+            .await
+            .unwrap();
+        let copies: Vec<usize> = keys
+            .iter()
+            .map(|key| {
+                cluster
+                    .addrs()
+                    .iter()
+                    .filter(|addr| cluster.chunk_path(addr, key).unwrap().exists())
+                    .count()
+            })
+            .collect();
+        assert_eq!(copies, [3; CHUNKS], "ring {ring}: copies of each chunk");
+    }
+}
+
 #[tokio::test]
 async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
     let cluster = TestCluster::start_converged(4, 3, FAST).await.unwrap();
@@ -237,20 +281,10 @@ async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
         .await
         .unwrap();
     let key: Id = c.manifest("victim").await.unwrap().chunks[0];
-    let hex = key.to_hex();
-    let copy_on = |addr: &str| {
-        cluster
-            .fleet
-            .node(addr)
-            .unwrap()
-            .data_dir
-            .join("chunks")
-            .join(&hex[..2])
-            .join(&hex)
-    };
-    // The copies on the chunk's true holders: just after the pointers
-    // converge, an owner whose successor list is still filling may have
-    // copied it elsewhere or to fewer nodes, and repair settles that.
+    let copy_on = |addr: &str| cluster.chunk_path(addr, &key).unwrap();
+    // The copies on the chunk's true holders, once all three have it: an
+    // owner's successor list can still be wrong just after the pointers
+    // converge (a finger-made entry, say), and repair settles that.
     let holders: Vec<_> = chord_node::chord::true_holders(&cluster.truth(), &key, 3)
         .into_iter()
         .map(|n| copy_on(&n.addr))
@@ -721,15 +755,7 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     let key = c.manifest(&names[0]).await.unwrap().chunks[0];
     // Corrupt the copy on the owner: the holder every read tries first.
     let owner = cluster.owner_of(&key).unwrap();
-    let hex = key.to_hex();
-    let copy = cluster
-        .fleet
-        .node(&owner.addr)
-        .unwrap()
-        .data_dir
-        .join("chunks")
-        .join(&hex[..2])
-        .join(&hex);
+    let copy = cluster.chunk_path(&owner.addr, &key).unwrap();
     let mut bytes = std::fs::read(&copy).unwrap();
     bytes[0] ^= 0x01;
     std::fs::write(&copy, &bytes).unwrap();

@@ -149,11 +149,11 @@ async fn deleting_a_file_keeps_the_chunks_another_file_shares() {
             .unwrap();
     }
     // Both files held whole, R copies of each chunk: the shared chunks once,
-    // each tail once. Just after the ring's pointers converge, a node's
-    // successor list may still be short, and an owner copies a chunk only
-    // to the successors it knows (two of twenty runs held 1,123,100 and
-    // 1,139,051 bytes here); repair brings the missing copies. Only then
-    // does a drop to R x b's bytes show collection.
+    // each tail once. Only then does a drop to R x b's bytes show
+    // collection. (Before owners refused writes while their successor list
+    // was still filling, two of twenty runs here held 1,123,100 and
+    // 1,139,051 bytes right after the uploads; now the wait should end at
+    // once, and it keeps the premise checked.)
     let both = (a.len() + b.len() - 4 * CHUNK as usize) as u64;
     cluster
         .wait_for("R copies of both files", COLLECT, || async {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chord_node::chord::{Id, NodeRef};
 use chord_node::client::TransferOptions;
-use chord_node::store::MAX_INLINE_BYTES;
+use chord_node::store::{chunk_path, MAX_INLINE_BYTES};
 use chord_tests::files::{client, listed, no_progress, random_file};
 use chord_tests::{free_port, TestCluster, CONVERGE, FAST};
 
@@ -95,19 +95,15 @@ fn lay_out_chunks(
     skip: std::ops::Range<usize>,
     link_from: Option<&Path>,
 ) {
-    let path = |root: &Path, key: &Id| {
-        let hex = key.to_hex();
-        root.join("chunks").join(&hex[..2]).join(hex)
-    };
     for (i, (key, data)) in chunks.iter().enumerate() {
         if skip.contains(&i) {
             continue;
         }
-        let to = path(root, key);
+        let to = chunk_path(root, key);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         match link_from {
-            Some(from) if !path(from, key).exists() => std::fs::write(&to, data).unwrap(),
-            Some(from) => std::fs::hard_link(path(from, key), &to).unwrap(),
+            Some(from) if !chunk_path(from, key).exists() => std::fs::write(&to, data).unwrap(),
+            Some(from) => std::fs::hard_link(chunk_path(from, key), &to).unwrap(),
             None => std::fs::write(&to, data).unwrap(),
         }
     }

@@ -128,6 +128,12 @@ impl RingState {
         self.successors.as_slice()
     }
 
+    /// Whether the successor list is complete: `r` entries, or every other
+    /// node of a smaller ring ([`SuccessorList::is_complete`]).
+    pub fn successors_complete(&self) -> bool {
+        self.successors.is_complete()
+    }
+
     pub fn fingers(&self) -> &FingerTable {
         &self.fingers
     }

@@ -35,6 +35,12 @@ pub(super) const IO_BUF_BYTES: usize = 64 * 1024;
 /// Four writes per MiB cost nothing measurable where folios are cheap.
 pub const WRITE_PIECE_BYTES: usize = 256 * 1024;
 
+/// Where a node whose data dir is `root` keeps chunk `key`: the store's
+/// own layout, for tools and tests that look at a data dir from outside.
+pub fn chunk_path(root: &Path, key: &Id) -> PathBuf {
+    Layout::new(root).chunk_path(key)
+}
+
 /// Writes all of `data` to `out` in writes of at most
 /// [`WRITE_PIECE_BYTES`].
 pub fn write_in_pieces(out: &mut impl Write, data: &[u8]) -> io::Result<()> {

@@ -55,7 +55,7 @@ use crate::chord::Id;
 use crate::error::Result;
 
 pub use chunks::{CheckedChunk, ChunkHasher, ChunkWriter};
-pub use disk::{write_in_pieces, WRITE_PIECE_BYTES};
+pub use disk::{chunk_path, write_in_pieces, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
 pub use index::{KeysPage, StoreStats};
 pub use manifest::{check_manifest_fits, Manifest, Stamp, MAX_INLINE_BYTES, MAX_MANIFEST_CHUNKS};
