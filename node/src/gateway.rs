@@ -63,7 +63,7 @@ use tokio_util::io::StreamReader;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::client::{file_json, verify_whole, Client, TransferOptions, UploadReport};
+use crate::client::{file_json, verify_whole, Client, ReadCheck, TransferOptions, UploadReport};
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::store::{validate_name, Manifest};
@@ -669,7 +669,7 @@ fn verified_chunks(
                     let gw = gw.clone();
                     async move {
                         gw.client
-                            .fetch_chunk(key, gw.replicas, gw.opts.attempts)
+                            .fetch_chunk(key, gw.replicas, gw.opts.attempts, ReadCheck::EachChunk)
                             .await
                     }
                 })

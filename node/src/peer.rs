@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chord_proto::pb;
 use chord_proto::pb::ring_client::RingClient;
 use chord_proto::pb::store_client::StoreClient;
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::events::EventBatch;
 use crate::repair::HandoffReport;
 use crate::stages::{self, Stage};
-use crate::store::{CheckedChunk, ChunkHasher, KeysPage, Manifest, Stamp};
+use crate::store::{CheckedChunk, ChunkBuffer, ChunkHasher, KeysPage, Manifest, Stamp};
 use crate::tls::TrustedCa;
 use crate::wire;
 use crate::MAX_MESSAGE_BYTES;
@@ -468,15 +469,31 @@ impl PeerPool {
     /// to re-check its copy (in the background: the caller goes on to the
     /// next holder).
     pub async fn get_chunk(&self, addr: &str, key: &Id) -> Result<CheckedChunk> {
-        // tonic ends a call at its deadline only until the answer's headers
-        // arrive; the pieces after them are bounded here, by the same one.
-        let deadline = self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR;
-        let call = self.watched(addr, self.get_chunk_within(addr, key, deadline));
-        match tokio::time::timeout(deadline, call).await {
-            Ok(Err(Error::Corrupt(reason))) => {
+        match self.fetch_chunk::<ChunkHasher>(addr, key).await {
+            Err(Error::Corrupt(reason)) => {
                 self.report_corrupt(addr, *key);
                 Err(Error::Corrupt(format!("{addr} sent bad bytes: {reason}")))
             }
+            answer => answer,
+        }
+    }
+
+    /// Fetches one chunk from `addr` as it comes, within the size limit but
+    /// not checked against `key`: for a reader that checks the bytes as
+    /// part of a whole (a download to a file, held back until its SHA-256
+    /// matches) and asks again with [`PeerPool::get_chunk`] if they fail.
+    pub async fn get_chunk_unchecked(&self, addr: &str, key: &Id) -> Result<Bytes> {
+        self.fetch_chunk::<ChunkBuffer>(addr, key).await
+    }
+
+    /// One GetChunk, its pieces gathered by `G`, within the transfer
+    /// deadline.
+    async fn fetch_chunk<G: Gather>(&self, addr: &str, key: &Id) -> Result<G::Chunk> {
+        // tonic ends a call at its deadline only until the answer's headers
+        // arrive; the pieces after them are bounded here, by the same one.
+        let deadline = self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR;
+        let call = self.watched(addr, self.get_chunk_within::<G>(addr, key, deadline));
+        match tokio::time::timeout(deadline, call).await {
             Ok(answer) => answer,
             Err(_) => {
                 self.forget(addr);
@@ -488,12 +505,12 @@ impl PeerPool {
         }
     }
 
-    async fn get_chunk_within(
+    async fn get_chunk_within<G: Gather>(
         &self,
         addr: &str,
         key: &Id,
         deadline: Duration,
-    ) -> Result<CheckedChunk> {
+    ) -> Result<G::Chunk> {
         let mut req = tonic::Request::new(pb::GetChunkRequest {
             key: key.as_bytes().to_vec(),
         });
@@ -504,18 +521,16 @@ impl PeerPool {
             .await
             .map_err(|s| self.fail(addr, s))?
             .into_inner();
-        let mut chunk: Option<ChunkHasher> = None;
+        let mut chunk: Option<G> = None;
         while let Some(piece) = stream.message().await.map_err(|s| self.fail(addr, s))? {
             let size = usize::try_from(piece.size).unwrap_or(usize::MAX);
-            let hasher = chunk.get_or_insert_with(|| ChunkHasher::new(*key, size));
-            stages::time(Stage::ChunkCheck, || hasher.push(&piece.data)).map_err(|_| {
-                Error::BadReply {
-                    peer: addr.to_string(),
-                    reason: format!("chunk {} is larger than any chunk may be", key.short()),
-                }
+            let gathered = chunk.get_or_insert_with(|| G::new(*key, size));
+            gathered.push(&piece.data).map_err(|_| Error::BadReply {
+                peer: addr.to_string(),
+                reason: format!("chunk {} is larger than any chunk may be", key.short()),
             })?;
         }
-        chunk.unwrap_or_else(|| ChunkHasher::new(*key, 0)).finish()
+        chunk.unwrap_or_else(|| G::new(*key, 0)).finish()
     }
 
     /// Asks `addr` to re-hash its copy of `key`, which sent bad bytes, so a
@@ -967,6 +982,41 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
             message: format!("{:?}: {}", status.code(), status.message()),
             retryable: true,
         },
+    }
+}
+
+/// How [`PeerPool`] gathers the pieces of a chunk it reads: checked
+/// against the key ([`ChunkHasher`]) or as they come ([`ChunkBuffer`]).
+trait Gather: Sized {
+    type Chunk;
+    fn new(key: Id, size: usize) -> Self;
+    fn push(&mut self, piece: &[u8]) -> Result<()>;
+    fn finish(self) -> Result<Self::Chunk>;
+}
+
+impl Gather for ChunkHasher {
+    type Chunk = CheckedChunk;
+    fn new(key: Id, size: usize) -> Self {
+        ChunkHasher::new(key, size)
+    }
+    fn push(&mut self, piece: &[u8]) -> Result<()> {
+        stages::time(Stage::ChunkCheck, || ChunkHasher::push(self, piece))
+    }
+    fn finish(self) -> Result<CheckedChunk> {
+        ChunkHasher::finish(self)
+    }
+}
+
+impl Gather for ChunkBuffer {
+    type Chunk = Bytes;
+    fn new(key: Id, size: usize) -> Self {
+        ChunkBuffer::new(key, size)
+    }
+    fn push(&mut self, piece: &[u8]) -> Result<()> {
+        ChunkBuffer::push(self, piece)
+    }
+    fn finish(self) -> Result<Bytes> {
+        Ok(self.into_bytes())
     }
 }
 

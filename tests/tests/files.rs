@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chord_node::chord::Id;
-use chord_node::client::TransferOptions;
+use chord_node::client::{ReadCheck, TransferOptions};
 use chord_node::store::{Manifest, MAX_INLINE_BYTES};
 use chord_node::Error;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
@@ -731,7 +731,10 @@ async fn a_leaving_node_takes_no_writes_and_confirms_no_keys() {
         .await
         .unwrap_err();
     assert_eq!(write.code(), tonic::Code::Unavailable, "{write:?}");
-    let read = client(&addr).unwrap().fetch_chunk(key, 1, 1).await;
+    let read = client(&addr)
+        .unwrap()
+        .fetch_chunk(key, 1, 1, ReadCheck::EachChunk)
+        .await;
     assert!(read.is_ok(), "reads must go on during hand-off: {read:?}");
 }
 

@@ -6,10 +6,11 @@
 //! replicate them), skips chunks the ring already holds (so re-running an
 //! interrupted upload resumes it), and writes the manifest last, so the file
 //! becomes visible whole or not at all. A download fetches chunks in order
-//! with a bounded read-ahead, checks each against its key (falling back to
-//! the next replica on bad bytes or a dead holder), and checks the whole
-//! file's SHA-256 before the file is renamed into place. Memory is bounded
-//! by `parallel × chunk_size` either way.
+//! with a bounded read-ahead (falling back to the next replica on a dead
+//! holder) and checks the whole file's SHA-256 before the file is renamed
+//! into place; only if that fails is it fetched again with each chunk
+//! checked against its key, which finds the bad copy and reads another (see
+//! [`ReadCheck`]). Memory is bounded by `parallel × chunk_size` either way.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use chord_proto::pb;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Client;
 use crate::chord::{replica_set, Id, NodeRef};
@@ -49,6 +50,20 @@ impl Default for TransferOptions {
             attempts: 5,
         }
     }
+}
+
+/// How a read checks the chunks it fetches. Either way every byte is
+/// checked before anyone sees it; the question is only which hash does it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadCheck {
+    /// Each chunk against its key (SHA-1) as it arrives, falling back to
+    /// the next holder on bad bytes: for bytes handed on at once (a pipe,
+    /// an HTTP answer), which cannot be taken back.
+    EachChunk,
+    /// None on arrival: the caller holds the file back until its SHA-256
+    /// matches the manifest, and reads it again with `EachChunk` if it does
+    /// not. Each byte is hashed once instead of twice.
+    WholeFile,
 }
 
 #[derive(Clone, Debug)]
@@ -370,13 +385,20 @@ impl Client {
         }
     }
 
-    /// GetChunk of `key` from `holder`, or the same read in place (checked
-    /// against the key there) when `holder` is the node this client runs
-    /// inside.
-    async fn get_chunk_at(&self, holder: &NodeRef, key: Id) -> Result<CheckedChunk> {
-        match self.local_node(holder) {
-            Some(node) => node.disk(move |s| s.read_chunk(&key)).await,
-            None => self.peers().get_chunk(&holder.addr, &key).await,
+    /// GetChunk of `key` from `holder`, checked as `check` says, or the
+    /// same read in place (checked against the key there) when `holder` is
+    /// the node this client runs inside.
+    async fn get_chunk_at(&self, holder: &NodeRef, key: Id, check: ReadCheck) -> Result<Bytes> {
+        match (self.local_node(holder), check) {
+            (Some(node), _) => Ok(node.disk(move |s| s.read_chunk(&key)).await?.into_data()),
+            (None, ReadCheck::EachChunk) => Ok(self
+                .peers()
+                .get_chunk(&holder.addr, &key)
+                .await?
+                .into_data()),
+            (None, ReadCheck::WholeFile) => {
+                self.peers().get_chunk_unchecked(&holder.addr, &key).await
+            }
         }
     }
 
@@ -464,8 +486,15 @@ impl Client {
         }
     }
 
-    /// One chunk, from whichever of its holders returns intact bytes.
-    pub async fn fetch_chunk(&self, key: Id, replicas: usize, attempts: usize) -> Result<Bytes> {
+    /// One chunk, from whichever of its holders answers (with intact bytes,
+    /// if `check` is [`ReadCheck::EachChunk`]).
+    pub async fn fetch_chunk(
+        &self,
+        key: Id,
+        replicas: usize,
+        attempts: usize,
+        check: ReadCheck,
+    ) -> Result<Bytes> {
         let mut last = None;
         for attempt in 0..attempts.max(1) {
             if attempt > 0 {
@@ -481,9 +510,10 @@ impl Client {
             };
             for holder in self.memory.answering_first(holders) {
                 let got =
-                    stages::time_async(Stage::GetChunkCall, self.get_chunk_at(&holder, key)).await;
+                    stages::time_async(Stage::GetChunkCall, self.get_chunk_at(&holder, key, check))
+                        .await;
                 match self.heard(&holder.addr, got) {
-                    Ok(chunk) => return Ok(chunk.into_data()),
+                    Ok(chunk) => return Ok(chunk),
                     Err(e) => {
                         debug!(peer = %holder.addr, key = %key.short(), error = %e, "chunk read failed; trying next holder");
                         last = Some(e);
@@ -530,16 +560,21 @@ impl Client {
         manifest: &'a Manifest,
         replicas: usize,
         opts: &'a TransferOptions,
+        check: ReadCheck,
     ) -> impl Stream<Item = Result<Bytes>> + 'a {
         futures::stream::iter(manifest.inline_piece().map(Ok)).chain(
             futures::stream::iter(manifest.chunks.iter().copied())
-                .map(move |key| self.fetch_chunk(key, replicas, opts.attempts))
+                .map(move |key| self.fetch_chunk(key, replicas, opts.attempts, check))
                 .buffered(opts.parallel.max(1)),
         )
     }
 
     /// Downloads `name` to `out`, through a temporary file in the same
     /// directory that is renamed into place only after the SHA-256 matches.
+    /// Chunks are not checked one by one on the way ([`ReadCheck::WholeFile`]);
+    /// if the whole does not match, the file is fetched again with every
+    /// chunk checked, which reports the bad copy to its holder and reads that
+    /// chunk from another. The progress callback sees the first pass only.
     pub async fn download(
         &self,
         name: &str,
@@ -550,9 +585,29 @@ impl Client {
         let manifest = self.manifest(name).await?;
         let replicas = self.replicas().await? as usize;
         let part = part_path(out);
-        let result = self
-            .download_into(&manifest, &part, replicas, opts, progress)
+        let mut result = self
+            .download_into(
+                &manifest,
+                &part,
+                replicas,
+                opts,
+                progress,
+                ReadCheck::WholeFile,
+            )
             .await;
+        if let Err(Error::Corrupt(reason)) = &result {
+            warn!(name, %reason, "the download does not match its manifest; fetching it again with every chunk checked");
+            result = self
+                .download_into(
+                    &manifest,
+                    &part,
+                    replicas,
+                    opts,
+                    &|_| {},
+                    ReadCheck::EachChunk,
+                )
+                .await;
+        }
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(e);
@@ -569,9 +624,10 @@ impl Client {
     }
 
     /// Writes the file of `manifest` to a new file at `part` and syncs it:
-    /// chunks arrive `parallel` ahead, and one blocking thread writes each
-    /// in order and hashes it while it is in cache. The size and SHA-256
-    /// are checked before the caller renames the file into place.
+    /// chunks arrive `parallel` ahead, checked as `check` says, and one
+    /// blocking thread writes each in order and hashes it while it is in
+    /// cache. The size and SHA-256 are checked before the caller renames
+    /// the file into place.
     async fn download_into(
         &self,
         manifest: &Manifest,
@@ -579,6 +635,7 @@ impl Client {
         replicas: usize,
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
+        check: ReadCheck,
     ) -> Result<()> {
         let file = std::fs::File::create(part)
             .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
@@ -588,7 +645,7 @@ impl Client {
         };
         let digest = FileDigest::start(DIGEST_DEPTH, Some(target));
         let fed = async {
-            let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts));
+            let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts, check));
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk?;
                 let len = chunk.len() as u64;
@@ -616,7 +673,8 @@ impl Client {
     ) -> Result<()> {
         let digest = FileDigest::start(DIGEST_DEPTH, None);
         let fed = async {
-            let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts));
+            let mut chunks =
+                std::pin::pin!(self.chunks(manifest, replicas, opts, ReadCheck::EachChunk));
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk?;
                 digest.push(chunk.clone()).await?;

@@ -411,14 +411,13 @@ impl CheckedChunk {
     }
 }
 
-/// Hashes a chunk while its pieces arrive and gathers them, so the check
-/// is done when the last piece lands instead of starting then. Refuses to
+/// The pieces of one chunk gathered as they arrive, unchecked. Refuses to
 /// grow past [`crate::MAX_CHUNK_BYTES`], so an endless stream cannot take
-/// memory.
+/// memory. For a reader that checks the bytes some other way (a download
+/// checked as a whole file); [`ChunkHasher`] checks them against the key.
 #[derive(Debug)]
-pub struct ChunkHasher {
+pub struct ChunkBuffer {
     key: Id,
-    sha: Sha1,
     buf: BytesMut,
 }
 
@@ -426,13 +425,52 @@ pub struct ChunkHasher {
 /// actually arrives. Covers the default chunk size in one allocation.
 const PREALLOCATED_BYTES: usize = 8 * 1024 * 1024;
 
+impl ChunkBuffer {
+    /// A buffer for chunk `key` of (the sender says) `size` bytes.
+    pub fn new(key: Id, size: usize) -> ChunkBuffer {
+        ChunkBuffer {
+            key,
+            buf: BytesMut::with_capacity(size.min(PREALLOCATED_BYTES)),
+        }
+    }
+
+    /// Bytes gathered so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Keeps one piece.
+    pub fn push(&mut self, piece: &[u8]) -> Result<()> {
+        check_chunk_len(&self.key, (self.buf.len() + piece.len()) as u64)?;
+        self.buf.extend_from_slice(piece);
+        Ok(())
+    }
+
+    /// The gathered bytes, as they came.
+    pub fn into_bytes(self) -> Bytes {
+        self.buf.freeze()
+    }
+}
+
+/// Hashes a chunk while its pieces arrive and gathers them, so the check
+/// is done when the last piece lands instead of starting then. Within the
+/// same size limit as [`ChunkBuffer`].
+#[derive(Debug)]
+pub struct ChunkHasher {
+    sha: Sha1,
+    buf: ChunkBuffer,
+}
+
 impl ChunkHasher {
     /// A hasher for chunk `key` of (the sender says) `size` bytes.
     pub fn new(key: Id, size: usize) -> ChunkHasher {
         ChunkHasher {
-            key,
             sha: Sha1::new(),
-            buf: BytesMut::with_capacity(size.min(PREALLOCATED_BYTES)),
+            buf: ChunkBuffer::new(key, size),
         }
     }
 
@@ -447,22 +485,22 @@ impl ChunkHasher {
 
     /// Hashes and keeps one piece.
     pub fn push(&mut self, piece: &[u8]) -> Result<()> {
-        check_chunk_len(&self.key, (self.buf.len() + piece.len()) as u64)?;
+        self.buf.push(piece)?;
         self.sha.update(piece);
-        self.buf.extend_from_slice(piece);
         Ok(())
     }
 
     /// The gathered bytes, if they hash to the key (`Error::Corrupt`
     /// otherwise).
     pub fn finish(self) -> Result<CheckedChunk> {
+        let key = self.buf.key;
         let actual = Id::from_array(self.sha.finalize().into());
-        if actual != self.key {
-            return Err(mismatch(&self.key, &actual));
+        if actual != key {
+            return Err(mismatch(&key, &actual));
         }
         Ok(CheckedChunk {
-            key: self.key,
-            data: self.buf.freeze(),
+            key,
+            data: self.buf.into_bytes(),
         })
     }
 }

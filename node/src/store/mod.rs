@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::chord::Id;
 use crate::error::Result;
 
-pub use chunks::{CheckedChunk, ChunkHasher, ChunkWriter};
+pub use chunks::{CheckedChunk, ChunkBuffer, ChunkHasher, ChunkWriter};
 pub use disk::{chunk_path, write_in_pieces, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
 pub use index::{KeysPage, StoreStats};
