@@ -107,6 +107,30 @@ async fn curl_ok<S: AsRef<OsStr>>(args: &[S]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `curl -sSf -F files=@PATH BASE/upload`: uploads the file at `path`
+/// through the gateway at `base`; returns the gateway's summary.
+async fn curl_upload(path: &str, base: &str) -> Result<String> {
+    curl_ok(&[
+        "-sSf",
+        "-F",
+        &format!("files=@{path}"),
+        &format!("{base}/upload"),
+    ])
+    .await
+}
+
+/// `curl -sSf -o OUT URL`: downloads `url` to `out`; returns the bytes saved.
+async fn curl_download(url: &str, out: &Path) -> Result<Vec<u8>> {
+    curl_ok(&[
+        OsStr::new("-sSf"),
+        OsStr::new("-o"),
+        out.as_os_str(),
+        OsStr::new(url),
+    ])
+    .await?;
+    Ok(std::fs::read(out)?)
+}
+
 /// The HTTP status and body of a request made with `extra` curl flags.
 async fn status_and_body(extra: &[&str], url: &str) -> Result<(u16, String)> {
     let mut args: Vec<&str> = vec!["-s", "-w", "\n%{http_code}"];
@@ -156,23 +180,11 @@ async fn curl_round_trip_through_any_node() {
     // Upload through A, download through B: identical bytes.
     let big = random_bytes(BIG_FILE);
     let big_path = write(dir.path(), "big.bin", &big);
-    let summary = curl_ok(&[
-        "-sSf",
-        "-F",
-        &format!("files=@{big_path}"),
-        &format!("{a}/upload"),
-    ])
-    .await
-    .unwrap();
+    let summary = curl_upload(&big_path, a).await.unwrap();
     assert_eq!(summary, format!("big.bin\t{BIG_FILE}\t3\n"));
     let out = dir.path().join("big.out");
-    curl_ok(&["-sSf", "-o", out.to_str().unwrap(), &format!("{b}/big.bin")])
-        .await
-        .unwrap();
-    assert!(
-        std::fs::read(&out).unwrap() == big,
-        "downloaded bytes differ"
-    );
+    let got = curl_download(&format!("{b}/big.bin"), &out).await.unwrap();
+    assert!(got == big, "downloaded bytes differ");
 
     // HEAD: the headers only.
     let head = curl_ok(&["-sSf", "-I", &format!("{c}/big.bin")])
@@ -254,11 +266,9 @@ async fn curl_round_trip_through_any_node() {
     let summary = curl_ok(&args).await.unwrap();
     assert_eq!(summary.lines().count(), 3, "{summary}");
     for (name, data) in &small {
-        let got = dir.path().join(format!("{name}.out"));
-        curl_ok(&["-sSf", "-o", got.to_str().unwrap(), &format!("{c}/{name}")])
-            .await
-            .unwrap();
-        assert!(std::fs::read(&got).unwrap() == *data, "{name} differs");
+        let out = dir.path().join(format!("{name}.out"));
+        let got = curl_download(&format!("{c}/{name}"), &out).await.unwrap();
+        assert!(got == *data, "{name} differs");
     }
 
     // Bad names: 400 with a one-line reason, nothing stored.
@@ -282,27 +292,12 @@ async fn curl_round_trip_through_any_node() {
     let fancy = "résumé final 🎵.txt";
     let fancy_data = random_bytes(5000);
     let fancy_path = write(dir.path(), fancy, &fancy_data);
-    curl_ok(&[
-        "-sSf",
-        "-F",
-        &format!("files=@{fancy_path}"),
-        &format!("{c}/upload"),
-    ])
-    .await
-    .unwrap();
-    let got = dir.path().join("fancy.out");
-    curl_ok(&[
-        "-sSf",
-        "-o",
-        got.to_str().unwrap(),
-        &format!("{a}/{}", encode(fancy)),
-    ])
-    .await
-    .unwrap();
-    assert!(
-        std::fs::read(&got).unwrap() == fancy_data,
-        "{fancy} differs"
-    );
+    curl_upload(&fancy_path, c).await.unwrap();
+    let out = dir.path().join("fancy.out");
+    let got = curl_download(&format!("{a}/{}", encode(fancy)), &out)
+        .await
+        .unwrap();
+    assert!(got == fancy_data, "{fancy} differs");
 
     // Delete, then the name is gone everywhere; a second delete is a 404.
     let (code, _) = status_and_body(&["-X", "DELETE"], &format!("{b}/big.bin"))
@@ -350,27 +345,13 @@ async fn a_gateway_moves_its_own_nodes_chunks_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(BIG_FILE);
     let path = write(dir.path(), "own.bin", &data);
-    curl_ok(&[
-        "-sSf",
-        "-F",
-        &format!("files=@{path}"),
-        &format!("http://{http}/upload"),
-    ])
-    .await
-    .unwrap();
+    let base = format!("http://{http}");
+    curl_upload(&path, &base).await.unwrap();
     let out = dir.path().join("own.out");
-    curl_ok(&[
-        "-sSf",
-        "-o",
-        out.to_str().unwrap(),
-        &format!("http://{http}/own.bin"),
-    ])
-    .await
-    .unwrap();
-    assert!(
-        std::fs::read(&out).unwrap() == data,
-        "downloaded bytes differ"
-    );
+    let got = curl_download(&format!("{base}/own.bin"), &out)
+        .await
+        .unwrap();
+    assert!(got == data, "downloaded bytes differ");
 
     let stats = cluster
         .client(&addr)
@@ -410,14 +391,7 @@ async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(BIG_FILE);
     let path = write(dir.path(), "doomed.bin", &data);
-    curl_ok(&[
-        "-sSf",
-        "-F",
-        &format!("files=@{path}"),
-        &format!("{}/upload", http[0]),
-    ])
-    .await
-    .unwrap();
+    curl_upload(&path, &http[0]).await.unwrap();
 
     // Overwrite every copy of the second chunk with same-length garbage.
     let chunk = 4 * 1024 * 1024;
@@ -684,14 +658,7 @@ async fn stalled_requests_are_ended_and_the_gateway_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let size = 24 * 1024 * 1024;
     let big = write(dir.path(), "unread.bin", &random_bytes(size));
-    curl_ok(&[
-        "-sSf",
-        "-F",
-        &format!("files=@{big}"),
-        &format!("{base}/upload"),
-    ])
-    .await
-    .unwrap();
+    curl_upload(&big, base).await.unwrap();
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
