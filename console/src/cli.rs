@@ -511,7 +511,7 @@ async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
         return print_json(&json!({
             "name": report.name, "size": report.size, "chunks": report.chunks,
             "chunks_skipped": report.chunks_skipped, "version": report.version,
-            "sha256": hex::encode(report.sha256), "seconds": secs,
+            report.checksum.name(): report.checksum.to_hex(), "seconds": secs,
         }));
     }
     println!(
@@ -550,20 +550,22 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
         return print_json(&json!({
             "name": report.name, "size": report.size, "chunks": report.chunks,
             "version": report.version, "path": out, "seconds": secs,
+            report.checksum.name(): report.checksum.to_hex(),
         }));
     }
     println!(
-        "downloaded {} to {} ({} bytes, SHA-256 verified) in {secs:.2} s, {:.1} MB/s",
+        "downloaded {} to {} ({} bytes, {} verified) in {secs:.2} s, {:.1} MB/s",
         report.name,
         out.display(),
         report.size,
+        report.checksum.label(),
         mb_per_sec(report.size, secs)
     );
     Ok(())
 }
 
 /// Streams a file to stdout (`-o -`), for pipes. Each chunk is checked
-/// against its key as it arrives; if the whole file's SHA-256 does not match
+/// against its key as it arrives; if the whole file's checksum does not match
 /// at the end, the command fails so the pipe's consumer can tell.
 async fn download_to_stdout(
     client: &Client,

@@ -18,7 +18,7 @@
 //!   fetched; either holds at most `parallel` chunks at once.
 //! - A download never hands out wrong bytes silently. Each chunk is checked
 //!   against its key as it is fetched, and the last chunk is held back until
-//!   the whole file's SHA-256 matches the manifest. On any failure the body
+//!   the whole file's checksum matches the manifest. On any failure the body
 //!   ends early, so the client sees a connection cut short of
 //!   `Content-Length` and never a complete-looking file.
 //! - Every error is an HTTP status with a one-line plain-text reason, so
@@ -55,7 +55,6 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -66,7 +65,7 @@ use tracing::{debug, info, warn};
 use crate::client::{file_json, verify_whole, Client, ReadCheck, TransferOptions, UploadReport};
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::store::{validate_name, Manifest};
+use crate::store::{validate_name, Hasher, Manifest};
 
 /// The multipart field that carries files, as the original file server and
 /// its scripts (`requests.post(url, files={'files': ...})`) name it.
@@ -479,7 +478,7 @@ async fn upload(
                     "size": r.size,
                     "chunks": r.chunks,
                     "version": r.version,
-                    "sha256": hex::encode(r.sha256),
+                    r.checksum.name(): r.checksum.to_hex(),
                 })
             })
             .collect();
@@ -637,7 +636,7 @@ async fn download(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> R
     if let Some(value) = content_disposition(&name) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", hex::encode(manifest.sha256))) {
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", manifest.checksum.to_hex())) {
         headers.insert(header::ETAG, etag);
     }
     // Lazy: a HEAD request (answered by this handler, body dropped) fetches no chunk.
@@ -653,7 +652,7 @@ async fn upload_named_file(state: State<Arc<Gateway>>) -> Response {
 /// [`Client::chunks`] does, but owning what it needs so the body can outlive
 /// the handler). Each chunk is checked against its key by the fetch; the
 /// running size is checked against the manifest, and the last chunk is only
-/// released once the whole file's SHA-256 matches. The first error ends the
+/// released once the whole file's checksum matches. The first error ends the
 /// stream, which makes the server cut the connection.
 fn verified_chunks(
     gw: Arc<Gateway>,
@@ -678,7 +677,7 @@ fn verified_chunks(
         .boxed();
     let state = Verify {
         fetches,
-        sha: Sha256::new(),
+        hasher: Hasher::new(manifest.checksum.algorithm()),
         size: 0,
         left: pieces,
         manifest,
@@ -699,7 +698,7 @@ fn verified_chunks(
 /// State of one download's verification.
 struct Verify {
     fetches: futures::stream::BoxStream<'static, Result<Bytes>>,
-    sha: Sha256,
+    hasher: Hasher,
     size: u64,
     /// Chunks not yet received.
     left: usize,
@@ -731,7 +730,7 @@ impl Verify {
                 self.manifest.name, self.manifest.size
             ))));
         }
-        self.sha.update(&chunk);
+        self.hasher.update(&chunk);
         if self.left == 0 {
             self.finished = true;
             if let Err(e) = self.check_whole() {
@@ -742,11 +741,7 @@ impl Verify {
     }
 
     fn check_whole(&self) -> Result<()> {
-        verify_whole(
-            &self.manifest,
-            self.size,
-            self.sha.clone().finalize().into(),
-        )
+        verify_whole(&self.manifest, self.size, self.hasher.checksum())
     }
 }
 

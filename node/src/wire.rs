@@ -12,7 +12,7 @@ use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBatch, EventKind};
 use crate::repair::HandoffReport;
-use crate::store::{check_manifest_fits, Manifest, Stamp};
+use crate::store::{check_manifest_fits, Checksum, Manifest, Stamp};
 
 /// Longest `host:port` accepted: a DNS name is at most 253 bytes, plus the port.
 pub const MAX_ADDR_LEN: usize = 260;
@@ -113,12 +113,14 @@ pub fn pieces(data: &bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> + '_ {
 }
 
 pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
+    let (sha256, blake3) = checksum_to_pb(&m.checksum);
     pb::Manifest {
         name: m.name.clone(),
         size: m.size,
         chunk_size: m.chunk_size,
         chunks: m.chunks.iter().map(|c| c.as_bytes().to_vec()).collect(),
-        sha256: m.sha256.to_vec(),
+        sha256,
+        blake3,
         version: m.version,
         deleted: m.deleted,
         modified_ms: m.modified_ms,
@@ -126,14 +128,39 @@ pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
     }
 }
 
+/// A checksum as the wire's two fields, `(sha256, blake3)`: the one of its
+/// algorithm holds the 32 bytes, the other is empty.
+pub fn checksum_to_pb(c: &Checksum) -> (Vec<u8>, Vec<u8>) {
+    match c {
+        Checksum::Sha256(b) => (b.to_vec(), Vec::new()),
+        Checksum::Blake3(b) => (Vec::new(), b.to_vec()),
+    }
+}
+
+/// The checksum of a manifest or stamp from its two wire fields: exactly
+/// one holds 32 bytes, the other nothing.
+pub fn checksum_from_pb(sha256: &[u8], blake3: &[u8]) -> Result<Checksum> {
+    let bytes = |field: &[u8], name: &str| -> Result<[u8; 32]> {
+        field
+            .try_into()
+            .map_err(|_| Error::invalid(format!("{name} is 32 bytes, got {}", field.len())))
+    };
+    match (sha256.is_empty(), blake3.is_empty()) {
+        (true, false) => Ok(Checksum::Blake3(bytes(blake3, "blake3")?)),
+        (false, true) => Ok(Checksum::Sha256(bytes(sha256, "sha256")?)),
+        (true, true) => Err(Error::invalid(
+            "a checksum is missing: sha256 and blake3 are empty",
+        )),
+        (false, false) => Err(Error::invalid(
+            "two checksums: exactly one of sha256 and blake3 may be set",
+        )),
+    }
+}
+
 /// A manifest from the wire, checked for shape (see `Manifest::validate`)
 /// and for a chunk count one message can carry ([`check_manifest_fits`]).
 pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
-    let sha256: [u8; 32] = m
-        .sha256
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::invalid(format!("sha256 is 32 bytes, got {}", m.sha256.len())))?;
+    let checksum = checksum_from_pb(&m.sha256, &m.blake3)?;
     let chunks = m
         .chunks
         .iter()
@@ -144,7 +171,7 @@ pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
         size: m.size,
         chunk_size: m.chunk_size,
         chunks,
-        sha256,
+        checksum,
         version: m.version,
         deleted: m.deleted,
         modified_ms: m.modified_ms,
@@ -162,15 +189,10 @@ pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
 
 /// A manifest stamp from a key listing.
 pub fn stamp_from_pb(m: &pb::KeyVersion) -> Result<Stamp> {
-    let sha256: [u8; 32] = m
-        .sha256
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::invalid(format!("sha256 is 32 bytes, got {}", m.sha256.len())))?;
     Ok(Stamp {
         version: m.version,
         deleted: m.deleted,
-        sha256,
+        checksum: checksum_from_pb(&m.sha256, &m.blake3)?,
     })
 }
 
@@ -257,6 +279,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_checksum_is_exactly_one_field_of_32_bytes() {
+        for c in [Checksum::Sha256([1; 32]), Checksum::Blake3([2; 32])] {
+            let (sha256, blake3) = checksum_to_pb(&c);
+            assert_eq!(checksum_from_pb(&sha256, &blake3).unwrap(), c);
+        }
+        let cases: [(&[u8], &[u8], &str); 4] = [
+            (&[], &[], "missing"),
+            (&[1; 32], &[2; 32], "two checksums"),
+            (&[1; 31], &[], "sha256 is 32 bytes, got 31"),
+            (&[], &[2; 33], "blake3 is 32 bytes, got 33"),
+        ];
+        for (sha256, blake3, want) in cases {
+            let err = checksum_from_pb(sha256, blake3).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+            assert!(err.to_string().contains(want), "{err}");
+        }
+    }
+
+    #[test]
     fn addresses() {
         for ok in [
             "127.0.0.1:5057",
@@ -307,7 +348,7 @@ mod tests {
             size: n as u64 * u64::from(chunk_size),
             chunk_size,
             chunks: (0..n as u64).map(|i| Id::hash(&i.to_be_bytes())).collect(),
-            sha256: [0xff; 32],
+            checksum: crate::store::Checksum::Blake3([0xff; 32]),
             version: u64::MAX,
             deleted: false,
             modified_ms: u64::MAX,

@@ -222,6 +222,18 @@ impl TestCluster {
         Ok(chord_node::store::chunk_path(&node.data_dir, key))
     }
 
+    /// Stores `manifest` on every node as a replica copy, as if each held
+    /// it: a version written by some other client, in place at once.
+    pub async fn put_manifest_everywhere(
+        &self,
+        manifest: &chord_node::store::Manifest,
+    ) -> Result<()> {
+        for addr in self.addrs() {
+            self.peers.put_manifest(&addr, manifest, 1, true).await?;
+        }
+        Ok(())
+    }
+
     pub fn random_addr(&self) -> Result<String> {
         self.addrs()
             .choose(&mut rand::rng())

@@ -92,6 +92,9 @@ async fn json_documents_keep_their_contract() {
     assert_eq!(up["name"], "data.bin");
     assert_eq!(up["size"], 300_000);
     assert_eq!(up["chunks"], 5);
+    let bytes = std::fs::read(&src).unwrap();
+    let blake3 = chord_node::store::Checksum::of(chord_node::store::Algorithm::Blake3, &bytes);
+    assert_eq!(up["blake3"], blake3.to_hex().as_str(), "{up}");
     let ls = json(&peer, &["ls", "--json"]).await;
     assert_eq!(ls["files"][0]["name"], "data.bin");
     assert_eq!(ls["files"][0]["size"], 300_000);

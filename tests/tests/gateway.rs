@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::chord::Id;
+use chord_node::store::{Algorithm, Checksum};
 use chord_tests::{free_port, TestCluster, CONVERGE, FAST, POLL};
 use rand::Rng;
 
@@ -203,6 +204,9 @@ async fn curl_round_trip_through_any_node() {
         head.contains("content-disposition: attachment; filename=\"big.bin\""),
         "{head}"
     );
+    // The ETag is the file's checksum: BLAKE3, for a file written now.
+    let blake3 = Checksum::of(Algorithm::Blake3, &big).to_hex();
+    assert!(head.contains(&format!("etag: \"{blake3}\"")), "{head}");
 
     // A missing name: curl -f fails with 22 and writes no file; the status is 404.
     let missing_out = dir.path().join("missing.out");
@@ -371,6 +375,60 @@ async fn a_gateway_moves_its_own_nodes_chunks_in_place() {
         assert!(spent(stage) > 0, "no time in {stage}: {stats:?}");
     }
     assert_eq!(spent("chunk_check"), 0, "a chunk came over gRPC: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_file_written_with_sha256_before_blake3_streams_checked_by_sha256() {
+    let (cluster, http) = gateway_cluster(FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(BIG_FILE);
+    let path = write(dir.path(), "old.bin", &data);
+    curl_upload(&path, &http[0]).await.unwrap();
+    // The file as a client from before BLAKE3 wrote it: a newer version of
+    // the same chunks carrying its SHA-256, on every holder.
+    let c = cluster.client(&cluster.addrs()[0]).unwrap();
+    let mut old = c.manifest("old.bin").await.unwrap();
+    old.version += 1;
+    old.checksum = Checksum::of(Algorithm::Sha256, &data);
+    cluster.put_manifest_everywhere(&old).await.unwrap();
+    let out = dir.path().join("old.out");
+    let got = curl_download(&format!("{}/old.bin", http[1]), &out)
+        .await
+        .unwrap();
+    assert!(got == data, "downloaded bytes differ");
+    let head = curl_ok(&["-sSf", "-I", &format!("{}/old.bin", http[2])])
+        .await
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        head.contains(&format!("etag: \"{}\"", old.checksum.to_hex())),
+        "{head}"
+    );
+
+    // A SHA-256 the bytes do not have: the last chunk is held back and
+    // the connection cut, so curl fails short of the whole file.
+    let mut wrong = old.clone();
+    wrong.version += 1;
+    wrong.checksum = Checksum::Sha256([0x5a; 32]);
+    cluster.put_manifest_everywhere(&wrong).await.unwrap();
+    let bad = dir.path().join("bad.out");
+    let res = run(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            bad.to_str().unwrap(),
+            &format!("{}/old.bin", http[1]),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        !res.status.success(),
+        "curl took a file with a wrong SHA-256"
+    );
+    let got = std::fs::read(&bad).unwrap_or_default();
+    assert!(got.len() < BIG_FILE, "got all {} bytes", got.len());
 }
 
 #[tokio::test]

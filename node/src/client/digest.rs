@@ -1,4 +1,4 @@
-//! A file's whole SHA-256, computed on a blocking thread beside the network
+//! A file's whole checksum, computed on a blocking thread beside the network
 //! work instead of on the async workers between chunks. A download also
 //! writes each chunk to its file on that thread, so the bytes of a chunk
 //! are read once, in cache, for both.
@@ -10,16 +10,15 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::stages::{self, Stage};
-use crate::store::write_in_pieces;
+use crate::store::{write_in_pieces, Algorithm, Checksum, Hasher};
 
-/// What the thread hands back: the digest and the bytes it saw.
-type Outcome = Result<([u8; 32], u64)>;
+/// What the thread hands back: the checksum and the bytes it saw.
+type Outcome = Result<(Checksum, u64)>;
 
 #[derive(Debug)]
 pub struct FileDigest {
@@ -36,25 +35,30 @@ pub struct DigestTarget {
 }
 
 impl FileDigest {
-    /// Starts the thread. At most `depth` chunks wait for it.
-    pub fn start(depth: usize, mut target: Option<DigestTarget>) -> FileDigest {
+    /// Starts the thread, hashing by `algorithm`. At most `depth` chunks
+    /// wait for it.
+    pub fn start(
+        algorithm: Algorithm,
+        depth: usize,
+        mut target: Option<DigestTarget>,
+    ) -> FileDigest {
         let (queue, mut chunks) = mpsc::channel::<Bytes>(depth.max(1));
         let task = tokio::task::spawn_blocking(move || -> Outcome {
-            let mut sha = Sha256::new();
+            let mut hasher = Hasher::new(algorithm);
             let mut len = 0u64;
             while let Some(chunk) = chunks.blocking_recv() {
                 if let Some(t) = &mut target {
                     stages::time(Stage::FileWrite, || write_in_pieces(&mut t.file, &chunk))
                         .map_err(|e| Error::io(format!("cannot write {}", t.path.display()), e))?;
                 }
-                stages::time(Stage::FileDigest, || sha.update(&chunk));
+                stages::time(Stage::FileDigest, || hasher.update(&chunk));
                 len += chunk.len() as u64;
             }
             if let Some(t) = &target {
                 stages::time(Stage::FileSync, || t.file.sync_all())
                     .map_err(|e| Error::io(format!("cannot sync {}", t.path.display()), e))?;
             }
-            Ok((sha.finalize().into(), len))
+            Ok((hasher.finish(), len))
         });
         FileDigest { queue, task }
     }
@@ -68,9 +72,9 @@ impl FileDigest {
             .map_err(|_| Error::Unavailable("the file digest stopped early".into()))
     }
 
-    /// The SHA-256 of everything pushed, and its length, once the thread
+    /// The checksum of everything pushed, and its length, once the thread
     /// has taken it all in (and synced the target file, if any).
-    pub async fn finish(self) -> Result<([u8; 32], u64)> {
+    pub async fn finish(self) -> Result<(Checksum, u64)> {
         drop(self.queue);
         self.task
             .await
@@ -80,7 +84,7 @@ impl FileDigest {
     /// [`FileDigest::finish`] after a feeding that ended with `fed`: the
     /// thread's own error comes first, since a failed write is why a push
     /// failed.
-    pub async fn finish_after(self, fed: Result<()>) -> Result<([u8; 32], u64)> {
+    pub async fn finish_after(self, fed: Result<()>) -> Result<(Checksum, u64)> {
         match (fed, self.finish().await) {
             (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
             (Ok(()), done) => done,
@@ -101,16 +105,23 @@ mod tests {
             file: std::fs::File::create(&path).unwrap(),
             path: path.clone(),
         };
-        let digest = FileDigest::start(1, Some(target));
+        let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
         let parts: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
         for part in &parts {
             digest.push(Bytes::from(part.clone())).await.unwrap();
         }
-        let (sha, len) = digest.finish().await.unwrap();
+        let (checksum, len) = digest.finish().await.unwrap();
         let whole = parts.concat();
         assert_eq!(len, whole.len() as u64);
-        assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(&whole)));
+        assert_eq!(checksum, Checksum::of(Algorithm::Blake3, &whole));
         assert_eq!(std::fs::read(&path).unwrap(), whole);
+        // And by the algorithm of older manifests, with no file.
+        let digest = FileDigest::start(Algorithm::Sha256, 1, None);
+        for part in &parts {
+            digest.push(Bytes::from(part.clone())).await.unwrap();
+        }
+        let (checksum, _) = digest.finish().await.unwrap();
+        assert_eq!(checksum, Checksum::of(Algorithm::Sha256, &whole));
     }
 
     #[tokio::test]
@@ -123,7 +134,7 @@ mod tests {
             file: std::fs::File::open(&path).unwrap(),
             path,
         };
-        let digest = FileDigest::start(1, Some(target));
+        let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
         let mut fed = Ok(());
         for _ in 0..10 {
             fed = digest.push(Bytes::from_static(b"abc")).await;

@@ -7,7 +7,7 @@
 //! interrupted upload resumes it), and writes the manifest last, so the file
 //! becomes visible whole or not at all. A download fetches chunks in order
 //! with a bounded read-ahead (falling back to the next replica on a dead
-//! holder) and checks the whole file's SHA-256 before the file is renamed
+//! holder) and checks the whole file's checksum before the file is renamed
 //! into place; only if that fails is it fetched again with each chunk
 //! checked against its key, which finds the bad copy and reads another (see
 //! [`ReadCheck`]). Memory is bounded by `parallel × chunk_size` either way.
@@ -18,7 +18,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chord_proto::pb;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
@@ -27,7 +26,10 @@ use crate::chord::{replica_set, Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::now_ms;
 use crate::stages::{self, Stage};
-use crate::store::{check_manifest_fits, validate_name, CheckedChunk, Manifest, MAX_INLINE_BYTES};
+use crate::store::{
+    check_manifest_fits, validate_name, CheckedChunk, Checksum, Manifest, MAX_INLINE_BYTES,
+    NEW_FILES,
+};
 
 use super::digest::{DigestTarget, FileDigest};
 
@@ -60,7 +62,7 @@ pub enum ReadCheck {
     /// the next holder on bad bytes: for bytes handed on at once (a pipe,
     /// an HTTP answer), which cannot be taken back.
     EachChunk,
-    /// None on arrival: the caller holds the file back until its SHA-256
+    /// None on arrival: the caller holds the file back until its checksum
     /// matches the manifest, and reads it again with `EachChunk` if it does
     /// not. Each byte is hashed once instead of twice.
     WholeFile,
@@ -74,7 +76,8 @@ pub struct UploadReport {
     /// Chunks the ring already held (earlier upload, or the same bytes in another file).
     pub chunks_skipped: usize,
     pub version: u64,
-    pub sha256: [u8; 32],
+    /// The whole file's checksum, as its manifest holds it.
+    pub checksum: Checksum,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +86,8 @@ pub struct DownloadReport {
     pub size: u64,
     pub chunks: usize,
     pub version: u64,
+    /// What the file was checked against.
+    pub checksum: Checksum,
 }
 
 /// A listed file.
@@ -203,7 +208,7 @@ impl Client {
             }
         }
         let source = futures::stream::iter(read_ahead.into_iter().map(Ok)).chain(source);
-        let digest = FileDigest::start(DIGEST_DEPTH, None);
+        let digest = FileDigest::start(NEW_FILES, DIGEST_DEPTH, None);
         let mut keys: Vec<Option<Id>> = Vec::new();
         let mut skipped = 0usize;
         let sent: Result<()> = async {
@@ -245,7 +250,7 @@ impl Client {
             }
         }
         .await;
-        let (sha256, size) = digest.finish_after(sent).await?;
+        let (checksum, size) = digest.finish_after(sent).await?;
         let chunks = keys
             .into_iter()
             .collect::<Option<Vec<Id>>>()
@@ -255,7 +260,7 @@ impl Client {
             size,
             chunk_size: if size == 0 { 0 } else { opts.chunk_size as u32 },
             chunks,
-            sha256,
+            checksum,
             version: 0,
             deleted: false,
             modified_ms: now_ms(),
@@ -280,7 +285,7 @@ impl Client {
             chunks: manifest.chunks.len(),
             chunks_skipped: skipped,
             version,
-            sha256: manifest.sha256,
+            checksum: manifest.checksum,
         })
     }
 
@@ -294,13 +299,13 @@ impl Client {
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<UploadReport> {
-        let sha256: [u8; 32] = stages::time(Stage::FileDigest, || Sha256::digest(&data).into());
+        let checksum = stages::time(Stage::FileDigest, || Checksum::of(NEW_FILES, &data));
         let manifest = Manifest {
             name: name.to_string(),
             size: data.len() as u64,
             chunk_size: 0,
             chunks: Vec::new(),
-            sha256,
+            checksum,
             version: 0,
             deleted: false,
             modified_ms: now_ms(),
@@ -570,7 +575,7 @@ impl Client {
     }
 
     /// Downloads `name` to `out`, through a temporary file in the same
-    /// directory that is renamed into place only after the SHA-256 matches.
+    /// directory that is renamed into place only after the checksum matches.
     /// Chunks are not checked one by one on the way ([`ReadCheck::WholeFile`]);
     /// if the whole does not match, the file is fetched again with every
     /// chunk checked, which reports the bad copy to its holder and reads that
@@ -620,13 +625,14 @@ impl Client {
             size: manifest.size,
             chunks: manifest.chunks.len(),
             version: manifest.version,
+            checksum: manifest.checksum,
         })
     }
 
     /// Writes the file of `manifest` to a new file at `part` and syncs it:
     /// chunks arrive `parallel` ahead, checked as `check` says, and one
     /// blocking thread writes each in order and hashes it while it is in
-    /// cache. The size and SHA-256 are checked before the caller renames
+    /// cache. The size and checksum are checked before the caller renames
     /// the file into place.
     async fn download_into(
         &self,
@@ -643,7 +649,7 @@ impl Client {
             file,
             path: part.to_path_buf(),
         };
-        let digest = FileDigest::start(DIGEST_DEPTH, Some(target));
+        let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, Some(target));
         let fed = async {
             let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts, check));
             while let Some(chunk) = chunks.next().await {
@@ -655,12 +661,12 @@ impl Client {
             Ok(())
         }
         .await;
-        let (sha256, size) = digest.finish_after(fed).await?;
-        verify_whole(manifest, size, sha256)
+        let (checksum, size) = digest.finish_after(fed).await?;
+        verify_whole(manifest, size, checksum)
     }
 
     /// Writes the file of `manifest` to `out` chunk by chunk, in order, then
-    /// checks its size and SHA-256. Bytes reach `out` before the whole-file
+    /// checks its size and checksum. Bytes reach `out` before the whole-file
     /// check, so a caller that cannot take them back (a pipe) must treat an
     /// error as "discard what you got".
     pub async fn write_to<W: AsyncWrite + Unpin>(
@@ -671,7 +677,7 @@ impl Client {
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<()> {
-        let digest = FileDigest::start(DIGEST_DEPTH, None);
+        let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, None);
         let fed = async {
             let mut chunks =
                 std::pin::pin!(self.chunks(manifest, replicas, opts, ReadCheck::EachChunk));
@@ -688,8 +694,8 @@ impl Client {
                 .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))
         }
         .await;
-        let (sha256, size) = digest.finish_after(fed).await?;
-        verify_whole(manifest, size, sha256)
+        let (checksum, size) = digest.finish_after(fed).await?;
+        verify_whole(manifest, size, checksum)
     }
 
     /// Every live file on the ring.
@@ -758,17 +764,18 @@ pub fn file_json(f: &FileEntry) -> serde_json::Value {
 }
 
 /// Checks a whole downloaded file against its manifest.
-pub fn verify_whole(manifest: &Manifest, size: u64, sha256: [u8; 32]) -> Result<()> {
+pub fn verify_whole(manifest: &Manifest, size: u64, checksum: Checksum) -> Result<()> {
     if size != manifest.size {
         return Err(Error::Corrupt(format!(
             "{:?}: got {size} bytes, the manifest says {}",
             manifest.name, manifest.size
         )));
     }
-    if sha256 != manifest.sha256 {
+    if checksum != manifest.checksum {
         return Err(Error::Corrupt(format!(
-            "{:?}: SHA-256 does not match",
-            manifest.name
+            "{:?}: {} does not match",
+            manifest.name,
+            manifest.checksum.label()
         )));
     }
     Ok(())

@@ -23,17 +23,23 @@ pub(super) fn run() {
         // fit, a name the rules refuse.
         let m = super::wire::manifest(u)?;
         let own_key = Id::hash(m.name.as_bytes());
-        let mut bytes = serde_json::to_vec(&serde_json::json!({
+        let mut json = serde_json::json!({
             "name": m.name,
             "size": m.size,
             "chunk_size": m.chunk_size,
             "chunks": m.chunks.iter().map(hex::encode).collect::<Vec<_>>(),
-            "sha256": hex::encode(&m.sha256),
             "version": m.version,
             "deleted": m.deleted,
             "modified_ms": m.modified_ms,
-        }))
-        .expect("JSON encodes");
+        });
+        // The checksum under the name of each field the wire set (one, as
+        // the store writes it, or now and then none or both).
+        for (field, bytes) in [("sha256", &m.sha256), ("blake3", &m.blake3)] {
+            if !bytes.is_empty() {
+                json[field] = hex::encode(bytes).into();
+            }
+        }
+        let mut bytes = serde_json::to_vec(&json).expect("JSON encodes");
         if u.ratio(1, 4)? {
             bytes = pretty(&bytes);
         }
@@ -71,6 +77,7 @@ const TOKENS: &[&[u8]] = &[
     b"\"chunk_size\"",
     b"\"chunks\"",
     b"\"sha256\"",
+    b"\"blake3\"",
     b"\"version\"",
     b"\"deleted\"",
     b"\"modified_ms\"",

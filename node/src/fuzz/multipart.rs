@@ -15,14 +15,13 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart};
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::Outcome;
 use crate::client::UploadReport;
 use crate::error::{Error, Result};
 use crate::gateway::{receive_parts, PartSink, UPLOAD_FIELD};
-use crate::store::validate_name;
+use crate::store::{validate_name, Checksum, NEW_FILES};
 
 /// Inputs whose outcome was predicted part by part.
 static PREDICTED: AtomicU64 = AtomicU64::new(0);
@@ -67,7 +66,7 @@ impl PartSink for Digests {
             chunks: 0,
             chunks_skipped: 0,
             version: 0,
-            sha256: Sha256::digest(&data).into(),
+            checksum: Checksum::of(NEW_FILES, &data),
         })
     }
 }
@@ -244,7 +243,7 @@ impl Upload {
             let got: Vec<Stored<'_>> = received
                 .stored
                 .iter()
-                .map(|r| (r.name.as_str(), r.size, r.sha256))
+                .map(|r| (r.name.as_str(), r.size, r.checksum))
                 .collect();
             assert_eq!(got, stored, "{self:?}");
             assert_eq!(received.failure.as_ref().map(|f| f.0), failure, "{self:?}");
@@ -264,11 +263,11 @@ impl Upload {
     }
 }
 
-/// A stored file as the gateway reports it: name, size and SHA-256.
-type Stored<'a> = (&'a str, u64, [u8; 32]);
+/// A stored file as the gateway reports it: name, size and checksum.
+type Stored<'a> = (&'a str, u64, Checksum);
 
 /// What the gateway must make of `parts`: the files stored (name, size,
-/// SHA-256), and the status of what stops it, if anything does.
+/// checksum), and the status of what stops it, if anything does.
 fn expect(parts: &[Part], max_parts: usize) -> (Vec<Stored<'_>>, Option<StatusCode>) {
     let mut stored = Vec::new();
     for part in parts.iter().filter(|p| p.field == UPLOAD_FIELD) {
@@ -281,8 +280,8 @@ fn expect(parts: &[Part], max_parts: usize) -> (Vec<Stored<'_>>, Option<StatusCo
         if stored.len() == max_parts {
             return (stored, Some(StatusCode::PAYLOAD_TOO_LARGE));
         }
-        let sha: [u8; 32] = Sha256::digest(&part.data).into();
-        stored.push((name, part.data.len() as u64, sha));
+        let checksum = Checksum::of(NEW_FILES, &part.data);
+        stored.push((name, part.data.len() as u64, checksum));
     }
     let failure = stored.is_empty().then_some(StatusCode::BAD_REQUEST);
     (stored, failure)

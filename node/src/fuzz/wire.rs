@@ -17,8 +17,8 @@ use crate::events::EventKind;
 use crate::peer::info_from_pb;
 use crate::store::Manifest;
 use crate::wire::{
-    events_from_pb, events_to_pb, id_from_pb, manifest_from_pb, manifest_to_pb, node_from_pb,
-    node_to_pb, route_from_pb, route_to_pb, stamp_from_pb, validate_addr,
+    checksum_to_pb, events_from_pb, events_to_pb, id_from_pb, manifest_from_pb, manifest_to_pb,
+    node_from_pb, node_to_pb, route_from_pb, route_to_pb, stamp_from_pb, validate_addr,
 };
 
 pub(super) fn run() {
@@ -43,15 +43,18 @@ pub(super) fn run() {
             check_with(u, &msg, check_manifest)
         }
         3 => {
+            let (sha256, blake3) = checksum(u)?;
             let msg = pb::KeyVersion {
                 key: id_bytes(u, "k")?,
                 version: u.arbitrary()?,
                 deleted: u.arbitrary()?,
-                sha256: sha256(u)?,
+                sha256,
+                blake3,
             };
             check_with(u, &msg, |m: pb::KeyVersion| match stamp_from_pb(&m) {
                 Ok(stamp) => {
-                    assert_eq!(stamp.sha256.as_slice(), m.sha256.as_slice());
+                    let (sha256, blake3) = checksum_to_pb(&stamp.checksum);
+                    assert_eq!((sha256, blake3), (m.sha256, m.blake3));
                     Outcome::Accepted
                 }
                 Err(e) => refused(&e),
@@ -184,13 +187,20 @@ fn node_ref(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::NodeRef> {
     })
 }
 
-fn sha256(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
-    let len = if u.ratio(7, 8)? {
-        32
-    } else {
-        u.int_in_range(0..=40)?
+/// The wire's two checksum fields, `(sha256, blake3)`: mostly one of 32
+/// bytes and the other empty, as a manifest carries them; now and then
+/// another length in either or both.
+fn checksum(u: &mut Unstructured<'_>) -> arbitrary::Result<(Vec<u8>, Vec<u8>)> {
+    let blake3_set = u.ratio(2, 3)?;
+    let mut field = |set: bool| -> arbitrary::Result<Vec<u8>> {
+        let len = match (set, u.ratio(7, 8)?) {
+            (true, true) => 32,
+            (false, true) => 0,
+            _ => u.int_in_range(0..=40)?,
+        };
+        Ok(u.bytes(len.min(u.len()))?.to_vec())
     };
-    Ok(u.bytes(len.min(u.len()))?.to_vec())
+    Ok((field(!blake3_set)?, field(blake3_set)?))
 }
 
 /// A manifest whose chunk list mostly fits its size, for a file, an empty
@@ -217,6 +227,7 @@ pub(super) fn manifest(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::Manife
         _ => u.arbitrary()?,
     };
     let deleted = u.ratio(1, 5)?;
+    let (sha256, blake3) = checksum(u)?;
     Ok(pb::Manifest {
         name: name.clone(),
         size: if deleted && u.ratio(3, 4)? { 0 } else { size },
@@ -228,7 +239,8 @@ pub(super) fn manifest(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::Manife
                 .map(|i| id_bytes(u, &format!("{name}-{i}")))
                 .collect::<arbitrary::Result<_>>()?
         },
-        sha256: sha256(u)?,
+        sha256,
+        blake3,
         version: u.arbitrary()?,
         deleted,
         modified_ms: u.arbitrary()?,

@@ -381,11 +381,15 @@ impl Store for StoreService {
             manifests: page
                 .manifests
                 .iter()
-                .map(|(k, stamp)| pb::KeyVersion {
-                    key: k.as_bytes().to_vec(),
-                    version: stamp.version,
-                    deleted: stamp.deleted,
-                    sha256: stamp.sha256.to_vec(),
+                .map(|(k, stamp)| {
+                    let (sha256, blake3) = wire::checksum_to_pb(&stamp.checksum);
+                    pb::KeyVersion {
+                        key: k.as_bytes().to_vec(),
+                        version: stamp.version,
+                        deleted: stamp.deleted,
+                        sha256,
+                        blake3,
+                    }
                 })
                 .collect(),
         }))

@@ -14,6 +14,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::checksum::Checksum;
 use super::manifest::{Manifest, Stamp};
 use crate::chord::Id;
 
@@ -23,7 +24,7 @@ pub(super) struct ManifestEntry {
     pub version: u64,
     pub deleted: bool,
     /// Whole-file hash, the last part of the entry's [`Stamp`].
-    pub sha256: [u8; 32],
+    pub checksum: Checksum,
     /// Size of the JSON file on disk.
     pub bytes: u64,
     /// When the version was written (a tombstone's age is measured from it).
@@ -46,7 +47,7 @@ impl ManifestEntry {
         ManifestEntry {
             version: m.version,
             deleted: m.deleted,
-            sha256: m.sha256,
+            checksum: m.checksum,
             bytes,
             modified_ms: m.modified_ms,
             chunks,
@@ -294,7 +295,7 @@ fn stamp(e: &ManifestEntry) -> Stamp {
     Stamp {
         version: e.version,
         deleted: e.deleted,
-        sha256: e.sha256,
+        checksum: e.checksum,
     }
 }
 
@@ -375,7 +376,7 @@ mod tests {
         ManifestEntry {
             version,
             deleted,
-            sha256: [0; 32],
+            checksum: Checksum::NONE,
             bytes,
             modified_ms: version,
             chunks: Arc::from(chunks.to_vec()),

@@ -1,7 +1,7 @@
 //! The manifest: what a stored file is made of, and which of two versions wins.
 //!
 //! A manifest names a file, lists its chunk keys in order and carries the
-//! whole-file SHA-256 and a version. It is stored under `SHA-1(name)` and is
+//! whole file's [`Checksum`] and a version. It is stored under `SHA-1(name)` and is
 //! written after all its chunks, so a file is visible only once complete. A
 //! file of at most [`MAX_INLINE_BYTES`] that fits in one chunk is held in
 //! its manifest instead (`inline`, no chunks): one durable write and one
@@ -16,13 +16,12 @@
 
 use std::cmp::Ordering;
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
+use super::checksum::Checksum;
 use super::name::validate_name;
 use crate::chord::Id;
 use crate::error::{Error, Result};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 /// Bytes one chunk key adds to an encoded `chord.v1.Manifest`: the field's
 /// tag, a length byte and the 20-byte key.
@@ -80,9 +79,11 @@ pub struct Manifest {
     /// Chunk keys (SHA-1 of each chunk's bytes) in file order; hex on disk.
     #[serde(with = "hex_ids")]
     pub chunks: Vec<Id>,
-    /// SHA-256 of the whole file; hex on disk. All zeros in a tombstone.
-    #[serde(with = "hex_sha256")]
-    pub sha256: [u8; 32],
+    /// The whole file's hash: on disk one field named by its algorithm
+    /// (`"blake3"`, or `"sha256"` in manifests written before BLAKE3) with
+    /// 64 hex digits. [`Checksum::NONE`] in a tombstone.
+    #[serde(flatten)]
+    pub checksum: Checksum,
     /// Larger versions supersede smaller ones.
     pub version: u64,
     /// A tombstone: the file was deleted at this version.
@@ -109,7 +110,7 @@ impl Manifest {
             size: 0,
             chunk_size: 0,
             chunks: Vec::new(),
-            sha256: [0; 32],
+            checksum: Checksum::NONE,
             version,
             deleted: true,
             modified_ms,
@@ -203,7 +204,7 @@ impl Manifest {
 
     /// The rules of a manifest that holds its file's bytes: a live file of
     /// exactly those bytes, at most [`MAX_INLINE_BYTES`], with no chunks,
-    /// whose SHA-256 they match (so a manifest that decodes holds the bytes
+    /// whose checksum they match (so a manifest that decodes holds the bytes
     /// it was written with, as a chunk that reads back matches its key).
     fn validate_inline(&self) -> Result<()> {
         let len = self.inline.len();
@@ -219,10 +220,11 @@ impl Manifest {
                 self.name, self.size
             )));
         }
-        if <[u8; 32]>::from(Sha256::digest(&self.inline)) != self.sha256 {
+        if Checksum::of(self.checksum.algorithm(), &self.inline) != self.checksum {
             return Err(Error::invalid(format!(
-                "{:?}: the bytes held inline do not match the file's SHA-256",
-                self.name
+                "{:?}: the bytes held inline do not match the file's {}",
+                self.name,
+                self.checksum.label()
             )));
         }
         Ok(())
@@ -233,7 +235,7 @@ impl Manifest {
     /// The larger version wins. Equal versions come from concurrent writers
     /// that both read the same old version; any fixed rule makes replicas
     /// converge, and this one prefers, in turn: a tombstone (a delete racing a
-    /// write should not be silently undone), the larger SHA-256, the later
+    /// write should not be silently undone), the larger checksum, the later
     /// `modified_ms`, then the remaining fields, so that two manifests that
     /// differ at all are always ordered.
     /// The leading part of the supersede order, small enough to list for
@@ -242,7 +244,7 @@ impl Manifest {
         Stamp {
             version: self.version,
             deleted: self.deleted,
-            sha256: self.sha256,
+            checksum: self.checksum,
         }
     }
 
@@ -254,7 +256,7 @@ impl Manifest {
         self.version
             .cmp(&other.version)
             .then(self.deleted.cmp(&other.deleted))
-            .then(self.sha256.cmp(&other.sha256))
+            .then(self.checksum.cmp(&other.checksum))
             .then(self.modified_ms.cmp(&other.modified_ms))
             .then(self.size.cmp(&other.size))
             .then(self.chunk_size.cmp(&other.chunk_size))
@@ -271,7 +273,7 @@ impl Manifest {
 pub struct Stamp {
     pub version: u64,
     pub deleted: bool,
-    pub sha256: [u8; 32],
+    pub checksum: Checksum,
 }
 
 /// `Vec<Id>` as a JSON array of 40-digit hex strings.
@@ -309,30 +311,14 @@ mod hex_bytes {
     }
 }
 
-/// `[u8; 32]` as a 64-digit hex string.
-mod hex_sha256 {
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let text = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&text, &mut out)
-            .map_err(|e| D::Error::custom(format!("sha256 must be 64 hex digits: {e}")))?;
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 pub(super) mod tests {
     use super::*;
 
     /// A valid live manifest of `size` bytes in chunks of `chunk_size`.
+    use crate::store::checksum::{Algorithm, NEW_FILES};
+
     pub(crate) fn live(name: &str, size: u64, chunk_size: u32, version: u64) -> Manifest {
         let n = if size == 0 {
             0
@@ -344,7 +330,7 @@ pub(super) mod tests {
             size,
             chunk_size,
             chunks: (0..n).map(|i| Id::hash(&i.to_be_bytes())).collect(),
-            sha256: [7; 32],
+            checksum: Checksum::Blake3([7; 32]),
             version,
             deleted: false,
             modified_ms: 1_700_000_000_000,
@@ -359,7 +345,7 @@ pub(super) mod tests {
             size: data.len() as u64,
             chunk_size: 0,
             chunks: Vec::new(),
-            sha256: Sha256::digest(data).into(),
+            checksum: Checksum::of(NEW_FILES, data),
             version: 3,
             deleted: false,
             modified_ms: 1_700_000_000_000,
@@ -394,7 +380,7 @@ pub(super) mod tests {
             ("too many bytes", |m| {
                 m.inline = vec![7; MAX_INLINE_BYTES + 1];
                 m.size = m.inline.len() as u64;
-                m.sha256 = Sha256::digest(&m.inline).into();
+                m.checksum = Checksum::of(NEW_FILES, &m.inline);
             }),
         ];
         for (what, damage) in broken {
@@ -500,14 +486,14 @@ pub(super) mod tests {
     fn equal_versions_break_ties_the_same_way_everywhere() {
         let a = live("f", 5, 4, 3);
         let mut b = a.clone();
-        b.sha256 = [9; 32];
+        b.checksum = Checksum::Blake3([9; 32]);
         let tomb = Manifest::tombstone("f", 3, 0);
         let mut later = a.clone();
         later.modified_ms += 1;
         let mut other_chunking = a.clone();
         other_chunking.chunk_size = 5;
         other_chunking.chunks.truncate(1);
-        // The tombstone beats both writes; the larger SHA-256 beats the smaller.
+        // The tombstone beats both writes; the larger checksum beats the smaller.
         assert!(tomb.supersedes(&a) && tomb.supersedes(&b));
         assert!(b.supersedes(&a));
         assert!(later.supersedes(&a));
@@ -535,17 +521,36 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_manifest_written_with_sha256_still_reads_and_checks() {
+        // As manifests were written before BLAKE3: a "sha256" field.
+        let data = b"written by an older client";
+        let mut old = inline("old.txt", data);
+        old.checksum = Checksum::of(Algorithm::Sha256, data);
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(text.contains("\"sha256\":"), "{text}");
+        assert!(!text.contains("blake3"), "{text}");
+        let back = Manifest::from_json(text.as_bytes(), &old.key()).unwrap();
+        assert_eq!(back, old);
+        // Its inline bytes are checked by SHA-256, not by BLAKE3.
+        let mut forged = old.clone();
+        forged.checksum = Checksum::Sha256(*Checksum::of(Algorithm::Blake3, data).bytes());
+        assert!(forged.validate().is_err());
+    }
+
+    #[test]
     fn bad_json_is_an_error_not_a_panic() {
         let good = serde_json::to_value(live("f", 9, 4, 1)).unwrap();
         let mut short_id = good.clone();
         short_id["chunks"][0] = "abcd".into();
         let mut bad_sha = good.clone();
-        bad_sha["sha256"] = "zz".into();
+        bad_sha["blake3"] = "zz".into();
         let mut neg_size = good.clone();
         neg_size["size"] = (-1).into();
-        let mut missing = good;
+        let mut missing = good.clone();
         missing.as_object_mut().unwrap().remove("version");
-        for v in [short_id, bad_sha, neg_size, missing] {
+        let mut no_checksum = good;
+        no_checksum.as_object_mut().unwrap().remove("blake3");
+        for v in [short_id, bad_sha, neg_size, missing, no_checksum] {
             assert!(serde_json::from_value::<Manifest>(v).is_err());
         }
         assert!(serde_json::from_str::<Manifest>("{not json").is_err());
@@ -558,8 +563,10 @@ pub(super) mod tests {
         newer.version = 6;
         let tomb = Manifest::tombstone("s", 5, 0);
         let mut other_bytes = base.clone();
-        other_bytes.sha256 = [0xff; 32];
-        let all = [base, newer, tomb, other_bytes];
+        other_bytes.checksum = Checksum::Blake3([0xff; 32]);
+        let mut older_algorithm = base.clone();
+        older_algorithm.checksum = Checksum::Sha256([0xff; 32]);
+        let all = [base, newer, tomb, other_bytes, older_algorithm];
         for a in &all {
             for b in &all {
                 if a.stamp() != b.stamp() {

@@ -210,6 +210,7 @@ impl Store {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
+    use super::super::checksum::Checksum;
     use super::super::manifest::tests::live;
     use super::super::tests::open_temp;
     use super::*;
@@ -265,7 +266,7 @@ mod tests {
         assert_eq!(store.get_manifest(&v2.key()).unwrap(), Some(v2.clone()));
         // Same version, larger SHA-256: the tie-break picks it everywhere.
         let mut rival = v2.clone();
-        rival.sha256 = [0xff; 32];
+        rival.checksum = Checksum::Blake3([0xff; 32]);
         assert!(store.put_manifest(&rival).unwrap());
         assert!(!store.put_manifest(&v2).unwrap());
         assert_eq!(store.get_manifest(&v2.key()).unwrap(), Some(rival));
@@ -287,7 +288,7 @@ mod tests {
         assert!(!store.put_manifest(&live("b.txt", 10, 4, 1)).unwrap());
         // A delete racing a write of the same version wins.
         let racing_write = Manifest {
-            sha256: [0xee; 32],
+            checksum: Checksum::Blake3([0xee; 32]),
             ..live("a.txt", 5, 4, 1)
         };
         store.put_manifest(&racing_write).unwrap();

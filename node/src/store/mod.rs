@@ -35,11 +35,12 @@
 //! ranges: which keys a node should hold is decided elsewhere.
 //!
 //! Files: `name.rs` (naming rules), `manifest.rs` (the record and its
-//! order), `chunks.rs` and `manifests.rs` (the store's operations on each),
-//! `gc.rs` (chunk ages and references, tombstone expiry, manifests set aside
+//! order), `checksum.rs` (a whole file's hash), `chunks.rs` and
+//! `manifests.rs` (the store's operations on each), `gc.rs` (chunk ages and references, tombstone expiry, manifests set aside
 //! after a long absence), `index.rs` (the in-memory index), `disk.rs` (paths,
 //! temporary files, fsync).
 
+mod checksum;
 mod chunks;
 mod disk;
 mod gc;
@@ -54,6 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::chord::Id;
 use crate::error::Result;
 
+pub use checksum::{Algorithm, Checksum, Hasher, NEW_FILES};
 pub use chunks::{CheckedChunk, ChunkBuffer, ChunkHasher, ChunkWriter};
 pub use disk::{chunk_path, write_in_pieces, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
