@@ -97,10 +97,12 @@ impl Client {
         &self.peers
     }
 
-    /// What `addr` says of itself; its successor list is remembered.
+    /// What `addr` says of itself; its successor list and the arc it owns
+    /// are remembered.
     pub async fn info(&self, addr: &str) -> Result<PeerInfo> {
         let info = self.heard(addr, self.peers.get_info(addr).await)?;
-        self.memory.learn(&info.node, &info.successors);
+        self.memory
+            .learn(&info.node, info.predecessor.as_ref(), &info.successors);
         Ok(info)
     }
 

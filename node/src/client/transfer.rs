@@ -531,11 +531,16 @@ impl Client {
     }
 
     /// The owner of `key` and its next successors: where copies should be.
+    /// The owner is looked up unless a node that answers reported owning
+    /// `key` within a stabilize period (`memory::SUCCESSORS_FRESH_FOR`).
     /// An owner that just failed to answer is not asked for its successors:
     /// the last list that named it gives them; nor is one that reported
-    /// them within a stabilize period (`memory::SUCCESSORS_FRESH_FOR`).
+    /// them within a stabilize period.
     pub async fn holders(&self, key: Id, replicas: usize) -> Result<Vec<NodeRef>> {
-        let (owner, _) = self.lookup(&key).await?;
+        let owner = match self.memory.fresh_owner_of(&key) {
+            Some(owner) if !self.memory.is_silent(&owner.addr) => owner,
+            _ => self.lookup(&key).await?.0,
+        };
         let successors = if self.memory.is_silent(&owner.addr) {
             self.memory.successors_of(&owner)
         } else if let Some(fresh) = self.memory.fresh_successors_of(&owner) {
