@@ -88,6 +88,32 @@ async fn round_trips_of_edge_sizes_through_different_nodes() {
 }
 
 #[tokio::test]
+async fn an_upload_cut_short_resumes_past_the_chunks_it_sent() {
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = small_chunks();
+    let whole = random_file(dir.path(), "whole", 20 * opts.chunk_size).unwrap();
+    let data = std::fs::read(&whole).unwrap();
+    // What an upload cut short after twelve chunks left: those chunks.
+    let sent = dir.path().join("first-twelve");
+    std::fs::write(&sent, &data[..12 * opts.chunk_size]).unwrap();
+    let c = client(&cluster.addrs()[0]).unwrap();
+    let first = c
+        .upload_file(&sent, "first-twelve", &opts, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!((first.chunks, first.chunks_skipped), (12, 0));
+    let report = c
+        .upload_file(&whole, "whole", &opts, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!((report.chunks, report.chunks_skipped), (20, 12));
+    let out = dir.path().join("back");
+    c.download("whole", &out, &opts, &no_progress).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == data, "bytes differ");
+}
+
+#[tokio::test]
 async fn twenty_files_survive_two_crashes_and_regain_three_copies() {
     let mut cluster = TestCluster::start_converged(8, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
