@@ -109,7 +109,9 @@ async fn an_upload_cut_short_resumes_past_the_chunks_it_sent() {
         .unwrap();
     assert_eq!((report.chunks, report.chunks_skipped), (20, 12));
     let out = dir.path().join("back");
-    c.download("whole", &out, &opts, &no_progress).await.unwrap();
+    c.download("whole", &out, &opts, &no_progress)
+        .await
+        .unwrap();
     assert!(std::fs::read(&out).unwrap() == data, "bytes differ");
 }
 

@@ -132,6 +132,16 @@ async fn curl_download(url: &str, out: &Path) -> Result<Vec<u8>> {
     Ok(std::fs::read(out)?)
 }
 
+/// The bytes curl saved of `url` to `out` before the download failed, as a
+/// download the gateway cuts short must; an error if it succeeded.
+async fn curl_cut_short(url: &str, out: &Path) -> Result<Vec<u8>> {
+    let res = run("curl", &["-sS", "-o", out.to_str().context("path")?, url]).await?;
+    if res.status.success() {
+        bail!("curl got all of {url}, which should have been cut short");
+    }
+    Ok(std::fs::read(out).unwrap_or_default())
+}
+
 /// The HTTP status and body of a request made with `extra` curl flags.
 async fn status_and_body(extra: &[&str], url: &str) -> Result<(u16, String)> {
     let mut args: Vec<&str> = vec!["-s", "-w", "\n%{http_code}"];
@@ -412,22 +422,9 @@ async fn a_file_written_with_sha256_before_blake3_streams_checked_by_sha256() {
     wrong.checksum = Checksum::Sha256([0x5a; 32]);
     cluster.put_manifest_everywhere(&wrong).await.unwrap();
     let bad = dir.path().join("bad.out");
-    let res = run(
-        "curl",
-        &[
-            "-sS",
-            "-o",
-            bad.to_str().unwrap(),
-            &format!("{}/old.bin", http[1]),
-        ],
-    )
-    .await
-    .unwrap();
-    assert!(
-        !res.status.success(),
-        "curl took a file with a wrong SHA-256"
-    );
-    let got = std::fs::read(&bad).unwrap_or_default();
+    let got = curl_cut_short(&format!("{}/old.bin", http[1]), &bad)
+        .await
+        .unwrap();
     assert!(got.len() < BIG_FILE, "got all {} bytes", got.len());
 }
 
@@ -477,19 +474,9 @@ async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
     // The first chunk goes out, then the connection is cut: curl fails and
     // has fewer bytes than Content-Length, never a complete-looking file.
     let out = dir.path().join("doomed.out");
-    let res = run(
-        "curl",
-        &[
-            "-sS",
-            "-o",
-            out.to_str().unwrap(),
-            &format!("{}/doomed.bin", http[1]),
-        ],
-    )
-    .await
-    .unwrap();
-    assert!(!res.status.success(), "curl succeeded on a corrupt file");
-    let got = std::fs::read(&out).unwrap_or_default();
+    let got = curl_cut_short(&format!("{}/doomed.bin", http[1]), &out)
+        .await
+        .unwrap();
     assert!(got.len() < BIG_FILE, "got all {} bytes", got.len());
     assert!(
         data.starts_with(&got),
