@@ -16,12 +16,13 @@
 
 use std::cmp::Ordering;
 
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
 use super::checksum::Checksum;
 use super::name::validate_name;
 use crate::chord::Id;
 use crate::error::{Error, Result};
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 /// Bytes one chunk key adds to an encoded `chord.v1.Manifest`: the field's
 /// tag, a length byte and the 20-byte key.

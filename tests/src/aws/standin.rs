@@ -180,27 +180,6 @@ impl Ec2StandIn {
         self.ctx.instances.lock().await.exited.clone()
     }
 
-    /// Waits until `n` nodes have exited, and returns them. A node whose
-    /// instance left the group is taken off the running ones first and
-    /// stopped after, so it can be neither running nor exited yet for a
-    /// moment.
-    pub async fn wait_exited(&self, n: usize, timeout: Duration) -> Result<Vec<ExitedNode>> {
-        let start = Instant::now();
-        loop {
-            let exited = self.exited().await;
-            if exited.len() >= n {
-                return Ok(exited);
-            }
-            if start.elapsed() >= timeout {
-                bail!(
-                    "want {n} exited nodes, have {} after {timeout:?}: {exited:?}",
-                    exited.len()
-                );
-            }
-            tokio::time::sleep(crate::POLL).await;
-        }
-    }
-
     /// The log of the node of `instance_id` (running or exited).
     pub async fn log_of(&self, instance_id: &str) -> Option<PathBuf> {
         let all = self.ctx.instances.lock().await;
