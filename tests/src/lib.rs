@@ -107,6 +107,55 @@ pub async fn output_within(
 }
 
 /// The `chord-console` binary beside `chord-node`.
+/// A process stopped with SIGSTOP (its sockets stay open, nothing answers),
+/// let go on (SIGCONT) when dropped, so a failing test never leaves a
+/// stopped node behind.
+pub struct Frozen(nix::unistd::Pid);
+
+impl Frozen {
+    /// Stops `pid` and returns once every thread of it is stopped: the
+    /// signal is delivered to each thread in turn, and one still running on
+    /// the other core could otherwise answer one more call.
+    pub async fn freeze(pid: u32) -> Result<Frozen> {
+        use nix::sys::signal::{kill, Signal};
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+        kill(pid, Signal::SIGSTOP)?;
+        let frozen = Frozen(pid);
+        let start = Instant::now();
+        while !all_threads_stopped(pid)? {
+            if start.elapsed() > Duration::from_secs(5) {
+                bail!("process {pid} was sent SIGSTOP but has a thread still running after 5 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(frozen)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Whether every thread of `pid` is stopped, as `/proc` says (state `T`,
+/// the field after the command name's closing parenthesis).
+fn all_threads_stopped(pid: nix::unistd::Pid) -> Result<bool> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended meanwhile has no stat to read: it runs no more.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+            continue;
+        };
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if !matches!(state, Some('T' | 't')) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 pub fn console_binary() -> Result<std::path::PathBuf> {
     Ok(locate_node_binary()?.with_file_name("chord-console"))
 }

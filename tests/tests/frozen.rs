@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use chord_node::chord::Id;
 use chord_tests::files::random_file;
-use chord_tests::{console_binary, TestCluster, FAST};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use chord_tests::{console_binary, Frozen, TestCluster, FAST};
 
 /// The console's deadline for one call, here and in every command below.
 const DEADLINE: Duration = Duration::from_millis(1000);
@@ -22,24 +20,6 @@ const DEADLINE: Duration = Duration::from_millis(1000);
 /// one the frozen node costs, and the retry's): the retry's back-off, and
 /// what a debug build on a loaded machine adds.
 const SLACK: Duration = Duration::from_secs(2);
-
-/// Stops a process and lets it go on again when dropped, so a failing
-/// test never leaves a stopped node behind.
-struct Frozen(Pid);
-
-impl Frozen {
-    fn freeze(pid: u32) -> Frozen {
-        let pid = Pid::from_raw(i32::try_from(pid).unwrap());
-        kill(pid, Signal::SIGSTOP).unwrap();
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = kill(self.0, Signal::SIGCONT);
-    }
-}
 
 /// Runs the console with `args` against `peer`, failing the test if it
 /// does not succeed; returns how long it took and its stdout.
@@ -106,7 +86,7 @@ async fn a_frozen_node_costs_each_command_at_most_a_deadline_and_a_retry() {
         // Each command meets a fresh freeze: the ring still counts the
         // node in, as it does for the first seconds of a real stall.
         let (took, stdout) = {
-            let _frozen = Frozen::freeze(pid);
+            let _frozen = Frozen::freeze(pid).await.unwrap();
             run(command, &entry, dir.path(), &format!("{command}-frozen")).await
         };
         eprintln!("{command}: healthy {healthy:?}, with a frozen node {took:?}");

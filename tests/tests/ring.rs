@@ -326,21 +326,18 @@ async fn a_peer_answering_nonsense_does_not_crash_the_node() {
 /// keepalive gives up some 15 s later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_peer_costs_a_caller_one_deadline() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-
     let cluster = TestCluster::start_converged(4, 3, FAST).await.unwrap();
     let frozen = cluster.addrs()[1].clone();
     // Connected first, so the freeze finds an open HTTP/2 connection.
     cluster.peers.get_info(&frozen).await.unwrap();
     let pid = cluster.fleet.node(&frozen).unwrap().pid().unwrap();
-    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    let stopped = chord_tests::Frozen::freeze(pid).await.unwrap();
     let deadline = cluster.peers.options().rpc_timeout;
     let started = Instant::now();
     let answer = cluster.peers.get_info(&frozen).await;
     let took = started.elapsed();
     let still_frozen = cluster.peers.get_stats(&frozen).await;
-    kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    drop(stopped);
     let err = answer.expect_err("a stopped process answered");
     assert!(err.peer_may_be_gone(), "{err:?}");
     assert!(still_frozen.is_err());
