@@ -297,7 +297,14 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
             "{way} {side} {name}: {r1}"
         );
     }
-    assert!(stage(r1, "upload", "cpu_us", "nodes") > 0.0, "{r1}");
+    // CPU time comes in clock ticks of 10 ms, which three small files on
+    // one setup may not reach; summed over every chord-dfs setup and both
+    // ways, the nodes' work does.
+    let nodes_cpu: f64 = setups[..3]
+        .iter()
+        .flat_map(|s| ["upload", "download"].map(|way| stage(s, way, "cpu_us", "nodes")))
+        .sum();
+    assert!(nodes_cpu > 0.0, "{setups:?}");
     // Through the gateway, the nodes run the client's stages themselves.
     let gateway = &setups[1];
     assert!(

@@ -45,7 +45,7 @@ impl Store {
             }
             // Collected since the check: written again below.
         }
-        let mut tmp = self.layout().tmp_file("chunk", key)?;
+        let mut tmp = self.layout().tmp_chunk_file(key)?;
         stages::time(Stage::DiskWrite, || tmp.write_all(data))?;
         stages::time(Stage::DiskSync, || {
             tmp.finish()?;
@@ -56,7 +56,7 @@ impl Store {
     /// Starts a streamed write of the chunk `key`, holding at most one
     /// buffer of it in memory.
     pub fn chunk_writer(&self, key: Id) -> Result<ChunkWriter> {
-        let tmp = self.layout().tmp_file("chunk", &key)?;
+        let tmp = self.layout().tmp_chunk_file(&key)?;
         Ok(ChunkWriter {
             store: self.clone(),
             key,
@@ -87,9 +87,10 @@ impl Store {
     pub fn read_chunk_unchecked(&self, key: &Id) -> Result<Bytes> {
         let path = self.layout().chunk_path(key);
         match stages::time(Stage::DiskRead, || {
-            disk::read_capped(&path, crate::MAX_CHUNK_BYTES as u64)
+            self.layout()
+                .read_chunk_file(&path, crate::MAX_CHUNK_BYTES as u64)
         }) {
-            Ok(data) => Ok(Bytes::from(data)),
+            Ok(data) => Ok(data),
             Err(e) => match e.kind() {
                 io::ErrorKind::NotFound => Err(not_found(key)),
                 io::ErrorKind::InvalidData => {

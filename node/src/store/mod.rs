@@ -102,6 +102,7 @@ impl Store {
         let layout = Layout::new(dir);
         layout.create()?;
         let cleared = layout.clear_tmp()?;
+        let direct = layout.probe_direct();
         let store = Store {
             inner: Arc::new(Inner {
                 layout,
@@ -121,6 +122,7 @@ impl Store {
             bytes = stats.bytes,
             corrupt_chunks = stats.corrupt_chunks,
             tmp_cleared = cleared,
+            direct_writes = direct,
             "store opened"
         );
         Ok(store)
