@@ -26,7 +26,7 @@ use crate::chord::Id;
 use crate::error::Error;
 use crate::node::{Counters, Node};
 use crate::stages::{self, Stage};
-use crate::store::{validate_name, BlockReader, ChunkHasher};
+use crate::store::{validate_name, ChunkHasher};
 use crate::wire;
 
 /// Most keys one `HasChunks` call may ask about: bounds the answer's size.
@@ -136,64 +136,6 @@ fn invalid(msg: impl Into<String>) -> Status {
     error_to_status(Error::invalid(msg))
 }
 
-/// Pieces of a chunk read ahead of what its receiver has taken: one
-/// block of [`STREAM_BLOCK_BYTES`].
-const PIECES_AHEAD: usize = STREAM_BLOCK_BYTES / crate::PIECE_BYTES;
-
-/// Bytes of a chunk read from disk at once while streaming it out.
-const STREAM_BLOCK_BYTES: usize = 1024 * 1024;
-
-/// Sends chunk `key` from `reader` as pieces into `tx`, the first carrying
-/// the chunk's size, until the end, an error (sent as the stream's last
-/// item) or the receiver going away.
-async fn stream_chunk(
-    node: Arc<Node>,
-    key: Id,
-    mut reader: BlockReader,
-    tx: tokio::sync::mpsc::Sender<Result<pb::ChunkPiece, Status>>,
-) {
-    let size = reader.len();
-    let mut first = true;
-    loop {
-        let read = tokio::task::spawn_blocking(move || {
-            let block = stages::time(Stage::DiskRead, || reader.next_block(STREAM_BLOCK_BYTES));
-            (reader, block)
-        })
-        .await;
-        let block = match read {
-            Ok((back, Ok(Some(block)))) => {
-                reader = back;
-                block
-            }
-            Ok((_, Ok(None))) => return,
-            Ok((_, Err(e))) => {
-                let error = node
-                    .disk(move |s| Ok(s.read_error(&key, e)))
-                    .await
-                    .unwrap_or_else(|failed| failed);
-                let _ = tx.send(Err(error_to_status(error))).await;
-                return;
-            }
-            Err(e) => {
-                let error = Error::Unavailable(format!("disk task failed: {e}"));
-                let _ = tx.send(Err(error_to_status(error))).await;
-                return;
-            }
-        };
-        Counters::bump(&node.counters.bytes_out, block.len() as u64);
-        for data in wire::pieces(&block) {
-            let piece = pb::ChunkPiece {
-                data,
-                size: if first { size } else { 0 },
-            };
-            first = false;
-            if tx.send(Ok(piece)).await.is_err() {
-                return; // the receiver is gone
-            }
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Store for StoreService {
     async fn put_chunk(
@@ -271,20 +213,24 @@ impl Store for StoreService {
     ) -> Result<Response<Self::GetChunkStream>, Status> {
         self.count();
         let key = wire::id_from_pb(&req.into_inner().key, "key").map_err(error_to_status)?;
-        // Sent as it is on disk (the receiver checks it, see CheckChunk),
-        // a block at a time: the first pieces leave while the rest is read,
-        // and a slow receiver holds back the reading, not a whole chunk in
-        // memory.
-        let reader = self
+        // Sent as it is on disk: the receiver checks it (see CheckChunk).
+        let data = self
             .node
-            .disk(move |s| s.chunk_reader(&key))
+            .disk(move |s| s.read_chunk_unchecked(&key))
             .await
             .map_err(error_to_status)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(PIECES_AHEAD);
-        tokio::spawn(stream_chunk(self.node.clone(), key, reader, tx));
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Counters::bump(&self.node.counters.bytes_out, data.len() as u64);
+        let size = data.len() as u64;
+        let pieces: Vec<Result<pb::ChunkPiece, Status>> = wire::pieces(&data)
+            .enumerate()
+            .map(|(i, data)| {
+                Ok(pb::ChunkPiece {
+                    data,
+                    size: if i == 0 { size } else { 0 },
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(pieces))))
     }
 
     async fn check_chunk(

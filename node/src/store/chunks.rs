@@ -7,14 +7,14 @@
 //! key's lock first, so a good copy written meanwhile is never moved aside).
 //! Nothing here decides which chunks a node should hold.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
-use super::disk::{self, BlockReader, TmpFile, QUARANTINED_CHUNK_PREFIX};
+use super::disk::{self, TmpFile, QUARANTINED_CHUNK_PREFIX};
 use super::Store;
 use crate::chord::Id;
 use crate::error::{Error, Result};
@@ -80,42 +80,43 @@ impl Store {
         }
     }
 
-    /// The bytes of chunk `key` as they are on disk, not re-hashed. Their
-    /// receiver checks them against the key and, on a mismatch, asks this
-    /// node to [`Store::quarantine_chunk`] (which does re-hash); the
-    /// scrubber re-hashes everything at rest meanwhile.
+    /// The bytes of chunk `key` as they are on disk, not re-hashed: what
+    /// `GetChunk` sends. Its receiver checks them against the key and, on a
+    /// mismatch, asks this node to [`Store::quarantine_chunk`] (which does
+    /// re-hash); the scrubber re-hashes everything at rest meanwhile.
     pub fn read_chunk_unchecked(&self, key: &Id) -> Result<Bytes> {
-        let mut reader = self.chunk_reader(key)?;
-        let block = stages::time(Stage::DiskRead, || reader.next_block(usize::MAX));
-        match block {
-            Ok(data) => Ok(data.unwrap_or_default()),
-            Err(e) => Err(self.read_error(key, e)),
-        }
-    }
-
-    /// Chunk `key` opened to be read in blocks, not re-hashed: what
-    /// `GetChunk` streams, for its receiver to check as
-    /// [`Store::read_chunk_unchecked`] says. The handle stays valid even if
-    /// the chunk is replaced or deleted meanwhile; an error from it goes
-    /// through [`Store::read_error`].
-    pub fn chunk_reader(&self, key: &Id) -> Result<BlockReader> {
         let path = self.layout().chunk_path(key);
-        self.layout()
-            .open_chunk_file(&path, crate::MAX_CHUNK_BYTES as u64)
-            .map_err(|e| self.read_error(key, e))
+        match stages::time(Stage::DiskRead, || {
+            self.layout()
+                .read_chunk_file(&path, crate::MAX_CHUNK_BYTES as u64)
+        }) {
+            Ok(data) => Ok(data),
+            Err(e) => match e.kind() {
+                io::ErrorKind::NotFound => Err(not_found(key)),
+                io::ErrorKind::InvalidData => {
+                    self.quarantine_if_corrupt(key)?;
+                    Err(Error::Corrupt(format!("chunk {key}: {e}")))
+                }
+                _ => Err(Error::io(format!("reading chunk {key}"), e)),
+            },
+        }
     }
 
-    /// What an error reading chunk `key` means: missing, too long or
-    /// changed (quarantined if its bytes are wrong), or the disk's failure.
-    pub fn read_error(&self, key: &Id, e: io::Error) -> Error {
-        match e.kind() {
+    /// An open handle on chunk `key` and its length, for streaming it out.
+    /// The caller hashes while streaming and calls
+    /// [`Store::quarantine_chunk`] if the bytes turn out wrong. The handle
+    /// stays valid even if the chunk is replaced or deleted meanwhile.
+    pub fn open_chunk(&self, key: &Id) -> Result<(File, u64)> {
+        let path = self.layout().chunk_path(key);
+        let file = File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => not_found(key),
-            io::ErrorKind::InvalidData => match self.quarantine_if_corrupt(key) {
-                Ok(_) => Error::Corrupt(format!("chunk {key}: {e}")),
-                Err(failed) => failed,
-            },
-            _ => Error::io(format!("reading chunk {key}"), e),
-        }
+            _ => Error::io(format!("opening chunk {key}"), e),
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading metadata of chunk {key}"), e))?
+            .len();
+        Ok((file, len))
     }
 
     /// Reports that chunk `key` was found corrupt while streaming. The file
@@ -533,6 +534,7 @@ fn not_found(key: &Id) -> Error {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
+    use std::io::Read;
 
     use super::super::tests::open_temp;
     use super::*;
@@ -566,12 +568,10 @@ mod tests {
         assert!(store.has_chunk(&key));
         assert_eq!(store.read_chunk(&key).unwrap().data(), &data);
         assert_eq!(store.chunk_len(&key).unwrap(), data.len() as u64);
-        let mut reader = store.chunk_reader(&key).unwrap();
+        let (mut file, len) = store.open_chunk(&key).unwrap();
         let mut streamed = Vec::new();
-        while let Some(block) = reader.next_block(4).unwrap() {
-            streamed.extend_from_slice(&block);
-        }
-        assert_eq!((streamed, reader.len()), (data.clone(), data.len() as u64));
+        file.read_to_end(&mut streamed).unwrap();
+        assert_eq!((streamed, len), (data.clone(), data.len() as u64));
         store.verify_chunk(&key).unwrap();
         assert_eq!(store.chunk_keys().unwrap(), vec![key]);
         let stats = store.stats();
@@ -593,7 +593,7 @@ mod tests {
         let key = Id::hash(b"nowhere");
         assert!(matches!(store.read_chunk(&key), Err(Error::NotFound(_))));
         assert!(matches!(store.verify_chunk(&key), Err(Error::NotFound(_))));
-        assert!(matches!(store.chunk_reader(&key), Err(Error::NotFound(_))));
+        assert!(matches!(store.open_chunk(&key), Err(Error::NotFound(_))));
         assert!(matches!(store.chunk_len(&key), Err(Error::NotFound(_))));
         store.delete_chunk(&key).unwrap();
         store.quarantine_chunk(&key).unwrap();

@@ -163,29 +163,15 @@ impl Layout {
         TmpFile::create(self.tmp_path("chunk", key), direct)
     }
 
-    /// The chunk file at `path`, opened to be read the way chunk files are
+    /// The bytes of the chunk file at `path`, read the way chunk files are
     /// written (around the page cache or through it); `InvalidData` if it
     /// is longer than `max` bytes.
-    pub fn open_chunk_file(&self, path: &Path, max: u64) -> io::Result<BlockReader> {
-        let direct = self.direct.load(Ordering::Relaxed);
-        let mut options = OpenOptions::new();
-        options.read(true);
-        #[cfg(target_os = "linux")]
-        if direct {
-            options.custom_flags(libc::O_DIRECT);
+    pub fn read_chunk_file(&self, path: &Path, max: u64) -> io::Result<Bytes> {
+        if self.direct.load(Ordering::Relaxed) {
+            read_direct(path, max)
+        } else {
+            read_capped(path, max).map(Bytes::from)
         }
-        let file = options.open(path)?;
-        let len = file.metadata()?.len();
-        if len > max {
-            return Err(too_long(path, max));
-        }
-        Ok(BlockReader {
-            file,
-            path: path.to_path_buf(),
-            direct,
-            len,
-            done: 0,
-        })
     }
 
     fn tmp_path(&self, label: &str, key: &Id) -> PathBuf {
@@ -439,78 +425,45 @@ fn aligned_buf(len: usize) -> (Vec<u8>, usize) {
     (buf, start)
 }
 
-/// A file read in blocks, each into a buffer of its own that the returned
-/// bytes are a slice of: around the page cache (O_DIRECT, aligned buffers)
-/// or through it. Made by [`Layout::open_chunk_file`].
-#[derive(Debug)]
-pub struct BlockReader {
-    file: File,
-    path: PathBuf,
-    direct: bool,
-    /// The file's length when opened.
-    len: u64,
-    /// Bytes read so far.
-    done: u64,
-}
-
-impl BlockReader {
-    /// The file's length when it was opened.
-    pub fn len(&self) -> u64 {
-        self.len
+/// Reads a whole file around the page cache (O_DIRECT, into an aligned
+/// buffer the returned bytes are a slice of), failing with `InvalidData`
+/// if it is longer than `max` bytes.
+fn read_direct(path: &Path, max: u64) -> io::Result<Bytes> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    options.custom_flags(libc::O_DIRECT);
+    let mut file = options.open(path)?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Err(too_long(path, max));
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    let len = usize::try_from(len).map_err(|_| too_long(path, max))?;
+    // One block more than the length, so a file that grew since is seen.
+    let room = len.next_multiple_of(DIRECT_ALIGN) + DIRECT_ALIGN;
+    let (mut buf, start) = aligned_buf(room);
+    let mut read = 0;
+    loop {
+        match file.read(&mut buf[start + read..start + room]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if read == room || read % DIRECT_ALIGN != 0 {
+            break;
+        }
     }
-
-    /// The next at most `most` bytes (rounded down to a multiple of
-    /// [`DIRECT_ALIGN`] when reading around the page cache), or `None` at
-    /// the end. `InvalidData` if
-    /// the file turns out shorter or longer than when it was opened.
-    pub fn next_block(&mut self, most: usize) -> io::Result<Option<Bytes>> {
-        let left = self.len - self.done;
-        if left == 0 {
-            return Ok(None);
-        }
-        // Direct reads start at aligned offsets: whole blocks but the last.
-        let most = if self.direct {
-            most.max(DIRECT_ALIGN) / DIRECT_ALIGN * DIRECT_ALIGN
-        } else {
-            most
-        };
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(most);
-        let (room, (mut buf, start)) = if self.direct {
-            let room = want.next_multiple_of(DIRECT_ALIGN);
-            (room, aligned_buf(room))
-        } else {
-            (want, (vec![0u8; want], 0))
-        };
-        let mut got = 0;
-        while got < want {
-            match self.file.read(&mut buf[start + got..start + room]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            // A direct read ends short only at the end of the file.
-            if self.direct && got % DIRECT_ALIGN != 0 {
-                break;
-            }
-        }
-        if got != want {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} changed while read (it had {} bytes)",
-                    self.path.display(),
-                    self.len
-                ),
-            ));
-        }
-        self.done += want as u64;
-        Ok(Some(Bytes::from(buf).slice(start..start + want)))
+    if read != len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} changed while read ({len} bytes, then {read})",
+                path.display()
+            ),
+        ));
     }
+    Ok(Bytes::from(buf).slice(start..start + len))
 }
 
 fn too_long(path: &Path, max: u64) -> io::Error {
@@ -660,18 +613,10 @@ mod tests {
             let dest = layout.chunk_path(&key);
             tmp.persist(&dest).unwrap();
             assert_eq!(hash_file(&dest).unwrap(), (key, len as u64), "{len} bytes");
-            let mut whole = layout.open_chunk_file(&dest, len as u64).unwrap();
-            let read = whole.next_block(usize::MAX).unwrap().unwrap_or_default();
+            let read = layout.read_chunk_file(&dest, len as u64).unwrap();
             assert_eq!(read, data, "{len} bytes read back");
-            let mut reader = layout.open_chunk_file(&dest, len as u64).unwrap();
-            let mut blocks = Vec::new();
-            while let Some(block) = reader.next_block(DIRECT_BUF_BYTES).unwrap() {
-                assert!(block.len() <= DIRECT_BUF_BYTES);
-                blocks.extend_from_slice(&block);
-            }
-            assert_eq!(blocks, data, "{len} bytes read back in blocks");
             if len > 0 {
-                let err = layout.open_chunk_file(&dest, len as u64 - 1).unwrap_err();
+                let err = layout.read_chunk_file(&dest, len as u64 - 1).unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::InvalidData);
             }
         }
