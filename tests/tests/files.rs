@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chord_node::chord::Id;
 use chord_node::client::{ReadCheck, TransferOptions};
-use chord_node::store::{Algorithm, Checksum, Manifest, MAX_INLINE_BYTES};
+use chord_node::store::{chunk_key, Algorithm, Checksum, Manifest, MAX_INLINE_BYTES};
 use chord_node::Error;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
 use chord_tests::{TestCluster, CONVERGE, FAST};
@@ -278,7 +278,7 @@ async fn a_write_just_after_the_ring_forms_is_acknowledged_with_r_copies() {
         let keys: Vec<Id> = std::fs::read(&path)
             .unwrap()
             .chunks(opts.chunk_size)
-            .map(Id::hash)
+            .map(chunk_key)
             .collect();
         client(&cluster.addrs()[0])
             .unwrap()
@@ -407,7 +407,7 @@ async fn incoming_chunks_share_a_bounded_buffer_and_a_busy_node_keeps_serving() 
         let other = format!("chunk number {attempt}").into_bytes();
         let answer = store
             .put_chunk(futures::stream::iter(vec![
-                header(Id::hash(&other), other.len() as u64),
+                header(chunk_key(&other), other.len() as u64),
                 data(&other),
             ]))
             .await;
@@ -417,7 +417,7 @@ async fn incoming_chunks_share_a_bounded_buffer_and_a_busy_node_keeps_serving() 
         }
     };
     let small = b"a small chunk".to_vec();
-    let key = Id::hash(&small);
+    let key = chunk_key(&small);
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("busy"), "{refused:?}");
     // Meanwhile the node answers everything else.

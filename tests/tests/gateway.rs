@@ -11,8 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use chord_node::chord::Id;
-use chord_node::store::{Algorithm, Checksum};
+use chord_node::store::{chunk_key, Algorithm, Checksum};
 use chord_tests::{free_port, TestCluster, CONVERGE, FAST, POLL};
 use rand::Rng;
 
@@ -450,7 +449,7 @@ async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
 
     // Overwrite every copy of the second chunk with same-length garbage.
     let chunk = 4 * 1024 * 1024;
-    let key = Id::hash(&data[chunk..2 * chunk]).to_hex();
+    let key = chunk_key(&data[chunk..2 * chunk]).to_hex();
     // The upload is acknowledged once every copy is durable; waiting here
     // only guards against a copy still being renamed into place.
     let start = Instant::now();

@@ -8,8 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chord_node::chord::Id;
-use chord_node::store::CheckedChunk;
+use chord_node::store::{chunk_key, CheckedChunk};
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
 use chord_tests::{TestCluster, CONVERGE, FAST};
 use rand::Rng;
@@ -178,7 +177,7 @@ async fn a_stalled_upload_keeps_its_chunks_through_the_grace_period() {
     // A chunk no manifest will ever name, written with the upload: it must
     // go, which shows the collector runs while the upload waits.
     let stray = vec![9u8; 10_000];
-    let stray_key = Id::hash(&stray);
+    let stray_key = chunk_key(&stray);
     let owner = cluster.owner_of(&stray_key).unwrap();
     cluster
         .peers

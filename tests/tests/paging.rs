@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chord_node::chord::{Id, NodeRef};
 use chord_node::client::TransferOptions;
-use chord_node::store::{chunk_path, MAX_INLINE_BYTES};
+use chord_node::store::{chunk_key, chunk_path, MAX_INLINE_BYTES};
 use chord_tests::files::{client, listed, no_progress, random_file};
 use chord_tests::{free_port, TestCluster, CONVERGE, FAST};
 
@@ -142,7 +142,7 @@ async fn three_hundred_thousand_keys_page_through_and_repair_converges() {
     let chunks: Vec<(Id, Vec<u8>)> = (0u64..)
         .map(|i| {
             let data = format!("{i:016}").repeat(64).into_bytes();
-            (Id::hash(&data), data)
+            (chunk_key(&data), data)
         })
         .filter(|(key, _)| key.in_half_open(&start, &end))
         .take(KEYS)

@@ -2,7 +2,8 @@
 //!
 //! An [`Id`] is a big-endian unsigned integer modulo 2^160, the output size of
 //! SHA-1. Node ids are SHA-1 of the advertised `host:port`, file keys SHA-1 of
-//! the name, chunk keys SHA-1 of the bytes. Intervals wrap around zero; the
+//! the name, chunk keys SHA-1 of the BLAKE3 hash of the bytes
+//! (`store/chunk_key.rs`). Intervals wrap around zero; the
 //! degenerate interval whose two ends are equal means "the whole ring" (for a
 //! one-node ring every key belongs to the only node).
 

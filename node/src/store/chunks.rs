@@ -1,6 +1,7 @@
 //! Chunk operations: content-addressed blobs under `chunks/<2 hex>/<40 hex>`.
 //!
-//! Invariants: a chunk is stored only if its bytes hash to its key, whether
+//! Invariants: a chunk is stored only if its bytes hash to its key
+//! (`chunk_key.rs` says how, and how chunks stored before that are checked), whether
 //! it arrives whole ([`Store::put_chunk`]) or streamed ([`ChunkWriter`]), and
 //! is never longer than [`crate::MAX_CHUNK_BYTES`]. Every full read re-checks
 //! the hash; a mismatch moves the file to `quarantine/` (re-checked under the
@@ -11,9 +12,11 @@ use std::fs::{self, File};
 use std::io;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use sha1::{Digest, Sha1};
+use std::path::Path;
 
+use bytes::{Bytes, BytesMut};
+
+use super::chunk_key::{chunk_key, KeyHasher, OldKeyHasher};
 use super::disk::{self, TmpFile, QUARANTINED_CHUNK_PREFIX};
 use super::Store;
 use crate::chord::Id;
@@ -21,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::stages::{self, Stage};
 
 impl Store {
-    /// Stores `data` under `key`, after checking that `SHA-1(data) == key`
+    /// Stores `data` under `key`, after checking that it is `data`'s key
     /// (otherwise `Error::Corrupt` and nothing is written). Returns `false`
     /// when an intact copy was already there. A corrupt copy in the way is
     /// quarantined and replaced.
@@ -61,7 +64,7 @@ impl Store {
             store: self.clone(),
             key,
             tmp,
-            hasher: Sha1::new(),
+            hasher: KeyHasher::new(),
             len: 0,
         })
     }
@@ -136,11 +139,11 @@ impl Store {
     /// `Error::NotFound`; a mismatch quarantines it and is `Error::Corrupt`.
     pub fn verify_chunk(&self, key: &Id) -> Result<()> {
         let path = self.layout().chunk_path(key);
-        let (actual, _) = disk::hash_file(&path).map_err(|e| match e.kind() {
+        let checked = check_file(&path, key).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => not_found(key),
             _ => Error::io(format!("hashing chunk {key}"), e),
         })?;
-        if actual != *key {
+        if let Err(actual) = checked {
             self.quarantine_if_corrupt(key)?;
             return Err(mismatch(key, &actual));
         }
@@ -192,8 +195,8 @@ impl Store {
 
     /// Whether a file for `key` exists and hashes to `key`.
     fn has_intact_chunk(&self, key: &Id) -> Result<bool> {
-        match disk::hash_file(&self.layout().chunk_path(key)) {
-            Ok((actual, _)) => Ok(actual == *key),
+        match check_file(&self.layout().chunk_path(key), key) {
+            Ok(checked) => Ok(checked.is_ok()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(format!("hashing chunk {key}"), e)),
         }
@@ -204,12 +207,12 @@ impl Store {
     fn commit_chunk(&self, key: &Id, tmp: TmpFile, len: u64, touched: Instant) -> Result<bool> {
         let path = self.layout().chunk_path(key);
         let _guard = self.key_lock(key);
-        match disk::hash_file(&path) {
-            Ok((actual, _)) if actual == *key => {
+        match check_file(&path, key) {
+            Ok(Ok(())) => {
                 self.index().touch(key, touched);
                 return Ok(false); // tmp dropped: removed
             }
-            Ok(_) => self.move_chunk_to_quarantine(key)?,
+            Ok(Err(_)) => self.move_chunk_to_quarantine(key)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("hashing chunk {key}"), e)),
         }
@@ -223,9 +226,9 @@ impl Store {
     fn quarantine_if_corrupt(&self, key: &Id) -> Result<bool> {
         let path = self.layout().chunk_path(key);
         let _guard = self.key_lock(key);
-        match disk::hash_file(&path) {
-            Ok((actual, _)) if actual == *key => Ok(false),
-            Ok(_) => self.move_chunk_to_quarantine(key).map(|()| true),
+        match check_file(&path, key) {
+            Ok(Ok(())) => Ok(false),
+            Ok(Err(_)) => self.move_chunk_to_quarantine(key).map(|()| true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(format!("hashing chunk {key}"), e)),
         }
@@ -310,7 +313,7 @@ impl Store {
 }
 
 /// A streamed write of one chunk: bytes go to a temporary file while their
-/// SHA-1 is computed, so memory stays bounded whatever the chunk size.
+/// key is computed, so memory stays bounded whatever the chunk size.
 /// [`ChunkWriter::commit`] checks the hash and moves the file into place;
 /// dropping the writer without committing removes the temporary file.
 #[derive(Debug)]
@@ -318,7 +321,7 @@ pub struct ChunkWriter {
     store: Store,
     key: Id,
     tmp: TmpFile,
-    hasher: Sha1,
+    hasher: KeyHasher,
     len: u64,
 }
 
@@ -361,8 +364,16 @@ impl ChunkWriter {
             hasher,
             len,
         } = self;
-        let actual = Id::from_array(hasher.finalize().into());
-        if actual != key {
+        // A key made the old way is checked on the finished file: the
+        // bytes are no longer in memory.
+        let checked = hasher.check(&key, || {
+            tmp.finish()?;
+            let mut old = OldKeyHasher::default();
+            disk::read_pieces(tmp.path(), |p| old.update(p))
+                .map_err(|e| Error::io(format!("hashing {}", tmp.path().display()), e))?;
+            Ok::<_, Error>(old.key())
+        })?;
+        if let Err(actual) = checked {
             return Err(mismatch(&key, &actual));
         }
         tmp.finish()?;
@@ -384,17 +395,17 @@ impl CheckedChunk {
     /// Checks that `data` is within the size limit and hashes to `key`
     /// (`Error::Corrupt` otherwise).
     pub fn new(key: Id, data: Bytes) -> Result<CheckedChunk> {
-        let chunk = CheckedChunk::of(data)?;
-        if chunk.key != key {
-            return Err(mismatch(&key, &chunk.key));
-        }
-        Ok(chunk)
+        check_chunk_len(&key, data.len() as u64)?;
+        let mut hasher = KeyHasher::new();
+        hasher.update(&data);
+        check_bytes(&hasher, &key, &data)?;
+        Ok(CheckedChunk { key, data })
     }
 
-    /// The chunk of `data`: its key is their hash, so only the size limit
-    /// can refuse it.
+    /// The chunk of `data`: its key is made from them, so only the size
+    /// limit can refuse it.
     pub fn of(data: Bytes) -> Result<CheckedChunk> {
-        let key = Id::hash(&data);
+        let key = chunk_key(&data);
         check_chunk_len(&key, data.len() as u64)?;
         Ok(CheckedChunk { key, data })
     }
@@ -462,7 +473,7 @@ impl ChunkBuffer {
 /// same size limit as [`ChunkBuffer`].
 #[derive(Debug)]
 pub struct ChunkHasher {
-    sha: Sha1,
+    hasher: KeyHasher,
     buf: ChunkBuffer,
 }
 
@@ -470,7 +481,7 @@ impl ChunkHasher {
     /// A hasher for chunk `key` of (the sender says) `size` bytes.
     pub fn new(key: Id, size: usize) -> ChunkHasher {
         ChunkHasher {
-            sha: Sha1::new(),
+            hasher: KeyHasher::new(),
             buf: ChunkBuffer::new(key, size),
         }
     }
@@ -487,7 +498,7 @@ impl ChunkHasher {
     /// Hashes and keeps one piece.
     pub fn push(&mut self, piece: &[u8]) -> Result<()> {
         self.buf.push(piece)?;
-        self.sha.update(piece);
+        self.hasher.update(piece);
         Ok(())
     }
 
@@ -495,14 +506,9 @@ impl ChunkHasher {
     /// otherwise).
     pub fn finish(self) -> Result<CheckedChunk> {
         let key = self.buf.key;
-        let actual = Id::from_array(self.sha.finalize().into());
-        if actual != key {
-            return Err(mismatch(&key, &actual));
-        }
-        Ok(CheckedChunk {
-            key,
-            data: self.buf.into_bytes(),
-        })
+        let data = self.buf.into_bytes();
+        check_bytes(&self.hasher, &key, &data)?;
+        Ok(CheckedChunk { key, data })
     }
 }
 
@@ -521,6 +527,25 @@ fn check_chunk_len(key: &Id, len: u64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether `data`, fed whole to `hasher`, is chunk `key`'s
+/// (`Error::Corrupt` otherwise).
+fn check_bytes(hasher: &KeyHasher, key: &Id, data: &[u8]) -> Result<()> {
+    let checked = hasher.check(key, || Ok::<_, Error>(Id::hash(data)))?;
+    checked.map_err(|actual| mismatch(key, &actual))
+}
+
+/// Whether the file at `path` holds chunk `key`'s bytes: `Err` carries the
+/// key they have instead.
+fn check_file(path: &Path, key: &Id) -> io::Result<std::result::Result<(), Id>> {
+    let mut hasher = KeyHasher::new();
+    disk::read_pieces(path, |p| hasher.update(p))?;
+    hasher.check(key, || {
+        let mut old = OldKeyHasher::default();
+        disk::read_pieces(path, |p| old.update(p))?;
+        Ok(old.key())
+    })
 }
 
 fn mismatch(key: &Id, actual: &Id) -> Error {
@@ -562,7 +587,7 @@ mod tests {
     fn round_trip() {
         let (_dir, store) = open_temp();
         let data = b"hello, ring".to_vec();
-        let key = Id::hash(&data);
+        let key = chunk_key(&data);
         assert!(!store.has_chunk(&key));
         assert!(store.put_chunk(&key, &data).unwrap());
         assert!(store.has_chunk(&key));
@@ -582,9 +607,46 @@ mod tests {
         assert_eq!(store.stats(), stats);
 
         // The empty chunk is a chunk like any other.
-        let empty = Id::hash(b"");
+        let empty = chunk_key(b"");
         assert!(store.put_chunk(&empty, b"").unwrap());
         assert!(store.read_chunk(&empty).unwrap().data().is_empty());
+    }
+
+    /// Chunks stored before keys were made from BLAKE3 are keyed by SHA-1
+    /// of their bytes. They are still taken, read and checked, and caught
+    /// when damaged, whichever way they arrive.
+    #[test]
+    fn chunks_keyed_the_old_way_are_still_taken_and_checked() {
+        let (dir, store) = open_temp();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let old = Id::hash(&data);
+        assert_ne!(old, chunk_key(&data));
+        assert!(store.put_chunk(&old, &data).unwrap());
+        assert_eq!(store.read_chunk(&old).unwrap().data(), &data);
+        store.verify_chunk(&old).unwrap();
+        assert!(store.check_chunk(&old).unwrap());
+        // An intact copy is recognised, not rewritten.
+        assert!(!store.put_chunk(&old, &data).unwrap());
+
+        let mut hasher = ChunkHasher::new(old, data.len());
+        data.chunks(9_000).for_each(|p| hasher.push(p).unwrap());
+        assert_eq!(hasher.finish().unwrap().key(), &old);
+
+        let other: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+        let other_old = Id::hash(&other);
+        let mut writer = store.chunk_writer(other_old).unwrap();
+        other.chunks(30_000).for_each(|p| writer.write(p).unwrap());
+        assert!(writer.commit().unwrap());
+        assert_eq!(store.read_chunk(&other_old).unwrap().data(), &other);
+
+        flip_a_byte(&store, &old);
+        let err = store.verify_chunk(&old).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert_eq!(count(&dir.path().join("quarantine")), 1);
+        let mut bad = data.clone();
+        bad[0] ^= 1;
+        let err = store.put_chunk(&old, &bad).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
     }
 
     #[test]
@@ -623,7 +685,7 @@ mod tests {
         let (dir, store) = open_temp();
         let a = vec![1u8; 1000];
         let b = vec![2u8; 1000];
-        let (ka, kb) = (Id::hash(&a), Id::hash(&b));
+        let (ka, kb) = (chunk_key(&a), chunk_key(&b));
         store.put_chunk(&ka, &a).unwrap();
         store.put_chunk(&kb, &b).unwrap();
         flip_a_byte(&store, &ka);
@@ -655,7 +717,7 @@ mod tests {
     fn truncated_or_oversized_files_are_corrupt() {
         let (_dir, store) = open_temp();
         let data = vec![3u8; 100];
-        let key = Id::hash(&data);
+        let key = chunk_key(&data);
         store.put_chunk(&key, &data).unwrap();
         fs::write(store.layout().chunk_path(&key), &data[..50]).unwrap();
         assert!(matches!(store.verify_chunk(&key), Err(Error::Corrupt(_))));
@@ -666,7 +728,7 @@ mod tests {
     fn put_replaces_a_corrupt_copy() {
         let (dir, store) = open_temp();
         let data = vec![9u8; 300];
-        let key = Id::hash(&data);
+        let key = chunk_key(&data);
         store.put_chunk(&key, &data).unwrap();
         flip_a_byte(&store, &key);
         // Not an intact copy, so the put writes and reports it did.
@@ -684,7 +746,7 @@ mod tests {
     fn quarantine_chunk_rechecks_before_moving() {
         let (dir, store) = open_temp();
         let data = vec![4u8; 64];
-        let key = Id::hash(&data);
+        let key = chunk_key(&data);
         store.put_chunk(&key, &data).unwrap();
         // The caller thinks it is bad, but the bytes on disk are fine.
         store.quarantine_chunk(&key).unwrap();
@@ -699,7 +761,7 @@ mod tests {
     fn delete_removes_file_and_counts() {
         let (_dir, store) = open_temp();
         let data = b"short-lived".to_vec();
-        let key = Id::hash(&data);
+        let key = chunk_key(&data);
         store.put_chunk(&key, &data).unwrap();
         store.delete_chunk(&key).unwrap();
         assert!(!store.has_chunk(&key));
@@ -713,7 +775,7 @@ mod tests {
         let mut keys: Vec<Id> = (0u32..40)
             .map(|i| {
                 let data = i.to_be_bytes();
-                let key = Id::hash(&data);
+                let key = chunk_key(&data);
                 store.put_chunk(&key, &data).unwrap();
                 key
             })
@@ -738,7 +800,7 @@ mod tests {
     fn writer_commits_streamed_bytes() {
         let (dir, store) = open_temp();
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let key = Id::hash(&data);
+        let key = chunk_key(&data);
         let mut writer = store.chunk_writer(key).unwrap();
         assert!(writer.is_empty());
         for piece in data.chunks(7_000) {
@@ -792,7 +854,7 @@ mod tests {
     fn concurrent_puts_of_one_chunk_count_once() {
         let (_dir, store) = open_temp();
         let data = vec![5u8; 50_000];
-        let key = Id::hash(&data);
+        let key = chunk_key(&data);
         let stored: usize = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)
                 .map(|_| s.spawn(|| store.put_chunk(&key, &data).unwrap()))

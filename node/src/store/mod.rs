@@ -4,7 +4,7 @@
 //! user-supplied string):
 //!
 //! ```text
-//! chunks/<2 hex>/<40 hex>     chunk bytes, named by SHA-1 of those bytes
+//! chunks/<2 hex>/<40 hex>     chunk bytes, named by their key (chunk_key.rs)
 //! manifests/<40 hex>.json     a file's manifest, named by SHA-1 of its name
 //! tmp/                        files being written; cleared on open
 //! quarantine/                 files that failed their check, moved aside
@@ -35,12 +35,14 @@
 //! ranges: which keys a node should hold is decided elsewhere.
 //!
 //! Files: `name.rs` (naming rules), `manifest.rs` (the record and its
-//! order), `checksum.rs` (a whole file's hash), `chunks.rs` and
+//! order), `checksum.rs` (a whole file's hash), `chunk_key.rs` (how a
+//! chunk's bytes make its key), `chunks.rs` and
 //! `manifests.rs` (the store's operations on each), `gc.rs` (chunk ages and references, tombstone expiry, manifests set aside
 //! after a long absence), `index.rs` (the in-memory index), `disk.rs` (paths,
 //! temporary files, fsync).
 
 mod checksum;
+mod chunk_key;
 mod chunks;
 mod disk;
 mod gc;
@@ -56,6 +58,7 @@ use crate::chord::Id;
 use crate::error::Result;
 
 pub use checksum::{Algorithm, Checksum, Hasher, NEW_FILES};
+pub use chunk_key::{chunk_key, KeyHasher};
 pub use chunks::{CheckedChunk, ChunkBuffer, ChunkHasher, ChunkWriter};
 pub use disk::{chunk_path, write_in_pieces, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
@@ -211,8 +214,8 @@ mod tests {
         let (dir, store) = open_temp();
         let a = b"first chunk".to_vec();
         let b = vec![42u8; 5000];
-        store.put_chunk(&Id::hash(&a), &a).unwrap();
-        store.put_chunk(&Id::hash(&b), &b).unwrap();
+        store.put_chunk(&chunk_key(&a), &a).unwrap();
+        store.put_chunk(&chunk_key(&b), &b).unwrap();
         let live = manifest::tests::live("kept.txt", 10, 4, 1);
         store.put_manifest(&live).unwrap();
         store
@@ -251,7 +254,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(store.stats(), before);
-        let mut expected = vec![Id::hash(&a), Id::hash(&b)];
+        let mut expected = vec![chunk_key(&a), chunk_key(&b)];
         expected.sort();
         assert_eq!(store.chunk_keys().unwrap(), expected);
         assert_eq!(store.manifests().unwrap().len(), 2);
