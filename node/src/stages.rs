@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 pub enum Stage {
     /// Reading an upload's source file.
     FileRead,
-    /// SHA-1 of each chunk of an upload (its key).
+    /// Making the key of each chunk of an upload (`store::chunk_key`).
     ChunkKey,
-    /// The whole-file SHA-256 of an upload or a download.
+    /// The whole-file checksum (BLAKE3) of an upload or a download.
     FileDigest,
     /// Finding a chunk's or manifest's holders (lookup, successor list,
     /// which holders already have a chunk).
@@ -37,9 +37,9 @@ pub enum Stage {
     /// GetChunk calls of a download, from the request to the last piece (a
     /// read in place when the client runs inside the holder).
     GetChunkCall,
-    /// SHA-1 of a chunk as its pieces arrive, with the copy of each piece
-    /// into one buffer (a node receiving PutChunk, a client or node
-    /// receiving GetChunk).
+    /// Checking a chunk against its key as its pieces arrive, with the
+    /// copy of each piece into one buffer (a node receiving PutChunk, a
+    /// client or node receiving GetChunk).
     ChunkCheck,
     /// Writing a download to its file (into the page cache).
     FileWrite,

@@ -58,8 +58,8 @@ impl Default for TransferOptions {
 /// checked before anyone sees it; the question is only which hash does it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadCheck {
-    /// Each chunk against its key (SHA-1) as it arrives, falling back to
-    /// the next holder on bad bytes: for bytes handed on at once (a pipe,
+    /// Each chunk against its key as it arrives, falling back to the
+    /// next holder on bad bytes: for bytes handed on at once (a pipe,
     /// an HTTP answer), which cannot be taken back.
     EachChunk,
     /// None on arrival: the caller holds the file back until its checksum

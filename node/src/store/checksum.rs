@@ -6,7 +6,8 @@
 //! change 20), and every upload and every download to a file hashes each
 //! byte once with it. Manifests written before that carry SHA-256; both are
 //! read and checked, each by its own algorithm, so a stored file never
-//! needs rewriting. The chunk keys stay SHA-1: they are ring positions.
+//! needs rewriting. Chunk keys are 160-bit ring positions, made from
+//! BLAKE3 too (`chunk_key.rs`).
 //!
 //! Pure: no I/O.
 
