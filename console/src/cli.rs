@@ -542,7 +542,7 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
     let progress = Progress::new(&format!("download {}", args.name), manifest.size, cli.json);
     let started = Instant::now();
     let report = client
-        .download(&args.name, &out, &opts, &|n| progress.add(n))
+        .download_to(&manifest, &out, &opts, &|n| progress.add(n))
         .await?;
     progress.finish();
     let secs = started.elapsed().as_secs_f64();

@@ -1041,3 +1041,34 @@ async fn a_file_needing_more_chunks_than_a_manifest_holds_is_refused_up_front() 
         None
     );
 }
+
+/// A caller that has read a manifest (the console, to size its progress
+/// bar) gets that version's bytes from `download_to`, even once the file
+/// has been written over; `download` by name gets the newest.
+#[tokio::test]
+async fn download_to_fetches_the_version_it_was_given() {
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&cluster.addrs()[0]).unwrap();
+    let opts = small_chunks();
+    let first = random_file(dir.path(), "first", 200_000).unwrap();
+    c.upload_file(&first, "doc", &opts, &no_progress)
+        .await
+        .unwrap();
+    let read = c.manifest("doc").await.unwrap();
+    let second = random_file(dir.path(), "second", 300_000).unwrap();
+    c.upload_file(&second, "doc", &opts, &no_progress)
+        .await
+        .unwrap();
+    assert!(c.manifest("doc").await.unwrap().version > read.version);
+
+    let out = dir.path().join("doc.out");
+    let report = c
+        .download_to(&read, &out, &opts, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!((report.version, report.size), (read.version, 200_000));
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&first).unwrap());
+    c.download("doc", &out, &opts, &no_progress).await.unwrap();
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&second).unwrap());
+}

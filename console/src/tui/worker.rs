@@ -141,7 +141,9 @@ async fn run_transfer(
                     at_ms: now_ms(),
                 })
                 .await;
-            let report = client.download(&name, &dest, &opts, &progress).await?;
+            let report = client
+                .download_to(&manifest, &dest, &opts, &progress)
+                .await?;
             info!(file = %report.name, bytes = report.size, dest = %dest.display(), "downloaded");
         }
     }

@@ -593,11 +593,25 @@ impl Client {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<DownloadReport> {
         let manifest = self.manifest(name).await?;
+        self.download_to(&manifest, out, opts, progress).await
+    }
+
+    /// [`Client::download`] of the file version `manifest` names, for a
+    /// caller that has read it already (to size a progress bar, say): the
+    /// bytes written are that version's, whatever was written since.
+    pub async fn download_to(
+        &self,
+        manifest: &Manifest,
+        out: &Path,
+        opts: &TransferOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<DownloadReport> {
+        let name = manifest.name.as_str();
         let replicas = self.replicas().await? as usize;
         let part = part_path(out);
         let mut result = self
             .download_into(
-                &manifest,
+                manifest,
                 &part,
                 replicas,
                 opts,
@@ -609,7 +623,7 @@ impl Client {
             warn!(name, %reason, "the download does not match its manifest; fetching it again with every chunk checked");
             result = self
                 .download_into(
-                    &manifest,
+                    manifest,
                     &part,
                     replicas,
                     opts,

@@ -1,18 +1,18 @@
 //! Chunk operations: content-addressed blobs under `chunks/<2 hex>/<40 hex>`.
 //!
 //! Invariants: a chunk is stored only if its bytes hash to its key
-//! (`chunk_key.rs` says how, and how chunks stored before that are checked), whether
-//! it arrives whole ([`Store::put_chunk`]) or streamed ([`ChunkWriter`]), and
-//! is never longer than [`crate::MAX_CHUNK_BYTES`]. Every full read re-checks
-//! the hash; a mismatch moves the file to `quarantine/` (re-checked under the
-//! key's lock first, so a good copy written meanwhile is never moved aside).
-//! Nothing here decides which chunks a node should hold.
+//! (`chunk_key.rs` says how, and how chunks stored before that are
+//! checked), whether it arrives whole ([`Store::put_chunk`]) or streamed
+//! ([`ChunkWriter`]), and is never longer than [`crate::MAX_CHUNK_BYTES`].
+//! Every full read re-checks the hash; a mismatch moves the file to
+//! `quarantine/` (re-checked under the key's lock first, so a good copy
+//! written meanwhile is never moved aside). Nothing here decides which
+//! chunks a node should hold.
 
 use std::fs::{self, File};
 use std::io;
-use std::time::{Duration, Instant};
-
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -384,7 +384,8 @@ impl ChunkWriter {
 /// Chunk bytes checked against their key: what the store writes and what
 /// peers hand over. Only [`CheckedChunk::new`] and [`ChunkHasher::finish`]
 /// make one, so no write skips the check and no path hashes the same bytes
-/// twice.
+/// twice (but for a chunk keyed the old way, which `chunk_key.rs` checks
+/// a second way).
 #[derive(Clone, Debug)]
 pub struct CheckedChunk {
     key: Id,
