@@ -58,7 +58,7 @@ use crate::chord::Id;
 use crate::error::Result;
 
 pub use checksum::{Algorithm, Checksum, Hasher, NEW_FILES};
-pub use chunk_key::{chunk_key, KeyHasher};
+pub use chunk_key::chunk_key;
 pub use chunks::{CheckedChunk, ChunkBuffer, ChunkHasher, ChunkWriter};
 pub use disk::{chunk_path, write_in_pieces, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
