@@ -368,10 +368,8 @@ impl ChunkWriter {
         // bytes are no longer in memory.
         let checked = hasher.check(&key, || {
             tmp.finish()?;
-            let mut old = OldKeyHasher::default();
-            disk::read_pieces(tmp.path(), |p| old.update(p))
-                .map_err(|e| Error::io(format!("hashing {}", tmp.path().display()), e))?;
-            Ok::<_, Error>(old.key())
+            old_key_of_file(tmp.path())
+                .map_err(|e| Error::io(format!("hashing {}", tmp.path().display()), e))
         })?;
         if let Err(actual) = checked {
             return Err(mismatch(&key, &actual));
@@ -542,11 +540,14 @@ fn check_bytes(hasher: &KeyHasher, key: &Id, data: &[u8]) -> Result<()> {
 fn check_file(path: &Path, key: &Id) -> io::Result<std::result::Result<(), Id>> {
     let mut hasher = KeyHasher::new();
     disk::read_pieces(path, |p| hasher.update(p))?;
-    hasher.check(key, || {
-        let mut old = OldKeyHasher::default();
-        disk::read_pieces(path, |p| old.update(p))?;
-        Ok(old.key())
-    })
+    hasher.check(key, || old_key_of_file(path))
+}
+
+/// The key the file at `path` has the old way (SHA-1 of its bytes).
+fn old_key_of_file(path: &Path) -> io::Result<Id> {
+    let mut old = OldKeyHasher::default();
+    disk::read_pieces(path, |p| old.update(p))?;
+    Ok(old.key())
 }
 
 fn mismatch(key: &Id, actual: &Id) -> Error {
