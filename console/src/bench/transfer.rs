@@ -10,7 +10,9 @@
 //!    uploads to the first node's gateway, downloads from the second's
 //!    (skipped, with a note, where no `curl` is installed);
 //! 3. a fresh fleet with three copies, through the client library;
-//! 4. a plain HTTP server on the same disk ([`super::http_baseline`]).
+//! 4. a plain HTTP server on the same disk ([`super::http_baseline`]),
+//!    twice, its faster round of each direction counting
+//!    ([`BASELINE_ROUNDS`]).
 //!
 //! With several files, `--parallel` of them are in flight at once in every
 //! setup (and each file's chunks go one at a time), so the setups compare
@@ -400,9 +402,52 @@ async fn bench_ring(
     })
 }
 
-/// The baseline setup: the same files through a plain HTTP server.
+/// How many times the baseline moves the files, back to back; the fastest
+/// round of each direction is its figure. On a VM whose freed memory goes
+/// back to its host (the CI machine), a server's first pass through the
+/// page cache pays for faulting fresh pages in, and how much depends on
+/// what ran just before: the same baseline uploaded 1 GiB at 915-1,131
+/// MB/s after setups that had filled and freed the cache and at 290-325
+/// after setups that had not (see PERFORMANCE.md). Its best round keeps a
+/// chord-dfs figure from looking better for the baseline's bad luck.
+const BASELINE_ROUNDS: usize = 2;
+
+/// The baseline setup: the same files through a plain HTTP server, best of
+/// [`BASELINE_ROUNDS`] rounds each way.
 async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Result<Row> {
     let setup = "http baseline".to_string();
+    let mut best: Option<(Duration, Duration)> = None;
+    for round in 1..=BASELINE_ROUNDS {
+        let label = format!("{setup} (round {round} of {BASELINE_ROUNDS})");
+        // With --keep, the last round's files stay; every round starts empty.
+        let keep = args.keep && round == BASELINE_ROUNDS;
+        let (upload, download) = baseline_round(args, root, source, &label, keep).await?;
+        best = Some(match best {
+            None => (upload, download),
+            Some((up, down)) => (up.min(upload), down.min(download)),
+        });
+    }
+    let (upload, download) = best.context("the baseline ran no round")?;
+    Ok(Row {
+        setup,
+        baseline: true,
+        upload,
+        download,
+        peak_rss: None,
+        stop: None,
+        stages: None,
+    })
+}
+
+/// One round of the baseline, from an empty server to checked downloads
+/// (removed unless `keep`); its upload and download times.
+async fn baseline_round(
+    args: &TransferArgs,
+    root: &Path,
+    source: &Source,
+    setup: &str,
+    keep: bool,
+) -> Result<(Duration, Duration)> {
     let stored = root.join("http-stored");
     let out_dir = root.join("download-http");
     for dir in [&stored, &out_dir] {
@@ -433,20 +478,12 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
     eprintln!("{setup}: downloaded in {:.1} s", download.as_secs_f64());
     server.stop().await?;
 
-    verify(&setup, source, &out_dir).await?;
-    if !args.keep {
+    verify(setup, source, &out_dir).await?;
+    if !keep {
         remove_quietly(&out_dir, true).await;
         remove_quietly(&stored, true).await;
     }
-    Ok(Row {
-        setup,
-        baseline: true,
-        upload,
-        download,
-        peak_rss: None,
-        stop: None,
-        stages: None,
-    })
+    Ok((upload, download))
 }
 
 /// Runs `transfer` (what `what` names), bounded by `deadline`; returns its
