@@ -7,15 +7,13 @@
 //! disk or hash holds the feeder back instead of piling chunks up in
 //! memory.
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::stages::{self, Stage};
-use crate::store::{write_in_pieces, Algorithm, Checksum, Hasher};
+use crate::store::{Algorithm, Checksum, Hasher, OutputFile};
 
 /// What the thread hands back: the checksum and the bytes it saw.
 type Outcome = Result<(Checksum, u64)>;
@@ -26,37 +24,24 @@ pub struct FileDigest {
     task: JoinHandle<Outcome>,
 }
 
-/// A file a [`FileDigest`] writes each chunk to, and syncs at the end.
-#[derive(Debug)]
-pub struct DigestTarget {
-    pub file: std::fs::File,
-    /// For error messages.
-    pub path: PathBuf,
-}
-
 impl FileDigest {
-    /// Starts the thread, hashing by `algorithm`. At most `depth` chunks
-    /// wait for it.
-    pub fn start(
-        algorithm: Algorithm,
-        depth: usize,
-        mut target: Option<DigestTarget>,
-    ) -> FileDigest {
+    /// Starts the thread, hashing by `algorithm` and writing each chunk to
+    /// `target` (synced at the end), if given. At most `depth` chunks wait
+    /// for it.
+    pub fn start(algorithm: Algorithm, depth: usize, mut target: Option<OutputFile>) -> FileDigest {
         let (queue, mut chunks) = mpsc::channel::<Bytes>(depth.max(1));
         let task = tokio::task::spawn_blocking(move || -> Outcome {
             let mut hasher = Hasher::new(algorithm);
             let mut len = 0u64;
             while let Some(chunk) = chunks.blocking_recv() {
-                if let Some(t) = &mut target {
-                    stages::time(Stage::FileWrite, || write_in_pieces(&mut t.file, &chunk))
-                        .map_err(|e| Error::io(format!("cannot write {}", t.path.display()), e))?;
+                if let Some(file) = &mut target {
+                    stages::time(Stage::FileWrite, || file.write_all(&chunk))?;
                 }
                 stages::time(Stage::FileDigest, || hasher.update(&chunk));
                 len += chunk.len() as u64;
             }
-            if let Some(t) = &target {
-                stages::time(Stage::FileSync, || t.file.sync_all())
-                    .map_err(|e| Error::io(format!("cannot sync {}", t.path.display()), e))?;
+            if let Some(file) = target {
+                stages::time(Stage::FileSync, || file.finish())?;
             }
             Ok((hasher.finish(), len))
         });
@@ -101,10 +86,7 @@ mod tests {
     async fn digest_and_file_match_the_bytes_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        let target = DigestTarget {
-            file: std::fs::File::create(&path).unwrap(),
-            path: path.clone(),
-        };
+        let target = OutputFile::create(&path).unwrap();
         let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
         let parts: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
         for part in &parts {
@@ -130,10 +112,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ro");
         std::fs::write(&path, b"").unwrap();
-        let target = DigestTarget {
-            file: std::fs::File::open(&path).unwrap(),
-            path,
-        };
+        let target = OutputFile::over(std::fs::File::open(&path).unwrap(), &path);
         let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
         let mut fed = Ok(());
         for _ in 0..10 {
@@ -143,6 +122,6 @@ mod tests {
             }
         }
         let err = digest.finish_after(fed).await.unwrap_err();
-        assert!(err.to_string().contains("cannot write"), "{err}");
+        assert!(err.to_string().contains("writing"), "{err}");
     }
 }

@@ -27,11 +27,11 @@ use crate::error::{Error, Result};
 use crate::now_ms;
 use crate::stages::{self, Stage};
 use crate::store::{
-    check_manifest_fits, validate_name, CheckedChunk, Checksum, Manifest, MAX_INLINE_BYTES,
-    NEW_FILES,
+    check_manifest_fits, validate_name, CheckedChunk, Checksum, Manifest, OutputFile,
+    MAX_INLINE_BYTES, NEW_FILES,
 };
 
-use super::digest::{DigestTarget, FileDigest};
+use super::digest::FileDigest;
 
 #[derive(Clone, Debug)]
 pub struct TransferOptions {
@@ -662,12 +662,7 @@ impl Client {
         progress: &(dyn Fn(u64) + Sync),
         check: ReadCheck,
     ) -> Result<()> {
-        let file = std::fs::File::create(part)
-            .map_err(|e| Error::io(format!("cannot create {}", part.display()), e))?;
-        let target = DigestTarget {
-            file,
-            path: part.to_path_buf(),
-        };
+        let target = OutputFile::create(part)?;
         let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, Some(target));
         let fed = async {
             let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts, check));

@@ -56,7 +56,7 @@ pub fn chunk_path(root: &Path, key: &Id) -> PathBuf {
 
 /// Writes all of `data` to `out` in writes of at most
 /// [`WRITE_PIECE_BYTES`].
-pub fn write_in_pieces(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+fn write_in_pieces(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
     data.chunks(WRITE_PIECE_BYTES)
         .try_for_each(|piece| out.write_all(piece))
 }
@@ -283,14 +283,9 @@ impl TmpFile {
         let file = options
             .open(&path)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        let sink = if direct {
-            Sink::Direct(DirectWriter::new(file))
-        } else {
-            Sink::Buffered(BufWriter::with_capacity(IO_BUF_BYTES, file))
-        };
         Ok(TmpFile {
             path,
-            sink: Some(sink),
+            sink: Some(Sink::new(file, direct)),
             armed: true,
         })
     }
@@ -300,12 +295,11 @@ impl TmpFile {
     }
 
     pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        let written = match self.sink.as_mut() {
-            Some(Sink::Buffered(file)) => write_in_pieces(file, data),
-            Some(Sink::Direct(file)) => file.write_all(data),
-            None => return Err(Error::invalid("write to a temporary file already finished")),
+        let Some(sink) = self.sink.as_mut() else {
+            return Err(Error::invalid("write to a temporary file already finished"));
         };
-        written.map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+        sink.write_all(data)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
     }
 
     /// Flushes, fsyncs and closes the file: its bytes are durable, though
@@ -314,13 +308,7 @@ impl TmpFile {
         let Some(sink) = self.sink.take() else {
             return Ok(());
         };
-        let file = match sink {
-            Sink::Buffered(writer) => writer.into_inner().map_err(|e| e.into_error()),
-            Sink::Direct(writer) => writer.into_file(),
-        }
-        .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
-        file.sync_all()
-            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+        sink.finish(&self.path)
     }
 
     /// Finishes the file if need be, renames it to `dest` (replacing what
@@ -335,6 +323,118 @@ impl TmpFile {
         })?;
         self.armed = false;
         fsync_parent(dest)
+    }
+}
+
+impl Sink {
+    /// `file`, written around the page cache if it was opened with
+    /// O_DIRECT (`direct`), through it otherwise.
+    fn new(file: File, direct: bool) -> Sink {
+        if direct {
+            Sink::Direct(DirectWriter::new(file))
+        } else {
+            Sink::Buffered(BufWriter::with_capacity(IO_BUF_BYTES, file))
+        }
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Buffered(file) => write_in_pieces(file, data),
+            Sink::Direct(file) => file.write_all(data),
+        }
+    }
+
+    /// Writes what waits and fsyncs the file at `path`, then closes it.
+    fn finish(self, path: &Path) -> Result<()> {
+        let file = match self {
+            Sink::Buffered(writer) => writer.into_inner().map_err(|e| e.into_error()),
+            Sink::Direct(writer) => writer.into_file(),
+        }
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        file.sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+    }
+}
+
+/// A file a client writes front to back and syncs once at the end (a
+/// download), around the page cache where the file system takes direct
+/// writes, for the same reason chunk files are (see
+/// [`Layout::probe_direct`]): on the CI machine a download's copy into
+/// fresh cache pages cost up to 2.8 ms of system time per MiB, more than
+/// the rest of the download (see PERFORMANCE.md).
+#[derive(Debug)]
+pub struct OutputFile {
+    path: PathBuf,
+    sink: Sink,
+}
+
+impl OutputFile {
+    /// Creates `path`, or empties it if it exists. Whether it is written
+    /// around the page cache is found out here, by writing one aligned
+    /// block and cutting it off again; where that is refused (EINVAL), the
+    /// file goes through the page cache.
+    pub fn create(path: &Path) -> Result<OutputFile> {
+        let context = || format!("creating {}", path.display());
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(target_os = "linux")]
+        {
+            let mut direct = options.clone();
+            direct.custom_flags(libc::O_DIRECT);
+            let probed = direct.open(path).and_then(|file| {
+                let (buf, start) = aligned_buf(DIRECT_ALIGN);
+                std::os::unix::fs::FileExt::write_all_at(
+                    &file,
+                    &buf[start..start + DIRECT_ALIGN],
+                    0,
+                )?;
+                file.set_len(0)?;
+                Ok(file)
+            });
+            match probed {
+                Ok(file) => {
+                    return Ok(OutputFile {
+                        path: path.to_path_buf(),
+                        sink: Sink::new(file, true),
+                    })
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!(path = %path.display(), "no direct writes here; through the page cache");
+                }
+                Err(e) => return Err(Error::io(context(), e)),
+            }
+        }
+        let file = options.open(path).map_err(|e| Error::io(context(), e))?;
+        Ok(OutputFile {
+            path: path.to_path_buf(),
+            sink: Sink::new(file, false),
+        })
+    }
+
+    /// An `OutputFile` writing through the page cache to a file already
+    /// open, for tests that need one that fails.
+    #[cfg(test)]
+    pub(crate) fn over(file: File, path: &Path) -> OutputFile {
+        OutputFile {
+            path: path.to_path_buf(),
+            sink: Sink::new(file, false),
+        }
+    }
+
+    /// Whether the bytes go around the page cache.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.sink, Sink::Direct(_))
+    }
+
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        self.sink
+            .write_all(data)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+    }
+
+    /// Writes what waits, fsyncs the file and closes it.
+    pub fn finish(self) -> Result<()> {
+        self.sink.finish(&self.path)
     }
 }
 
@@ -586,6 +686,17 @@ mod tests {
         assert_eq!(seen, b"abc");
     }
 
+    /// Lengths on either side of the alignment and of the direct buffer.
+    const AWKWARD_LENGTHS: [usize; 7] = [
+        0,
+        1,
+        DIRECT_ALIGN - 1,
+        DIRECT_ALIGN,
+        DIRECT_BUF_BYTES,
+        DIRECT_BUF_BYTES + 5,
+        3 * DIRECT_BUF_BYTES + DIRECT_ALIGN + 17,
+    ];
+
     /// Chunk files written around the page cache hold exactly their
     /// bytes, whatever the length against the alignment and the buffer.
     #[test]
@@ -600,16 +711,7 @@ mod tests {
             );
             return;
         }
-        let lengths = [
-            0,
-            1,
-            DIRECT_ALIGN - 1,
-            DIRECT_ALIGN,
-            DIRECT_BUF_BYTES,
-            DIRECT_BUF_BYTES + 5,
-            3 * DIRECT_BUF_BYTES + DIRECT_ALIGN + 17,
-        ];
-        for len in lengths {
+        for len in AWKWARD_LENGTHS {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let key = Id::hash(&data);
             let mut tmp = layout.tmp_chunk_file(&key).unwrap();
@@ -629,6 +731,29 @@ mod tests {
         }
         // The probe leaves nothing behind.
         assert_eq!(fs::read_dir(&layout.tmp).unwrap().count(), 0);
+    }
+
+    /// A download's file holds exactly its bytes, whatever their length,
+    /// and nothing of what the path held before.
+    #[test]
+    fn output_files_hold_exactly_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        fs::write(&path, vec![7u8; 4 * DIRECT_BUF_BYTES]).unwrap();
+        for len in AWKWARD_LENGTHS {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut out = OutputFile::create(&path).unwrap();
+            if cfg!(target_os = "linux") && len == 0 {
+                eprintln!("direct writes: {}", out.is_direct());
+            }
+            for piece in data.chunks(100_003) {
+                out.write_all(piece).unwrap();
+            }
+            out.finish().unwrap();
+            assert_eq!(fs::read(&path).unwrap(), data, "{len} bytes written");
+        }
+        let err = OutputFile::create(&dir.path().join("no/such/dir")).unwrap_err();
+        assert!(err.to_string().contains("creating"), "{err}");
     }
 
     #[test]
