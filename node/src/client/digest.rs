@@ -86,7 +86,7 @@ mod tests {
     async fn digest_and_file_match_the_bytes_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        let target = OutputFile::create(&path).unwrap();
+        let target = OutputFile::create(&path, 0).unwrap();
         let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
         let parts: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
         for part in &parts {

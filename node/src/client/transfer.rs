@@ -662,7 +662,7 @@ impl Client {
         progress: &(dyn Fn(u64) + Sync),
         check: ReadCheck,
     ) -> Result<()> {
-        let target = OutputFile::create(part)?;
+        let target = OutputFile::create(part, manifest.size)?;
         let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, Some(target));
         let fed = async {
             let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts, check));
