@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::chunk_key::{chunk_key, KeyHasher, OldKeyHasher};
-use super::disk::{self, TmpFile, QUARANTINED_CHUNK_PREFIX};
+use super::disk::{self, Layout, TmpFile, QUARANTINED_CHUNK_PREFIX};
 use super::Store;
 use crate::chord::Id;
 use crate::error::{Error, Result};
@@ -139,7 +139,7 @@ impl Store {
     /// `Error::NotFound`; a mismatch quarantines it and is `Error::Corrupt`.
     pub fn verify_chunk(&self, key: &Id) -> Result<()> {
         let path = self.layout().chunk_path(key);
-        let checked = check_file(&path, key).map_err(|e| match e.kind() {
+        let checked = check_file(self.layout(), &path, key).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => not_found(key),
             _ => Error::io(format!("hashing chunk {key}"), e),
         })?;
@@ -195,7 +195,7 @@ impl Store {
 
     /// Whether a file for `key` exists and hashes to `key`.
     fn has_intact_chunk(&self, key: &Id) -> Result<bool> {
-        match check_file(&self.layout().chunk_path(key), key) {
+        match check_file(self.layout(), &self.layout().chunk_path(key), key) {
             Ok(checked) => Ok(checked.is_ok()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::io(format!("hashing chunk {key}"), e)),
@@ -207,7 +207,7 @@ impl Store {
     fn commit_chunk(&self, key: &Id, tmp: TmpFile, len: u64, touched: Instant) -> Result<bool> {
         let path = self.layout().chunk_path(key);
         let _guard = self.key_lock(key);
-        match check_file(&path, key) {
+        match check_file(self.layout(), &path, key) {
             Ok(Ok(())) => {
                 self.index().touch(key, touched);
                 return Ok(false); // tmp dropped: removed
@@ -226,7 +226,7 @@ impl Store {
     fn quarantine_if_corrupt(&self, key: &Id) -> Result<bool> {
         let path = self.layout().chunk_path(key);
         let _guard = self.key_lock(key);
-        match check_file(&path, key) {
+        match check_file(self.layout(), &path, key) {
             Ok(Ok(())) => Ok(false),
             Ok(Err(_)) => self.move_chunk_to_quarantine(key).map(|()| true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -368,7 +368,7 @@ impl ChunkWriter {
         // bytes are no longer in memory.
         let checked = hasher.check(&key, || {
             tmp.finish()?;
-            old_key_of_file(tmp.path())
+            old_key_of_file(store.layout(), tmp.path())
                 .map_err(|e| Error::io(format!("hashing {}", tmp.path().display()), e))
         })?;
         if let Err(actual) = checked {
@@ -535,18 +535,18 @@ fn check_bytes(hasher: &KeyHasher, key: &Id, data: &[u8]) -> Result<()> {
     checked.map_err(|actual| mismatch(key, &actual))
 }
 
-/// Whether the file at `path` holds chunk `key`'s bytes: `Err` carries the
-/// key they have instead.
-fn check_file(path: &Path, key: &Id) -> io::Result<std::result::Result<(), Id>> {
+/// Whether the chunk file at `path` holds chunk `key`'s bytes: `Err`
+/// carries the key they have instead.
+fn check_file(layout: &Layout, path: &Path, key: &Id) -> io::Result<std::result::Result<(), Id>> {
     let mut hasher = KeyHasher::new();
-    disk::read_pieces(path, |p| hasher.update(p))?;
-    hasher.check(key, || old_key_of_file(path))
+    layout.read_chunk_pieces(path, |p| hasher.update(p))?;
+    hasher.check(key, || old_key_of_file(layout, path))
 }
 
-/// The key the file at `path` has the old way (SHA-1 of its bytes).
-fn old_key_of_file(path: &Path) -> io::Result<Id> {
+/// The key the chunk file at `path` has the old way (SHA-1 of its bytes).
+fn old_key_of_file(layout: &Layout, path: &Path) -> io::Result<Id> {
     let mut old = OldKeyHasher::default();
-    disk::read_pieces(path, |p| old.update(p))?;
+    layout.read_chunk_pieces(path, |p| old.update(p))?;
     Ok(old.key())
 }
 

@@ -181,6 +181,19 @@ impl Layout {
         }
     }
 
+    /// Feeds the bytes of the chunk file at `path` to `each`, a piece at a
+    /// time, read the way chunk files are written; returns how many there
+    /// were. What re-hashes chunks at rest (the scrubber, a repeated put,
+    /// a reader's complaint) reads them this way, so a pass over the store
+    /// does not fill the page cache with it.
+    pub fn read_chunk_pieces(&self, path: &Path, each: impl FnMut(&[u8])) -> io::Result<u64> {
+        if self.direct.load(Ordering::Relaxed) {
+            read_pieces_direct(path, each)
+        } else {
+            read_pieces(path, each)
+        }
+    }
+
     fn tmp_path(&self, label: &str, key: &Id) -> PathBuf {
         self.tmp
             .join(format!("{}-{label}-{}", self.next_seq(), key.to_hex()))
@@ -643,6 +656,30 @@ pub(super) fn read_pieces(path: &Path, mut each: impl FnMut(&[u8])) -> io::Resul
     Ok(len)
 }
 
+/// [`read_pieces`] around the page cache (O_DIRECT), through one aligned
+/// buffer of [`DIRECT_BUF_BYTES`].
+fn read_pieces_direct(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    options.custom_flags(libc::O_DIRECT);
+    let mut file = options.open(path)?;
+    let (mut buf, start) = aligned_buf(DIRECT_BUF_BYTES);
+    let buf = &mut buf[start..start + DIRECT_BUF_BYTES];
+    let mut len = 0u64;
+    loop {
+        let n = match file.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        each(&buf[..n]);
+        len += n as u64;
+    }
+    Ok(len)
+}
+
 /// Reads a whole file, failing with `InvalidData` rather than allocating
 /// without bound if it is longer than `max` bytes.
 pub(super) fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
@@ -732,6 +769,15 @@ mod tests {
             tmp.persist(&dest).unwrap();
             let read = layout.read_chunk_file(&dest, len as u64).unwrap();
             assert_eq!(read, data, "{len} bytes read back");
+            let mut pieces = Vec::new();
+            let n = layout
+                .read_chunk_pieces(&dest, |p| pieces.extend_from_slice(p))
+                .unwrap();
+            assert_eq!(
+                (n, pieces),
+                (len as u64, data.clone()),
+                "{len} bytes in pieces"
+            );
             if len > 0 {
                 let err = layout.read_chunk_file(&dest, len as u64 - 1).unwrap_err();
                 assert_eq!(err.kind(), io::ErrorKind::InvalidData);
