@@ -109,8 +109,9 @@ pub struct UploadArgs {
 pub struct DownloadArgs {
     /// The file's name on the ring.
     pub name: String,
-    /// Where to write it (default: the name, in the current directory;
-    /// `-` streams it to stdout).
+    /// Where to write it (default: the name, in the current directory; a
+    /// directory gets the file under its name; `-` streams it to stdout; a
+    /// device such as /dev/null is written to in place).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
     /// Chunks fetched ahead at once.
@@ -549,14 +550,14 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
     if cli.json {
         return print_json(&json!({
             "name": report.name, "size": report.size, "chunks": report.chunks,
-            "version": report.version, "path": out, "seconds": secs,
+            "version": report.version, "path": report.path, "seconds": secs,
             report.checksum.name(): report.checksum.to_hex(),
         }));
     }
     println!(
         "downloaded {} to {} ({} bytes, {} verified) in {secs:.2} s, {:.1} MB/s",
         report.name,
-        out.display(),
+        report.path.display(),
         report.size,
         report.checksum.label(),
         mb_per_sec(report.size, secs)

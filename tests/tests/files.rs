@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
+use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
 use chord_node::chord::Id;
@@ -1040,6 +1041,45 @@ async fn a_file_needing_more_chunks_than_a_manifest_holds_is_refused_up_front() 
             .unwrap(),
         None
     );
+}
+
+/// `download -o DIR` puts the file in DIR under its name, leaving nothing
+/// else there; `-o /dev/null` writes into the device instead of renaming a
+/// finished file over it.
+#[tokio::test]
+async fn downloads_go_into_a_directory_or_straight_into_a_device() {
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&cluster.addrs()[0]).unwrap();
+    let opts = small_chunks();
+    let source = random_file(dir.path(), "source", 300_000).unwrap();
+    c.upload_file(&source, "photo.jpg", &opts, &no_progress)
+        .await
+        .unwrap();
+
+    // A directory gets the file under its name, as cp does.
+    let into = dir.path().join("downloads");
+    std::fs::create_dir(&into).unwrap();
+    let report = c
+        .download("photo.jpg", &into, &opts, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(report.path, into.join("photo.jpg"));
+    assert!(std::fs::read(&report.path).unwrap() == std::fs::read(&source).unwrap());
+    let left: Vec<_> = std::fs::read_dir(&into).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the file, no temporary file: {left:?}");
+
+    // A device is written in place, not replaced by a renamed file.
+    let null = std::path::Path::new("/dev/null");
+    let report = c
+        .download("photo.jpg", null, &opts, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!((report.path.as_path(), report.size), (null, 300_000));
+    assert!(std::fs::metadata(null)
+        .unwrap()
+        .file_type()
+        .is_char_device());
 }
 
 /// A caller that has read a manifest (the console, to size its progress

@@ -144,7 +144,7 @@ async fn run_transfer(
             let report = client
                 .download_to(&manifest, &dest, &opts, &progress)
                 .await?;
-            info!(file = %report.name, bytes = report.size, dest = %dest.display(), "downloaded");
+            info!(file = %report.name, bytes = report.size, dest = %report.path.display(), "downloaded");
         }
     }
     Ok(())

@@ -88,6 +88,9 @@ pub struct DownloadReport {
     pub version: u64,
     /// What the file was checked against.
     pub checksum: Checksum,
+    /// Where the bytes went: the path asked for, or the file's name inside
+    /// it when that was a directory.
+    pub path: PathBuf,
 }
 
 /// A listed file.
@@ -599,6 +602,12 @@ impl Client {
     /// [`Client::download`] of the file version `manifest` names, for a
     /// caller that has read it already (to size a progress bar, say): the
     /// bytes written are that version's, whatever was written since.
+    ///
+    /// An `out` that is a directory gets the file under its name, as `cp`
+    /// does. One that is neither a directory nor a regular file (a device
+    /// such as `/dev/null`, a pipe) is written to in place, every chunk
+    /// checked as it arrives, since renaming a finished file onto it would
+    /// replace it.
     pub async fn download_to(
         &self,
         manifest: &Manifest,
@@ -608,7 +617,32 @@ impl Client {
     ) -> Result<DownloadReport> {
         let name = manifest.name.as_str();
         let replicas = self.replicas().await? as usize;
-        let part = part_path(out);
+        let out = match tokio::fs::metadata(out).await {
+            Ok(meta) if meta.is_dir() => out.join(name),
+            _ => out.to_path_buf(),
+        };
+        let report = DownloadReport {
+            name: manifest.name.clone(),
+            size: manifest.size,
+            chunks: manifest.chunks.len(),
+            version: manifest.version,
+            checksum: manifest.checksum,
+            path: out.clone(),
+        };
+        let special = tokio::fs::metadata(&out)
+            .await
+            .is_ok_and(|meta| !meta.is_file() && !meta.is_dir());
+        if special {
+            let mut sink = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(&out)
+                .await
+                .map_err(|e| Error::io(format!("cannot open {}", out.display()), e))?;
+            self.write_to(manifest, &mut sink, replicas, opts, progress)
+                .await?;
+            return Ok(report);
+        }
+        let part = part_path(&out);
         let mut result = self
             .download_into(
                 manifest,
@@ -636,16 +670,14 @@ impl Client {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(e);
         }
-        tokio::fs::rename(&part, out)
-            .await
-            .map_err(|e| Error::io(format!("cannot move the download to {}", out.display()), e))?;
-        Ok(DownloadReport {
-            name: manifest.name.clone(),
-            size: manifest.size,
-            chunks: manifest.chunks.len(),
-            version: manifest.version,
-            checksum: manifest.checksum,
-        })
+        if let Err(e) = tokio::fs::rename(&part, &out).await {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(Error::io(
+                format!("cannot move the download to {}", out.display()),
+                e,
+            ));
+        }
+        Ok(report)
     }
 
     /// Writes the file of `manifest` to a new file at `part` and syncs it:
