@@ -639,33 +639,25 @@ pub(super) fn move_durably(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Feeds a file's bytes to `each`, read in bounded pieces, and returns how
 /// many there were.
-pub(super) fn read_pieces(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
-    let mut file = File::open(path)?;
-    let mut buf = vec![0u8; IO_BUF_BYTES];
-    let mut len = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        each(&buf[..n]);
-        len += n as u64;
-    }
-    Ok(len)
+pub(super) fn read_pieces(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u64> {
+    feed(File::open(path)?, &mut vec![0u8; IO_BUF_BYTES], each)
 }
 
 /// [`read_pieces`] around the page cache (O_DIRECT), through one aligned
 /// buffer of [`DIRECT_BUF_BYTES`].
-fn read_pieces_direct(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
+fn read_pieces_direct(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u64> {
     let mut options = OpenOptions::new();
     options.read(true);
     #[cfg(target_os = "linux")]
     options.custom_flags(libc::O_DIRECT);
-    let mut file = options.open(path)?;
+    let file = options.open(path)?;
     let (mut buf, start) = aligned_buf(DIRECT_BUF_BYTES);
-    let buf = &mut buf[start..start + DIRECT_BUF_BYTES];
+    feed(file, &mut buf[start..start + DIRECT_BUF_BYTES], each)
+}
+
+/// Reads `file` to its end through `buf`, handing each piece to `each`;
+/// returns how many bytes there were.
+fn feed(mut file: File, buf: &mut [u8], mut each: impl FnMut(&[u8])) -> io::Result<u64> {
     let mut len = 0u64;
     loop {
         let n = match file.read(buf) {
