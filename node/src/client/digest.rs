@@ -112,7 +112,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ro");
         std::fs::write(&path, b"").unwrap();
-        let target = OutputFile::over(std::fs::File::open(&path).unwrap(), &path);
+        let target = OutputFile::over(std::fs::File::open(&path).unwrap(), &path, false);
         let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
         let mut fed = Ok(());
         for _ in 0..10 {

@@ -617,9 +617,13 @@ impl Client {
     ) -> Result<DownloadReport> {
         let name = manifest.name.as_str();
         let replicas = self.replicas().await? as usize;
-        let out = match tokio::fs::metadata(out).await {
-            Ok(meta) if meta.is_dir() => out.join(name),
-            _ => out.to_path_buf(),
+        let (out, found) = match tokio::fs::metadata(out).await {
+            Ok(meta) if meta.is_dir() => {
+                let inside = out.join(name);
+                let found = tokio::fs::metadata(&inside).await.ok();
+                (inside, found)
+            }
+            found => (out.to_path_buf(), found.ok()),
         };
         let report = DownloadReport {
             name: manifest.name.clone(),
@@ -629,9 +633,7 @@ impl Client {
             checksum: manifest.checksum,
             path: out.clone(),
         };
-        let special = tokio::fs::metadata(&out)
-            .await
-            .is_ok_and(|meta| !meta.is_file() && !meta.is_dir());
+        let special = found.is_some_and(|meta| !meta.is_file() && !meta.is_dir());
         if special {
             let mut sink = tokio::fs::OpenOptions::new()
                 .write(true)

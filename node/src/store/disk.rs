@@ -398,47 +398,26 @@ impl OutputFile {
         let context = || format!("creating {}", path.display());
         let mut options = OpenOptions::new();
         options.write(true).create(true).truncate(true);
-        #[cfg(target_os = "linux")]
-        if len >= DIRECT_OUTPUT_MIN_BYTES {
-            let mut direct = options.clone();
-            direct.custom_flags(libc::O_DIRECT);
-            let probed = direct.open(path).and_then(|file| {
-                let (buf, start) = aligned_buf(DIRECT_ALIGN);
-                std::os::unix::fs::FileExt::write_all_at(
-                    &file,
-                    &buf[start..start + DIRECT_ALIGN],
-                    0,
-                )?;
-                file.set_len(0)?;
-                Ok(file)
-            });
-            match probed {
-                Ok(file) => {
-                    return Ok(OutputFile {
-                        path: path.to_path_buf(),
-                        sink: Sink::new(file, true),
-                    })
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::debug!(path = %path.display(), "no direct writes here; through the page cache");
-                }
-                Err(e) => return Err(Error::io(context(), e)),
+        let direct = if len >= DIRECT_OUTPUT_MIN_BYTES {
+            open_probed_direct(&options, path).map_err(|e| Error::io(context(), e))?
+        } else {
+            None
+        };
+        Ok(match direct {
+            Some(file) => OutputFile::over(file, path, true),
+            None => {
+                let file = options.open(path).map_err(|e| Error::io(context(), e))?;
+                OutputFile::over(file, path, false)
             }
-        }
-        let file = options.open(path).map_err(|e| Error::io(context(), e))?;
-        Ok(OutputFile {
-            path: path.to_path_buf(),
-            sink: Sink::new(file, false),
         })
     }
 
-    /// An `OutputFile` writing through the page cache to a file already
-    /// open, for tests that need one that fails.
-    #[cfg(test)]
-    pub(crate) fn over(file: File, path: &Path) -> OutputFile {
+    /// An `OutputFile` writing to `file`, already open at `path` (with
+    /// O_DIRECT if `direct`).
+    pub(crate) fn over(file: File, path: &Path, direct: bool) -> OutputFile {
         OutputFile {
             path: path.to_path_buf(),
-            sink: Sink::new(file, false),
+            sink: Sink::new(file, direct),
         }
     }
 
@@ -456,6 +435,36 @@ impl OutputFile {
     /// Writes what waits, fsyncs the file and closes it.
     pub fn finish(self) -> Result<()> {
         self.sink.finish(&self.path)
+    }
+}
+
+/// `path` opened by `options` plus O_DIRECT, once one aligned block has
+/// been written to it and cut off again; `None` where the file system
+/// refuses direct writes (EINVAL), and elsewhere than Linux.
+fn open_probed_direct(options: &OpenOptions, path: &Path) -> io::Result<Option<File>> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut direct = options.clone();
+        direct.custom_flags(libc::O_DIRECT);
+        let probed = direct.open(path).and_then(|file| {
+            let (buf, start) = aligned_buf(DIRECT_ALIGN);
+            std::os::unix::fs::FileExt::write_all_at(&file, &buf[start..start + DIRECT_ALIGN], 0)?;
+            file.set_len(0)?;
+            Ok(file)
+        });
+        match probed {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(path = %path.display(), "no direct writes here; through the page cache");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (options, path);
+        Ok(None)
     }
 }
 
@@ -554,11 +563,7 @@ fn aligned_buf(len: usize) -> (Vec<u8>, usize) {
 /// buffer the returned bytes are a slice of), failing with `InvalidData`
 /// if it is longer than `max` bytes.
 fn read_direct(path: &Path, max: u64) -> io::Result<Bytes> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(target_os = "linux")]
-    options.custom_flags(libc::O_DIRECT);
-    let mut file = options.open(path)?;
+    let mut file = open_read_direct(path)?;
     let len = file.metadata()?.len();
     if len > max {
         return Err(too_long(path, max));
@@ -646,13 +651,21 @@ pub(super) fn read_pieces(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u6
 /// [`read_pieces`] around the page cache (O_DIRECT), through one aligned
 /// buffer of [`DIRECT_BUF_BYTES`].
 fn read_pieces_direct(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u64> {
+    let (mut buf, start) = aligned_buf(DIRECT_BUF_BYTES);
+    feed(
+        open_read_direct(path)?,
+        &mut buf[start..start + DIRECT_BUF_BYTES],
+        each,
+    )
+}
+
+/// `path` opened for reading around the page cache (O_DIRECT, on Linux).
+fn open_read_direct(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true);
     #[cfg(target_os = "linux")]
     options.custom_flags(libc::O_DIRECT);
-    let file = options.open(path)?;
-    let (mut buf, start) = aligned_buf(DIRECT_BUF_BYTES);
-    feed(file, &mut buf[start..start + DIRECT_BUF_BYTES], each)
+    options.open(path)
 }
 
 /// Reads `file` to its end through `buf`, handing each piece to `each`;
