@@ -14,8 +14,9 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use super::aligned::AlignedBuf;
 use super::chunk_key::{chunk_key, KeyHasher, OldKeyHasher};
 use super::disk::{self, Layout, TmpFile, QUARANTINED_CHUNK_PREFIX};
 use super::Store;
@@ -429,7 +430,7 @@ impl CheckedChunk {
 #[derive(Debug)]
 pub struct ChunkBuffer {
     key: Id,
-    buf: BytesMut,
+    buf: AlignedBuf,
 }
 
 /// Most memory reserved up front on a sender's word; more grows with what
@@ -437,11 +438,12 @@ pub struct ChunkBuffer {
 const PREALLOCATED_BYTES: usize = 8 * 1024 * 1024;
 
 impl ChunkBuffer {
-    /// A buffer for chunk `key` of (the sender says) `size` bytes.
+    /// A buffer for chunk `key` of (the sender says) `size` bytes, aligned
+    /// so that a direct write takes the gathered bytes as they are.
     pub fn new(key: Id, size: usize) -> ChunkBuffer {
         ChunkBuffer {
             key,
-            buf: BytesMut::with_capacity(size.min(PREALLOCATED_BYTES)),
+            buf: AlignedBuf::with_room(size.min(PREALLOCATED_BYTES)),
         }
     }
 

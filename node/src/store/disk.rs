@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use super::aligned::{AlignedBuf, DIRECT_ALIGN};
 use crate::chord::Id;
 use crate::error::{Error, Result};
 
@@ -38,11 +39,6 @@ pub(super) const IO_BUF_BYTES: usize = 64 * 1024;
 /// smaller (`dd`, alternated, synced between runs; see PERFORMANCE.md).
 /// Four writes per MiB cost nothing measurable where folios are cheap.
 pub const WRITE_PIECE_BYTES: usize = 256 * 1024;
-
-/// Alignment of a direct write's buffer, file offset and length: the
-/// largest logical block size in common use, so one value serves every
-/// device.
-const DIRECT_ALIGN: usize = 4096;
 
 /// Bytes a direct write gathers before handing them to the device: a
 /// multiple of [`DIRECT_ALIGN`], and a handful of writes per chunk.
@@ -447,8 +443,9 @@ fn open_probed_direct(options: &OpenOptions, path: &Path) -> io::Result<Option<F
         let mut direct = options.clone();
         direct.custom_flags(libc::O_DIRECT);
         let probed = direct.open(path).and_then(|file| {
-            let (buf, start) = aligned_buf(DIRECT_ALIGN);
-            std::os::unix::fs::FileExt::write_all_at(&file, &buf[start..start + DIRECT_ALIGN], 0)?;
+            let mut block = AlignedBuf::with_room(DIRECT_ALIGN);
+            block.commit(DIRECT_ALIGN);
+            std::os::unix::fs::FileExt::write_all_at(&file, block.as_slice(), 0)?;
             file.set_len(0)?;
             Ok(file)
         });
@@ -471,64 +468,61 @@ fn open_probed_direct(options: &OpenOptions, path: &Path) -> io::Result<Option<F
 /// Writes to a file opened with O_DIRECT: bytes are gathered in a buffer
 /// aligned to [`DIRECT_ALIGN`] and handed to the device
 /// [`DIRECT_BUF_BYTES`] at a time; the last, short piece is padded to the
-/// alignment and the file cut back to its length.
+/// alignment and the file cut back to its length. Whole blocks of bytes
+/// that are aligned already (a chunk gathered in an [`AlignedBuf`]) go to
+/// the device from where they are, when nothing waits before them.
 #[derive(Debug)]
 struct DirectWriter {
     file: File,
-    /// Holds [`DIRECT_BUF_BYTES`] from `start` on, plus room to align.
-    buf: Vec<u8>,
-    /// Where the aligned part of `buf` begins.
-    start: usize,
-    /// Bytes waiting in the buffer.
-    filled: usize,
+    /// Bytes waiting, up to [`DIRECT_BUF_BYTES`]; taken when first needed.
+    buf: Option<AlignedBuf>,
     /// Bytes written so far, including those waiting.
     len: u64,
 }
 
 impl DirectWriter {
     fn new(file: File) -> DirectWriter {
-        let (buf, start) = aligned_buf(DIRECT_BUF_BYTES);
         DirectWriter {
             file,
-            buf,
-            start,
-            filled: 0,
+            buf: None,
             len: 0,
         }
     }
 
     fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let nothing_waits = self.buf.as_ref().is_none_or(AlignedBuf::is_empty);
+        if nothing_waits && data.as_ptr().addr().is_multiple_of(DIRECT_ALIGN) {
+            let whole = data.len() - data.len() % DIRECT_ALIGN;
+            for piece in data[..whole].chunks(DIRECT_BUF_BYTES) {
+                self.file.write_all(piece)?;
+            }
+            self.len += whole as u64;
+            data = &data[whole..];
+        }
         while !data.is_empty() {
-            let n = (DIRECT_BUF_BYTES - self.filled).min(data.len());
-            let at = self.start + self.filled;
-            self.buf[at..at + n].copy_from_slice(&data[..n]);
-            self.filled += n;
+            let buf = self
+                .buf
+                .get_or_insert_with(|| AlignedBuf::with_room(DIRECT_BUF_BYTES));
+            let n = (DIRECT_BUF_BYTES - buf.len()).min(data.len());
+            buf.extend_from_slice(&data[..n]);
             self.len += n as u64;
             data = &data[n..];
-            if self.filled == DIRECT_BUF_BYTES {
-                self.flush(DIRECT_BUF_BYTES)?;
+            if buf.len() == DIRECT_BUF_BYTES {
+                self.file.write_all(buf.as_slice())?;
+                buf.clear();
             }
         }
-        Ok(())
-    }
-
-    /// Writes the first `len` bytes of the buffer (a multiple of
-    /// [`DIRECT_ALIGN`]) and empties it.
-    fn flush(&mut self, len: usize) -> io::Result<()> {
-        self.file
-            .write_all(&self.buf[self.start..self.start + len])?;
-        self.filled = 0;
         Ok(())
     }
 
     /// Writes what waits, padded with zeros to the alignment, cuts the
     /// padding off again, and hands back the file.
     fn into_file(mut self) -> io::Result<File> {
-        if self.filled > 0 {
-            let padded = self.filled.next_multiple_of(DIRECT_ALIGN);
-            let tail = self.start + self.filled..self.start + padded;
-            self.buf[tail].fill(0);
-            self.flush(padded)?;
+        if let Some(buf) = self.buf.as_mut().filter(|buf| !buf.is_empty()) {
+            let padding = buf.len().next_multiple_of(DIRECT_ALIGN) - buf.len();
+            buf.spare_mut()[..padding].fill(0);
+            buf.commit(padding);
+            self.file.write_all(buf.as_slice())?;
             self.file.set_len(self.len)?;
         }
         Ok(self.file)
@@ -550,15 +544,6 @@ impl Drop for TmpFile {
     }
 }
 
-/// A zeroed buffer with `len` bytes from the returned offset on, which is
-/// aligned to [`DIRECT_ALIGN`].
-fn aligned_buf(len: usize) -> (Vec<u8>, usize) {
-    let buf = vec![0u8; len + DIRECT_ALIGN];
-    let addr = buf.as_ptr().addr();
-    let start = addr.next_multiple_of(DIRECT_ALIGN) - addr;
-    (buf, start)
-}
-
 /// Reads a whole file around the page cache (O_DIRECT, into an aligned
 /// buffer the returned bytes are a slice of), failing with `InvalidData`
 /// if it is longer than `max` bytes.
@@ -571,19 +556,20 @@ fn read_direct(path: &Path, max: u64) -> io::Result<Bytes> {
     let len = usize::try_from(len).map_err(|_| too_long(path, max))?;
     // One block more than the length, so a file that grew since is seen.
     let room = len.next_multiple_of(DIRECT_ALIGN) + DIRECT_ALIGN;
-    let (mut buf, start) = aligned_buf(room);
-    let mut read = 0;
+    let mut buf = AlignedBuf::with_room(room);
     loop {
-        match file.read(&mut buf[start + read..start + room]) {
+        let read = buf.len();
+        match file.read(&mut buf.spare_mut()[..room - read]) {
             Ok(0) => break,
-            Ok(n) => read += n,
+            Ok(n) => buf.commit(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        if read == room || read % DIRECT_ALIGN != 0 {
+        if buf.len() == room || !buf.len().is_multiple_of(DIRECT_ALIGN) {
             break;
         }
     }
+    let read = buf.len();
     if read != len {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -593,7 +579,7 @@ fn read_direct(path: &Path, max: u64) -> io::Result<Bytes> {
             ),
         ));
     }
-    Ok(Bytes::from(buf).slice(start..start + len))
+    Ok(buf.freeze())
 }
 
 fn too_long(path: &Path, max: u64) -> io::Error {
@@ -651,10 +637,10 @@ pub(super) fn read_pieces(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u6
 /// [`read_pieces`] around the page cache (O_DIRECT), through one aligned
 /// buffer of [`DIRECT_BUF_BYTES`].
 fn read_pieces_direct(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u64> {
-    let (mut buf, start) = aligned_buf(DIRECT_BUF_BYTES);
+    let mut buf = AlignedBuf::with_room(DIRECT_BUF_BYTES);
     feed(
         open_read_direct(path)?,
-        &mut buf[start..start + DIRECT_BUF_BYTES],
+        &mut buf.spare_mut()[..DIRECT_BUF_BYTES],
         each,
     )
 }
@@ -790,6 +776,47 @@ mod tests {
         }
         // The probe leaves nothing behind.
         assert_eq!(fs::read_dir(&layout.tmp).unwrap().count(), 0);
+    }
+
+    /// Bytes gathered in an [`AlignedBuf`] go to the device from where
+    /// they are, and keep every byte in place when mixed with pieces that
+    /// have to be copied.
+    #[test]
+    fn aligned_sources_are_written_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        layout.create().unwrap();
+        if !layout.probe_direct() {
+            eprintln!(
+                "no direct writes on {}; nothing to check",
+                dir.path().display()
+            );
+            return;
+        }
+        for len in AWKWARD_LENGTHS {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut gathered = AlignedBuf::with_room(len);
+            gathered.extend_from_slice(&data);
+            let gathered = gathered.freeze();
+            assert_eq!(
+                gathered.as_ptr().addr() % DIRECT_ALIGN,
+                0,
+                "{len} bytes aligned"
+            );
+            // Whole; an aligned block, then the rest; one byte (copied),
+            // then the rest (unaligned, so copied too).
+            for split in [0, DIRECT_ALIGN, 1] {
+                let split = split.min(len);
+                let key = Id::hash(&data);
+                let mut tmp = layout.tmp_chunk_file(&key).unwrap();
+                tmp.write_all(&gathered[..split]).unwrap();
+                tmp.write_all(&gathered[split..]).unwrap();
+                let dest = layout.chunk_path(&key);
+                tmp.persist(&dest).unwrap();
+                let read = layout.read_chunk_file(&dest, len as u64).unwrap();
+                assert_eq!(read, data, "{len} bytes split at {split}");
+            }
+        }
     }
 
     /// A download's file holds exactly its bytes, whatever their length,

@@ -41,6 +41,7 @@
 //! after a long absence), `index.rs` (the in-memory index), `disk.rs` (paths,
 //! temporary files, fsync).
 
+mod aligned;
 mod checksum;
 mod chunk_key;
 mod chunks;
