@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::peer::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
+use crate::peer::{CONNECTION_WINDOW_BYTES, FRAME_BYTES, STREAM_WINDOW_BYTES};
 use crate::store::Store;
 use crate::MAX_MESSAGE_BYTES;
 
@@ -175,6 +175,7 @@ pub async fn run(
     let mut grpc = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(FRAME_BYTES)
         .timeout(node.config().grpc_request_timeout)
         .concurrency_limit_per_connection(node.config().grpc_calls_per_connection)
         .load_shed(true);
