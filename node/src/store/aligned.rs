@@ -9,11 +9,10 @@
 //! back to a small pool when the last `Bytes` made of it drops, and the
 //! next chunk of about its size takes it from there.
 //!
-//! The pool holds at most [`IDLE_MAX`] buffers. A buffer enters it only
-//! after being used, so the buffers of a process never outnumber the most
-//! it had in use at once: reuse bounds memory by what the transfers in
-//! flight need (`parallel × chunk`, and the node's buffer budget), not by
-//! what has passed through.
+//! The pool holds at most [`IDLE_MAX`] buffers of at most
+//! [`POOLED_MAX_BYTES`] each, so reuse adds at most that much idle memory
+//! to what the transfers in flight hold (`parallel × chunk` on a client,
+//! the buffer budget on a node); with the default 4 MiB chunks, 16 MiB.
 //!
 //! The bytes of a buffer start on a [`DIRECT_ALIGN`] boundary, so a direct
 //! write takes them as they are, without a copy into an aligned buffer.
@@ -31,8 +30,12 @@ pub(super) const DIRECT_ALIGN: usize = 4096;
 /// and small chunks would otherwise hold large buffers.
 const POOLED_MIN_BYTES: usize = 1024 * 1024;
 
-/// Most idle buffers kept, whatever their size: the default chunks in
-/// flight of one transfer.
+/// Largest buffer worth keeping: one gathered for the largest chunk a
+/// buffer is made for up front (8 MiB), with its alignment slack. Larger
+/// chunks are rare, and four idle buffers of them would be a lot to hold.
+const POOLED_MAX_BYTES: usize = 8 * 1024 * 1024 + 4 * DIRECT_ALIGN;
+
+/// Most idle buffers kept: the default chunks in flight of one transfer.
 const IDLE_MAX: usize = 4;
 
 /// Idle buffers, each fully initialized.
@@ -84,9 +87,9 @@ impl Pool {
         Some(idle.swap_remove(at))
     }
 
-    /// Keeps `vec` if it is large enough and there is space.
+    /// Keeps `vec` if its size is one worth keeping and there is space.
     fn give_back(&self, vec: Vec<u8>) {
-        if vec.len() >= POOLED_MIN_BYTES {
+        if (POOLED_MIN_BYTES..=POOLED_MAX_BYTES).contains(&vec.len()) {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < IDLE_MAX {
                 idle.push(vec);
@@ -237,8 +240,9 @@ mod tests {
         assert!(again.is_empty() && again.room() >= data.len());
     }
 
-    /// The pool keeps no buffers smaller than it pools and no more than
-    /// [`IDLE_MAX`], and does not hand a large buffer to a small chunk.
+    /// The pool keeps no buffers smaller or larger than it pools and no
+    /// more than [`IDLE_MAX`], and does not hand a large buffer to a small
+    /// chunk.
     #[test]
     fn the_pool_stays_bounded() {
         let pool = own_pool();
@@ -246,10 +250,13 @@ mod tests {
             .map(|_| pool.buf(POOLED_MIN_BYTES))
             .collect();
         drop(pool.buf(4096));
+        drop(pool.buf(POOLED_MAX_BYTES));
         drop(bufs);
         let sizes: Vec<usize> = pool.idle.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes.len(), IDLE_MAX);
-        assert!(sizes.iter().all(|&len| len >= POOLED_MIN_BYTES));
+        assert!(sizes
+            .iter()
+            .all(|len| (POOLED_MIN_BYTES..=POOLED_MAX_BYTES).contains(len)));
         assert!(pool.take(4096).is_none());
         assert!(pool.take(POOLED_MIN_BYTES / 4).is_none());
         assert!(pool.take(4 * POOLED_MIN_BYTES).is_none());

@@ -545,8 +545,8 @@ impl Drop for TmpFile {
 }
 
 /// Reads a whole file around the page cache (O_DIRECT, into an aligned
-/// buffer the returned bytes are a slice of), failing with `InvalidData`
-/// if it is longer than `max` bytes.
+/// buffer from the pool, which the returned bytes hold), failing with
+/// `InvalidData` if it is longer than `max` bytes.
 fn read_direct(path: &Path, max: u64) -> io::Result<Bytes> {
     let mut file = open_read_direct(path)?;
     let len = file.metadata()?.len();

@@ -39,7 +39,8 @@
 //! chunk's bytes make its key), `chunks.rs` and
 //! `manifests.rs` (the store's operations on each), `gc.rs` (chunk ages and references, tombstone expiry, manifests set aside
 //! after a long absence), `index.rs` (the in-memory index), `disk.rs` (paths,
-//! temporary files, fsync).
+//! temporary files, fsync), `aligned.rs` (chunk buffers aligned for direct
+//! I/O and reused).
 
 mod aligned;
 mod checksum;
