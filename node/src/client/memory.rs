@@ -15,6 +15,8 @@
 //! its predecessor (exclusive) to itself, as the same report gives it: a
 //! key in a fresh arc is taken to be that node's without a lookup, so a
 //! transfer looks up each owner about once per that time, not each chunk.
+//! So does the ring's copy count, which every upload and download needs:
+//! a run of small files asks for it once per that time, not once a file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -48,6 +50,8 @@ struct Inner {
     /// The arcs nodes reported owning, by the owner's id: the owner, its
     /// predecessor's id (the arc is `(predecessor, owner]`), and when.
     arcs: BTreeMap<Id, (NodeRef, Id, Instant)>,
+    /// How many copies the ring keeps, as a node last reported, and when.
+    replicas: Option<(u32, Instant)>,
 }
 
 impl PeerMemory {
@@ -117,6 +121,18 @@ impl PeerMemory {
                 inner.arcs.remove(&node.id);
             }
         }
+    }
+
+    /// A node reported just now that the ring keeps `replicas` copies.
+    pub(super) fn learn_replicas(&self, replicas: u32) {
+        self.lock().replicas = Some((replicas, Instant::now()));
+    }
+
+    /// The ring's copy count as a node reported it within
+    /// [`SUCCESSORS_FRESH_FOR`]; `None` if none has that recently.
+    pub(super) fn fresh_replicas(&self) -> Option<u32> {
+        let (replicas, at) = self.lock().replicas?;
+        (at.elapsed() < SUCCESSORS_FRESH_FOR).then_some(replicas)
     }
 
     /// The node that reported owning `key` within [`SUCCESSORS_FRESH_FOR`],
@@ -204,6 +220,18 @@ mod tests {
         memory.silent("b");
         std::thread::sleep(Duration::from_millis(60));
         assert!(!memory.is_silent("b"));
+    }
+
+    #[test]
+    fn the_copy_count_is_remembered_while_fresh() {
+        let memory = PeerMemory::new(Duration::from_secs(1));
+        assert_eq!(memory.fresh_replicas(), None);
+        memory.learn_replicas(3);
+        assert_eq!(memory.fresh_replicas(), Some(3));
+        memory.learn_replicas(2);
+        assert_eq!(memory.fresh_replicas(), Some(2));
+        std::thread::sleep(SUCCESSORS_FRESH_FOR + Duration::from_millis(10));
+        assert_eq!(memory.fresh_replicas(), None);
     }
 
     #[test]

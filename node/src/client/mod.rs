@@ -103,6 +103,7 @@ impl Client {
         let info = self.heard(addr, self.peers.get_info(addr).await)?;
         self.memory
             .learn(&info.node, info.predecessor.as_ref(), &info.successors);
+        self.memory.learn_replicas(info.replicas.max(1));
         Ok(info)
     }
 

@@ -119,9 +119,14 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(300);
 const CALL_ATTEMPTS: usize = 4;
 
 impl Client {
-    /// How many copies the ring keeps, as the entry node says.
+    /// How many copies the ring keeps: as a node said within the time its
+    /// successor list is taken as current (see `memory.rs`), else as the
+    /// entry node says now.
     pub async fn replicas(&self) -> Result<u32> {
-        Ok(self.info(self.entry()).await?.replicas.max(1))
+        match self.memory.fresh_replicas() {
+            Some(replicas) => Ok(replicas),
+            None => Ok(self.info(self.entry()).await?.replicas.max(1)),
+        }
     }
 
     /// Uploads everything `reader` yields as file `name`.
