@@ -300,28 +300,7 @@ impl Node {
             }
         }))
         .await;
-        let mut best: Option<Manifest> = None;
-        let mut errors = 0;
-        for answer in answers {
-            match answer {
-                Ok(Some(m)) => {
-                    if best.as_ref().is_none_or(|b| m.supersedes(b)) {
-                        best = Some(m);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    debug!(error = %e, "manifest read failed");
-                    errors += 1;
-                }
-            }
-        }
-        if best.is_none() && errors == holders.len() {
-            return Err(Error::Unavailable(format!(
-                "no holder of {name:?} answered"
-            )));
-        }
-        Ok(best)
+        newest_manifest(name, answers)
     }
 
     /// Writes a tombstone for `name` through its owner. Returns its version.
@@ -426,9 +405,64 @@ pub fn file_entry(m: &Manifest) -> pb::FileEntry {
     }
 }
 
+/// The newest of the manifests of `name` its holders answered with
+/// (`None` where a holder has none); an error only if every holder failed.
+pub(crate) fn newest_manifest(
+    name: &str,
+    answers: Vec<Result<Option<Manifest>>>,
+) -> Result<Option<Manifest>> {
+    let asked = answers.len();
+    let mut best: Option<Manifest> = None;
+    let mut errors = 0;
+    for answer in answers {
+        match answer {
+            Ok(Some(m)) => {
+                if best.as_ref().is_none_or(|b| m.supersedes(b)) {
+                    best = Some(m);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                debug!(error = %e, "manifest read failed");
+                errors += 1;
+            }
+        }
+    }
+    if best.is_none() && errors == asked {
+        return Err(Error::Unavailable(format!(
+            "no holder of {name:?} answered"
+        )));
+    }
+    Ok(best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The newest answer wins (a tombstone over a live copy of its
+    /// version), failed holders are passed over, and only holders that all
+    /// failed make an error.
+    #[test]
+    fn the_newest_answer_wins_and_only_all_failing_is_an_error() {
+        let live = |version| Manifest {
+            deleted: false,
+            ..Manifest::tombstone("f", version, 1)
+        };
+        let failed = || Err(Error::Unavailable("gone".into()));
+        let answers = vec![Ok(Some(live(1))), failed(), Ok(Some(live(3))), Ok(None)];
+        let newest = newest_manifest("f", answers).unwrap().unwrap();
+        assert_eq!((newest.version, newest.deleted), (3, false));
+        let answers = vec![Ok(Some(live(2))), Ok(Some(Manifest::tombstone("f", 2, 1)))];
+        assert!(newest_manifest("f", answers).unwrap().unwrap().deleted);
+        assert!(newest_manifest("f", vec![failed(), Ok(None)])
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            newest_manifest("f", vec![failed(), failed()]),
+            Err(Error::Unavailable(_))
+        ));
+    }
 
     /// Six names in the order of their keys, with their keys.
     fn names_by_key() -> Vec<(Id, String)> {

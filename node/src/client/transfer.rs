@@ -25,6 +25,7 @@ use super::Client;
 use crate::chord::{replica_set, Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::now_ms;
+use crate::replication::newest_manifest;
 use crate::stages::{self, Stage};
 use crate::store::{
     check_manifest_fits, validate_name, CheckedChunk, Checksum, Manifest, OutputFile,
@@ -465,17 +466,46 @@ impl Client {
     pub async fn manifest(&self, name: &str) -> Result<Manifest> {
         validate_name(name)?;
         let found = self
-            .retrying(CALL_ATTEMPTS, || {
-                stages::time_async(
-                    Stage::ManifestCall,
-                    self.peers().get_manifest(self.entry(), name, true),
-                )
-            })
+            .retrying(CALL_ATTEMPTS, || self.find_manifest(name))
             .await?;
         match found {
             Some(m) if !m.deleted => Ok(m),
             _ => Err(Error::NotFound(format!("no file named {name:?}"))),
         }
+    }
+
+    /// The newest manifest of `name` among its holders (tombstones
+    /// included), as a node's `find_manifest` finds it, but asked of the
+    /// holders directly and all at once: no hop through the entry node.
+    /// Holders known to be silent are left out unless all of them are.
+    async fn find_manifest(&self, name: &str) -> Result<Option<Manifest>> {
+        let key = Id::hash(name.as_bytes());
+        let replicas = self.replicas().await? as usize;
+        let holders = stages::time_async(Stage::Locate, self.holders(key, replicas)).await?;
+        let holders = &holders[..holders.len().min(replicas)];
+        let answering: Vec<&NodeRef> = holders
+            .iter()
+            .filter(|h| !self.memory.is_silent(&h.addr))
+            .collect();
+        let asked = if answering.is_empty() {
+            holders.iter().collect()
+        } else {
+            answering
+        };
+        let answers = stages::time_async(
+            Stage::ManifestCall,
+            futures::future::join_all(asked.into_iter().map(|holder| async move {
+                match self.local_node(holder) {
+                    Some(node) => node.disk(move |s| s.get_manifest(&key)).await,
+                    None => {
+                        let found = self.peers().get_manifest(&holder.addr, name, false).await;
+                        self.heard(&holder.addr, found)
+                    }
+                }
+            })),
+        )
+        .await;
+        newest_manifest(name, answers)
     }
 
     /// Runs `op` until it succeeds, fails for good, or `attempts` tries have
