@@ -54,6 +54,12 @@ async fn two_adjacent_nodes_drained_at_once_lose_nothing() {
             .unwrap_or_else(|| panic!("{addr} logged no hand-off: {events:?}"));
         assert!(done.bytes > 0 || done.keys > 0, "{done:?}");
     }
+    // Every file reads back while the drained nodes still run and answer,
+    // though they hold nothing now: a client must not take their word.
+    cluster
+        .check_files_intact(dir.path(), &names)
+        .await
+        .unwrap_or_else(|e| panic!("with two drained nodes still up: {e:#}"));
     // Destroy them, as a scale-in would.
     cluster.fleet.kill(&a).await.unwrap();
     cluster.fleet.kill(&b).await.unwrap();

@@ -23,7 +23,7 @@ pub use transfer::{
 use crate::chord::{Id, NodeRef};
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::peer::{FingerRow, PeerInfo, PeerOptions, PeerPool};
+use crate::peer::{FingerRow, NodeState, PeerInfo, PeerOptions, PeerPool};
 use memory::PeerMemory;
 
 #[derive(Debug)]
@@ -101,8 +101,15 @@ impl Client {
     /// are remembered.
     pub async fn info(&self, addr: &str) -> Result<PeerInfo> {
         let info = self.heard(addr, self.peers.get_info(addr).await)?;
-        self.memory
-            .learn(&info.node, info.predecessor.as_ref(), &info.successors);
+        if info.state == NodeState::Leaving {
+            // It hands its keys on and then drops them: passed over as a
+            // holder, with no arc of its own, as if it had refused a write.
+            self.memory.learn(&info.node, None, &info.successors);
+            self.memory.silent(addr);
+        } else {
+            self.memory
+                .learn(&info.node, info.predecessor.as_ref(), &info.successors);
+        }
         self.memory.learn_replicas(info.replicas.max(1));
         Ok(info)
     }
