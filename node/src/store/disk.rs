@@ -733,10 +733,10 @@ mod tests {
         3 * DIRECT_BUF_BYTES + DIRECT_ALIGN + 17,
     ];
 
-    /// Chunk files written around the page cache hold exactly their
-    /// bytes, whatever the length against the alignment and the buffer.
-    #[test]
-    fn direct_writes_keep_every_length_exact() {
+    /// A new layout in a temporary directory (kept while the guard lives),
+    /// if its file system takes direct writes; `None`, said on stderr, if
+    /// not, as there is then nothing of them to check.
+    fn direct_layout() -> Option<(tempfile::TempDir, Layout)> {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         layout.create().unwrap();
@@ -745,8 +745,18 @@ mod tests {
                 "no direct writes on {}; nothing to check",
                 dir.path().display()
             );
-            return;
+            return None;
         }
+        Some((dir, layout))
+    }
+
+    /// Chunk files written around the page cache hold exactly their
+    /// bytes, whatever the length against the alignment and the buffer.
+    #[test]
+    fn direct_writes_keep_every_length_exact() {
+        let Some((_dir, layout)) = direct_layout() else {
+            return;
+        };
         for len in AWKWARD_LENGTHS {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let key = Id::hash(&data);
@@ -783,16 +793,9 @@ mod tests {
     /// have to be copied.
     #[test]
     fn aligned_sources_are_written_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path());
-        layout.create().unwrap();
-        if !layout.probe_direct() {
-            eprintln!(
-                "no direct writes on {}; nothing to check",
-                dir.path().display()
-            );
+        let Some((_dir, layout)) = direct_layout() else {
             return;
-        }
+        };
         for len in AWKWARD_LENGTHS {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut gathered = AlignedBuf::with_room(len);
