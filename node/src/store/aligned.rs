@@ -21,6 +21,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use super::chunks::PREALLOCATED_BYTES;
+
 /// Alignment of a direct write's buffer, file offset and length: the
 /// largest logical block size in common use, so one value serves every
 /// device.
@@ -31,9 +33,10 @@ pub(super) const DIRECT_ALIGN: usize = 4096;
 const POOLED_MIN_BYTES: usize = 1024 * 1024;
 
 /// Largest buffer worth keeping: one gathered for the largest chunk a
-/// buffer is made for up front (8 MiB), with its alignment slack. Larger
-/// chunks are rare, and four idle buffers of them would be a lot to hold.
-const POOLED_MAX_BYTES: usize = 8 * 1024 * 1024 + 4 * DIRECT_ALIGN;
+/// buffer is made for up front ([`PREALLOCATED_BYTES`], 8 MiB), with its
+/// alignment slack. Larger chunks are rare, and four idle buffers of them
+/// would be a lot to hold.
+const POOLED_MAX_BYTES: usize = PREALLOCATED_BYTES + 4 * DIRECT_ALIGN;
 
 /// Most idle buffers kept: the default chunks in flight of one transfer.
 const IDLE_MAX: usize = 4;

@@ -435,7 +435,7 @@ pub struct ChunkBuffer {
 
 /// Most memory reserved up front on a sender's word; more grows with what
 /// actually arrives. Covers the default chunk size in one allocation.
-const PREALLOCATED_BYTES: usize = 8 * 1024 * 1024;
+pub(super) const PREALLOCATED_BYTES: usize = 8 * 1024 * 1024;
 
 impl ChunkBuffer {
     /// A buffer for chunk `key` of (the sender says) `size` bytes, aligned
