@@ -67,9 +67,10 @@ impl Node {
     }
 
     /// The replication rule shared by chunks and manifests, the local copy
-    /// counted as made (its write runs beside, or before): copy to the nearest successors in parallel, one more
-    /// further along the list for each that fails, until `copies` copies
-    /// exist in all; an error unless min(`copies`, ring size) do.
+    /// counted as made (its write runs beside): copy to the nearest
+    /// successors in parallel, one more further along the list for each
+    /// that fails, until `copies` copies exist in all; an error unless
+    /// min(`copies`, ring size) do.
     async fn copy_to_successors<F, Fut>(&self, copies: u32, what: &str, copy: F) -> Result<u32>
     where
         F: Fn(NodeRef) -> Fut,
@@ -264,18 +265,16 @@ impl Node {
     }
 
     /// Stores `manifest` here and on successors, newest version winning.
+    /// As with a chunk, the local write and the copies run at once and the
+    /// answer waits for both. A write refused here (a newer version of the
+    /// name got in first) is an error, though its copies may have landed:
+    /// they are older than the version that won here, which its own write
+    /// copies on, and a reader takes the newest among the holders.
     async fn put_manifest_replicated(&self, manifest: Manifest, copies: u32) -> Result<u32> {
         let local = manifest.clone();
-        if !self.disk(move |s| s.put_manifest(&local)).await? {
-            // Another write of the same name got in first with a newer
-            // version: this one is not stored, and must not say it was.
-            return Err(Error::Unavailable(format!(
-                "a newer version of {:?} was written at the same time; try again",
-                manifest.name
-            )));
-        }
+        let write_here = self.disk(move |s| s.put_manifest(&local));
         let what = format!("manifest for {:?}", manifest.name);
-        self.copy_to_successors(copies, &what, |peer| {
+        let copy_on = self.copy_to_successors(copies, &what, |peer| {
             let manifest = &manifest;
             async move {
                 self.peers()
@@ -283,8 +282,17 @@ impl Node {
                     .await?;
                 Ok(())
             }
-        })
-        .await
+        });
+        let (written, copied) = futures::future::join(write_here, copy_on).await;
+        if !written? {
+            // Another write of the same name got in first with a newer
+            // version: this one is not stored, and must not say it was.
+            return Err(Error::Unavailable(format!(
+                "a newer version of {:?} was written at the same time; try again",
+                manifest.name
+            )));
+        }
+        copied
     }
 
     /// The newest manifest of `name` among its holders (tombstones included).

@@ -1112,3 +1112,107 @@ async fn download_to_fetches_the_version_it_was_given() {
     c.download("doc", &out, &opts, &no_progress).await.unwrap();
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&second).unwrap());
 }
+
+#[tokio::test]
+async fn writers_racing_on_one_name_leave_one_newest_version_everywhere() {
+    // The owner writes a manifest here and copies it on at once, so a
+    // write it refuses (a newer version got in first) may leave copies on
+    // the successors: they must lose to the version that won.
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = cluster.addrs();
+    let writers = 12;
+    // Small ones live in the manifest, larger ones name chunks.
+    let names = cluster
+        .upload_random_files(dir.path(), "src", writers, |i| {
+            if i % 2 == 0 {
+                100 + i
+            } else {
+                MAX_INLINE_BYTES + 1000 + i
+            }
+        })
+        .await
+        .unwrap();
+    let reader = client(&addrs[0]).unwrap();
+    let mut rivals = Vec::new();
+    for name in &names {
+        let mut m = reader.manifest(name).await.unwrap();
+        m.name = "contested".into();
+        rivals.push(m);
+    }
+    let owner = cluster.owner_of(&Id::hash(b"contested")).unwrap().addr;
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for round in 0..4u64 {
+        // Versions ahead of the clock, the later-sent ones lower: a write
+        // that read the stored version before a higher one landed is
+        // refused when it comes to store its own.
+        let base = chord_node::now_ms() + 60_000 + round * 10_000;
+        let writes = rivals.iter().enumerate().map(|(i, m)| {
+            let mut m = m.clone();
+            m.version = base + ((writers - i) as u64) * 10;
+            let (cluster, owner) = (&cluster, &owner);
+            async move {
+                let put = cluster.peers.put_manifest(owner, &m, 3, false).await;
+                (i, m.checksum, put)
+            }
+        });
+        for (i, checksum, put) in futures::future::join_all(writes).await {
+            match put {
+                Ok((copies, version)) => {
+                    assert_eq!(copies, 3, "write {i} of round {round}");
+                    acknowledged.push((version, checksum, i));
+                }
+                Err(e) if e.to_string().contains("written at the same time") => refused += 1,
+                Err(e) => panic!("write {i} of round {round}: {e}"),
+            }
+        }
+    }
+    eprintln!(
+        "{} of {} writes acknowledged, {refused} refused",
+        acknowledged.len(),
+        4 * writers
+    );
+    cluster
+        .wait_for(
+            "every holder has the same manifest",
+            Duration::from_secs(30),
+            || async {
+                let mut seen = Vec::new();
+                for addr in cluster.addrs() {
+                    seen.push(
+                        cluster
+                            .peers
+                            .get_manifest(&addr, "contested", false)
+                            .await?,
+                    );
+                }
+                Ok(seen.windows(2).all(|w| w[0] == w[1]))
+            },
+        )
+        .await
+        .unwrap();
+    let stored = cluster
+        .peers
+        .get_manifest(&addrs[0], "contested", false)
+        .await
+        .unwrap()
+        .unwrap();
+    // The winner is the newest write acknowledged, and reads back as it.
+    let newest = acknowledged.iter().map(|(v, _, _)| *v).max().unwrap();
+    assert_eq!(stored.version, newest, "{acknowledged:?}");
+    let winner = acknowledged
+        .iter()
+        .find(|(v, c, _)| (*v, *c) == (stored.version, stored.checksum))
+        .expect("the stored version is one a writer was told it wrote");
+    let out = dir.path().join("contested.out");
+    client(&addrs[1])
+        .unwrap()
+        .download("contested", &out, &small_chunks(), &no_progress)
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read(dir.path().join(&names[winner.2])).unwrap() == std::fs::read(&out).unwrap(),
+        "the file read back is not the version that won"
+    );
+}
