@@ -1,6 +1,6 @@
 //! chord-console: the operator's console for a chord-dfs ring.
 //!
-//! [`cli`] holds the headless commands; [`bench`] the transfer benchmark; [`fleet`] runs local `chord-node`
+//! [`cli`] holds the headless commands; [`bench`](mod@bench) the transfer benchmark; [`fleet`] runs local `chord-node`
 //! processes (used by `local up` and by the integration tests).
 
 pub mod aws;

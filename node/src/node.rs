@@ -295,11 +295,11 @@ impl Node {
     }
 
     /// Whether `addr` is known to be leaving. A mark older than
-    /// [`LEAVING_RECHECK`] is checked with the peer itself (its `GetInfo`
+    /// `LEAVING_RECHECK` is checked with the peer itself (its `GetInfo`
     /// state), so a node drained and then restarted on the same address is
     /// a holder again within seconds; a peer that does not answer stays
     /// marked (it is no holder either way). Marks expire after
-    /// [`LEAVING_MARK_TTL`].
+    /// `LEAVING_MARK_TTL`.
     pub async fn is_peer_leaving(&self, addr: &str) -> bool {
         let recheck = {
             let mut map = self.leaving_peers_map();

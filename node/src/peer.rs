@@ -357,7 +357,7 @@ impl PeerPool {
     /// in ring order, `first` included. A node that does not answer is passed
     /// over via the previous node's successor list, so one dead node does not
     /// end the walk; it stops on reaching a node already seen, after
-    /// [`MAX_RING_WALK`] nodes, or once [`WALK_BOUND_CALLS`] deadlines have
+    /// [`MAX_RING_WALK`] nodes, or once `WALK_BOUND_CALLS` deadlines have
     /// passed (a partial walk: callers that need the whole ring check that
     /// it closes).
     pub async fn walk_ring(&self, first: PeerInfo) -> Vec<PeerInfo> {

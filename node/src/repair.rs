@@ -580,7 +580,7 @@ impl Node {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandoffMode {
     /// A plain shutdown (SIGTERM): the disk stays, so after
-    /// [`HANDOFF_STALL_ROUNDS`] rounds that move nothing (the last node of
+    /// `HANDOFF_STALL_ROUNDS` rounds that move nothing (the last node of
     /// a ring, a whole fleet stopping at once) the node stops trying.
     UntilStalled,
     /// A drain before the node is destroyed: only the deadline ends it.

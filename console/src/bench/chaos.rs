@@ -23,11 +23,11 @@
 //!
 //! Membership stays between `--nodes` - 2 (never fewer than R + 1) and
 //! `--nodes` + 1. A killed node either comes back on its data, or after
-//! [`GIVE_UP_AFTER`] is given up on: its slot's data dir is wiped when a
+//! `GIVE_UP_AFTER` is given up on: its slot's data dir is wiped when a
 //! fresh node takes the slot, as a replaced machine would be.
 //!
 //! **What counts.** `ops` are operations that completed and `failed` those
-//! that did not after [`ATTEMPTS`] tries (each through a random live node,
+//! that did not after `ATTEMPTS` tries (each through a random live node,
 //! so a client whose entry node dies under it tries another). A file's
 //! acceptable states are what its last acknowledged write left plus
 //! whatever an unacknowledged write since may have left (an upload or

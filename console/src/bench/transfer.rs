@@ -10,9 +10,9 @@
 //!    uploads to the first node's gateway, downloads from the second's
 //!    (skipped, with a note, where no `curl` is installed);
 //! 3. a fresh fleet with three copies, through the client library;
-//! 4. a plain HTTP server on the same disk ([`super::http_baseline`]),
+//! 4. a plain HTTP server on the same disk (`super::http_baseline`),
 //!    twice, its faster round of each direction counting
-//!    ([`BASELINE_ROUNDS`]).
+//!    (`BASELINE_ROUNDS`).
 //!
 //! With several files, `--parallel` of them are in flight at once in every
 //! setup (and each file's chunks go one at a time), so the setups compare
@@ -21,7 +21,7 @@
 //! the timing), so a fast but wrong transfer fails the bench instead of
 //! winning it. The nodes' resident
 //! memory is sampled while they work, and their `VmHWM` read before they
-//! stop ([`super::rss`]). Every wait is bounded; the fleets kill their
+//! stop (`super::rss`). Every wait is bounded; the fleets kill their
 //! processes if anything fails, and the temporary directory (source file,
 //! node data, downloads) is removed at the end unless `--keep` is given.
 //! Figures go to stdout; progress lines go to stderr.

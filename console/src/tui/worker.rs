@@ -246,7 +246,7 @@ pub async fn fleet_actor(
 /// Owns a capacity side and serves requests one at a time until shutdown
 /// or until the app is gone (a local fleet is then dropped, which kills
 /// its processes). While idle it re-reads the side every
-/// [`CAPACITY_REFRESH`], so a node that finished joining counts as in
+/// `CAPACITY_REFRESH`, so a node that finished joining counts as in
 /// service on screen and the poller's seeds follow the side.
 pub async fn capacity_actor<S: Side>(
     mut side: S,

@@ -3,7 +3,7 @@
 //! A [`Client`] enters the ring through one node (the entry peer) and reaches
 //! any other node it learns of. Every answer about the ring is fresh from
 //! the nodes; all it keeps is a short memory of which peers just failed to
-//! answer and of the successor lists it was told ([`memory`]), so one
+//! answer and of the successor lists it was told (`memory`), so one
 //! frozen node costs a transfer one call deadline, not one per chunk.
 //! A client inside a node (the gateway's) moves that node's own chunks in
 //! place ([`Client::inside`]).

@@ -6,7 +6,7 @@
 //! and returns only after they have all stopped.
 //!
 //! gRPC shares its port with the course's MessagePack-RPC ([`msgpack`]):
-//! [`listen`] sorts each connection by its first byte. Under TLS
+//! `listen` sorts each connection by its first byte. Under TLS
 //! ([`crate::tls`]) tonic does the handshake of every gRPC connection (a TLS
 //! client's first byte is `0x16`, never MessagePack-RPC's `0x94`), and the
 //! gateway serves HTTPS. While the node is

@@ -3,11 +3,11 @@
 //! The seed's tools (the course's `upload.py`, `download.py` and test
 //! scripts) speak MessagePack-RPC: a request is `[0, msgid, method, params]`,
 //! a response `[1, msgid, error, result]`, a notification `[2, method,
-//! params]`, back to back on one TCP connection. [`super::listen`] hands a
+//! params]`, back to back on one TCP connection. `super::listen` hands a
 //! connection here when its first byte is `0x94` (a fixarray of 4).
 //!
-//! This module only translates: it decodes a message ([`decode_one`]),
-//! reads it into a [`Call`] with checked params ([`parse_message`], pure,
+//! This module only translates: it decodes a message (`decode_one`),
+//! reads it into a `Call` with checked params (`parse_message`, pure,
 //! so whatever a client sends is judged before the node is involved; both
 //! are fuzzed in `crate::fuzz`), calls the same [`Node`] methods the gRPC
 //! handlers call, and encodes the answer. A node is
@@ -176,7 +176,7 @@ enum After {
 }
 
 /// Serves MessagePack-RPC requests on `stream` until the client closes it,
-/// stays silent for [`IDLE_TIMEOUT`], or sends something undecodable.
+/// stays silent for `IDLE_TIMEOUT`, or sends something undecodable.
 pub async fn serve_connection(node: Arc<Node>, mut stream: TcpStream) {
     let peer = stream
         .peer_addr()

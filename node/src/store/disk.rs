@@ -375,7 +375,7 @@ impl Sink {
 /// A file a client writes front to back and syncs once at the end (a
 /// download), around the page cache where the file system takes direct
 /// writes, for the same reason chunk files are (see
-/// [`Layout::probe_direct`]): on the CI machine a download's copy into
+/// `Layout::probe_direct`): on the CI machine a download's copy into
 /// fresh cache pages cost up to 2.8 ms of system time per MiB, more than
 /// the rest of the download (see PERFORMANCE.md).
 #[derive(Debug)]
@@ -386,7 +386,7 @@ pub struct OutputFile {
 
 impl OutputFile {
     /// Creates `path` for `len` bytes, or empties it if it exists. A file
-    /// of [`DIRECT_OUTPUT_MIN_BYTES`] or more is written around the page
+    /// of `DIRECT_OUTPUT_MIN_BYTES` or more is written around the page
     /// cache if the file system allows, which is found out here by writing
     /// one aligned block and cutting it off again; where that is refused
     /// (EINVAL), and for shorter files, it goes through the page cache.

@@ -81,7 +81,7 @@ pub struct StoreStats {
     pub corrupt_chunks: u64,
 }
 
-/// One page of the keys held in an arc of the ring ([`Index::keys_page`]).
+/// One page of the keys held in an arc of the ring (`Index::keys_page`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeysPage {
     /// Chunk keys, clockwise from the arc's start.
