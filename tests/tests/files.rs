@@ -499,6 +499,25 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    // More bytes than the header said, and a second header mid-stream.
+    for messages in [
+        vec![header(key, 5), data(b"hello"), data(b" world")],
+        vec![header(key, 11), data(b"hello"), header(key, 11)],
+    ] {
+        let status = store
+            .put_chunk(futures::stream::iter(messages))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+    // None of them leaves a temporary file behind.
+    let tmp = cluster.fleet.node(&addr).unwrap().data_dir.join("tmp");
+    cluster
+        .wait_for("no temporary files", Duration::from_secs(10), || async {
+            Ok(std::fs::read_dir(&tmp)?.next().is_none())
+        })
+        .await
+        .unwrap();
     let has = store
         .has_chunks(pb::KeyList {
             keys: vec![key.as_bytes().to_vec(), wrong.as_bytes().to_vec()],

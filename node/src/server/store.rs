@@ -13,6 +13,7 @@
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chord_proto::pb;
 use chord_proto::pb::put_chunk_request::Body;
@@ -26,7 +27,7 @@ use crate::chord::Id;
 use crate::error::Error;
 use crate::node::{Counters, Node};
 use crate::stages::{self, Stage};
-use crate::store::{validate_name, ChunkHasher};
+use crate::store::{validate_name, AlignedBuf, ChunkHasher, DIRECT_BLOCK_BYTES};
 use crate::wire;
 
 /// Most keys one `HasChunks` call may ask about: bounds the answer's size.
@@ -40,6 +41,10 @@ pub const MAX_KEYS_PER_PAGE: usize = 10_000;
 /// Most files in one `ListFiles` answer. An entry with the longest name
 /// (1 KiB) takes about 1.1 KiB, so a page stays near 1 MiB.
 pub const MAX_FILES_PER_PAGE: usize = 1_000;
+
+/// Blocks of a chunk a handler gathers ahead of its disk writer
+/// ([`DIRECT_BLOCK_BYTES`] each).
+const BLOCKS_AHEAD: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct StoreService {
@@ -89,6 +94,96 @@ impl StoreService {
 
     fn count(&self) {
         Counters::bump(&self.node.counters.requests, 1);
+    }
+
+    /// Receives the data of a chunk that is to stay on this node alone (a
+    /// write at R = 1, or a copy from its owner or from repair) and has it
+    /// written as it arrives: the pieces are gathered into aligned blocks
+    /// of one direct write each, which a blocking thread hashes and writes
+    /// while the rest is on its way. The key is checked when the last
+    /// block is in, before the file is synced and moved into place; a
+    /// stream that breaks off, runs long or short, or does not match its
+    /// key leaves nothing. Returns whether the chunk was written (`false`:
+    /// an intact copy was here already).
+    async fn write_as_it_arrives(
+        &self,
+        key: Id,
+        size: usize,
+        age: Duration,
+        mut stream: Streaming<pb::PutChunkRequest>,
+    ) -> Result<bool, Status> {
+        let (blocks, mut arriving) = tokio::sync::mpsc::channel::<AlignedBuf>(BLOCKS_AHEAD);
+        let writing = self.node.disk(move |s| {
+            let mut writer = s.chunk_writer(key)?;
+            while let Some(block) = arriving.blocking_recv() {
+                writer.write(block.as_slice())?;
+            }
+            Ok(writer)
+        });
+        let receiving = async move {
+            let mut len = 0;
+            let mut block = AlignedBuf::with_room(DIRECT_BLOCK_BYTES);
+            while let Some(msg) = stream.message().await? {
+                let Some(Body::Data(data)) = msg.body else {
+                    return Err(invalid("PutChunk carries one header, then data only"));
+                };
+                len += data.len();
+                if len > size {
+                    return Err(invalid(format!(
+                        "chunk {} is longer than its header said",
+                        key.short()
+                    )));
+                }
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let n = (DIRECT_BLOCK_BYTES - block.len()).min(rest.len());
+                    block.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    if block.len() == DIRECT_BLOCK_BYTES {
+                        let full = std::mem::replace(
+                            &mut block,
+                            AlignedBuf::with_room(DIRECT_BLOCK_BYTES),
+                        );
+                        if blocks.send(full).await.is_err() {
+                            // The writer has stopped; its error is the answer.
+                            return Ok(len);
+                        }
+                    }
+                }
+            }
+            if !block.is_empty() {
+                // An error here is the writer's, answered below.
+                let _ = blocks.send(block).await;
+            }
+            Ok(len)
+        };
+        let (received, writer) = futures::future::join(receiving, writing).await;
+        let writer = writer.map_err(error_to_status)?;
+        let refused = match received {
+            Ok(len) if len == size => None,
+            Ok(len) => Some(invalid(format!(
+                "chunk {} ended after {len} of {size} bytes",
+                key.short()
+            ))),
+            Err(status) => Some(status),
+        };
+        let committed = self
+            .node
+            .disk(move |_| match refused {
+                // Dropping the writer removes its temporary file.
+                Some(status) => Ok(Err(status)),
+                None => Ok(Ok(writer.commit_aged(age))),
+            })
+            .await
+            .map_err(error_to_status)??;
+        match committed {
+            Ok(written) => {
+                Counters::bump(&self.node.counters.bytes_in, size as u64);
+                Ok(written)
+            }
+            Err(Error::Corrupt(_)) => Err(invalid(format!("bytes do not match chunk key {key}"))),
+            Err(e) => Err(error_to_status(e)),
+        }
     }
 
     /// How many entries a listing page may carry: what the caller asked
@@ -162,6 +257,16 @@ impl Store for StoreService {
         // Hashed as the pieces arrive; memory grows with what actually
         // arrives, not with what the header claims, within the budget.
         let _room = self.reserve_buffer(size, header.copies > 1).await?;
+        let age = std::time::Duration::from_millis(header.age_ms);
+        let already = self
+            .node
+            .disk(move |s| Ok(s.has_chunk(&key)))
+            .await
+            .map_err(error_to_status)?;
+        if header.copies <= 1 && !already {
+            let written = self.write_as_it_arrives(key, size, age, stream).await?;
+            return Ok(Response::new(pb::PutChunkResponse { copies: 1, written }));
+        }
         let mut chunk = ChunkHasher::new(key, size);
         while let Some(msg) = stream.message().await? {
             match msg.body {
@@ -188,12 +293,6 @@ impl Store for StoreService {
         let chunk = chunk
             .finish()
             .map_err(|_| invalid(format!("bytes do not match chunk key {key}")))?;
-        let already = self
-            .node
-            .disk(move |s| Ok(s.has_chunk(&key)))
-            .await
-            .map_err(error_to_status)?;
-        let age = std::time::Duration::from_millis(header.age_ms);
         let copies = self
             .node
             .put_chunk_replicated(chunk, header.copies, age)

@@ -348,8 +348,8 @@ impl ChunkWriter {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         let len = self.len + data.len() as u64;
         check_chunk_len(&self.key, len)?;
-        self.tmp.write_all(data)?;
-        self.hasher.update(data);
+        stages::time(Stage::DiskWrite, || self.tmp.write_all(data))?;
+        stages::time(Stage::ChunkCheck, || self.hasher.update(data));
         self.len = len;
         Ok(())
     }
@@ -358,6 +358,12 @@ impl ChunkWriter {
     /// otherwise), makes them durable and moves them into place. Returns
     /// `false` if an intact copy was already stored.
     pub fn commit(self) -> Result<bool> {
+        self.commit_aged(Duration::ZERO)
+    }
+
+    /// [`ChunkWriter::commit`] of bytes last touched `age` ago elsewhere,
+    /// as [`Store::put_checked_chunk`] takes them.
+    pub fn commit_aged(self, age: Duration) -> Result<bool> {
         let ChunkWriter {
             store,
             key,
@@ -375,8 +381,10 @@ impl ChunkWriter {
         if let Err(actual) = checked {
             return Err(mismatch(&key, &actual));
         }
-        tmp.finish()?;
-        store.commit_chunk(&key, tmp, len, Instant::now())
+        stages::time(Stage::DiskSync, || {
+            tmp.finish()?;
+            store.commit_chunk(&key, tmp, len, touched_ago(age))
+        })
     }
 }
 

@@ -41,15 +41,15 @@ pub(super) const IO_BUF_BYTES: usize = 64 * 1024;
 pub const WRITE_PIECE_BYTES: usize = 256 * 1024;
 
 /// Bytes a direct write gathers before handing them to the device: a
-/// multiple of [`DIRECT_ALIGN`], and a handful of writes per chunk.
-const DIRECT_BUF_BYTES: usize = 1024 * 1024;
+/// multiple of the 4 KiB alignment, and a handful of writes per chunk.
+pub const DIRECT_BLOCK_BYTES: usize = 1024 * 1024;
 
 /// Shortest download written around the page cache ([`OutputFile`]).
 /// Below it the copy into the cache is small, while going direct would
 /// add the probe's block write and two truncations to every file. (Paired
 /// runs of 1,000 files of 4 KiB could not tell the two apart: the plain
 /// server itself moved between 811 and 3,959 files/s.)
-const DIRECT_OUTPUT_MIN_BYTES: u64 = DIRECT_BUF_BYTES as u64;
+const DIRECT_OUTPUT_MIN_BYTES: u64 = DIRECT_BLOCK_BYTES as u64;
 
 /// Where a node whose data dir is `root` keeps chunk `key`: the store's
 /// own layout, for tools and tests that look at a data dir from outside.
@@ -467,14 +467,14 @@ fn open_probed_direct(options: &OpenOptions, path: &Path) -> io::Result<Option<F
 
 /// Writes to a file opened with O_DIRECT: bytes are gathered in a buffer
 /// aligned to [`DIRECT_ALIGN`] and handed to the device
-/// [`DIRECT_BUF_BYTES`] at a time; the last, short piece is padded to the
+/// [`DIRECT_BLOCK_BYTES`] at a time; the last, short piece is padded to the
 /// alignment and the file cut back to its length. Whole blocks of bytes
 /// that are aligned already (a chunk gathered in an [`AlignedBuf`]) go to
 /// the device from where they are, when nothing waits before them.
 #[derive(Debug)]
 struct DirectWriter {
     file: File,
-    /// Bytes waiting, up to [`DIRECT_BUF_BYTES`]; taken when first needed.
+    /// Bytes waiting, up to [`DIRECT_BLOCK_BYTES`]; taken when first needed.
     buf: Option<AlignedBuf>,
     /// Bytes written so far, including those waiting.
     len: u64,
@@ -493,7 +493,7 @@ impl DirectWriter {
         let nothing_waits = self.buf.as_ref().is_none_or(AlignedBuf::is_empty);
         if nothing_waits && data.as_ptr().addr().is_multiple_of(DIRECT_ALIGN) {
             let whole = data.len() - data.len() % DIRECT_ALIGN;
-            for piece in data[..whole].chunks(DIRECT_BUF_BYTES) {
+            for piece in data[..whole].chunks(DIRECT_BLOCK_BYTES) {
                 self.file.write_all(piece)?;
             }
             self.len += whole as u64;
@@ -502,12 +502,12 @@ impl DirectWriter {
         while !data.is_empty() {
             let buf = self
                 .buf
-                .get_or_insert_with(|| AlignedBuf::with_room(DIRECT_BUF_BYTES));
-            let n = (DIRECT_BUF_BYTES - buf.len()).min(data.len());
+                .get_or_insert_with(|| AlignedBuf::with_room(DIRECT_BLOCK_BYTES));
+            let n = (DIRECT_BLOCK_BYTES - buf.len()).min(data.len());
             buf.extend_from_slice(&data[..n]);
             self.len += n as u64;
             data = &data[n..];
-            if buf.len() == DIRECT_BUF_BYTES {
+            if buf.len() == DIRECT_BLOCK_BYTES {
                 self.file.write_all(buf.as_slice())?;
                 buf.clear();
             }
@@ -635,12 +635,12 @@ pub(super) fn read_pieces(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u6
 }
 
 /// [`read_pieces`] around the page cache (O_DIRECT), through one aligned
-/// buffer of [`DIRECT_BUF_BYTES`].
+/// buffer of [`DIRECT_BLOCK_BYTES`].
 fn read_pieces_direct(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u64> {
-    let mut buf = AlignedBuf::with_room(DIRECT_BUF_BYTES);
+    let mut buf = AlignedBuf::with_room(DIRECT_BLOCK_BYTES);
     feed(
         open_read_direct(path)?,
-        &mut buf.spare_mut()[..DIRECT_BUF_BYTES],
+        &mut buf.spare_mut()[..DIRECT_BLOCK_BYTES],
         each,
     )
 }
@@ -728,9 +728,9 @@ mod tests {
         1,
         DIRECT_ALIGN - 1,
         DIRECT_ALIGN,
-        DIRECT_BUF_BYTES,
-        DIRECT_BUF_BYTES + 5,
-        3 * DIRECT_BUF_BYTES + DIRECT_ALIGN + 17,
+        DIRECT_BLOCK_BYTES,
+        DIRECT_BLOCK_BYTES + 5,
+        3 * DIRECT_BLOCK_BYTES + DIRECT_ALIGN + 17,
     ];
 
     /// A new layout in a temporary directory (kept while the guard lives),
@@ -828,7 +828,7 @@ mod tests {
     fn output_files_hold_exactly_their_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        fs::write(&path, vec![7u8; 4 * DIRECT_BUF_BYTES]).unwrap();
+        fs::write(&path, vec![7u8; 4 * DIRECT_BLOCK_BYTES]).unwrap();
         for len in AWKWARD_LENGTHS {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut out = OutputFile::create(&path, len as u64).unwrap();
