@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chord_proto::pb;
 use chord_proto::pb::put_chunk_request::Body;
 use chord_proto::pb::store_server::Store;
@@ -107,11 +108,10 @@ impl StoreService {
     /// an intact copy was here already).
     async fn write_as_it_arrives(
         &self,
-        key: Id,
-        size: usize,
+        mut data: ChunkData,
         age: Duration,
-        mut stream: Streaming<pb::PutChunkRequest>,
     ) -> Result<bool, Status> {
+        let (key, size) = (data.key, data.size);
         let (blocks, mut arriving) = tokio::sync::mpsc::channel::<AlignedBuf>(BLOCKS_AHEAD);
         let writing = self.node.disk(move |s| {
             let mut writer = s.chunk_writer(key)?;
@@ -121,24 +121,11 @@ impl StoreService {
             Ok(writer)
         });
         let receiving = async move {
-            let mut len = 0;
             let mut block = AlignedBuf::with_room(DIRECT_BLOCK_BYTES);
-            while let Some(msg) = stream.message().await? {
-                let Some(Body::Data(data)) = msg.body else {
-                    return Err(invalid("PutChunk carries one header, then data only"));
-                };
-                len += data.len();
-                if len > size {
-                    return Err(invalid(format!(
-                        "chunk {} is longer than its header said",
-                        key.short()
-                    )));
-                }
-                let mut rest = &data[..];
+            while let Some(piece) = data.next().await? {
+                let mut rest = &piece[..];
                 while !rest.is_empty() {
-                    let n = (DIRECT_BLOCK_BYTES - block.len()).min(rest.len());
-                    block.extend_from_slice(&rest[..n]);
-                    rest = &rest[n..];
+                    rest = block.fill_to(DIRECT_BLOCK_BYTES, rest);
                     if block.len() == DIRECT_BLOCK_BYTES {
                         let full = std::mem::replace(
                             &mut block,
@@ -146,33 +133,26 @@ impl StoreService {
                         );
                         if blocks.send(full).await.is_err() {
                             // The writer has stopped; its error is the answer.
-                            return Ok(len);
+                            return Ok(());
                         }
                     }
                 }
             }
+            data.check_complete()?;
             if !block.is_empty() {
                 // An error here is the writer's, answered below.
                 let _ = blocks.send(block).await;
             }
-            Ok(len)
+            Ok::<(), Status>(())
         };
         let (received, writer) = futures::future::join(receiving, writing).await;
         let writer = writer.map_err(error_to_status)?;
-        let refused = match received {
-            Ok(len) if len == size => None,
-            Ok(len) => Some(invalid(format!(
-                "chunk {} ended after {len} of {size} bytes",
-                key.short()
-            ))),
-            Err(status) => Some(status),
-        };
         let committed = self
             .node
-            .disk(move |_| match refused {
+            .disk(move |_| match received {
                 // Dropping the writer removes its temporary file.
-                Some(status) => Ok(Err(status)),
-                None => Ok(Ok(writer.commit_aged(age))),
+                Err(status) => Ok(Err(status)),
+                Ok(()) => Ok(Ok(writer.commit(age))),
             })
             .await
             .map_err(error_to_status)??;
@@ -181,7 +161,7 @@ impl StoreService {
                 Counters::bump(&self.node.counters.bytes_in, size as u64);
                 Ok(written)
             }
-            Err(Error::Corrupt(_)) => Err(invalid(format!("bytes do not match chunk key {key}"))),
+            Err(Error::Corrupt(_)) => Err(key_mismatch(&key)),
             Err(e) => Err(error_to_status(e)),
         }
     }
@@ -231,6 +211,54 @@ fn invalid(msg: impl Into<String>) -> Status {
     error_to_status(Error::invalid(msg))
 }
 
+fn key_mismatch(key: &Id) -> Status {
+    invalid(format!("bytes do not match chunk key {key}"))
+}
+
+/// The data of a `PutChunk` after its header, held to the size the header
+/// gave: what both ways of storing a chunk read it through.
+struct ChunkData {
+    stream: Streaming<pb::PutChunkRequest>,
+    key: Id,
+    size: usize,
+    /// Bytes received so far.
+    len: usize,
+}
+
+impl ChunkData {
+    /// The next piece, `None` at the end of the stream; an error for a
+    /// message that is not data or a piece past the announced size.
+    async fn next(&mut self) -> Result<Option<Bytes>, Status> {
+        let Some(msg) = self.stream.message().await? else {
+            return Ok(None);
+        };
+        let Some(Body::Data(piece)) = msg.body else {
+            return Err(invalid("PutChunk carries one header, then data only"));
+        };
+        self.len += piece.len();
+        if self.len > self.size {
+            return Err(invalid(format!(
+                "chunk {} is longer than its header said",
+                self.key.short()
+            )));
+        }
+        Ok(Some(piece))
+    }
+
+    /// An error unless every announced byte arrived.
+    fn check_complete(&self) -> Result<(), Status> {
+        if self.len != self.size {
+            return Err(invalid(format!(
+                "chunk {} ended after {} of {} bytes",
+                self.key.short(),
+                self.len,
+                self.size
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Store for StoreService {
     async fn put_chunk(
@@ -257,42 +285,28 @@ impl Store for StoreService {
         // Hashed as the pieces arrive; memory grows with what actually
         // arrives, not with what the header claims, within the budget.
         let _room = self.reserve_buffer(size, header.copies > 1).await?;
-        let age = std::time::Duration::from_millis(header.age_ms);
+        let age = Duration::from_millis(header.age_ms);
         let already = self
             .node
             .disk(move |s| Ok(s.has_chunk(&key)))
             .await
             .map_err(error_to_status)?;
+        let mut data = ChunkData {
+            stream,
+            key,
+            size,
+            len: 0,
+        };
         if header.copies <= 1 && !already {
-            let written = self.write_as_it_arrives(key, size, age, stream).await?;
+            let written = self.write_as_it_arrives(data, age).await?;
             return Ok(Response::new(pb::PutChunkResponse { copies: 1, written }));
         }
         let mut chunk = ChunkHasher::new(key, size);
-        while let Some(msg) = stream.message().await? {
-            match msg.body {
-                Some(Body::Data(data)) => {
-                    if chunk.len() + data.len() > size {
-                        return Err(invalid(format!(
-                            "chunk {} is longer than its header said",
-                            key.short()
-                        )));
-                    }
-                    stages::time(Stage::ChunkCheck, || chunk.push(&data))
-                        .map_err(error_to_status)?;
-                }
-                _ => return Err(invalid("PutChunk carries one header, then data only")),
-            }
+        while let Some(piece) = data.next().await? {
+            stages::time(Stage::ChunkCheck, || chunk.push(&piece)).map_err(error_to_status)?;
         }
-        if chunk.len() != size {
-            return Err(invalid(format!(
-                "chunk {} ended after {} of {size} bytes",
-                key.short(),
-                chunk.len()
-            )));
-        }
-        let chunk = chunk
-            .finish()
-            .map_err(|_| invalid(format!("bytes do not match chunk key {key}")))?;
+        data.check_complete()?;
+        let chunk = chunk.finish().map_err(|_| key_mismatch(&key))?;
         let copies = self
             .node
             .put_chunk_replicated(chunk, header.copies, age)

@@ -151,6 +151,14 @@ impl AlignedBuf {
         self.len = needed;
     }
 
+    /// Appends as much of `data` as keeps it at most `cap` bytes long, and
+    /// returns the rest: how a writer fills blocks of one size.
+    pub fn fill_to<'a>(&mut self, cap: usize, data: &'a [u8]) -> &'a [u8] {
+        let n = cap.saturating_sub(self.len).min(data.len());
+        self.extend_from_slice(&data[..n]);
+        &data[n..]
+    }
+
     /// The room after the bytes held (aligned when they fill whole
     /// blocks), to read into; [`AlignedBuf::commit`] keeps what was.
     pub fn spare_mut(&mut self) -> &mut [u8] {
@@ -246,6 +254,15 @@ mod tests {
     /// The pool keeps no buffers smaller or larger than it pools and no
     /// more than [`IDLE_MAX`], and does not hand a large buffer to a small
     /// chunk.
+    #[test]
+    fn a_block_fills_to_its_size_and_hands_back_the_rest() {
+        let mut block = AlignedBuf::with_room(8);
+        assert_eq!(block.fill_to(8, b"abcde"), b"");
+        assert_eq!(block.fill_to(8, b"fghij"), b"ij");
+        assert_eq!(block.as_slice(), b"abcdefgh");
+        assert_eq!(block.fill_to(8, b"k"), b"k");
+    }
+
     #[test]
     fn the_pool_stays_bounded() {
         let pool = own_pool();

@@ -355,15 +355,10 @@ impl ChunkWriter {
     }
 
     /// Checks the bytes against the key (`Error::Corrupt` and nothing kept
-    /// otherwise), makes them durable and moves them into place. Returns
-    /// `false` if an intact copy was already stored.
-    pub fn commit(self) -> Result<bool> {
-        self.commit_aged(Duration::ZERO)
-    }
-
-    /// [`ChunkWriter::commit`] of bytes last touched `age` ago elsewhere,
-    /// as [`Store::put_checked_chunk`] takes them.
-    pub fn commit_aged(self, age: Duration) -> Result<bool> {
+    /// otherwise), makes them durable and moves them into place, as last
+    /// touched `age` ago elsewhere (as [`Store::put_checked_chunk`] takes
+    /// it). Returns `false` if an intact copy was already stored.
+    pub fn commit(self, age: Duration) -> Result<bool> {
         let ChunkWriter {
             store,
             key,
@@ -648,7 +643,7 @@ mod tests {
         let other_old = Id::hash(&other);
         let mut writer = store.chunk_writer(other_old).unwrap();
         other.chunks(30_000).for_each(|p| writer.write(p).unwrap());
-        assert!(writer.commit().unwrap());
+        assert!(writer.commit(Duration::ZERO).unwrap());
         assert_eq!(store.read_chunk(&other_old).unwrap().data(), &other);
 
         flip_a_byte(&store, &old);
@@ -683,7 +678,7 @@ mod tests {
         let mut writer = store.chunk_writer(wrong).unwrap();
         writer.write(b"these ").unwrap();
         writer.write(b"bytes").unwrap();
-        let err = writer.commit().unwrap_err();
+        let err = writer.commit(Duration::ZERO).unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
 
         assert_eq!(chunk_files(dir.path()), 0);
@@ -819,14 +814,14 @@ mod tests {
             writer.write(piece).unwrap();
         }
         assert_eq!((*writer.key(), writer.len()), (key, data.len() as u64));
-        assert!(writer.commit().unwrap());
+        assert!(writer.commit(Duration::ZERO).unwrap());
         assert_eq!(store.read_chunk(&key).unwrap().data(), &data);
         assert_eq!(count(&dir.path().join("tmp")), 0);
 
         // Streaming a chunk that is already stored changes nothing.
         let mut again = store.chunk_writer(key).unwrap();
         again.write(&data).unwrap();
-        assert!(!again.commit().unwrap());
+        assert!(!again.commit(Duration::ZERO).unwrap());
         assert_eq!(count(&dir.path().join("tmp")), 0);
         assert_eq!(store.stats().chunks, 1);
     }

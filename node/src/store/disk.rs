@@ -503,10 +503,9 @@ impl DirectWriter {
             let buf = self
                 .buf
                 .get_or_insert_with(|| AlignedBuf::with_room(DIRECT_BLOCK_BYTES));
-            let n = (DIRECT_BLOCK_BYTES - buf.len()).min(data.len());
-            buf.extend_from_slice(&data[..n]);
-            self.len += n as u64;
-            data = &data[n..];
+            let rest = buf.fill_to(DIRECT_BLOCK_BYTES, data);
+            self.len += (data.len() - rest.len()) as u64;
+            data = rest;
             if buf.len() == DIRECT_BLOCK_BYTES {
                 self.file.write_all(buf.as_slice())?;
                 buf.clear();
