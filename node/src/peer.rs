@@ -443,20 +443,44 @@ impl PeerPool {
         age: Duration,
     ) -> Result<u32> {
         let data = chunk.data().clone();
+        let pieces: Vec<Bytes> = wire::pieces(&data).collect();
+        self.put_chunk_streamed(
+            addr,
+            chunk.key(),
+            data.len(),
+            copies,
+            age,
+            futures::stream::iter(pieces),
+        )
+        .await
+    }
+
+    /// A `PutChunk` of chunk `key` (`size` bytes) whose pieces are sent as
+    /// `pieces` yields them: for an owner passing on a chunk it is still
+    /// receiving. The receiver checks the bytes against `key`, so a
+    /// stream that ends short or carries other bytes stores nothing.
+    pub async fn put_chunk_streamed(
+        &self,
+        addr: &str,
+        key: &Id,
+        size: usize,
+        copies: u32,
+        age: Duration,
+        pieces: impl futures::Stream<Item = Bytes> + Send + 'static,
+    ) -> Result<u32> {
+        use futures::StreamExt;
         let header = pb::PutChunkRequest {
             body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
-                key: chunk.key().as_bytes().to_vec(),
-                size: data.len() as u64,
+                key: key.as_bytes().to_vec(),
+                size: size as u64,
                 copies,
                 age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
             })),
         };
-        let pieces: Vec<pb::PutChunkRequest> = wire::pieces(&data)
-            .map(|piece| pb::PutChunkRequest {
-                body: Some(pb::put_chunk_request::Body::Data(piece)),
-            })
-            .collect();
-        let stream = futures::stream::iter(std::iter::once(header).chain(pieces));
+        let data = pieces.map(|piece| pb::PutChunkRequest {
+            body: Some(pb::put_chunk_request::Body::Data(piece)),
+        });
+        let stream = futures::stream::once(async { header }).chain(data);
         let mut req = tonic::Request::new(stream);
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
         let mut store = self.store(addr)?;

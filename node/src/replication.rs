@@ -76,8 +76,33 @@ impl Node {
         F: Fn(NodeRef) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
+        let (want, successors) = self.copy_targets(copies, what).await?;
+        self.copy_along(want, successors, what, copy).await
+    }
+
+    /// Where the copies of a key written here go, for `copies` in all
+    /// (the local one counted, at most R): how many copies are wanted, and
+    /// the successors to make them on, nearest first. The first `want - 1`
+    /// are tried first; [`Node::copy_along`] goes further along for each
+    /// that fails.
+    pub async fn copy_targets(&self, copies: u32, what: &str) -> Result<(usize, Vec<NodeRef>)> {
         let want = (copies.max(1) as usize).min(self.replicas());
-        let successors = self.successors_for(want, what).await?;
+        Ok((want, self.successors_for(want, what).await?))
+    }
+
+    /// The replication rule of `copy_to_successors` (above) over targets
+    /// already chosen by [`Node::copy_targets`].
+    pub async fn copy_along<F, Fut>(
+        &self,
+        want: usize,
+        successors: Vec<NodeRef>,
+        what: &str,
+        copy: F,
+    ) -> Result<u32>
+    where
+        F: Fn(NodeRef) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let needed = want.min(1 + successors.len());
         let mut made = 1;
         let mut next = successors.into_iter();

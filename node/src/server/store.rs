@@ -10,6 +10,7 @@
 //! async workers. `Referenced` and `GetStats` read the store's in-memory
 //! index in place: its lock is short and never held across I/O.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use chord_proto::pb;
 use chord_proto::pb::put_chunk_request::Body;
 use chord_proto::pb::store_server::Store;
 use futures::Stream;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::error_to_status;
@@ -106,10 +109,16 @@ impl StoreService {
     /// stream that breaks off, runs long or short, or does not match its
     /// key leaves nothing. Returns whether the chunk was written (`false`:
     /// an intact copy was here already).
+    ///
+    /// Each piece also goes, as it arrives, to every channel in `relay`
+    /// (an owner passing the chunk on to its successors, see
+    /// [`StoreService::write_and_pass_on`]); the channels close when the
+    /// stream ends or breaks off.
     async fn write_as_it_arrives(
         &self,
         mut data: ChunkData,
         age: Duration,
+        relay: Vec<UnboundedSender<Bytes>>,
     ) -> Result<bool, Status> {
         let (key, size) = (data.key, data.size);
         let (blocks, mut arriving) = tokio::sync::mpsc::channel::<AlignedBuf>(BLOCKS_AHEAD);
@@ -123,6 +132,11 @@ impl StoreService {
         let receiving = async move {
             let mut block = AlignedBuf::with_room(DIRECT_BLOCK_BYTES);
             while let Some(piece) = data.next().await? {
+                for to in &relay {
+                    // A closed channel is a copy that has failed; its
+                    // error is the answer of its call.
+                    let _ = to.send(piece.clone());
+                }
                 let mut rest = &piece[..];
                 while !rest.is_empty() {
                     rest = block.fill_to(DIRECT_BLOCK_BYTES, rest);
@@ -139,6 +153,7 @@ impl StoreService {
                 }
             }
             data.check_complete()?;
+            drop(relay);
             if !block.is_empty() {
                 // An error here is the writer's, answered below.
                 let _ = blocks.send(block).await;
@@ -164,6 +179,84 @@ impl StoreService {
             Err(Error::Corrupt(_)) => Err(key_mismatch(&key)),
             Err(e) => Err(error_to_status(e)),
         }
+    }
+
+    /// Receives a chunk written through this node, its owner, for
+    /// `copies` copies in all: it is written here as it arrives (see
+    /// [`StoreService::write_as_it_arrives`]) and each piece is passed on
+    /// at once to the successors that take the other copies, each of which
+    /// writes it as it arrives and checks the key itself. A successor
+    /// that fails is replaced by the next one along, sent the copy written
+    /// here. The chunk is held in memory only while a successor's stream
+    /// lags behind this one. Returns the copies made.
+    async fn write_and_pass_on(
+        &self,
+        data: ChunkData,
+        copies: u32,
+        age: Duration,
+    ) -> Result<u32, Status> {
+        let (key, size) = (data.key, data.size);
+        let node = &self.node;
+        let what = format!("chunk {}", key.short());
+        let (want, successors) = node
+            .copy_targets(copies, &what)
+            .await
+            .map_err(error_to_status)?;
+        let mut relay = Vec::new();
+        let mut streams = HashMap::new();
+        for peer in successors.iter().take(want.saturating_sub(1)) {
+            let (to, from) = tokio::sync::mpsc::unbounded_channel();
+            relay.push(to);
+            streams.insert(peer.addr.clone(), from);
+        }
+        let streams = std::sync::Mutex::new(streams);
+        // Whether the copy here is durable, once its write has ended.
+        let (stored_to, stored) = tokio::sync::watch::channel(None::<bool>);
+        let writing = async {
+            let written = self.write_as_it_arrives(data, age, relay).await;
+            stored_to.send_replace(Some(written.is_ok()));
+            written
+        };
+        let copying = node.copy_along(want, successors, &what, |peer| {
+            let stream = streams
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&peer.addr);
+            let mut stored = stored.clone();
+            async move {
+                let peers = node.peers();
+                let call = async {
+                    if let Some(pieces) = stream {
+                        let pieces = UnboundedReceiverStream::new(pieces);
+                        return peers
+                            .put_chunk_streamed(&peer.addr, &key, size, 1, Duration::ZERO, pieces)
+                            .await;
+                    }
+                    // Further along, in place of a successor that failed.
+                    let durable = stored
+                        .wait_for(Option::is_some)
+                        .await
+                        .is_ok_and(|s| *s == Some(true));
+                    if !durable {
+                        return Err(Error::Unavailable(format!(
+                            "chunk {}: not written here, so not copied on",
+                            key.short()
+                        )));
+                    }
+                    let chunk = node.disk(move |s| s.read_chunk(&key)).await?;
+                    peers.put_chunk(&peer.addr, &chunk, 1).await
+                };
+                stages::time_async(Stage::PutChunkCall, call).await?;
+                Counters::bump(&node.counters.bytes_out, size as u64);
+                Ok(())
+            }
+        });
+        // The first error ends both: a failed write here cancels the copies
+        // under way, whose receivers then store nothing.
+        let (_, made) =
+            futures::future::try_join(writing, async { copying.await.map_err(error_to_status) })
+                .await?;
+        Ok(made)
     }
 
     /// How many entries a listing page may carry: what the caller asked
@@ -297,9 +390,16 @@ impl Store for StoreService {
             size,
             len: 0,
         };
-        if header.copies <= 1 && !already {
-            let written = self.write_as_it_arrives(data, age).await?;
-            return Ok(Response::new(pb::PutChunkResponse { copies: 1, written }));
+        if !already {
+            if header.copies <= 1 {
+                let written = self.write_as_it_arrives(data, age, Vec::new()).await?;
+                return Ok(Response::new(pb::PutChunkResponse { copies: 1, written }));
+            }
+            let copies = self.write_and_pass_on(data, header.copies, age).await?;
+            return Ok(Response::new(pb::PutChunkResponse {
+                copies,
+                written: true,
+            }));
         }
         let mut chunk = ChunkHasher::new(key, size);
         while let Some(piece) = data.next().await? {
