@@ -7,7 +7,7 @@
 #   bash node/fuzz.sh [SECONDS] [TARGET]     # default 60 s, every target
 #   ARBTEST_SEED=0x... bash node/fuzz.sh 1 TARGET   # replay a failure's seed
 #
-# Targets: names, wire, manifest_json, multipart, msgpack. Each prints the
+# Targets: names, wire, manifest_json, manifest_log, multipart, msgpack. Each prints the
 # inputs it tried; a failure prints the seed that replays it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -29,6 +29,7 @@
 //! [`DEFAULT_BUDGET`], a smoke test. [`BUDGET_ENV`] sets a real budget.
 
 mod manifest_json;
+mod manifest_log;
 mod msgpack;
 mod multipart;
 mod names;
@@ -233,6 +234,12 @@ fn wire() {
 #[ignore = "fuzz target: run by node/fuzz.sh"]
 fn manifest_json() {
     manifest_json::run();
+}
+
+#[test]
+#[ignore = "fuzz target: run by node/fuzz.sh"]
+fn manifest_log() {
+    manifest_log::run();
 }
 
 #[test]

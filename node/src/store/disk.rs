@@ -70,6 +70,8 @@ const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
 const SUSPECT_DIR: &str = "suspect";
 const CLOCK_FILE: &str = "alive.json";
+/// The manifest log's name under `manifests/`.
+const MANIFEST_LOG: &str = "log";
 /// Suffix of a manifest file, after its 40 hex digits.
 pub(super) const MANIFEST_EXT: &str = ".json";
 /// Prefix of quarantined chunk files, by which open counts them.
@@ -142,10 +144,9 @@ impl Layout {
         self.chunks.join(&hex[..2]).join(hex)
     }
 
-    /// `manifests/<40 hex>.json`.
-    pub fn manifest_path(&self, key: &Id) -> PathBuf {
-        self.manifests
-            .join(format!("{}{MANIFEST_EXT}", key.to_hex()))
+    /// `manifests/log`: every manifest, as records (`manifest_log.rs`).
+    pub fn manifest_log(&self) -> PathBuf {
+        self.manifests.join(MANIFEST_LOG)
     }
 
     /// `suspect/<40 hex>.json`.
@@ -234,11 +235,22 @@ impl Layout {
         ))
     }
 
-    /// A fresh name under `quarantine/` for a bad manifest.
+    /// A fresh name under `quarantine/` for a bad manifest's bytes as they
+    /// were found (a file, or a log record).
     pub fn quarantine_manifest_path(&self, key: &Id) -> PathBuf {
         self.quarantine.join(format!(
-            "{QUARANTINED_MANIFEST_PREFIX}{}-{}-{}{MANIFEST_EXT}",
+            "{QUARANTINED_MANIFEST_PREFIX}{}-{}-{}",
             key.to_hex(),
+            crate::now_ms(),
+            self.next_seq()
+        ))
+    }
+
+    /// A fresh name under `quarantine/` for what followed the first bad
+    /// record of the manifest log.
+    pub fn quarantine_log_tail_path(&self) -> PathBuf {
+        self.quarantine.join(format!(
+            "{QUARANTINED_MANIFEST_PREFIX}log-tail-{}-{}",
             crate::now_ms(),
             self.next_seq()
         ))
@@ -855,10 +867,7 @@ mod tests {
             layout.chunk_path(&key),
             Path::new("/data/chunks/ab").join("ab".repeat(20))
         );
-        assert_eq!(
-            layout.manifest_path(&key),
-            Path::new("/data/manifests").join(format!("{}.json", "ab".repeat(20)))
-        );
+        assert_eq!(layout.manifest_log(), Path::new("/data/manifests/log"));
     }
 
     #[test]

@@ -103,12 +103,11 @@ impl Store {
     /// Removes the tombstone under `key` if `stamp` is still the stored
     /// version (a newer write in between keeps it). Returns whether it went.
     pub fn drop_tombstone(&self, key: &Id, stamp: &Stamp) -> Result<bool> {
-        let path = self.layout().manifest_path(key);
         let _guard = self.key_lock(key);
         if self.index().manifest_stamp(key).as_ref() != Some(stamp) || !stamp.deleted {
             return Ok(false);
         }
-        disk::remove_durably(&path, &format!("tombstone {key}"))?;
+        self.log().remove(key)?;
         self.index().remove_manifest(key);
         Ok(true)
     }
@@ -119,17 +118,19 @@ impl Store {
     /// many were set aside.
     pub fn set_aside_live_manifests(&self) -> Result<usize> {
         let mut moved = 0;
-        for m in self.manifests()? {
-            if m.deleted {
-                continue;
-            }
-            let key = m.key();
+        for listed in self.manifests()? {
+            let key = listed.key();
             let _guard = self.key_lock(&key);
-            disk::move_durably(
-                &self.layout().manifest_path(&key),
-                &self.layout().suspect_path(&key),
-            )
-            .map_err(|e| Error::io(format!("setting manifest {key} aside"), e))?;
+            // Read again under the lock: a write may have come in between.
+            let Some(m) = self.load_manifest(&key)?.filter(|m| !m.deleted) else {
+                continue;
+            };
+            let json = serde_json::to_vec(&m)
+                .map_err(|e| Error::io(format!("encoding manifest {key}"), io::Error::other(e)))?;
+            let mut tmp = self.layout().tmp_file("suspect", &key)?;
+            tmp.write_all(&json)?;
+            tmp.persist(&self.layout().suspect_path(&key))?;
+            self.log().remove(&key)?;
             self.index().remove_manifest(&key);
             moved += 1;
         }

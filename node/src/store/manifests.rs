@@ -1,12 +1,13 @@
-//! Manifest operations: one JSON file per file name, under
-//! `manifests/<SHA-1(name) hex>.json`.
+//! Manifest operations, over the manifest log (`manifest_log.rs`): one
+//! record per version, keyed by SHA-1 of the file's name.
 //!
 //! Invariants: only a [valid](Manifest::validate) manifest is written, and
 //! only over one it [supersedes](Manifest::supersedes) (the compare and the
-//! rename happen under the key's lock). A manifest file that does not parse,
-//! is invalid, or sits under another name's key is corrupt: it is moved to
-//! `quarantine/` and reported, never a panic, and a newer write replaces it.
-//! Nothing here follows a manifest's chunk list; that is the caller's.
+//! append happen under the key's lock). A record that fails its hash, does
+//! not parse, is invalid, or sits under another name's key is corrupt: its
+//! bytes are copied to `quarantine/` and it is removed from the log and
+//! reported, never a panic, and a newer write replaces it. Nothing here
+//! follows a manifest's chunk list; that is the caller's.
 
 use std::io;
 
@@ -17,10 +18,10 @@ use super::{Manifest, Store};
 use crate::chord::Id;
 use crate::error::{Error, Result};
 
-/// Largest manifest file accepted, read or written. A manifest is about 43
-/// bytes per chunk on disk, so the most chunks one message can carry
+/// Largest manifest accepted, read or written. A manifest is about 43
+/// bytes per chunk encoded, so the most chunks one message can carry
 /// ([`super::MAX_MANIFEST_CHUNKS`], about 187k) take about 8 MiB; the cap
-/// bounds what one read of a damaged or hostile file can allocate.
+/// bounds what one read of a damaged or hostile record can allocate.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Store {
@@ -46,10 +47,6 @@ impl Store {
                 json.len()
             )));
         }
-        let mut tmp = self.layout().tmp_file("manifest", &key)?;
-        tmp.write_all(&json)?;
-        tmp.finish()?;
-
         let _guard = self.key_lock(&key);
         match self.load_manifest(&key) {
             Ok(Some(stored)) if !m.supersedes(&stored) => return Ok(false),
@@ -58,7 +55,7 @@ impl Store {
             Err(Error::Corrupt(reason)) => self.move_manifest_to_quarantine(&key, &reason)?,
             Err(e) => return Err(e),
         }
-        tmp.persist(&self.layout().manifest_path(&key))?;
+        self.log().put(&key, &json)?;
         self.index()
             .insert_manifest(key, ManifestEntry::new(m, json.len() as u64));
         Ok(true)
@@ -81,9 +78,8 @@ impl Store {
     /// does this once the rightful holders confirm their copies). Removing
     /// one that is not there succeeds.
     pub fn delete_manifest(&self, key: &Id) -> Result<()> {
-        let path = self.layout().manifest_path(key);
         let _guard = self.key_lock(key);
-        disk::remove_durably(&path, &format!("manifest {key}"))?;
+        self.log().remove(key)?;
         self.index().remove_manifest(key);
         Ok(())
     }
@@ -135,18 +131,12 @@ impl Store {
         Ok(self.index().manifest_keys_in(start, end))
     }
 
-    /// Reads and checks the manifest file for `key`, without side effects.
-    fn load_manifest(&self, key: &Id) -> Result<Option<Manifest>> {
-        let path = self.layout().manifest_path(key);
-        let bytes = match disk::read_capped(&path, MAX_MANIFEST_BYTES) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return Err(Error::Corrupt(format!("manifest {key}: {e}")));
-            }
-            Err(e) => return Err(Error::io(format!("reading manifest {key}"), e)),
-        };
-        Manifest::from_json(&bytes, key).map(Some)
+    /// Reads and checks the manifest for `key`, without side effects.
+    pub(super) fn load_manifest(&self, key: &Id) -> Result<Option<Manifest>> {
+        match self.log().get(key)? {
+            Some(json) => Manifest::from_json(&json, key).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Re-reads the manifest for `key` under its lock and quarantines it if
@@ -160,23 +150,59 @@ impl Store {
         }
     }
 
-    /// Moves the manifest file for `key` aside. The caller holds the key's
-    /// lock and has established the file is corrupt.
+    /// Copies the record for `key`, as it is, to `quarantine/` and removes
+    /// it from the log. The caller holds the key's lock and has established
+    /// the record is corrupt.
     fn move_manifest_to_quarantine(&self, key: &Id, reason: &str) -> Result<()> {
-        let from = self.layout().manifest_path(key);
         let to = self.layout().quarantine_manifest_path(key);
-        disk::move_durably(&from, &to)
-            .map_err(|e| Error::io(format!("quarantining manifest {key}"), e))?;
+        if let Some(record) = self.log().record(key)? {
+            let mut tmp = self.layout().tmp_file("quarantine", key)?;
+            tmp.write_all(&record)?;
+            tmp.persist(&to)?;
+        }
+        self.log().remove(key)?;
         tracing::warn!(key = %key, reason = %reason, to = %to.display(), "corrupt manifest quarantined");
         self.index().remove_manifest(key);
         Ok(())
     }
 
-    /// Rebuilds the manifest part of the index from `manifests/`, parsing
-    /// every file: corrupt ones are quarantined, stray names left alone.
+    /// Builds the manifest part of the index from the log, parsing every
+    /// manifest (corrupt ones are quarantined), after moving in any kept
+    /// one file each.
     pub(super) fn scan_manifests(&self) -> Result<()> {
+        self.import_manifest_files()?;
+        for key in self.log().keys() {
+            let _guard = self.key_lock(&key);
+            let loaded = self.log().get(&key).and_then(|json| match json {
+                Some(json) => Manifest::from_json(&json, &key).map(|m| Some((m, json.len()))),
+                None => Ok(None),
+            });
+            match loaded {
+                Ok(Some((m, bytes))) => self
+                    .index()
+                    .insert_manifest(key, ManifestEntry::new(&m, bytes as u64)),
+                Ok(None) => {}
+                Err(Error::Corrupt(reason)) => self.move_manifest_to_quarantine(&key, &reason)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves manifests kept one file each under `manifests/` (the layout
+    /// before the log) into the log: a valid one is appended unless the log
+    /// holds the same version or a newer one, a corrupt one is moved to
+    /// `quarantine/`, and each file goes once its manifest is durable in
+    /// the log. Other names are left alone.
+    fn import_manifest_files(&self) -> Result<()> {
+        let log_path = self.layout().manifest_log();
+        let mut moved = 0usize;
         for entry in disk::read_dir(&self.layout().manifests)? {
             let path = entry.path();
+            // The log itself, and a compaction's file (`log.compacting`).
+            if path.with_extension("") == log_path {
+                continue;
+            }
             let key = entry
                 .file_name()
                 .to_str()
@@ -186,22 +212,40 @@ impl Store {
                 tracing::warn!(path = %path.display(), "unexpected entry in manifests/, ignored");
                 continue;
             };
-            let _guard = self.key_lock(&key);
-            match self.load_manifest(&key) {
-                Ok(Some(m)) => {
-                    let bytes = entry
-                        .metadata()
-                        .map_err(|e| {
-                            Error::io(format!("reading metadata of {}", path.display()), e)
-                        })?
-                        .len();
-                    self.index()
-                        .insert_manifest(key, ManifestEntry::new(&m, bytes));
+            let parsed = match disk::read_capped(&path, MAX_MANIFEST_BYTES) {
+                Ok(json) => Manifest::from_json(&json, &key).map(|m| (m, json)),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    Err(Error::Corrupt(format!("manifest {key}: {e}")))
                 }
-                Ok(None) => {}
-                Err(Error::Corrupt(reason)) => self.move_manifest_to_quarantine(&key, &reason)?,
+                Err(e) => return Err(Error::io(format!("reading manifest {key}"), e)),
+            };
+            let _guard = self.key_lock(&key);
+            match parsed {
+                Ok((m, json)) => {
+                    let newer = match self.load_manifest(&key) {
+                        Ok(Some(stored)) => m.supersedes(&stored),
+                        _ => true,
+                    };
+                    if newer {
+                        self.log().put(&key, &json)?;
+                    }
+                    disk::remove_durably(&path, &format!("manifest file {key}"))?;
+                    moved += 1;
+                }
+                Err(Error::Corrupt(reason)) => {
+                    let to = self.layout().quarantine_manifest_path(&key);
+                    disk::move_durably(&path, &to)
+                        .map_err(|e| Error::io(format!("quarantining manifest {key}"), e))?;
+                    tracing::warn!(key = %key, reason = %reason, to = %to.display(), "corrupt manifest file quarantined");
+                }
                 Err(e) => return Err(e),
             }
+        }
+        if moved > 0 {
+            tracing::info!(
+                manifests = moved,
+                "manifest files moved into the manifest log"
+            );
         }
         Ok(())
     }
@@ -224,19 +268,27 @@ mod tests {
 
     #[test]
     fn put_then_get() {
-        let (_dir, store) = open_temp();
+        let (dir, store) = open_temp();
         let m = live("notes.txt", 10, 4, 1);
         assert!(store.put_manifest(&m).unwrap());
         assert_eq!(store.get_manifest(&m.key()).unwrap(), Some(m.clone()));
         assert_eq!(store.get_manifest(&Id::hash(b"other")).unwrap(), None);
-        let on_disk = fs::metadata(store.layout().manifest_path(&m.key()))
-            .unwrap()
-            .len();
+        let encoded = serde_json::to_vec(&m).unwrap().len() as u64;
         let stats = store.stats();
         assert_eq!(
             (stats.manifests, stats.tombstones, stats.bytes),
-            (1, 0, on_disk)
+            (1, 0, encoded)
         );
+        // One log, no file per manifest.
+        let names: Vec<_> = fs::read_dir(dir.path().join("manifests"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["log"]);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get_manifest(&m.key()).unwrap(), Some(m));
+        assert_eq!(store.stats(), stats);
     }
 
     #[test]
@@ -310,13 +362,17 @@ mod tests {
     }
 
     #[test]
-    fn malformed_json_on_disk_is_corrupt_not_a_panic() {
+    fn malformed_json_in_the_log_is_corrupt_not_a_panic() {
         let (dir, store) = open_temp();
         let m = live("doc.txt", 10, 4, 1);
         let key = m.key();
         store.put_manifest(&m).unwrap();
-        let path = store.layout().manifest_path(&key);
-        fs::write(&path, b"{\"name\": \"doc.txt\", \"size\": ").unwrap();
+        // Records that pass their hash but do not hold a manifest, as a
+        // bug or an older version might have written them.
+        store
+            .log()
+            .put(&key, b"{\"name\": \"doc.txt\", \"size\": ")
+            .unwrap();
 
         let err = store.get_manifest(&key).unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
@@ -327,10 +383,10 @@ mod tests {
         assert!(store.put_manifest(&m).unwrap());
 
         // The same again, discovered by put and by open instead of get.
-        fs::write(&path, b"\xff\xfe not even utf-8").unwrap();
+        store.log().put(&key, b"\xff\xfe not even utf-8").unwrap();
         assert!(store.put_manifest(&live("doc.txt", 10, 4, 1)).unwrap());
         assert_eq!(quarantined(&store), 2);
-        fs::write(&path, b"[]").unwrap();
+        store.log().put(&key, b"[]").unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(quarantined(&store), 3);
@@ -338,38 +394,98 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_is_quarantined_and_rewritten() {
+        let (dir, store) = open_temp();
+        let m = live("doc.txt", 10, 4, 1);
+        store.put_manifest(&m).unwrap();
+        // One bit of the record flips on disk.
+        let path = dir.path().join("manifests/log");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[40] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let err = store.get_manifest(&m.key()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert_eq!(quarantined(&store), 1);
+        assert_eq!(store.get_manifest(&m.key()).unwrap(), None);
+        assert!(store.put_manifest(&m).unwrap());
+        assert_eq!(store.get_manifest(&m.key()).unwrap(), Some(m));
+    }
+
+    #[test]
     fn well_formed_but_wrong_manifests_are_corrupt() {
         let (_dir, store) = open_temp();
         let m = live("real.txt", 10, 4, 1);
         store.put_manifest(&m).unwrap();
-        let path = store.layout().manifest_path(&m.key());
+        let key = m.key();
         // Valid JSON of another file's manifest, under this file's key.
-        fs::write(
-            &path,
-            serde_json::to_vec(&live("impostor", 10, 4, 9)).unwrap(),
-        )
-        .unwrap();
-        assert!(matches!(
-            store.get_manifest(&m.key()),
-            Err(Error::Corrupt(_))
-        ));
+        store
+            .log()
+            .put(
+                &key,
+                &serde_json::to_vec(&live("impostor", 10, 4, 9)).unwrap(),
+            )
+            .unwrap();
+        assert!(matches!(store.get_manifest(&key), Err(Error::Corrupt(_))));
         // Valid JSON whose chunk list does not fit its size.
         store.put_manifest(&m).unwrap();
         let mut broken = m.clone();
         broken.chunks.clear();
-        fs::write(&path, serde_json::to_vec(&broken).unwrap()).unwrap();
-        assert!(matches!(
-            store.get_manifest(&m.key()),
-            Err(Error::Corrupt(_))
-        ));
+        store
+            .log()
+            .put(&key, &serde_json::to_vec(&broken).unwrap())
+            .unwrap();
+        assert!(matches!(store.get_manifest(&key), Err(Error::Corrupt(_))));
         // Listing skips what is corrupt instead of failing.
         store.put_manifest(&m).unwrap();
         store.put_manifest(&live("other.txt", 0, 0, 1)).unwrap();
-        fs::write(&path, b"null").unwrap();
+        store.log().put(&key, b"null").unwrap();
         let listed = store.manifests().unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name, "other.txt");
         assert_eq!(quarantined(&store), 3);
+    }
+
+    #[test]
+    fn manifest_files_of_the_layout_before_the_log_are_moved_in() {
+        let (dir, store) = open_temp();
+        let newer_in_log = live("both.txt", 10, 4, 5);
+        store.put_manifest(&newer_in_log).unwrap();
+        drop(store);
+        // Files as a node kept them before the log: one valid, one older
+        // than what the log holds, one corrupt, and a stray name.
+        let files = dir.path().join("manifests");
+        let only_file = live("only-file.txt", 10, 4, 2);
+        let write = |m: &Manifest| {
+            fs::write(
+                files.join(format!("{}.json", m.key().to_hex())),
+                serde_json::to_vec(m).unwrap(),
+            )
+            .unwrap()
+        };
+        write(&only_file);
+        write(&live("both.txt", 10, 4, 3));
+        let corrupt = Id::hash(b"corrupt.txt");
+        fs::write(files.join(format!("{}.json", corrupt.to_hex())), b"{").unwrap();
+        fs::write(files.join("notes.txt"), b"x").unwrap();
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get_manifest(&only_file.key()).unwrap(),
+            Some(only_file)
+        );
+        assert_eq!(
+            store.get_manifest(&newer_in_log.key()).unwrap(),
+            Some(newer_in_log)
+        );
+        assert_eq!(store.get_manifest(&corrupt).unwrap(), None);
+        assert_eq!(store.stats().manifests, 2);
+        assert_eq!(quarantined(&store), 1);
+        let mut left: Vec<_> = fs::read_dir(&files)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["log", "notes.txt"]);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! chunks/<2 hex>/<40 hex>     chunk bytes, named by their key (chunk_key.rs)
-//! manifests/<40 hex>.json     a file's manifest, named by SHA-1 of its name
+//! manifests/log               every manifest, as records appended to one
+//!                             file, keyed by SHA-1 of the file's name
+//!                             (manifest_log.rs)
 //! tmp/                        files being written; cleared on open
 //! quarantine/                 files that failed their check, moved aside
 //! suspect/                    manifests set aside after a long absence
@@ -18,8 +20,9 @@
 //!   moved to `quarantine/`, never deleted, and reported as
 //!   [`Error::Corrupt`](crate::error::Error::Corrupt) so the caller can fetch
 //!   another replica.
-//! - A file is visible under its final name only complete and durable
+//! - A chunk file is visible under its final name only complete and durable
 //!   (temporary file, fsync, rename, fsync of the directory; see `disk.rs`).
+//!   A manifest is acknowledged only once its log record is synced.
 //! - A stored manifest is replaced only by one that
 //!   [supersedes](Manifest::supersedes) it.
 //! - The in-memory index (`index.rs`) matches the directories: it is rebuilt at open
@@ -37,7 +40,8 @@
 //! Files: `name.rs` (naming rules), `manifest.rs` (the record and its
 //! order), `checksum.rs` (a whole file's hash), `chunk_key.rs` (how a
 //! chunk's bytes make its key), `chunks.rs` and
-//! `manifests.rs` (the store's operations on each), `gc.rs` (chunk ages and references, tombstone expiry, manifests set aside
+//! `manifests.rs` (the store's operations on each), `manifest_log.rs` (the
+//! file the manifests are kept in), `gc.rs` (chunk ages and references, tombstone expiry, manifests set aside
 //! after a long absence), `index.rs` (the in-memory index), `disk.rs` (paths,
 //! temporary files, fsync), `aligned.rs` (chunk buffers aligned for direct
 //! I/O and reused).
@@ -50,6 +54,7 @@ mod disk;
 mod gc;
 mod index;
 mod manifest;
+mod manifest_log;
 mod manifests;
 mod name;
 
@@ -72,6 +77,9 @@ pub use name::{validate_name, MAX_NAME_BYTES};
 
 use disk::Layout;
 use index::Index;
+#[cfg(test)]
+pub(crate) use manifest_log::fuzzing as manifest_log_fuzzing;
+use manifest_log::ManifestLog;
 
 /// Number of locks that serialise changes per key. Changes to different keys
 /// rarely share a stripe, so writers seldom wait on each other, while the
@@ -86,6 +94,8 @@ pub struct Store {
 
 struct Inner {
     layout: Layout,
+    /// Every manifest, in one append-only file.
+    manifests: ManifestLog,
     index: Mutex<Index>,
     key_locks: [Mutex<()>; KEY_LOCK_STRIPES],
 }
@@ -109,9 +119,15 @@ impl Store {
         layout.create()?;
         let cleared = layout.clear_tmp()?;
         let direct = layout.probe_direct();
+        let (manifests, log) = ManifestLog::open(
+            &layout.manifest_log(),
+            &layout.quarantine_log_tail_path(),
+            MAX_MANIFEST_BYTES,
+        )?;
         let store = Store {
             inner: Arc::new(Inner {
                 layout,
+                manifests,
                 index: Mutex::new(Index::default()),
                 key_locks: std::array::from_fn(|_| Mutex::new(())),
             }),
@@ -128,6 +144,8 @@ impl Store {
             bytes = stats.bytes,
             corrupt_chunks = stats.corrupt_chunks,
             tmp_cleared = cleared,
+            log_records = log.records,
+            log_bytes_cut = log.cut_bytes,
             direct_writes = direct,
             "store opened"
         );
@@ -162,6 +180,10 @@ impl Store {
 
     fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    fn log(&self) -> &ManifestLog {
+        &self.inner.manifests
     }
 
     fn index(&self) -> MutexGuard<'_, Index> {

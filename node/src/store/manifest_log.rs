@@ -1,0 +1,823 @@
+//! The manifest log: every manifest a node stores, as records appended to
+//! one file (`manifests/log`), with an in-memory map from each key to its
+//! newest record.
+//!
+//! One file per manifest cost an r=3 ring three inode creations, three
+//! renames and six fsyncs (file and directory) for every small file, where a
+//! plain server pays one inode; a profile of small uploads had 28% of all
+//! samples creating those files (PERFORMANCE.md, change 45). Here a write is
+//! one append and one `fdatasync`, and writers that overlap share the sync
+//! (group commit): a writer that finds a sync under way waits for it and
+//! then for one more at most.
+//!
+//! A record, little-endian:
+//!
+//! ```text
+//! len u32 | kind u8 | key [20] | payload [len] | BLAKE3 of all before [16]
+//! ```
+//!
+//! `kind` 1 puts `payload` under `key`; 2 removes `key` (no payload). Every
+//! read checks the record's hash, so a damaged record is
+//! [`Error::Corrupt`], never wrong bytes. At open the log is read front to
+//! back; at the first record that is cut short or fails its hash (a write a
+//! crash tore, or damage), the rest of the file is copied to `quarantine/`
+//! and cut off. Records after damage in the middle go with it: they are
+//! copies the ring holds elsewhere, and the repair loop brings them back.
+//!
+//! Records superseded or removed stay in the file until a compaction
+//! rewrites the live ones into a new file, renamed over the old: when the
+//! dead bytes pass both the live bytes and [`COMPACT_MIN_BYTES`], so the
+//! file stays under about twice what it holds plus that floor.
+//!
+//! A record is in the map, and so readable, as soon as it is appended,
+//! before its sync returns, as a renamed manifest file used to be before
+//! its directory's fsync; its writer is answered only after the sync. A
+//! record whose sync failed may be found again at the next open.
+//!
+//! Locks: `state` is held for an append (a `pwrite` of one record) and for
+//! the end of a compaction (the records appended while it copied, and the
+//! swap), never across a sync of appends; `synced` is held across a sync,
+//! and taken before `state` when both are; `compaction` lets one run at a
+//! time and is taken before `state`.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::chord::{Id, ID_BYTES};
+use crate::error::{Error, Result};
+
+/// Record kinds.
+const PUT: u8 = 1;
+const REMOVE: u8 = 2;
+/// Bytes before a record's payload: length, kind, key.
+const HEAD_BYTES: usize = 4 + 1 + ID_BYTES;
+/// Bytes of BLAKE3 kept after the payload.
+const HASH_BYTES: usize = 16;
+/// Dead bytes below which the log is never compacted.
+pub const COMPACT_MIN_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Where a key's newest record sits in the current file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Loc {
+    offset: u64,
+    /// The whole record's length, head and hash included.
+    len: u64,
+}
+
+/// An append-only log of keyed payloads; see the module docs.
+#[derive(Debug)]
+pub(super) struct ManifestLog {
+    path: PathBuf,
+    /// Where a compaction writes the new file before renaming it over.
+    compacting: PathBuf,
+    /// Most payload bytes a record may carry.
+    max_payload: u64,
+    /// Dead bytes below which no compaction runs ([`COMPACT_MIN_BYTES`];
+    /// tests lower it).
+    compact_floor: u64,
+    state: Mutex<State>,
+    /// Bytes of [`State::appended`] known durable.
+    synced: Mutex<u64>,
+    /// Held by the one compaction that may run at a time.
+    compaction: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The current file; readers clone the handle and read outside the
+    /// lock, so a compaction's rename leaves their reads intact.
+    file: Arc<File>,
+    /// Where the next record goes in `file`.
+    end: u64,
+    /// Bytes ever appended, across compactions: a writer waits for the
+    /// sync that covers its own mark.
+    appended: u64,
+    /// Each key's newest put record.
+    at: HashMap<Id, Loc>,
+    /// Bytes of the records in `at`.
+    live: u64,
+}
+
+impl State {
+    /// Whether the dead bytes pass both the live ones and `floor`.
+    fn compaction_due(&self, floor: u64) -> bool {
+        self.end - self.live > self.live.max(floor)
+    }
+}
+
+/// What [`ManifestLog::open`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Opened {
+    /// Records read.
+    pub records: u64,
+    /// Bytes cut off at the first bad record and copied to quarantine.
+    pub cut_bytes: u64,
+}
+
+impl ManifestLog {
+    /// Opens (creating if need be) the log at `path`, rebuilding the map
+    /// from its records. What follows the first bad record is copied to
+    /// `quarantine` (a file that must not exist) and cut off.
+    pub fn open(path: &Path, quarantine: &Path, max_payload: u64) -> Result<(ManifestLog, Opened)> {
+        let context = |what: &str| format!("{what} the manifest log {}", path.display());
+        let compacting = path.with_extension("compacting");
+        // A compaction a crash cut short; the log it was to replace is whole.
+        match fs::remove_file(&compacting) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io(context("clearing a compaction of"), e));
+            }
+            _ => {}
+        }
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(context("opening"), e))?;
+        if created {
+            super::disk::fsync_parent(path)?;
+        }
+        let mut at = HashMap::new();
+        let (good, records) = {
+            let mut reader = BufReader::with_capacity(1 << 20, &file);
+            reader
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| replay(reader, 0, max_payload, &mut at))
+                .map_err(|e| Error::io(context("reading"), e))?
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(context("reading"), e))?
+            .len();
+        let cut_bytes = len - good;
+        if cut_bytes > 0 {
+            cut_tail(&file, good, quarantine).map_err(|e| Error::io(context("cutting"), e))?;
+            tracing::warn!(
+                log = %path.display(),
+                at = good,
+                bytes = cut_bytes,
+                to = %quarantine.display(),
+                "manifest log damaged or torn: the rest from there is quarantined"
+            );
+        }
+        let live = at.values().map(|l| l.len).sum();
+        let log = ManifestLog {
+            path: path.to_path_buf(),
+            compacting,
+            max_payload,
+            compact_floor: COMPACT_MIN_BYTES,
+            state: Mutex::new(State {
+                file: Arc::new(file),
+                end: good,
+                appended: good,
+                at,
+                live,
+            }),
+            synced: Mutex::new(good),
+            compaction: Mutex::new(()),
+        };
+        Ok((log, Opened { records, cut_bytes }))
+    }
+
+    /// The payload under `key`, or `None`. A record that fails its hash or
+    /// is not what the map says is `Error::Corrupt`.
+    pub fn get(&self, key: &Id) -> Result<Option<Vec<u8>>> {
+        let Some(record) = self.record(key)? else {
+            return Ok(None);
+        };
+        let (kind, stored_key, payload) = parse(&record).ok_or_else(|| {
+            Error::Corrupt(format!("manifest {key}: its log record fails its hash"))
+        })?;
+        if kind != PUT || stored_key != *key {
+            return Err(Error::Corrupt(format!(
+                "manifest {key}: its log record is for another key or no put"
+            )));
+        }
+        Ok(Some(payload.to_vec()))
+    }
+
+    /// The whole record under `key` as it is on disk, unchecked (to set a
+    /// damaged one aside), or `None`.
+    pub fn record(&self, key: &Id) -> Result<Option<Vec<u8>>> {
+        let (file, loc) = {
+            let state = self.state();
+            match state.at.get(key) {
+                Some(loc) => (Arc::clone(&state.file), *loc),
+                None => return Ok(None),
+            }
+        };
+        let mut record = vec![0u8; to_usize(loc.len)];
+        file.read_exact_at(&mut record, loc.offset)
+            .map_err(|e| Error::io(format!("reading manifest {key} from the log"), e))?;
+        Ok(Some(record))
+    }
+
+    /// Every key with a record, in no order.
+    pub fn keys(&self) -> Vec<Id> {
+        self.state().at.keys().copied().collect()
+    }
+
+    /// Appends `payload` under `key` and returns once it is durable. The
+    /// caller holds the key's lock.
+    pub fn put(&self, key: &Id, payload: &[u8]) -> Result<()> {
+        if payload.len() as u64 > self.max_payload {
+            return Err(Error::invalid(format!(
+                "manifest {key} is {} bytes, the limit is {}",
+                payload.len(),
+                self.max_payload
+            )));
+        }
+        self.append(key, PUT, payload)
+    }
+
+    /// Appends a removal of `key`, if it has a record, and returns once it
+    /// is durable. The caller holds the key's lock.
+    pub fn remove(&self, key: &Id) -> Result<()> {
+        if !self.state().at.contains_key(key) {
+            return Ok(());
+        }
+        self.append(key, REMOVE, &[])
+    }
+
+    /// Bytes of the current file, and of the records in it still live.
+    #[cfg(test)]
+    pub fn sizes(&self) -> (u64, u64) {
+        let state = self.state();
+        (state.end, state.live)
+    }
+
+    fn append(&self, key: &Id, kind: u8, payload: &[u8]) -> Result<()> {
+        let record = encode(key, kind, payload);
+        let mark = {
+            let mut state = self.state();
+            let offset = state.end;
+            if let Err(e) = state.file.write_all_at(&record, offset) {
+                // Cut off what part of it went in, so the next record
+                // follows the last whole one.
+                let _ = state.file.set_len(offset);
+                return Err(Error::io(format!("appending manifest {key} to the log"), e));
+            }
+            state.end += record.len() as u64;
+            state.appended += record.len() as u64;
+            let new = Loc {
+                offset,
+                len: record.len() as u64,
+            };
+            let old = if kind == PUT {
+                state.live += new.len;
+                state.at.insert(*key, new)
+            } else {
+                state.at.remove(key)
+            };
+            state.live -= old.map_or(0, |l| l.len);
+            state.appended
+        };
+        self.sync_to(mark).map_err(|e| {
+            Error::io(
+                format!("syncing the manifest log {}", self.path.display()),
+                e,
+            )
+        })?;
+        self.compact_if_due();
+        Ok(())
+    }
+
+    /// Returns once the first `mark` bytes ever appended are durable,
+    /// syncing them unless a sync that covers them has already run.
+    fn sync_to(&self, mark: u64) -> io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= mark {
+            return Ok(());
+        }
+        let (file, appended) = {
+            let state = self.state();
+            (Arc::clone(&state.file), state.appended)
+        };
+        file.sync_data()?;
+        *synced = appended;
+        Ok(())
+    }
+
+    /// Compacts if the dead bytes are due and no other compaction runs; a
+    /// failure leaves the old file in use and is only logged (the write that
+    /// called has succeeded).
+    fn compact_if_due(&self) {
+        if !self.state().compaction_due(self.compact_floor) {
+            return;
+        }
+        let Ok(_running) = self.compaction.try_lock() else {
+            return;
+        };
+        match self.compact() {
+            Ok(None) => {}
+            Ok(Some((before, after))) => tracing::info!(
+                log = %self.path.display(),
+                before,
+                after,
+                "manifest log compacted"
+            ),
+            Err(e) => {
+                let _ = fs::remove_file(&self.compacting);
+                tracing::warn!(log = %self.path.display(), error = %e, "manifest log compaction failed; the old file stays");
+            }
+        }
+    }
+
+    /// Writes the live records to a new file and renames it over the log,
+    /// returning the file's length before and after (`None` if another
+    /// compaction made this one needless). The live records are copied
+    /// with no lock held; only the records appended meanwhile are copied,
+    /// and the new file swapped in, under the state lock, so appends and
+    /// lookups wait for that tail alone.
+    fn compact(&self) -> io::Result<Option<(u64, u64)>> {
+        let (file, from, mut live) = {
+            let state = self.state();
+            if !state.compaction_due(self.compact_floor) {
+                return Ok(None);
+            }
+            let live: Vec<(Id, Loc)> = state.at.iter().map(|(k, l)| (*k, *l)).collect();
+            (Arc::clone(&state.file), state.end, live)
+        };
+        live.sort_by_key(|(_, l)| l.offset);
+        let mut out = BufWriter::new(
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&self.compacting)?,
+        );
+        let mut at = HashMap::with_capacity(live.len());
+        let mut offset = 0u64;
+        let mut record = Vec::new();
+        for (key, loc) in live {
+            record.resize(to_usize(loc.len), 0);
+            file.read_exact_at(&mut record, loc.offset)?;
+            out.write_all(&record)?;
+            at.insert(
+                key,
+                Loc {
+                    offset,
+                    len: loc.len,
+                },
+            );
+            offset += loc.len;
+        }
+        let mut new = out.into_inner().map_err(|e| e.into_error())?;
+        new.sync_data()?;
+
+        let mut state = self.state();
+        let mut tail = vec![0u8; to_usize(state.end - from)];
+        state.file.read_exact_at(&mut tail, from)?;
+        let (replayed, _) = replay(&tail[..], offset, self.max_payload, &mut at)?;
+        if replayed != tail.len() as u64 {
+            return Err(io::Error::other(
+                "the log's newest records do not read back whole",
+            ));
+        }
+        new.write_all(&tail)?;
+        new.sync_all()?;
+        drop(new);
+        fs::rename(&self.compacting, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        let before = state.end;
+        state.file = Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?);
+        state.end = offset + tail.len() as u64;
+        state.live = at.values().map(|l| l.len).sum();
+        state.at = at;
+        Ok(Some((before, state.end)))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change to the state is made whole before a panic could
+        // interrupt it, so a poisoned lock leaves it usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One record's bytes.
+fn encode(key: &Id, kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(HEAD_BYTES + payload.len() + HASH_BYTES);
+    // `put` caps payloads far below 4 GiB.
+    record.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    record.push(kind);
+    record.extend_from_slice(key.as_bytes());
+    record.extend_from_slice(payload);
+    let hash = blake3::hash(&record);
+    record.extend_from_slice(&hash.as_bytes()[..HASH_BYTES]);
+    record
+}
+
+/// A whole record's kind, key and payload, if its length and hash hold.
+fn parse(record: &[u8]) -> Option<(u8, Id, &[u8])> {
+    let body_len = record.len().checked_sub(HASH_BYTES)?;
+    let (body, hash) = record.split_at(body_len);
+    if body.len() < HEAD_BYTES || blake3::hash(body).as_bytes()[..HASH_BYTES] != *hash {
+        return None;
+    }
+    let len = u32::from_le_bytes(body[..4].try_into().ok()?);
+    let payload = &body[HEAD_BYTES..];
+    if payload.len() != to_usize(u64::from(len)) {
+        return None;
+    }
+    let key = Id::from_slice(&body[5..HEAD_BYTES]).ok()?;
+    Some((body[4], key, payload))
+}
+
+/// Reads records from `reader` until it ends or one is cut short or bad,
+/// applying each to `at` as if the first sat at `base` in the file, and
+/// returns the length of the good records and how many there were.
+fn replay(
+    mut reader: impl Read,
+    base: u64,
+    max_payload: u64,
+    at: &mut HashMap<Id, Loc>,
+) -> io::Result<(u64, u64)> {
+    let mut good = 0u64;
+    let mut records = 0u64;
+    let mut record = Vec::new();
+    loop {
+        let mut head = [0u8; HEAD_BYTES];
+        if !read_full(&mut reader, &mut head)? {
+            break;
+        }
+        let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        let kind = head[4];
+        if len > max_payload || !(kind == PUT || kind == REMOVE) || (kind == REMOVE && len != 0) {
+            break;
+        }
+        let whole = HEAD_BYTES as u64 + len + HASH_BYTES as u64;
+        record.clear();
+        record.extend_from_slice(&head);
+        record.resize(to_usize(whole), 0);
+        if !read_full(&mut reader, &mut record[HEAD_BYTES..])? {
+            break;
+        }
+        let Some((kind, key, _)) = parse(&record) else {
+            break;
+        };
+        if kind == PUT {
+            let offset = base + good;
+            at.insert(key, Loc { offset, len: whole });
+        } else {
+            at.remove(&key);
+        }
+        good += whole;
+        records += 1;
+    }
+    Ok((good, records))
+}
+
+/// Fills `buf`; `false` if the file ended first.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies what follows `good` in `file` to `quarantine`, durably, then cuts
+/// the file there.
+fn cut_tail(file: &File, good: u64, quarantine: &Path) -> io::Result<()> {
+    let mut from = file.try_clone()?;
+    from.seek(SeekFrom::Start(good))?;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(quarantine)?;
+    io::copy(&mut from, &mut to)?;
+    to.sync_all()?;
+    if let Some(dir) = quarantine.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    file.set_len(good)?;
+    file.sync_all()
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// What the fuzz target (`fuzz/manifest_log.rs`) reaches: the encoder, and
+/// the replay at open with its promises checked.
+#[cfg(test)]
+pub(crate) mod fuzzing {
+    use super::*;
+
+    pub fn put(key: &Id, payload: &[u8]) -> Vec<u8> {
+        encode(key, PUT, payload)
+    }
+
+    pub fn remove(key: &Id) -> Vec<u8> {
+        encode(key, REMOVE, &[])
+    }
+
+    /// Replays `bytes` as a log file and checks what came out: every key
+    /// points at a whole put record of its own within the good prefix, and
+    /// that prefix alone replays the same. Returns whether all of `bytes`
+    /// was taken, and each key's payload.
+    pub fn replay_checked(bytes: &[u8], max_payload: u64) -> (bool, HashMap<Id, Vec<u8>>) {
+        let mut at = HashMap::new();
+        let (good, records) =
+            replay(bytes, 0, max_payload, &mut at).expect("reading memory does not fail");
+        assert!(good <= bytes.len() as u64);
+        let mut payloads = HashMap::new();
+        for (key, loc) in &at {
+            assert!(loc.offset + loc.len <= good, "{loc:?} past {good}");
+            let record = &bytes[to_usize(loc.offset)..to_usize(loc.offset + loc.len)];
+            let (kind, stored, payload) = parse(record).expect("a replayed record parses");
+            assert_eq!((kind, stored), (PUT, *key));
+            payloads.insert(*key, payload.to_vec());
+        }
+        let mut again = HashMap::new();
+        let prefix = &bytes[..to_usize(good)];
+        assert_eq!(
+            replay(prefix, 0, max_payload, &mut again).expect("reading memory does not fail"),
+            (good, records)
+        );
+        assert_eq!(again, at);
+        (good == bytes.len() as u64, payloads)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    const MAX: u64 = 1 << 20;
+
+    fn open(dir: &Path, n: u32) -> (ManifestLog, Opened) {
+        ManifestLog::open(&dir.join("log"), &dir.join(format!("quarantined-{n}")), MAX).unwrap()
+    }
+
+    fn key(i: u32) -> Id {
+        Id::hash(&i.to_le_bytes())
+    }
+
+    #[test]
+    fn puts_removes_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, opened) = open(dir.path(), 0);
+        assert_eq!(opened, Opened::default());
+        log.put(&key(1), b"one").unwrap();
+        log.put(&key(2), b"two").unwrap();
+        log.put(&key(1), b"one, again").unwrap();
+        log.remove(&key(2)).unwrap();
+        log.remove(&key(3)).unwrap(); // nothing to remove: no record
+        log.put(&key(4), b"").unwrap();
+        assert_eq!(
+            log.get(&key(1)).unwrap().as_deref(),
+            Some(&b"one, again"[..])
+        );
+        assert_eq!(log.get(&key(2)).unwrap(), None);
+        assert_eq!(log.get(&key(4)).unwrap().as_deref(), Some(&b""[..]));
+        drop(log);
+
+        let (log, opened) = open(dir.path(), 1);
+        assert_eq!(
+            opened,
+            Opened {
+                records: 5,
+                cut_bytes: 0
+            }
+        );
+        assert_eq!(
+            log.get(&key(1)).unwrap().as_deref(),
+            Some(&b"one, again"[..])
+        );
+        assert_eq!(log.get(&key(2)).unwrap(), None);
+        let mut keys = log.keys();
+        keys.sort();
+        let mut want = vec![key(1), key(4)];
+        want.sort();
+        assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), 0);
+        log.put(&key(1), b"kept").unwrap();
+        log.put(&key(2), b"torn by a crash").unwrap();
+        let (whole, _) = log.sizes();
+        drop(log);
+        // A crash in the middle of the second record's write.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("log"))
+            .unwrap();
+        file.set_len(whole - 7).unwrap();
+        drop(file);
+
+        let (log, opened) = open(dir.path(), 1);
+        assert_eq!(opened.records, 1);
+        let torn = encode(&key(2), PUT, b"torn by a crash").len() as u64 - 7;
+        assert_eq!(opened.cut_bytes, torn);
+        assert_eq!(
+            fs::metadata(dir.path().join("quarantined-1"))
+                .unwrap()
+                .len(),
+            torn
+        );
+        assert_eq!(log.get(&key(1)).unwrap().as_deref(), Some(&b"kept"[..]));
+        assert_eq!(log.get(&key(2)).unwrap(), None);
+        // Writing goes on after the last whole record.
+        log.put(&key(3), b"after").unwrap();
+        drop(log);
+        let (log, opened) = open(dir.path(), 2);
+        assert_eq!(
+            opened,
+            Opened {
+                records: 2,
+                cut_bytes: 0
+            }
+        );
+        assert_eq!(log.get(&key(3)).unwrap().as_deref(), Some(&b"after"[..]));
+    }
+
+    #[test]
+    fn a_damaged_record_is_corrupt_on_read_and_cut_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), 0);
+        log.put(&key(1), b"first").unwrap();
+        log.put(&key(2), b"second, to be damaged").unwrap();
+        log.put(&key(3), b"third").unwrap();
+        let first = encode(&key(1), PUT, b"first").len() as u64;
+        // One byte of the second record's payload flips on disk.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("log"))
+            .unwrap();
+        let at = first + HEAD_BYTES as u64 + 3;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x20], at).unwrap();
+        drop(file);
+
+        let err = log.get(&key(2)).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+        assert_eq!(log.get(&key(1)).unwrap().as_deref(), Some(&b"first"[..]));
+        drop(log);
+        // At open, everything from the damage on is set aside.
+        let (log, opened) = open(dir.path(), 1);
+        assert_eq!(opened.records, 1);
+        assert!(opened.cut_bytes > 0);
+        assert_eq!(log.get(&key(1)).unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(log.get(&key(2)).unwrap(), None);
+        assert_eq!(log.get(&key(3)).unwrap(), None);
+    }
+
+    #[test]
+    fn garbage_lengths_and_kinds_end_the_log_without_a_panic() {
+        for junk in [
+            &[0xff, 0xff, 0xff, 0xff, 1][..],
+            &[0, 0, 0, 0, 9],
+            &[1, 0, 0, 0, REMOVE],
+            &[3],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, _) = open(dir.path(), 0);
+            log.put(&key(1), b"good").unwrap();
+            drop(log);
+            let mut file = OpenOptions::new()
+                .append(true)
+                .open(dir.path().join("log"))
+                .unwrap();
+            file.write_all(junk).unwrap();
+            file.write_all(&[0u8; 64]).unwrap();
+            drop(file);
+            let (log, opened) = open(dir.path(), 1);
+            assert_eq!(opened.records, 1, "{junk:?}");
+            assert_eq!(opened.cut_bytes, junk.len() as u64 + 64);
+            assert_eq!(log.get(&key(1)).unwrap().as_deref(), Some(&b"good"[..]));
+        }
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), 0);
+        let err = log.put(&key(1), &vec![0u8; MAX as usize + 1]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert_eq!(log.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn dead_records_are_compacted_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), 0);
+        let payload = vec![7u8; 64 * 1024];
+        // Far more overwrites than the floor allows dead.
+        let rounds = (3 * COMPACT_MIN_BYTES / payload.len() as u64) as u32;
+        for i in 0..rounds {
+            log.put(&key(i % 4), &payload[..payload.len() - (i as usize % 5)])
+                .unwrap();
+        }
+        log.put(&key(9), b"last").unwrap();
+        let (end, live) = log.sizes();
+        assert!(end - live <= live.max(COMPACT_MIN_BYTES), "{end} {live}");
+        assert!(end < 2 * COMPACT_MIN_BYTES, "{end}");
+        assert!(!dir.path().join("log.compacting").exists());
+        for i in 0..4 {
+            let last = (0..rounds).rev().find(|r| r % 4 == i).unwrap();
+            let want = &payload[..payload.len() - (last as usize % 5)];
+            assert_eq!(log.get(&key(i)).unwrap().as_deref(), Some(want));
+        }
+        drop(log);
+        let (log, opened) = open(dir.path(), 1);
+        assert_eq!(opened.cut_bytes, 0);
+        assert_eq!(log.keys().len(), 5);
+        assert_eq!(log.get(&key(9)).unwrap().as_deref(), Some(&b"last"[..]));
+    }
+
+    #[test]
+    fn compactions_under_concurrent_writers_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path(), 0);
+        log.compact_floor = 4096;
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..300u32 {
+                        // Each thread overwrites its own five keys and
+                        // removes one now and then.
+                        let k = key(t * 1000 + i % 5);
+                        if i % 7 == 6 {
+                            log.remove(&k).unwrap();
+                            assert_eq!(log.get(&k).unwrap(), None);
+                        } else {
+                            let v = format!("{t}/{i}").repeat(20);
+                            log.put(&k, v.as_bytes()).unwrap();
+                            assert_eq!(log.get(&k).unwrap().unwrap(), v.as_bytes());
+                        }
+                    }
+                });
+            }
+        });
+        let (end, live) = log.sizes();
+        assert!(end - live <= live.max(4096) + 1024, "{end} {live}");
+        let expect = |log: &ManifestLog| {
+            for t in 0..4u32 {
+                for j in 0..5u32 {
+                    let last = (0..300u32).rev().find(|i| i % 5 == j).unwrap();
+                    let want = (last % 7 != 6).then(|| format!("{t}/{last}").repeat(20));
+                    let got = log.get(&key(t * 1000 + j)).unwrap();
+                    assert_eq!(got, want.map(String::into_bytes), "{t} {j}");
+                }
+            }
+        };
+        expect(&log);
+        drop(log);
+        let (log, opened) = open(dir.path(), 1);
+        assert_eq!(opened.cut_bytes, 0);
+        expect(&log);
+    }
+
+    #[test]
+    fn concurrent_writers_share_syncs_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path(), 0);
+        std::thread::scope(|s| {
+            for t in 0..8u32 {
+                let log = &log;
+                s.spawn(move || {
+                    for i in 0..50u32 {
+                        let k = key(t * 1000 + i);
+                        log.put(&k, format!("{t}/{i}").as_bytes()).unwrap();
+                        assert_eq!(log.get(&k).unwrap().unwrap(), format!("{t}/{i}").as_bytes());
+                    }
+                });
+            }
+        });
+        drop(log);
+        let (log, opened) = open(dir.path(), 1);
+        assert_eq!(
+            opened,
+            Opened {
+                records: 400,
+                cut_bytes: 0
+            }
+        );
+        for t in 0..8u32 {
+            for i in 0..50u32 {
+                let got = log.get(&key(t * 1000 + i)).unwrap().unwrap();
+                assert_eq!(got, format!("{t}/{i}").as_bytes());
+            }
+        }
+    }
+}
