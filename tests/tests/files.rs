@@ -638,6 +638,65 @@ async fn a_full_disk_is_a_clear_error_and_the_node_keeps_serving() {
 }
 
 #[tokio::test]
+#[ignore = "needs root, to mount a small tmpfs; run with --run-ignored all"]
+async fn a_manifest_write_that_fills_the_disk_leaves_the_log_whole() {
+    let mut cluster = TestCluster::new(1, FAST).unwrap();
+    let port = chord_tests::free_port().unwrap();
+    let data = cluster.data_root().join(port.to_string());
+    let _disk =
+        SmallDisk::mount(&data, 1 << 20).expect("cannot mount a tmpfs (this test needs root)");
+    let addr = cluster.fleet.start(port, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(&addr).unwrap();
+
+    // Small files live in their manifests, so each upload is one record
+    // appended to the node's manifest log, until one finds the disk full.
+    let mut stored = Vec::new();
+    let err = loop {
+        assert!(stored.len() < 200, "1 MiB never filled up");
+        let name = format!("small-{}", stored.len());
+        let path = random_file(dir.path(), &name, MAX_INLINE_BYTES as usize).unwrap();
+        match c
+            .upload_file(&path, &name, &small_chunks(), &no_progress)
+            .await
+        {
+            Ok(_) => stored.push((name, path)),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        err.to_string().contains("disk full"),
+        "unclear error: {err}"
+    );
+    assert!(stored.len() > 5, "only {} files fit", stored.len());
+
+    // A crash now, and a restart on the same full disk: the record the
+    // disk had no room for was cut back whole, so the log reads to its
+    // end (nothing quarantined) and every acknowledged file is there.
+    cluster.fleet.kill(&addr).await.unwrap();
+    let addr = cluster.fleet.start(port, None).await.unwrap();
+    let c = client(&addr).unwrap();
+    let quarantined: Vec<_> = std::fs::read_dir(data.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(quarantined.is_empty(), "{quarantined:?}");
+    let mut names: Vec<String> = listed(&c).await.unwrap();
+    names.sort();
+    let mut want: Vec<String> = stored.iter().map(|(n, _)| n.clone()).collect();
+    want.sort();
+    assert_eq!(names, want);
+    for (name, path) in &stored {
+        let out = dir.path().join(format!("{name}.out"));
+        c.download(name, &out, &small_chunks(), &no_progress)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(path).unwrap());
+    }
+    cluster.fleet.stop_all(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
 async fn a_node_killed_mid_transfer_does_not_fail_the_transfer() {
     use std::sync::atomic::{AtomicU64, Ordering};
 
