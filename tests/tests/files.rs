@@ -655,7 +655,7 @@ async fn a_manifest_write_that_fills_the_disk_leaves_the_log_whole() {
     let err = loop {
         assert!(stored.len() < 200, "1 MiB never filled up");
         let name = format!("small-{}", stored.len());
-        let path = random_file(dir.path(), &name, MAX_INLINE_BYTES as usize).unwrap();
+        let path = random_file(dir.path(), &name, MAX_INLINE_BYTES).unwrap();
         match c
             .upload_file(&path, &name, &small_chunks(), &no_progress)
             .await
