@@ -621,6 +621,7 @@ pub fn status_json(status: &RingStatus) -> Value {
                 "bytes": s.bytes, "requests": s.requests, "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out, "repair_bytes": s.repair_bytes,
                 "corrupt_chunks": s.corrupt_chunks,
+                "manifest_log_bytes": s.manifest_log_bytes,
                 "gc_collected_bytes": s.gc_collected_bytes,
                 "gc_collectable_bytes": s.gc_collectable_bytes,
                 "tombstones_expired": s.tombstones_expired,
@@ -681,13 +682,14 @@ async fn status(cli: &Cli) -> Result<()> {
         nodes.iter().map(|n| f(&n.stats)).sum()
     };
     println!(
-        "{} nodes{}, {} bytes stored; {} bytes collected, {} collectable, {} tombstones expired",
+        "{} nodes{}, {} bytes stored, {} bytes of manifest log; {} bytes collected, {} collectable, {} tombstones expired",
         nodes.len(),
         match status.silent.len() {
             0 => String::new(),
             silent => format!(" answering, {silent} not"),
         },
         sum(|s| s.bytes),
+        sum(|s| s.manifest_log_bytes),
         sum(|s| s.gc_collected_bytes),
         sum(|s| s.gc_collectable_bytes),
         sum(|s| s.tombstones_expired)

@@ -627,6 +627,7 @@ pub fn store_stats(node: &Node) -> pb::StoreStats {
         bytes_out: c.bytes_out.load(Ordering::Relaxed),
         repair_bytes: c.repair_bytes.load(Ordering::Relaxed),
         corrupt_chunks: s.corrupt_chunks,
+        manifest_log_bytes: s.manifest_log_bytes,
         gc_collected_bytes: node.gc().collected_bytes.load(Ordering::Relaxed),
         gc_collectable_bytes: node.gc().collectable_bytes.load(Ordering::Relaxed),
         tombstones_expired: node.gc().tombstones_expired.load(Ordering::Relaxed),

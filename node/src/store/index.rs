@@ -74,8 +74,11 @@ pub struct StoreStats {
     pub manifests: u64,
     /// Tombstones held.
     pub tombstones: u64,
-    /// Bytes of chunk files plus manifest files.
+    /// Bytes of chunk files plus the manifests' JSON.
     pub bytes: u64,
+    /// Length of the manifest log file, superseded records included until
+    /// its next compaction (filled in by `Store::stats`).
+    pub manifest_log_bytes: u64,
     /// Chunk files in `quarantine/`: bytes that failed their check and wait
     /// for an operator (they are never deleted automatically).
     pub corrupt_chunks: u64,
@@ -287,6 +290,7 @@ impl Index {
             tombstones: self.tombstones,
             bytes: self.chunk_bytes + self.manifest_bytes,
             corrupt_chunks: self.corrupt_chunks,
+            manifest_log_bytes: 0,
         }
     }
 }
@@ -607,7 +611,8 @@ mod tests {
                 manifests: 1,
                 tombstones: 1,
                 bytes: 12 + 150,
-                corrupt_chunks: 1
+                corrupt_chunks: 1,
+                manifest_log_bytes: 0,
             }
         );
         let found = index.manifest_keys_in(&id(0), &id(3));

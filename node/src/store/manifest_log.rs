@@ -245,6 +245,11 @@ impl ManifestLog {
         self.append(key, REMOVE, &[])
     }
 
+    /// Length of the current file.
+    pub fn file_len(&self) -> u64 {
+        self.state().end
+    }
+
     /// Bytes of the current file, and of the records in it still live.
     #[cfg(test)]
     pub fn sizes(&self) -> (u64, u64) {

@@ -279,6 +279,9 @@ mod tests {
             (stats.manifests, stats.tombstones, stats.bytes),
             (1, 0, encoded)
         );
+        // One log, no file per manifest: the record is the JSON, its
+        // length, kind and key (25 bytes) and 16 bytes of hash.
+        assert_eq!(stats.manifest_log_bytes, encoded + 25 + 16);
         // One log, no file per manifest.
         let names: Vec<_> = fs::read_dir(dir.path().join("manifests"))
             .unwrap()

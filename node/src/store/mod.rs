@@ -159,7 +159,10 @@ impl Store {
 
     /// Current totals; cheap (no disk access).
     pub fn stats(&self) -> StoreStats {
-        self.index().stats()
+        StoreStats {
+            manifest_log_bytes: self.log().file_len(),
+            ..self.index().stats()
+        }
     }
 
     /// Free space on the data dir's file system. Always `None` for now:
