@@ -45,6 +45,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::chord::{Id, ID_BYTES};
@@ -84,6 +85,10 @@ pub(super) struct ManifestLog {
     synced: Mutex<u64>,
     /// Held by the one compaction that may run at a time.
     compaction: Mutex<()>,
+    /// Set when a compaction's rename could not be made durable: every
+    /// sync then syncs the directory too, until that succeeds, so no write
+    /// is acknowledged that a crash could take back with the rename.
+    rename_unsynced: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -181,6 +186,7 @@ impl ManifestLog {
             }),
             synced: Mutex::new(good),
             compaction: Mutex::new(()),
+            rename_unsynced: AtomicBool::new(false),
         };
         Ok((log, Opened { records, cut_bytes }))
     }
@@ -305,6 +311,10 @@ impl ManifestLog {
             (Arc::clone(&state.file), state.appended)
         };
         file.sync_data()?;
+        if self.rename_unsynced.load(Ordering::Acquire) {
+            self.sync_dir()?;
+            self.rename_unsynced.store(false, Ordering::Release);
+        }
         *synced = appended;
         Ok(())
     }
@@ -350,13 +360,13 @@ impl ManifestLog {
             (Arc::clone(&state.file), state.end, live)
         };
         live.sort_by_key(|(_, l)| l.offset);
-        let mut out = BufWriter::new(
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&self.compacting)?,
-        );
+        let new = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.compacting)?;
+        let mut out = BufWriter::new(&new);
         let mut at = HashMap::with_capacity(live.len());
         let mut offset = 0u64;
         let mut record = Vec::new();
@@ -373,7 +383,8 @@ impl ManifestLog {
             );
             offset += loc.len;
         }
-        let mut new = out.into_inner().map_err(|e| e.into_error())?;
+        out.flush()?;
+        drop(out);
         new.sync_data()?;
 
         let mut state = self.state();
@@ -385,19 +396,29 @@ impl ManifestLog {
                 "the log's newest records do not read back whole",
             ));
         }
-        new.write_all(&tail)?;
+        new.write_all_at(&tail, offset)?;
         new.sync_all()?;
-        drop(new);
         fs::rename(&self.compacting, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        // From here the new file is the log under its name, so it takes
+        // the appends whatever follows; the old one is unlinked.
         let before = state.end;
-        state.file = Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?);
+        state.file = Arc::new(new);
         state.end = offset + tail.len() as u64;
         state.live = at.values().map(|l| l.len).sum();
         state.at = at;
+        if let Err(e) = self.sync_dir() {
+            self.rename_unsynced.store(true, Ordering::Release);
+            tracing::error!(log = %self.path.display(), error = %e, "syncing the directory after a compaction failed; every write syncs it until that works");
+        }
         Ok(Some((before, state.end)))
+    }
+
+    /// Makes the log's directory entry durable.
+    fn sync_dir(&self) -> io::Result<()> {
+        match self.path.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
