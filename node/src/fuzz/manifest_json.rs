@@ -1,4 +1,5 @@
-//! What the store reads back from its data dir: manifest files (through
+//! What the store reads back from its data dir: manifests (the JSON of a
+//! manifest log record, or of a file from before the log, through
 //! [`Manifest::from_json`], as `Store::get_manifest` and the scan at open
 //! read them) and `alive.json`.
 //!

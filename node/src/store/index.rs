@@ -3,11 +3,11 @@
 //! its version and the chunks it names, how many live manifests name each
 //! chunk, and the running totals.
 //!
-//! It is a cache of the directories, rebuilt by a scan at open and updated by
-//! the store right after each rename or removal it makes, so that range
-//! queries (the repair loop asks for keys in an arc of the ring every round)
-//! and statistics never walk the disk. The files stay the truth for content:
-//! reads go to disk. Pure data; the caller holds the lock.
+//! It is a cache of the chunk directories and the manifest log, rebuilt by a
+//! scan at open and updated by the store right after each rename, removal or
+//! append it makes, so that range queries (the repair loop asks for keys in
+//! an arc of the ring every round) and statistics never walk the disk. The
+//! disk stays the truth for content: reads go to it. Pure data; the caller holds the lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -18,14 +18,14 @@ use super::checksum::Checksum;
 use super::manifest::{Manifest, Stamp};
 use crate::chord::Id;
 
-/// What the index remembers about one manifest file.
+/// What the index remembers about one manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct ManifestEntry {
     pub version: u64,
     pub deleted: bool,
     /// Whole-file hash, the last part of the entry's [`Stamp`].
     pub checksum: Checksum,
-    /// Size of the JSON file on disk.
+    /// Length of the manifest's JSON.
     pub bytes: u64,
     /// When the version was written (a tombstone's age is measured from it).
     pub modified_ms: u64,
@@ -34,7 +34,7 @@ pub(super) struct ManifestEntry {
 }
 
 impl ManifestEntry {
-    /// The entry for `m`, stored in a file of `bytes` bytes.
+    /// The entry for `m`, whose JSON is `bytes` long.
     pub fn new(m: &Manifest, bytes: u64) -> ManifestEntry {
         let chunks: Arc<[Id]> = if m.deleted {
             Arc::from(Vec::new())

@@ -25,7 +25,8 @@
 //!   A manifest is acknowledged only once its log record is synced.
 //! - A stored manifest is replaced only by one that
 //!   [supersedes](Manifest::supersedes) it.
-//! - The in-memory index (`index.rs`) matches the directories: it is rebuilt at open
+//! - The in-memory index (`index.rs`) matches the chunk directories and the
+//!   manifest log: it is rebuilt at open
 //!   and updated under the key's lock after every change this store makes.
 //!   The process must own the data dir: another writer would go unnoticed.
 //!
