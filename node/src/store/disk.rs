@@ -159,6 +159,14 @@ impl Layout {
         TmpFile::create(self.tmp_path(label, key), false)
     }
 
+    /// Writes `bytes` to `dest` durably and whole: a temporary file
+    /// (`label` and `key` name it), fsync, rename, fsync of the directory.
+    pub fn write_durably(&self, label: &str, key: &Id, dest: &Path, bytes: &[u8]) -> Result<()> {
+        let mut tmp = self.tmp_file(label, key)?;
+        tmp.write_all(bytes)?;
+        tmp.persist(dest)
+    }
+
     /// A new, empty temporary file for the bytes of chunk `key`, written
     /// around the page cache where [`Layout::probe_direct`] found that
     /// possible.
@@ -616,6 +624,14 @@ pub(super) fn fsync_parent(path: &Path) -> Result<()> {
     }
 }
 
+/// [`fsync_parent`] for code that works in `io::Result`.
+pub(super) fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 /// Removes the file at `path` and fsyncs its directory so the removal
 /// survives a crash. A file already gone is not an error (a retried
 /// removal succeeds); `what` names the file in any other error.
@@ -631,12 +647,8 @@ pub(super) fn remove_durably(path: &Path, what: &str) -> Result<()> {
 /// directories' new state durable.
 pub(super) fn move_durably(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)?;
-    for path in [to, from] {
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-    }
-    Ok(())
+    sync_parent(to)?;
+    sync_parent(from)
 }
 
 /// Feeds a file's bytes to `each`, read in bounded pieces, and returns how

@@ -127,9 +127,12 @@ impl Store {
             };
             let json = serde_json::to_vec(&m)
                 .map_err(|e| Error::io(format!("encoding manifest {key}"), io::Error::other(e)))?;
-            let mut tmp = self.layout().tmp_file("suspect", &key)?;
-            tmp.write_all(&json)?;
-            tmp.persist(&self.layout().suspect_path(&key))?;
+            self.layout().write_durably(
+                "suspect",
+                &key,
+                &self.layout().suspect_path(&key),
+                &json,
+            )?;
             self.log().remove(&key)?;
             self.index().remove_manifest(&key);
             moved += 1;
@@ -191,9 +194,8 @@ impl Store {
     pub fn save_alive_clock(&self, clock: &AliveClock) -> Result<()> {
         let json = serde_json::to_vec(clock)
             .map_err(|e| Error::io("encoding the alive clock", io::Error::other(e)))?;
-        let mut tmp = self.layout().tmp_file("clock", &Id::ZERO)?;
-        tmp.write_all(&json)?;
-        tmp.persist(&self.layout().clock)
+        self.layout()
+            .write_durably("clock", &Id::ZERO, &self.layout().clock, &json)
     }
 }
 

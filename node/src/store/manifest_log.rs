@@ -312,7 +312,7 @@ impl ManifestLog {
         };
         file.sync_data()?;
         if self.rename_unsynced.load(Ordering::Acquire) {
-            self.sync_dir()?;
+            super::disk::sync_parent(&self.path)?;
             self.rename_unsynced.store(false, Ordering::Release);
         }
         *synced = appended;
@@ -406,19 +406,11 @@ impl ManifestLog {
         state.end = offset + tail.len() as u64;
         state.live = at.values().map(|l| l.len).sum();
         state.at = at;
-        if let Err(e) = self.sync_dir() {
+        if let Err(e) = super::disk::sync_parent(&self.path) {
             self.rename_unsynced.store(true, Ordering::Release);
             tracing::error!(log = %self.path.display(), error = %e, "syncing the directory after a compaction failed; every write syncs it until that works");
         }
         Ok(Some((before, state.end)))
-    }
-
-    /// Makes the log's directory entry durable.
-    fn sync_dir(&self) -> io::Result<()> {
-        match self.path.parent() {
-            Some(dir) => File::open(dir)?.sync_all(),
-            None => Ok(()),
-        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -525,9 +517,7 @@ fn cut_tail(file: &File, good: u64, quarantine: &Path) -> io::Result<()> {
         .open(quarantine)?;
     io::copy(&mut from, &mut to)?;
     to.sync_all()?;
-    if let Some(dir) = quarantine.parent() {
-        File::open(dir)?.sync_all()?;
-    }
+    super::disk::sync_parent(quarantine)?;
     file.set_len(good)?;
     file.sync_all()
 }

@@ -156,9 +156,8 @@ impl Store {
     fn move_manifest_to_quarantine(&self, key: &Id, reason: &str) -> Result<()> {
         let to = self.layout().quarantine_manifest_path(key);
         if let Some(record) = self.log().record(key)? {
-            let mut tmp = self.layout().tmp_file("quarantine", key)?;
-            tmp.write_all(&record)?;
-            tmp.persist(&to)?;
+            self.layout()
+                .write_durably("quarantine", key, &to, &record)?;
         }
         self.log().remove(key)?;
         tracing::warn!(key = %key, reason = %reason, to = %to.display(), "corrupt manifest quarantined");
@@ -279,8 +278,8 @@ mod tests {
             (stats.manifests, stats.tombstones, stats.bytes),
             (1, 0, encoded)
         );
-        // One log, no file per manifest: the record is the JSON, its
-        // length, kind and key (25 bytes) and 16 bytes of hash.
+        // The record is the JSON, its length, kind and key (25 bytes) and
+        // 16 bytes of hash.
         assert_eq!(stats.manifest_log_bytes, encoded + 25 + 16);
         // One log, no file per manifest.
         let names: Vec<_> = fs::read_dir(dir.path().join("manifests"))
