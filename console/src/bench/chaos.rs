@@ -930,7 +930,7 @@ async fn verify(
 }
 
 fn describe(found: Option<[u8; 32]>) -> String {
-    found.map_or_else(|| "no file".into(), |sha| hex::encode(&sha[..8]))
+    found.map_or_else(|| "no file".into(), |sha| const_hex::encode(&sha[..8]))
 }
 
 /// Runs the bench and prints its report; fails if any file was lost,

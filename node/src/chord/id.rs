@@ -49,12 +49,12 @@ impl Id {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        const_hex::encode(self.0)
     }
 
     /// The first 8 hex digits: enough to tell nodes apart in logs and on screen.
     pub fn short(&self) -> String {
-        hex::encode(&self.0[..4])
+        const_hex::encode(&self.0[..4])
     }
 
     /// `(self + 2^i) mod 2^160`: the start of finger `i`.
@@ -159,7 +159,7 @@ impl FromStr for Id {
             )));
         }
         let mut out = [0u8; ID_BYTES];
-        hex::decode_to_slice(s, &mut out)
+        const_hex::decode_to_slice(s, &mut out)
             .map_err(|e| Error::invalid(format!("a key is hex: {e}")))?;
         Ok(Id(out))
     }

@@ -28,7 +28,7 @@ pub(super) fn run() {
             "name": m.name,
             "size": m.size,
             "chunk_size": m.chunk_size,
-            "chunks": m.chunks.iter().map(hex::encode).collect::<Vec<_>>(),
+            "chunks": m.chunks.iter().map(const_hex::encode).collect::<Vec<_>>(),
             "version": m.version,
             "deleted": m.deleted,
             "modified_ms": m.modified_ms,
@@ -37,7 +37,7 @@ pub(super) fn run() {
         // the store writes it, or now and then none or both).
         for (field, bytes) in [("sha256", &m.sha256), ("blake3", &m.blake3)] {
             if !bytes.is_empty() {
-                json[field] = hex::encode(bytes).into();
+                json[field] = const_hex::encode(bytes).into();
             }
         }
         let mut bytes = serde_json::to_vec(&json).expect("JSON encodes");

@@ -83,7 +83,7 @@ impl Checksum {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.bytes())
+        const_hex::encode(self.bytes())
     }
 }
 
@@ -138,13 +138,13 @@ mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
+        s.serialize_str(&const_hex::encode(bytes))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(d)?;
         let mut out = [0u8; 32];
-        hex::decode_to_slice(&text, &mut out)
+        const_hex::decode_to_slice(&text, &mut out)
             .map_err(|e| D::Error::custom(format!("a checksum must be 64 hex digits: {e}")))?;
         Ok(out)
     }

@@ -128,7 +128,7 @@ impl Layout {
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
         for byte in 0..=u8::MAX {
-            let dir = self.chunks.join(hex::encode([byte]));
+            let dir = self.chunks.join(const_hex::encode([byte]));
             fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }

@@ -297,18 +297,35 @@ mod hex_ids {
     }
 }
 
-/// `Vec<u8>` as one hex string.
+/// `Vec<u8>` as one hex string. Decoded straight from the JSON's bytes
+/// (no copy of the string first): an inline file is most of the bytes of
+/// its manifest record.
 mod hex_bytes {
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
+        s.serialize_str(&const_hex::encode(bytes))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        hex::decode(&text).map_err(|e| D::Error::custom(format!("inline bytes must be hex: {e}")))
+        d.deserialize_str(HexVisitor)
+    }
+
+    struct HexVisitor;
+
+    impl Visitor<'_> for HexVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string of hex digits")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            const_hex::decode(text).map_err(|e| E::custom(format!("inline bytes must be hex: {e}")))
+        }
     }
 }
 
@@ -360,7 +377,7 @@ pub(super) mod tests {
         m.validate().unwrap();
         let json = serde_json::to_vec(&m).unwrap();
         assert!(
-            String::from_utf8_lossy(&json).contains(&hex::encode(b"hello, ring")),
+            String::from_utf8_lossy(&json).contains(&const_hex::encode(b"hello, ring")),
             "inline bytes are hex on disk"
         );
         assert_eq!(Manifest::from_json(&json, &m.key()).unwrap(), m);
