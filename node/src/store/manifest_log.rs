@@ -27,7 +27,8 @@
 //! Records superseded or removed stay in the file until a compaction
 //! rewrites the live ones into a new file, renamed over the old: when the
 //! dead bytes pass both the live bytes and [`COMPACT_MIN_BYTES`], so the
-//! file stays under about twice what it holds plus that floor.
+//! file stays under about twice what it holds plus that floor. A write
+//! that finds the log due starts one; so does an open.
 //!
 //! A record is in the map, and so readable, as soon as it is appended,
 //! before its sync returns, as a renamed manifest file used to be before
@@ -188,6 +189,10 @@ impl ManifestLog {
             compaction: Mutex::new(()),
             rename_unsynced: AtomicBool::new(false),
         };
+        // A log left due (its last compaction failed, say on a full disk)
+        // is compacted now rather than at the next write, which a node
+        // that only serves reads may never get.
+        log.compact_if_due();
         Ok((log, Opened { records, cut_bytes }))
     }
 
@@ -758,6 +763,33 @@ mod tests {
         assert_eq!(opened.cut_bytes, 0);
         assert_eq!(log.keys().len(), 5);
         assert_eq!(log.get(&key(9)).unwrap().as_deref(), Some(&b"last"[..]));
+    }
+
+    #[test]
+    fn a_log_left_due_is_compacted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path(), 0);
+        log.compact_floor = u64::MAX; // as if every compaction failed
+        let payload = vec![3u8; 64 * 1024];
+        let rounds = (COMPACT_MIN_BYTES / payload.len() as u64) as u32 + 32;
+        for i in 0..rounds {
+            log.put(&key(i % 2), &payload[..payload.len() - i as usize])
+                .unwrap();
+        }
+        let (end, live) = log.sizes();
+        assert!(end - live > COMPACT_MIN_BYTES, "{end} {live}");
+        drop(log);
+
+        let (log, opened) = open(dir.path(), 1);
+        assert_eq!(opened.records, u64::from(rounds));
+        let (end, live) = log.sizes();
+        assert_eq!(end, live);
+        assert_eq!(fs::metadata(dir.path().join("log")).unwrap().len(), end);
+        for k in 0..2 {
+            let last = rounds - 2 + k;
+            let want = &payload[..payload.len() - last as usize];
+            assert_eq!(log.get(&key(k)).unwrap().as_deref(), Some(want));
+        }
     }
 
     #[test]
