@@ -98,6 +98,17 @@ impl Tmux {
 
     /// Waits until `pred` holds for the screen; panics with the screen if not.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_for_or_show(what, pred, String::new)
+    }
+
+    /// [`Tmux::wait_for`], whose panic also shows what `more` returns then
+    /// (the console's log, say: what it was doing while the screen stood).
+    pub fn wait_for_or_show(
+        &self,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+        more: impl Fn() -> String,
+    ) -> String {
         let deadline = Instant::now() + SCREEN_WAIT;
         loop {
             let screen = self.screen();
@@ -105,7 +116,10 @@ impl Tmux {
                 return screen;
             }
             if Instant::now() >= deadline {
-                panic!("timed out waiting for {what}; the screen:\n{screen}");
+                panic!(
+                    "timed out waiting for {what}; the screen:\n{screen}\n{}",
+                    more()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }

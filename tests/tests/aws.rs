@@ -642,15 +642,26 @@ async fn the_tui_resizes_the_group_and_drains_before_terminating() {
         names,
     } = loaded_group("tui", 2, 8).await;
 
+    let console_log = dir.path().join("console.log");
     let command = format!(
         "{} --asg tui --log-file {}",
         console_binary().display(),
-        dir.path().join("console.log").display()
+        console_log.display()
     );
     let tmux = Tmux::start_with_env(160, 48, &command, &moto.sdk_env(), STRAY_AWS_ENV);
     // The screen waits block; the nodes' stand-in runs on the other worker.
+    // A wait that fails shows the end of the console's log too.
+    let log_tail = || {
+        let log = std::fs::read_to_string(&console_log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(60);
+        format!(
+            "the console's log, last lines:\n{}",
+            lines[from..].join("\n")
+        )
+    };
     let on_screen = |what: &str, pred: &dyn Fn(&str) -> bool| {
-        tokio::task::block_in_place(|| tmux.wait_for(what, pred))
+        tokio::task::block_in_place(|| tmux.wait_for_or_show(what, pred, log_tail))
     };
     on_screen("the group's three nodes", &|s| {
         s.contains("Auto Scaling group tui")
