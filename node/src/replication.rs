@@ -337,12 +337,15 @@ impl Node {
     }
 
     /// Writes a tombstone for `name` through its owner. Returns its version.
+    ///
+    /// A name whose newest version is already a tombstone is not found,
+    /// but its tombstone is written through the owner again first: it may
+    /// be an earlier delete that failed after reaching only some holders,
+    /// and a retried delete answered "no such file" must stand on all R of
+    /// them, as the delete it repeats would have.
     pub async fn delete_file(&self, name: &str) -> Result<u64> {
-        let current = self
-            .find_manifest(name)
-            .await?
-            .filter(|m| !m.deleted)
-            .ok_or_else(|| Error::NotFound(format!("no file named {name:?}")))?;
+        let not_found = || Error::NotFound(format!("no file named {name:?}"));
+        let current = self.find_manifest(name).await?.ok_or_else(not_found)?;
         let version = current.version.checked_add(1).ok_or_else(|| {
             Error::invalid(format!("{name:?} is at the highest version there is"))
         })?;
@@ -356,6 +359,9 @@ impl Node {
                 .put_manifest(&owner.addr, &tombstone, copies, false)
                 .await?
         };
+        if current.deleted {
+            return Err(not_found());
+        }
         Ok(version)
     }
 
@@ -439,7 +445,8 @@ pub fn file_entry(m: &Manifest) -> pb::FileEntry {
 }
 
 /// The newest of the manifests of `name` its holders answered with
-/// (`None` where a holder has none); an error only if every holder failed.
+/// (`None` where a holder has none). Without one, `None` only if every
+/// holder answered: a holder that failed may be the one that has it.
 pub(crate) fn newest_manifest(
     name: &str,
     answers: Vec<Result<Option<Manifest>>>,
@@ -461,9 +468,11 @@ pub(crate) fn newest_manifest(
             }
         }
     }
-    if best.is_none() && errors == asked {
+    // "No such file" needs every holder asked: the one that did not answer
+    // may be the one holder left with it.
+    if best.is_none() && errors > 0 {
         return Err(Error::Unavailable(format!(
-            "no holder of {name:?} answered"
+            "{errors} of the {asked} holders of {name:?} did not answer, and no other has it"
         )));
     }
     Ok(best)
@@ -474,10 +483,10 @@ mod tests {
     use super::*;
 
     /// The newest answer wins (a tombstone over a live copy of its
-    /// version), failed holders are passed over, and only holders that all
-    /// failed make an error.
+    /// version), and failed holders are passed over, but no file is
+    /// answered only when every holder said so.
     #[test]
-    fn the_newest_answer_wins_and_only_all_failing_is_an_error() {
+    fn the_newest_answer_wins_and_absence_needs_every_holder() {
         let live = |version| Manifest {
             deleted: false,
             ..Manifest::tombstone("f", version, 1)
@@ -488,9 +497,13 @@ mod tests {
         assert_eq!((newest.version, newest.deleted), (3, false));
         let answers = vec![Ok(Some(live(2))), Ok(Some(Manifest::tombstone("f", 2, 1)))];
         assert!(newest_manifest("f", answers).unwrap().unwrap().deleted);
-        assert!(newest_manifest("f", vec![failed(), Ok(None)])
+        assert!(newest_manifest("f", vec![Ok(None), Ok(None)])
             .unwrap()
             .is_none());
+        assert!(matches!(
+            newest_manifest("f", vec![failed(), Ok(None)]),
+            Err(Error::Unavailable(_))
+        ));
         assert!(matches!(
             newest_manifest("f", vec![failed(), failed()]),
             Err(Error::Unavailable(_))

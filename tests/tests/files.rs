@@ -846,9 +846,9 @@ async fn a_leaving_node_takes_no_writes_and_confirms_no_keys() {
     assert!(read.is_ok(), "reads must go on during hand-off: {read:?}");
 }
 
-#[tokio::test]
-async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
-    // Repair is off, so only the read path can get around the bad copy.
+/// FAST with repair as good as off: what a test puts in place stays as it
+/// is unless the path under test moves it.
+fn without_repair() -> Vec<&'static str> {
     let mut args: Vec<&str> = FAST
         .chunks(2)
         .filter(|f| f[0] != "--repair-ms")
@@ -856,7 +856,15 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
         .copied()
         .collect();
     args.extend(["--repair-ms", "600000"]);
-    let cluster = TestCluster::start_converged(4, 3, &args).await.unwrap();
+    args
+}
+
+#[tokio::test]
+async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
+    // Repair is off, so only the read path can get around the bad copy.
+    let cluster = TestCluster::start_converged(4, 3, &without_repair())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
         .upload_random_files(dir.path(), "fallback", 1, |_| 200_000)
@@ -898,7 +906,16 @@ async fn three_nodes_one_file(
     prefix: &str,
     len: usize,
 ) -> (TestCluster, tempfile::TempDir, Vec<String>, Manifest) {
-    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
+    three_nodes_one_file_with(prefix, len, FAST).await
+}
+
+/// [`three_nodes_one_file`] with the nodes' flags given.
+async fn three_nodes_one_file_with(
+    prefix: &str,
+    len: usize,
+    args: &[&str],
+) -> (TestCluster, tempfile::TempDir, Vec<String>, Manifest) {
+    let cluster = TestCluster::start_converged(3, 3, args).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
         .upload_random_files(dir.path(), prefix, 1, |_| len)
@@ -947,6 +964,39 @@ async fn a_file_written_with_sha256_before_blake3_downloads_checked_by_sha256() 
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
     assert!(err.to_string().contains("SHA-256 does not match"), "{err}");
     assert!(!bad.exists());
+}
+
+#[tokio::test]
+async fn a_retried_delete_told_no_such_file_leaves_the_tombstone_on_every_holder() {
+    // Repair is off: only the delete may move the tombstone on.
+    let (cluster, _dir, names, real) =
+        three_nodes_one_file_with("half-deleted", 1000, &without_repair()).await;
+    let name = &names[0];
+    // An earlier delete that failed after its tombstone reached one holder.
+    let tombstone = Manifest::tombstone(name, real.version + 1, real.modified_ms);
+    let reached = cluster.addrs()[0].clone();
+    cluster
+        .peers
+        .put_manifest(&reached, &tombstone, 1, true)
+        .await
+        .unwrap();
+    let holding_it = || async {
+        let mut tombstones = 0;
+        for addr in cluster.addrs() {
+            let stored = cluster.peers.get_manifest(&addr, name, false).await;
+            tombstones += usize::from(stored.unwrap().is_some_and(|m| m.deleted));
+        }
+        tombstones
+    };
+    assert_eq!(holding_it().await, 1);
+
+    // Tried again, it is told the file is gone, and that now holds on all
+    // three holders.
+    for entry in cluster.addrs() {
+        let again = client(&entry).unwrap().remove(name).await;
+        assert!(matches!(again, Err(Error::NotFound(_))), "{again:?}");
+        assert_eq!(holding_it().await, 3, "after a delete through {entry}");
+    }
 }
 
 #[tokio::test]

@@ -79,6 +79,8 @@ const MAX_FILE: u64 = 16 << 20;
 const FILES_PER_WORKER: usize = 250;
 /// Tries per operation before it counts as failed.
 const ATTEMPTS: usize = 3;
+/// Lines of history kept per file: enough to tell how a bad one got so.
+const HISTORY_LINES: usize = 32;
 /// Deadline of one try of one operation (a file of at most a few MiB).
 const OP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Pause between two tries of an operation.
@@ -189,6 +191,8 @@ struct FileState {
     acceptable: Vec<Option<[u8; 32]>>,
     /// Every version ever uploaded under this name, acknowledged or not.
     uploaded: Vec<[u8; 32]>,
+    /// The last [`HISTORY_LINES`] tries on it and what each answered.
+    history: Vec<String>,
 }
 
 /// What reading a file back says about it.
@@ -208,7 +212,15 @@ impl FileState {
         FileState {
             acceptable: vec![None],
             uploaded: Vec::new(),
+            history: Vec::new(),
         }
+    }
+
+    fn note(&mut self, line: String) {
+        if self.history.len() == HISTORY_LINES {
+            self.history.remove(0);
+        }
+        self.history.push(line);
     }
 
     fn uploading(&mut self, sha: [u8; 32]) {
@@ -276,13 +288,30 @@ impl Tally {
 }
 
 /// What the workers share: every file's state and the tally.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Book {
     files: Mutex<BTreeMap<String, FileState>>,
     tally: Mutex<Tally>,
+    /// Where the times of the files' histories count from: the bench's
+    /// start, as in its log.
+    started: Instant,
 }
 
 impl Book {
+    fn new(started: Instant) -> Book {
+        Book {
+            files: Mutex::default(),
+            tally: Mutex::default(),
+            started,
+        }
+    }
+
+    /// Adds a line, stamped with the time, to `name`'s history.
+    fn note(&self, name: &str, what: impl std::fmt::Display) {
+        let at = self.started.elapsed().as_secs_f64();
+        self.with_file(name, |f| f.note(format!("[{at:7.1}s] {what}")));
+    }
+
     fn with_file<T>(&self, name: &str, f: impl FnOnce(&mut FileState) -> T) -> T {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         f(files.entry(name.to_string()).or_insert_with(FileState::new))
@@ -371,7 +400,13 @@ async fn work(
 /// Runs `attempt` up to [`ATTEMPTS`] times, each through a random entry
 /// node and bounded by [`OP_TIMEOUT`], until it says it is done; returns
 /// the last failure otherwise.
-async fn with_retries<F, Fut>(entries: &Entries, mut attempt: F) -> std::result::Result<(), String>
+async fn with_retries<F, Fut>(
+    entries: &Entries,
+    book: &Book,
+    name: &str,
+    what: &str,
+    mut attempt: F,
+) -> std::result::Result<(), String>
 where
     F: FnMut(Arc<Client>, usize) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<(), String>>,
@@ -386,10 +421,14 @@ where
         };
         let entry = client.entry().to_string();
         match tokio::time::timeout(OP_TIMEOUT, attempt(client, i)).await {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(())) => {
+                book.note(name, format_args!("{what}, try {}, via {entry}: done", i + 1));
+                return Ok(());
+            }
             Ok(Err(e)) => last = format!("via {entry}: {e}"),
             Err(_) => last = format!("via {entry}: no answer within {OP_TIMEOUT:?}"),
         }
+        book.note(name, format_args!("{what}, try {}, {last}", i + 1));
     }
     Err(last)
 }
@@ -398,7 +437,8 @@ async fn upload(entries: &Entries, book: &Book, name: &str, max_size: usize, ove
     let data = random_bytes(rand::rng().random_range(0..=max_size));
     let sha: [u8; 32] = Sha256::digest(&data).into();
     book.with_file(name, |f| f.uploading(sha));
-    let done = with_retries(entries, |client, _| {
+    let what = format!("upload {}", describe(Some(sha)));
+    let done = with_retries(entries, book, name, &what, |client, _| {
         let data = &data;
         async move {
             // Failed or cut short by its deadline, a try may still land.
@@ -425,7 +465,7 @@ async fn upload(entries: &Entries, book: &Book, name: &str, max_size: usize, ove
 
 async fn download(entries: &Entries, book: &Book, name: &str, replicas: usize) {
     let state = book.file(name);
-    let done = with_retries(entries, |client, _| {
+    let done = with_retries(entries, book, name, "download", |client, _| {
         let state = &state;
         async move {
             let found = fetch(&client, name, replicas)
@@ -441,7 +481,10 @@ async fn download(entries: &Entries, book: &Book, name: &str, replicas: usize) {
                     book.tally(|t| t.stale_reads += 1);
                     Err(match found {
                         None => "no such file".into(),
-                        Some(_) => "another version than the acknowledged one".into(),
+                        Some(_) => format!(
+                            "another version ({}) than the acknowledged one",
+                            describe(found)
+                        ),
                     })
                 }
             }
@@ -456,13 +499,16 @@ async fn download(entries: &Entries, book: &Book, name: &str, replicas: usize) {
 
 async fn delete(entries: &Entries, book: &Book, name: &str) {
     let must_exist = book.file(name).must_exist();
-    let done = with_retries(entries, |client, attempt| async move {
+    let done = with_retries(entries, book, name, "delete", |client, attempt| async move {
         // Failed or cut short by its deadline, a try may still land.
         book.with_file(name, |f| f.maybe(None));
         match client.remove(name).await {
             Ok(_) => Ok(()),
             // An earlier try may have landed, or the file may never have.
-            Err(chord_node::Error::NotFound(_)) if attempt > 0 || !must_exist => Ok(()),
+            Err(chord_node::Error::NotFound(_)) if attempt > 0 || !must_exist => {
+                book.note(name, "delete: no such file, taken as deleted");
+                Ok(())
+            }
             Err(e) => Err(e.to_string()),
         }
     })
@@ -881,12 +927,12 @@ impl Churn {
 }
 
 /// Reads every file back and judges it; returns the count of each verdict
-/// and a line about the first bad one.
+/// and the first bad file's name with a line about it.
 async fn verify(
     entries: &Entries,
     files: &BTreeMap<String, FileState>,
     replicas: usize,
-) -> (HashMap<Verdict, u64>, Option<String>) {
+) -> (HashMap<Verdict, u64>, Option<(String, String)>) {
     let checks = futures::stream::iter(files.iter())
         .map(|(name, state)| async move {
             let mut last = String::new();
@@ -902,11 +948,12 @@ async fn verify(
                     Ok(Ok(found)) => match state.judge(found) {
                         Verdict::Intact => return (Verdict::Intact, None),
                         Verdict::Corrupt => {
-                            return (Verdict::Corrupt, Some(format!("{name}: unknown bytes")))
+                            let why = format!("{name}: unknown bytes");
+                            return (Verdict::Corrupt, Some((name.clone(), why)));
                         }
                         verdict if attempt + 1 == VERIFY_ATTEMPTS => {
                             let why = format!("{name}: {verdict:?} (found {})", describe(found));
-                            return (verdict, Some(why));
+                            return (verdict, Some((name.clone(), why)));
                         }
                         verdict => last = format!("{verdict:?}"),
                     },
@@ -914,10 +961,11 @@ async fn verify(
                     Err(_) => last = format!("no answer within {OP_TIMEOUT:?}"),
                 }
             }
-            (Verdict::Lost, Some(format!("{name}: unreadable: {last}")))
+            let why = format!("{name}: unreadable: {last}");
+            (Verdict::Lost, Some((name.clone(), why)))
         })
         .buffer_unordered(VERIFY_PARALLEL);
-    let results: Vec<(Verdict, Option<String>)> = checks.collect().await;
+    let results: Vec<(Verdict, Option<(String, String)>)> = checks.collect().await;
     let mut counts: HashMap<Verdict, u64> = HashMap::new();
     let mut first = None;
     for (verdict, why) in results {
@@ -988,7 +1036,7 @@ pub async fn run(args: &ChaosArgs, json: bool) -> Result<()> {
         ..PeerOptions::default()
     }));
     entries.set(churn.fleet.addrs())?;
-    let book = Arc::new(Book::default());
+    let book = Arc::new(Book::new(churn.started));
     let stop = CancellationToken::new();
     let max_size = usize::try_from(args.max_size)?;
     let mut workers = tokio::task::JoinSet::new();
@@ -1035,6 +1083,12 @@ pub async fn run(args: &ChaosArgs, json: bool) -> Result<()> {
     let files = std::mem::take(&mut *book.files.lock().unwrap_or_else(|e| e.into_inner()));
     let tally = std::mem::take(&mut *book.tally.lock().unwrap_or_else(|e| e.into_inner()));
     let (verdicts, first_bad) = verify(&entries, &files, args.replicas).await;
+    let first_bad_history = first_bad
+        .as_ref()
+        .and_then(|(name, _)| files.get(name))
+        .map(|f| f.history.clone())
+        .unwrap_or_default();
+    let first_bad = first_bad.map(|(_, why)| why);
     let count = |v: Verdict| verdicts.get(&v).copied().unwrap_or(0);
     let lost = count(Verdict::Lost);
     let corrupt = count(Verdict::Corrupt) + tally.corrupt_reads;
@@ -1062,6 +1116,7 @@ pub async fn run(args: &ChaosArgs, json: bool) -> Result<()> {
         "final_settle_secs": final_settle.map(|d| d.as_secs_f64()),
         "nodes_at_end": churn.fleet.len(),
         "first_failure": tally.first_failure, "first_bad_file": first_bad,
+        "first_bad_history": first_bad_history,
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1095,6 +1150,9 @@ pub async fn run(args: &ChaosArgs, json: bool) -> Result<()> {
         }
         if let Some(why) = &first_bad {
             println!("first bad file: {why}");
+            for line in &first_bad_history {
+                println!("  {line}");
+            }
         }
     }
     // Killed and waited for, so nothing writes while the data goes.
@@ -1140,6 +1198,17 @@ mod tests {
         assert_eq!(f.judge(Some(b)), Verdict::Resurrected);
         assert_eq!(f.judge(None), Verdict::Intact);
         assert_eq!(f.judge(Some(x)), Verdict::Corrupt);
+    }
+
+    #[test]
+    fn a_file_keeps_only_its_latest_history() {
+        let mut f = FileState::new();
+        for i in 0..HISTORY_LINES + 5 {
+            f.note(format!("try {i}"));
+        }
+        assert_eq!(f.history.len(), HISTORY_LINES);
+        assert_eq!(f.history[0], "try 5");
+        assert_eq!(f.history.last().unwrap(), &format!("try {}", HISTORY_LINES + 4));
     }
 
     #[test]

@@ -478,14 +478,14 @@ impl Client {
     /// included), as a node's `find_manifest` finds it, but asked of the
     /// holders directly and all at once: no hop through the entry node.
     /// Holders known to be silent are left out unless all of them are.
-    /// Where none has the file, the entry node looks again (`route`), so a
-    /// holder this client still takes for one but that has handed its keys
-    /// on (a leaving node, within its last report) cannot make a file that
-    /// exists look missing.
+    /// Where none has the file, or one did not answer, the entry node looks
+    /// again (`route`), so a holder this client still takes for one but
+    /// that has handed its keys on (a leaving node, within its last report)
+    /// cannot make a file that exists look missing.
     async fn find_manifest(&self, name: &str) -> Result<Option<Manifest>> {
-        match self.ask_holders_for_manifest(name).await? {
-            Some(found) => Ok(Some(found)),
-            None => {
+        match self.ask_holders_for_manifest(name).await {
+            Ok(Some(found)) => Ok(Some(found)),
+            Ok(None) | Err(_) => {
                 stages::time_async(
                     Stage::ManifestCall,
                     self.peers().get_manifest(self.entry(), name, true),
