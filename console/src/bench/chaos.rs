@@ -422,7 +422,10 @@ where
         let entry = client.entry().to_string();
         match tokio::time::timeout(OP_TIMEOUT, attempt(client, i)).await {
             Ok(Ok(())) => {
-                book.note(name, format_args!("{what}, try {}, via {entry}: done", i + 1));
+                book.note(
+                    name,
+                    format_args!("{what}, try {}, via {entry}: done", i + 1),
+                );
                 return Ok(());
             }
             Ok(Err(e)) => last = format!("via {entry}: {e}"),
@@ -499,19 +502,25 @@ async fn download(entries: &Entries, book: &Book, name: &str, replicas: usize) {
 
 async fn delete(entries: &Entries, book: &Book, name: &str) {
     let must_exist = book.file(name).must_exist();
-    let done = with_retries(entries, book, name, "delete", |client, attempt| async move {
-        // Failed or cut short by its deadline, a try may still land.
-        book.with_file(name, |f| f.maybe(None));
-        match client.remove(name).await {
-            Ok(_) => Ok(()),
-            // An earlier try may have landed, or the file may never have.
-            Err(chord_node::Error::NotFound(_)) if attempt > 0 || !must_exist => {
-                book.note(name, "delete: no such file, taken as deleted");
-                Ok(())
+    let done = with_retries(
+        entries,
+        book,
+        name,
+        "delete",
+        |client, attempt| async move {
+            // Failed or cut short by its deadline, a try may still land.
+            book.with_file(name, |f| f.maybe(None));
+            match client.remove(name).await {
+                Ok(_) => Ok(()),
+                // An earlier try may have landed, or the file may never have.
+                Err(chord_node::Error::NotFound(_)) if attempt > 0 || !must_exist => {
+                    book.note(name, "delete: no such file, taken as deleted");
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
             }
-            Err(e) => Err(e.to_string()),
-        }
-    })
+        },
+    )
     .await;
     match done {
         Ok(()) => {
@@ -1208,7 +1217,10 @@ mod tests {
         }
         assert_eq!(f.history.len(), HISTORY_LINES);
         assert_eq!(f.history[0], "try 5");
-        assert_eq!(f.history.last().unwrap(), &format!("try {}", HISTORY_LINES + 4));
+        assert_eq!(
+            f.history.last().unwrap(),
+            &format!("try {}", HISTORY_LINES + 4)
+        );
     }
 
     #[test]

@@ -252,6 +252,9 @@ pub enum Update {
     Snapshot(RingSnapshot),
     /// New events from the nodes' logs (or the console's own tasks).
     Events(Vec<EventView>),
+    /// What an operator's action (`+`, `-`, `l`, `x`) came to: an event,
+    /// and the footer's line, which a burst of events cannot scroll away.
+    Outcome(EventView),
     Series(Vec<Series>),
     Capacity(CapacityState),
     /// Size of a transfer, once known (a download learns it from the manifest).
@@ -676,6 +679,10 @@ impl App {
                 for e in events {
                     self.push_event(e);
                 }
+            }
+            Update::Outcome(e) => {
+                self.say(e.text.clone());
+                self.push_event(e);
             }
             Update::Series(series) => {
                 if !self.paused {

@@ -337,6 +337,28 @@ fn the_footer_line_fades_after_a_while() {
 }
 
 #[test]
+fn an_actions_outcome_stays_in_the_footer_when_events_scroll_it_away() {
+    use super::model::{EventView, Severity};
+    let mut app = fixture::app(3);
+    let done = "- i-0abc drained (23 keys, 923.8 KiB handed off in 0.4 s) and removed";
+    app.apply(Update::Outcome(EventView::console(
+        app.now_ms,
+        "capacity",
+        done,
+        Severity::Good,
+    )));
+    // A burst of the nodes' events, more than the pane shows.
+    let burst = (0..40)
+        .map(|i| EventView::console(app.now_ms, "repair", format!("round {i}"), Severity::Info))
+        .collect();
+    app.apply(Update::Events(burst));
+    assert_eq!(app.events.iter().filter(|e| e.text == done).count(), 1);
+    let screen = draw(&app, 160, 48);
+    assert!(screen.contains("round 39"), "{screen}");
+    assert!(screen.contains("drained (23 keys"), "{screen}");
+}
+
+#[test]
 fn pause_stops_snapshots_from_landing() {
     let mut app = fixture::app(5);
     assert_eq!(

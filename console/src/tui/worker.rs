@@ -39,6 +39,12 @@ fn note(kind: &str, text: String, severity: Severity) -> Update {
     Update::Events(vec![EventView::console(now_ms(), kind, text, severity)])
 }
 
+/// Like [`note`], for what an operator's action came to: the footer shows
+/// it too.
+fn outcome(kind: &str, text: String, severity: Severity) -> Update {
+    Update::Outcome(EventView::console(now_ms(), kind, text, severity))
+}
+
 /// Runs one upload or download to completion, reporting as it goes.
 pub async fn transfer(
     id: u64,
@@ -268,16 +274,16 @@ pub async fn capacity_actor<S: Side>(
         };
         let update = match request {
             FleetRequest::Add => match side.add().await {
-                Ok(m) => note("capacity", format!("+ added {}", m.id), Severity::Good),
-                Err(e) => note(
+                Ok(m) => outcome("capacity", format!("+ added {}", m.id), Severity::Good),
+                Err(e) => outcome(
                     "capacity",
                     format!("adding a node failed: {e:#}"),
                     Severity::Error,
                 ),
             },
             FleetRequest::Remove => match side.remove(None).await {
-                Ok(r) => removal_note(&r.member.id, &r.handoff),
-                Err(e) => note(
+                Ok(r) => removal_outcome(&r.member.id, &r.handoff),
+                Err(e) => outcome(
                     "capacity",
                     format!("removing a node failed: {e:#}"),
                     Severity::Error,
@@ -285,18 +291,18 @@ pub async fn capacity_actor<S: Side>(
             },
             FleetRequest::Leave { addr } => match side.member_at(&addr) {
                 Some(id) => match side.remove(Some(&id)).await {
-                    Ok(r) => removal_note(&r.member.id, &r.handoff),
-                    Err(e) => note("leave", format!("{e:#}"), Severity::Error),
+                    Ok(r) => removal_outcome(&r.member.id, &r.handoff),
+                    Err(e) => outcome("leave", format!("{e:#}"), Severity::Error),
                 },
-                None => note(
+                None => outcome(
                     "leave",
                     format!("{addr} is not a member the console knows yet; try again"),
                     Severity::Error,
                 ),
             },
             FleetRequest::Kill { addr } => match side.kill(&addr).await {
-                Ok(()) => note("kill", format!("killed {addr} (kill -9)"), Severity::Warn),
-                Err(e) => note("kill", format!("{e:#}"), Severity::Error),
+                Ok(()) => outcome("kill", format!("killed {addr} (kill -9)"), Severity::Warn),
+                Err(e) => outcome("kill", format!("{e:#}"), Severity::Error),
             },
             FleetRequest::Shutdown(done) => {
                 side.shutdown().await;
@@ -312,8 +318,8 @@ pub async fn capacity_actor<S: Side>(
     }
 }
 
-fn removal_note(addr: &str, h: &chord_node::repair::HandoffReport) -> Update {
-    note(
+fn removal_outcome(addr: &str, h: &chord_node::repair::HandoffReport) -> Update {
+    outcome(
         "capacity",
         format!(
             "- {addr} drained ({} keys, {} handed off in {:.1} s) and removed",
@@ -348,7 +354,7 @@ async fn report_capacity<S: Side>(
 /// process is up to whoever runs it.
 pub async fn drain_remote(pool: Arc<PeerPool>, addr: String, update_tx: mpsc::Sender<Update>) {
     let update = match pool.drain(&addr, REMOTE_DRAIN_DEADLINE).await {
-        Ok(h) if h.is_complete() => note(
+        Ok(h) if h.is_complete() => outcome(
             "leave",
             format!(
                 "{addr} drained ({} keys, {}); stop its process to finish",
@@ -357,7 +363,7 @@ pub async fn drain_remote(pool: Arc<PeerPool>, addr: String, update_tx: mpsc::Se
             ),
             Severity::Good,
         ),
-        Ok(h) => note(
+        Ok(h) => outcome(
             "leave",
             format!(
                 "{addr}: {} keys still unconfirmed after the drain",
@@ -365,7 +371,7 @@ pub async fn drain_remote(pool: Arc<PeerPool>, addr: String, update_tx: mpsc::Se
             ),
             Severity::Error,
         ),
-        Err(e) => note("leave", format!("draining {addr}: {e}"), Severity::Error),
+        Err(e) => outcome("leave", format!("draining {addr}: {e}"), Severity::Error),
     };
     let _ = update_tx.send(update).await;
 }
