@@ -31,6 +31,18 @@ pub const FAST: &[&str] = &[
     "1000",
 ];
 
+/// [`FAST`] with repair as good as off (a round every ten minutes): what a
+/// test puts in place, a broken copy or a stray version, stays as it is
+/// unless the path under test moves it.
+pub fn fast_without_repair() -> Vec<&'static str> {
+    FAST.chunks(2)
+        .flat_map(|flag| match flag {
+            ["--repair-ms", _] => ["--repair-ms", "600000"],
+            _ => [flag[0], flag[1]],
+        })
+        .collect()
+}
+
 /// How long a test ring may take to converge after its nodes start.
 pub const CONVERGE: Duration = Duration::from_secs(60);
 

@@ -14,7 +14,7 @@ use chord_node::client::{ReadCheck, TransferOptions};
 use chord_node::store::{chunk_key, Algorithm, Checksum, Manifest, MAX_INLINE_BYTES};
 use chord_node::Error;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
-use chord_tests::{TestCluster, CONVERGE, FAST};
+use chord_tests::{fast_without_repair, TestCluster, CONVERGE, FAST};
 
 /// Uploads through one node and downloads through another; bytes must match.
 async fn round_trip(
@@ -846,23 +846,10 @@ async fn a_leaving_node_takes_no_writes_and_confirms_no_keys() {
     assert!(read.is_ok(), "reads must go on during hand-off: {read:?}");
 }
 
-/// FAST with repair as good as off: what a test puts in place stays as it
-/// is unless the path under test moves it.
-fn without_repair() -> Vec<&'static str> {
-    let mut args: Vec<&str> = FAST
-        .chunks(2)
-        .filter(|f| f[0] != "--repair-ms")
-        .flatten()
-        .copied()
-        .collect();
-    args.extend(["--repair-ms", "600000"]);
-    args
-}
-
 #[tokio::test]
 async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     // Repair is off, so only the read path can get around the bad copy.
-    let cluster = TestCluster::start_converged(4, 3, &without_repair())
+    let cluster = TestCluster::start_converged(4, 3, &fast_without_repair())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -970,7 +957,7 @@ async fn a_file_written_with_sha256_before_blake3_downloads_checked_by_sha256() 
 async fn a_retried_delete_told_no_such_file_leaves_the_tombstone_on_every_holder() {
     // Repair is off: only the delete may move the tombstone on.
     let (cluster, _dir, names, real) =
-        three_nodes_one_file_with("half-deleted", 1000, &without_repair()).await;
+        three_nodes_one_file_with("half-deleted", 1000, &fast_without_repair()).await;
     let name = &names[0];
     // An earlier delete that failed after its tombstone reached one holder.
     let tombstone = Manifest::tombstone(name, real.version + 1, real.modified_ms);

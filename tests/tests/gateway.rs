@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::store::{chunk_key, Algorithm, Checksum};
-use chord_tests::{free_port, TestCluster, CONVERGE, FAST, POLL};
+use chord_tests::{fast_without_repair, free_port, TestCluster, CONVERGE, FAST, POLL};
 use rand::Rng;
 
 /// Each node's gateway listens on its gRPC port plus this.
@@ -431,17 +431,7 @@ async fn a_file_written_with_sha256_before_blake3_streams_checked_by_sha256() {
 async fn download_is_cut_short_when_a_chunk_is_bad_everywhere() {
     // Repair would heal the copies this test breaks (from a good copy it
     // read just before), so it runs too rarely to interfere here.
-    let args: Vec<&str> = FAST
-        .chunks(2)
-        .flat_map(|flag| {
-            if flag[0] == "--repair-ms" {
-                ["--repair-ms", "600000"]
-            } else {
-                [flag[0], flag[1]]
-            }
-        })
-        .collect();
-    let (cluster, http) = gateway_cluster(&args).await.unwrap();
+    let (cluster, http) = gateway_cluster(&fast_without_repair()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(BIG_FILE);
     let path = write(dir.path(), "doomed.bin", &data);
