@@ -208,15 +208,13 @@ impl Node {
         }
         self.check_chunks_held(&manifest).await?;
         let key = manifest.key();
-        let stored = self
-            .disk(move |s| s.get_manifest(&key))
-            .await
-            .unwrap_or(None);
+        // The stored version, from the index: the record itself is not read.
+        let stored = self.disk(move |s| Ok(s.manifest_stamp(&key))).await?;
         // A stored version at the top of the range (a client may send any
         // version) cannot be superseded: refuse rather than wrap around.
         let floor = match stored {
             None => 0,
-            Some(m) => m.version.checked_add(1).ok_or_else(|| {
+            Some(stamp) => stamp.version.checked_add(1).ok_or_else(|| {
                 Error::invalid(format!(
                     "{:?} is at the highest version there is and cannot be replaced",
                     manifest.name

@@ -31,12 +31,11 @@ impl Store {
     pub fn put_manifest(&self, m: &Manifest) -> Result<bool> {
         m.validate()?;
         let key = m.key();
-        // Cheap early answer for the common resend of a version we have;
+        // Cheap early answer for a version older than the one stored;
         // repeated under the lock below, where it counts.
-        if let Ok(Some(stored)) = self.load_manifest(&key) {
-            if !m.supersedes(&stored) {
-                return Ok(false);
-            }
+        let stored = self.manifest_stamp(&key);
+        if stored.is_some_and(|stored| m.stamp() < stored) {
+            return Ok(false);
         }
         let json = serde_json::to_vec(m)
             .map_err(|e| Error::io(format!("encoding manifest {key}"), io::Error::other(e)))?;
@@ -48,17 +47,44 @@ impl Store {
             )));
         }
         let _guard = self.key_lock(&key);
-        match self.load_manifest(&key) {
-            Ok(Some(stored)) if !m.supersedes(&stored) => return Ok(false),
-            Ok(_) => {}
-            // A corrupt file in the way is set aside; the new one replaces it.
-            Err(Error::Corrupt(reason)) => self.move_manifest_to_quarantine(&key, &reason)?,
-            Err(e) => return Err(e),
+        if !self.replaces_stored(&key, m)? {
+            return Ok(false);
         }
         self.log().put(&key, &json)?;
         self.index()
             .insert_manifest(key, ManifestEntry::new(m, json.len() as u64));
         Ok(true)
+    }
+
+    /// Whether `m` replaces what is stored under `key`; the caller holds the
+    /// key's lock. Stamps that differ decide it from the index alone, since
+    /// a higher stamp always belongs to the winning manifest; only equal
+    /// ones (a resend of the stored version, as a rule) read the stored
+    /// manifest for the rest of the order, and set it aside if it is
+    /// corrupt. A corrupt record a newer stamp replaces is not read: it is
+    /// dead from then on, and compaction drops it.
+    fn replaces_stored(&self, key: &Id, m: &Manifest) -> Result<bool> {
+        // Bound first: the index's lock must not be held below.
+        let stored = self.manifest_stamp(key);
+        match stored {
+            None => Ok(true),
+            Some(stored) if stored != m.stamp() => Ok(m.stamp() > stored),
+            Some(_) => match self.load_manifest(key) {
+                Ok(Some(stored)) => Ok(m.supersedes(&stored)),
+                Ok(None) => Ok(true),
+                Err(Error::Corrupt(reason)) => {
+                    self.move_manifest_to_quarantine(key, &reason)?;
+                    Ok(true)
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The stamp of the manifest stored under `key`, if any, from the
+    /// index: no read of the record.
+    pub fn manifest_stamp(&self, key: &Id) -> Option<Stamp> {
+        self.index().manifest_stamp(key)
     }
 
     /// The manifest stored under `key`, or `None`. A file that does not
@@ -411,6 +437,36 @@ mod tests {
         assert_eq!(store.get_manifest(&m.key()).unwrap(), None);
         assert!(store.put_manifest(&m).unwrap());
         assert_eq!(store.get_manifest(&m.key()).unwrap(), Some(m));
+    }
+
+    /// Which version wins is read from the index: a newer stamp replaces
+    /// the stored record and an older one is refused without either being
+    /// read, so a damaged record in the way does not stop them (and is not
+    /// quarantined; it is dead from then on). An equal stamp reads it.
+    #[test]
+    fn the_index_decides_between_stamps_that_differ() {
+        let (dir, store) = open_temp();
+        let v2 = live("doc.txt", 10, 4, 2);
+        store.put_manifest(&v2).unwrap();
+        let path = dir.path().join("manifests/log");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[40] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+
+        assert!(!store.put_manifest(&live("doc.txt", 10, 4, 1)).unwrap());
+        let v3 = live("doc.txt", 10, 4, 3);
+        assert!(store.put_manifest(&v3).unwrap());
+        assert_eq!(quarantined(&store), 0);
+        assert_eq!(store.get_manifest(&v3.key()).unwrap(), Some(v3.clone()));
+        assert_eq!(store.manifest_stamp(&v3.key()), Some(v3.stamp()));
+
+        // The same stamp again with other metadata is told apart by the
+        // stored manifest itself.
+        let mut later = v3.clone();
+        later.modified_ms += 1;
+        assert!(store.put_manifest(&later).unwrap());
+        assert!(!store.put_manifest(&v3).unwrap());
+        assert_eq!(store.get_manifest(&v3.key()).unwrap(), Some(later));
     }
 
     #[test]
