@@ -64,9 +64,7 @@ impl Store {
     /// corrupt. A corrupt record a newer stamp replaces is not read: it is
     /// dead from then on, and compaction drops it.
     fn replaces_stored(&self, key: &Id, m: &Manifest) -> Result<bool> {
-        // Bound first: the index's lock must not be held below.
-        let stored = self.manifest_stamp(key);
-        match stored {
+        match self.manifest_stamp(key) {
             None => Ok(true),
             Some(stored) if stored != m.stamp() => Ok(m.stamp() > stored),
             Some(_) => match self.load_manifest(key) {
@@ -285,6 +283,15 @@ mod tests {
     use super::*;
     use std::fs;
 
+    /// One bit of the log's first record flips on disk, under a store
+    /// opened on `root`.
+    fn flip_a_bit_of_the_first_record(root: &std::path::Path) {
+        let path = root.join("manifests/log");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[40] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+    }
+
     fn quarantined(store: &Store) -> usize {
         fs::read_dir(store.root().join("quarantine"))
             .unwrap()
@@ -426,11 +433,7 @@ mod tests {
         let (dir, store) = open_temp();
         let m = live("doc.txt", 10, 4, 1);
         store.put_manifest(&m).unwrap();
-        // One bit of the record flips on disk.
-        let path = dir.path().join("manifests/log");
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[40] ^= 0x01;
-        fs::write(&path, &bytes).unwrap();
+        flip_a_bit_of_the_first_record(dir.path());
         let err = store.get_manifest(&m.key()).unwrap_err();
         assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
         assert_eq!(quarantined(&store), 1);
@@ -448,10 +451,7 @@ mod tests {
         let (dir, store) = open_temp();
         let v2 = live("doc.txt", 10, 4, 2);
         store.put_manifest(&v2).unwrap();
-        let path = dir.path().join("manifests/log");
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[40] ^= 0x01;
-        fs::write(&path, &bytes).unwrap();
+        flip_a_bit_of_the_first_record(dir.path());
 
         assert!(!store.put_manifest(&live("doc.txt", 10, 4, 1)).unwrap());
         let v3 = live("doc.txt", 10, 4, 3);
