@@ -35,12 +35,16 @@ pub const FAST: &[&str] = &[
 /// test puts in place, a broken copy or a stray version, stays as it is
 /// unless the path under test moves it.
 pub fn fast_without_repair() -> Vec<&'static str> {
-    FAST.chunks(2)
-        .flat_map(|flag| match flag {
-            ["--repair-ms", _] => ["--repair-ms", "600000"],
-            _ => [flag[0], flag[1]],
-        })
-        .collect()
+    // Dropped and added, not rewritten in place: the slow round holds
+    // even if FAST stops naming a repair interval.
+    let mut args: Vec<&str> = FAST
+        .chunks(2)
+        .filter(|flag| flag[0] != "--repair-ms")
+        .flatten()
+        .copied()
+        .collect();
+    args.extend(["--repair-ms", "600000"]);
+    args
 }
 
 /// How long a test ring may take to converge after its nodes start.
