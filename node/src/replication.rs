@@ -13,7 +13,7 @@ use chord_proto::pb;
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
 
-use crate::chord::{Id, NodeRef};
+use crate::chord::{nodes_past, Id, NodeRef, SEARCH_PAST_HOLDERS};
 use crate::error::{Error, Result};
 use crate::node::{Counters, Node};
 use crate::now_ms;
@@ -319,19 +319,46 @@ impl Node {
     }
 
     /// The newest manifest of `name` among its holders (tombstones included).
+    ///
+    /// Where every holder answers that it has none, the nodes past them are
+    /// asked too ([`SEARCH_PAST_HOLDERS`]): after joins the holders can all
+    /// be newcomers that repair has not reached yet, while the old holders,
+    /// further clockwise, still keep the file. Those extra nodes are a
+    /// search, not holders: one that does not answer changes nothing.
     pub async fn find_manifest(&self, name: &str) -> Result<Option<Manifest>> {
         validate_name(name)?;
         let key = Id::hash(name.as_bytes());
         let holders = self.replica_set(key, self.replicas()).await?;
-        let answers = futures::future::join_all(holders.iter().map(|holder| async move {
-            if holder.addr == self.me().addr {
+        let found = newest_manifest(name, self.ask_for_manifest(&holders, name).await)?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        let past = nodes_past(&holders, SEARCH_PAST_HOLDERS, |n| async move {
+            if n.addr == self.me().addr {
+                return Ok(self.ring().successors().to_vec());
+            }
+            Ok(self.peers().get_info(&n.addr).await?.successors)
+        })
+        .await;
+        let answers = self.ask_for_manifest(&past, name).await;
+        newest_manifest(name, answers.into_iter().filter(Result::is_ok).collect())
+    }
+
+    /// What each of `nodes` holds of `name`, asked all at once.
+    async fn ask_for_manifest(
+        &self,
+        nodes: &[NodeRef],
+        name: &str,
+    ) -> Vec<Result<Option<Manifest>>> {
+        let key = Id::hash(name.as_bytes());
+        futures::future::join_all(nodes.iter().map(|node| async move {
+            if node.addr == self.me().addr {
                 self.disk(move |s| s.get_manifest(&key)).await
             } else {
-                self.peers().get_manifest(&holder.addr, name, false).await
+                self.peers().get_manifest(&node.addr, name, false).await
             }
         }))
-        .await;
-        newest_manifest(name, answers)
+        .await
     }
 
     /// Writes a tombstone for `name` through its owner. Returns its version.

@@ -9,12 +9,12 @@ use std::collections::HashSet;
 use std::os::unix::fs::FileTypeExt;
 use std::time::Duration;
 
-use chord_node::chord::Id;
+use chord_node::chord::{true_holders, Id, NodeRef};
 use chord_node::client::{ReadCheck, TransferOptions};
 use chord_node::store::{chunk_key, Algorithm, Checksum, Manifest, MAX_INLINE_BYTES};
 use chord_node::Error;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
-use chord_tests::{fast_without_repair, TestCluster, CONVERGE, FAST};
+use chord_tests::{fast_without_repair, free_port, TestCluster, CONVERGE, FAST};
 
 /// Uploads through one node and downloads through another; bytes must match.
 async fn round_trip(
@@ -222,6 +222,149 @@ async fn joining_nodes_take_their_share_of_a_loaded_ring() {
         .check_files_intact(dir.path(), &names)
         .await
         .unwrap_or_else(|e| panic!("after joins: {e:#}"));
+}
+
+/// Nodes that join just in front of a file's holders take the file over
+/// before repair has copied it to them; until it does, the copies are only
+/// on the old holders, past the new ones. With repair off, four nodes join
+/// in front of a small file and of a one-chunk file, so that every holder
+/// of both, and the node a chunk read tries after them, is new and empty:
+/// each file is still read through every node, a name never written is
+/// still missing, and a delete still finds the version it replaces.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_whose_holders_all_just_joined_are_still_found() {
+    let mut cluster = TestCluster::start_converged(4, 3, &fast_without_repair())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The widest gap between the old nodes, and four free ports whose
+    // nodes fall into it, as far round it as can be found: keys before
+    // them in the gap are theirs once they join.
+    let mut old: Vec<Id> = cluster
+        .addrs()
+        .iter()
+        .map(|a| NodeRef::from_addr(a.clone()).id)
+        .collect();
+    old.sort();
+    let gap = |i: usize| (old[i], old[(i + 1) % old.len()]);
+    let widest = (0..old.len())
+        .max_by_key(|&i| {
+            let (a, b) = gap(i);
+            a.distance_to(&b)
+        })
+        .unwrap();
+    let (start, end) = gap(widest);
+    let mut candidates: Vec<(u16, Id)> = Vec::new();
+    while candidates.len() < 24 {
+        let port = free_port().unwrap();
+        let id = NodeRef::from_addr(format!("127.0.0.1:{port}")).id;
+        if id.in_open(&start, &end) && !candidates.iter().any(|(p, _)| *p == port) {
+            candidates.push((port, id));
+        }
+    }
+    candidates.sort_by_key(|(_, id)| start.distance_to(id));
+    let newcomers = &candidates[candidates.len() - 4..];
+    let first_new = newcomers[0].1;
+    let theirs = |key: &Id| key.in_open(&start, &first_new);
+
+    // A small file, held inline in its manifest, and a one-chunk file,
+    // each where the newcomers will hold it.
+    let small = (0..)
+        .map(|i| format!("far-small-{i}"))
+        .find(|n| theirs(&Id::hash(n.as_bytes())))
+        .unwrap();
+    let absent = (0..)
+        .map(|i| format!("far-absent-{i}"))
+        .find(|n| theirs(&Id::hash(n.as_bytes())))
+        .unwrap();
+    let chunk_bytes = (0u64..)
+        .map(|seed| {
+            let mut data = vec![0u8; MAX_INLINE_BYTES + 1000];
+            data[..8].copy_from_slice(&seed.to_le_bytes());
+            data
+        })
+        .find(|data| theirs(&chunk_key(data)))
+        .unwrap();
+    let chunky = (0..)
+        .map(|i| format!("far-chunky-{i}"))
+        .find(|n| theirs(&Id::hash(n.as_bytes())))
+        .unwrap();
+    std::fs::write(dir.path().join(&small), b"a small file").unwrap();
+    std::fs::write(dir.path().join(&chunky), &chunk_bytes).unwrap();
+    let up = client(&cluster.addrs()[0]).unwrap();
+    let mut versions = Vec::new();
+    for name in [&small, &chunky] {
+        let report = up
+            .upload_file(&dir.path().join(name), name, &small_chunks(), &no_progress)
+            .await
+            .unwrap();
+        versions.push(report.version);
+    }
+
+    let joined_through = cluster.addrs()[0].clone();
+    for (port, _) in newcomers {
+        cluster
+            .fleet
+            .start(*port, Some(&joined_through))
+            .await
+            .unwrap();
+    }
+    cluster.wait_consistent(CONVERGE).await.unwrap();
+    // Every holder of both files, and the next node, is a newcomer, and
+    // none has either yet.
+    let mut ring: Vec<NodeRef> = cluster
+        .addrs()
+        .into_iter()
+        .map(NodeRef::from_addr)
+        .collect();
+    ring.sort_by_key(|n| n.id);
+    let new_addrs: HashSet<String> = newcomers
+        .iter()
+        .map(|(port, _)| format!("127.0.0.1:{port}"))
+        .collect();
+    let chunk = chunk_key(&chunk_bytes);
+    for key in [
+        Id::hash(small.as_bytes()),
+        Id::hash(chunky.as_bytes()),
+        chunk,
+    ] {
+        let holders: HashSet<String> = true_holders(&ring, &key, 4)
+            .into_iter()
+            .map(|n| n.addr)
+            .collect();
+        assert_eq!(holders, new_addrs, "key {}", key.short());
+    }
+    for addr in &new_addrs {
+        for name in [&small, &chunky] {
+            let held = cluster.peers.get_manifest(addr, name, false).await.unwrap();
+            assert!(held.is_none(), "{addr} already has {name}");
+        }
+        let held = cluster.peers.has_chunks(addr, &[chunk]).await.unwrap();
+        assert_eq!(held, [false], "{addr} already has the chunk");
+    }
+
+    for entry in cluster.addrs() {
+        let reader = client(&entry).unwrap();
+        for name in [&small, &chunky] {
+            let out = dir.path().join(format!("{name}.out"));
+            reader
+                .download(name, &out, &small_chunks(), &no_progress)
+                .await
+                .unwrap_or_else(|e| panic!("{name} through {entry}: {e}"));
+            assert!(
+                std::fs::read(dir.path().join(name)).unwrap() == std::fs::read(&out).unwrap(),
+                "{name} through {entry}: bytes differ"
+            );
+        }
+        let missing = reader.manifest(&absent).await;
+        assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+    }
+    // A delete through a newcomer replaces the version the old holders keep.
+    let deleter = client(&format!("127.0.0.1:{}", newcomers[1].0)).unwrap();
+    let deleted = deleter.remove(&small).await.unwrap();
+    assert!(deleted > versions[0], "{deleted} after {}", versions[0]);
+    let gone = deleter.manifest(&small).await;
+    assert!(matches!(gone, Err(Error::NotFound(_))), "{gone:?}");
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ mod scenarios;
 pub use finger::FingerTable;
 pub use id::{Id, NodeRef, ID_BITS, ID_BYTES};
 pub use lookup::{Lookup, LookupStep, MAX_HOPS};
-pub use placement::{may_drop, replica_set, true_holders};
+pub use placement::{may_drop, nodes_past, replica_set, true_holders, SEARCH_PAST_HOLDERS};
 pub use sim::Sim;
 pub use state::{LeaveNotice, Options, RingState, Route, DEFAULT_SUCCESSORS, MAX_CANDIDATES};
 pub use successors::SuccessorList;

@@ -65,10 +65,71 @@ pub fn true_holders(ring: &[NodeRef], key: &Id, count: usize) -> Vec<NodeRef> {
     replica_set(ring[start].clone(), after, count)
 }
 
+/// How many nodes past a key's holders a read looks before it calls the
+/// key missing. Nodes that join just in front of a key's holders take it
+/// over before repair has copied it to them, and the old holders, now
+/// further clockwise, keep their copies until the new ones confirm them:
+/// for a while the key is only past its holders. Eight covers that many
+/// nodes joining in front of one key at once.
+pub const SEARCH_PAST_HOLDERS: usize = 8;
+
+/// Up to `count` nodes clockwise past `set` (a key's holders, owner first),
+/// read from successor lists: the last holder's, then the last listed
+/// node's, and so on; `successors_of` asks a node for its list. A node
+/// that does not answer is passed over (the one before it goes on), and
+/// the walk ends where the ring closes back on what it has seen, or after
+/// `count` calls.
+pub async fn nodes_past<F, Fut>(set: &[NodeRef], count: usize, successors_of: F) -> Vec<NodeRef>
+where
+    F: Fn(NodeRef) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<Vec<NodeRef>>>,
+{
+    let mut trail = set.to_vec();
+    let mut dead: Vec<NodeRef> = Vec::new();
+    for _ in 0..count {
+        if trail.len() >= set.len() + count {
+            break;
+        }
+        let Some(at) = trail.last().cloned() else {
+            break;
+        };
+        match successors_of(at.clone()).await {
+            Ok(list) => {
+                let before = trail.len();
+                let mut closed = false;
+                for n in list {
+                    if trail.iter().any(|t| t.addr == n.addr) {
+                        closed = true;
+                        break;
+                    }
+                    if !dead.iter().any(|d| d.addr == n.addr) {
+                        trail.push(n);
+                    }
+                }
+                if closed || trail.len() == before {
+                    break;
+                }
+            }
+            // The holders' own lists are where the walk starts: with the
+            // last holder silent there is nothing to go on from.
+            Err(_) if trail.len() > set.len() => {
+                dead.extend(trail.pop());
+            }
+            Err(_) => break,
+        }
+    }
+    trail
+        .split_off(set.len().min(trail.len()))
+        .into_iter()
+        .take(count)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::chord::id::fixtures::{id, node as n};
+    use crate::chord::ID_BYTES;
 
     #[test]
     fn true_holders_wrap_around_the_ring() {
@@ -88,6 +149,47 @@ mod tests {
             assert_eq!(got, want, "key {key} count {count}");
         }
         assert!(true_holders(&[], &id(1), 3).is_empty());
+    }
+
+    /// A walk past holders on a ring of `ring` (successor lists of three),
+    /// with the nodes in `dead` not answering.
+    async fn walk(ring: &[u8], dead: &[u8], set: &[u8], count: usize) -> Vec<u8> {
+        let nodes: Vec<NodeRef> = ring.iter().map(|&i| n(i)).collect();
+        let successors_of = |at: NodeRef| {
+            let pos = nodes.iter().position(|x| x.addr == at.addr).unwrap();
+            let list: Vec<NodeRef> = (1..=3)
+                .map(|k| nodes[(pos + k) % nodes.len()].clone())
+                .collect();
+            let silent = dead.iter().any(|&d| n(d).addr == at.addr);
+            async move {
+                if silent {
+                    Err(crate::Error::Unavailable("down".into()))
+                } else {
+                    Ok(list)
+                }
+            }
+        };
+        let set: Vec<NodeRef> = set.iter().map(|&i| n(i)).collect();
+        let past = nodes_past(&set, count, successors_of).await;
+        past.iter().map(|x| x.id.as_bytes()[ID_BYTES - 1]).collect()
+    }
+
+    #[tokio::test]
+    async fn the_walk_past_holders_follows_successor_lists() {
+        let ring: Vec<u8> = (1..=10).map(|i| i * 10).collect();
+        // Two lists' worth, cut at the count.
+        assert_eq!(walk(&ring, &[], &[10, 20, 30], 4).await, [40, 50, 60, 70]);
+        // A small ring: the walk stops where it comes back round.
+        assert_eq!(walk(&ring[..5], &[], &[10, 20, 30], 8).await, [40, 50]);
+        assert!(walk(&ring[..3], &[], &[10, 20, 30], 8).await.is_empty());
+        // A silent node the walk would go on from is dropped, and the
+        // node before it goes on past it.
+        assert_eq!(
+            walk(&ring, &[60], &[10, 20, 30], 5).await,
+            [40, 50, 70, 80, 90]
+        );
+        // With the last holder silent there is nothing to go on from.
+        assert!(walk(&ring, &[30], &[10, 20, 30], 4).await.is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use super::Client;
-use crate::chord::{replica_set, Id, NodeRef};
+use crate::chord::{nodes_past, replica_set, Id, NodeRef, SEARCH_PAST_HOLDERS};
 use crate::error::{Error, Result};
 use crate::now_ms;
 use crate::replication::newest_manifest;
@@ -570,21 +570,47 @@ impl Client {
                     continue;
                 }
             };
-            for holder in self.memory.answering_first(holders) {
-                let got =
-                    stages::time_async(Stage::GetChunkCall, self.get_chunk_at(&holder, key, check))
-                        .await;
-                match self.heard(&holder.addr, got) {
+            let mut none_has_it = true;
+            for holder in self.memory.answering_first(holders.clone()) {
+                match self.get_chunk_from(&holder, key, check).await {
                     Ok(chunk) => return Ok(chunk),
                     Err(e) => {
-                        debug!(peer = %holder.addr, key = %key.short(), error = %e, "chunk read failed; trying next holder");
+                        none_has_it &= matches!(e, Error::NotFound(_));
                         last = Some(e);
                     }
+                }
+            }
+            if !none_has_it {
+                continue;
+            }
+            // Every holder answered that it has no copy: after joins the
+            // copies may all be past them, with the old holders.
+            for node in self.nodes_past(&holders).await {
+                if let Ok(chunk) = self.get_chunk_from(&node, key, check).await {
+                    return Ok(chunk);
                 }
             }
         }
         Err(last
             .unwrap_or_else(|| Error::Unavailable(format!("no holder of chunk {}", key.short()))))
+    }
+
+    /// Chunk `key` from `node`, timed and heard.
+    async fn get_chunk_from(&self, node: &NodeRef, key: Id, check: ReadCheck) -> Result<Bytes> {
+        let got =
+            stages::time_async(Stage::GetChunkCall, self.get_chunk_at(node, key, check)).await;
+        self.heard(&node.addr, got).inspect_err(|e| {
+            debug!(peer = %node.addr, key = %key.short(), error = %e, "chunk read failed");
+        })
+    }
+
+    /// The nodes past `holders` where a read looks before calling a key
+    /// missing ([`SEARCH_PAST_HOLDERS`]).
+    async fn nodes_past(&self, holders: &[NodeRef]) -> Vec<NodeRef> {
+        nodes_past(holders, SEARCH_PAST_HOLDERS, |n| async move {
+            Ok(self.info(&n.addr).await?.successors)
+        })
+        .await
     }
 
     /// The owner of `key` and its next successors: where copies should be.
