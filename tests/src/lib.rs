@@ -508,6 +508,20 @@ impl TestCluster {
         Ok(names)
     }
 
+    /// The node holding the most chunks (an error if none holds one): a
+    /// node to take away whose keys must then move.
+    pub async fn busiest_node(&self) -> Result<String> {
+        let mut busiest = None;
+        let mut most = 0;
+        for addr in self.addrs() {
+            let held = self.peers.get_stats(&addr).await?.chunks;
+            if held > most {
+                (busiest, most) = (Some(addr), held);
+            }
+        }
+        busiest.context("no node holds a chunk")
+    }
+
     /// Downloads every name (each through a random node) and compares it with
     /// the original in `dir`; the error names the first file lost or changed.
     pub async fn check_files_intact(&self, dir: &std::path::Path, names: &[String]) -> Result<()> {
