@@ -340,7 +340,11 @@ impl Node {
             Ok(self.peers().get_info(&n.addr).await?.successors)
         })
         .await;
-        debug!(name, past = past.len(), "no holder has it; asking the nodes past them");
+        debug!(
+            name,
+            past = past.len(),
+            "no holder has it; asking the nodes past them"
+        );
         let answers = self.ask_for_manifest(&past, name).await;
         newest_manifest(name, answers.into_iter().filter(Result::is_ok).collect())
     }
