@@ -324,7 +324,8 @@ impl Node {
     /// asked too ([`SEARCH_PAST_HOLDERS`]): after joins the holders can all
     /// be newcomers that repair has not reached yet, while the old holders,
     /// further clockwise, still keep the file. Those extra nodes are a
-    /// search, not holders: one that does not answer changes nothing.
+    /// search, not holders: one that does not answer changes nothing, and
+    /// the search gives up after one call's deadline.
     pub async fn find_manifest(&self, name: &str) -> Result<Option<Manifest>> {
         validate_name(name)?;
         let key = Id::hash(name.as_bytes());
@@ -333,20 +334,27 @@ impl Node {
         if found.is_some() {
             return Ok(found);
         }
-        let past = nodes_past(&holders, SEARCH_PAST_HOLDERS, |n| async move {
-            if n.addr == self.me().addr {
-                return Ok(self.ring().successors().to_vec());
-            }
-            Ok(self.peers().get_info(&n.addr).await?.successors)
-        })
-        .await;
-        debug!(
-            name,
-            past = past.len(),
-            "no holder has it; asking the nodes past them"
-        );
-        let answers = self.ask_for_manifest(&past, name).await;
-        newest_manifest(name, answers.into_iter().filter(Result::is_ok).collect())
+        // Within one call's deadline in all: a node past the holders that
+        // is frozen costs a read of a missing name no more than that.
+        let search = async {
+            let past = nodes_past(&holders, SEARCH_PAST_HOLDERS, |n| async move {
+                if n.addr == self.me().addr {
+                    return Ok(self.ring().successors().to_vec());
+                }
+                Ok(self.peers().get_info(&n.addr).await?.successors)
+            })
+            .await;
+            debug!(
+                name,
+                past = past.len(),
+                "no holder has it; asking the nodes past them"
+            );
+            let answers = self.ask_for_manifest(&past, name).await;
+            newest_manifest(name, answers.into_iter().filter(Result::is_ok).collect())
+        };
+        tokio::time::timeout(self.config().rpc_timeout, search)
+            .await
+            .unwrap_or(Ok(None))
     }
 
     /// What each of `nodes` holds of `name`, asked all at once.
