@@ -69,8 +69,8 @@ pub fn true_holders(ring: &[NodeRef], key: &Id, count: usize) -> Vec<NodeRef> {
 /// key missing. Nodes that join just in front of a key's holders take it
 /// over before repair has copied it to them, and the old holders, now
 /// further clockwise, keep their copies until the new ones confirm them:
-/// for a while the key is only past its holders. Eight covers that many
-/// nodes joining in front of one key at once.
+/// for a while the key is only past its holders. Eight finds the first
+/// old holder after up to R + 7 nodes joined in front of one key at once.
 pub const SEARCH_PAST_HOLDERS: usize = 8;
 
 /// Up to `count` nodes clockwise past `set` (a key's holders, owner first),
