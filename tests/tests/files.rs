@@ -255,13 +255,17 @@ async fn files_whose_holders_all_just_joined_are_still_found() {
         .unwrap();
     let (start, end) = gap(widest);
     let mut candidates: Vec<(u16, Id)> = Vec::new();
-    while candidates.len() < 24 {
+    for _ in 0..10_000 {
+        if candidates.len() == 24 {
+            break;
+        }
         let port = free_port().unwrap();
         let id = NodeRef::from_addr(format!("127.0.0.1:{port}")).id;
         if id.in_open(&start, &end) && !candidates.iter().any(|(p, _)| *p == port) {
             candidates.push((port, id));
         }
     }
+    assert_eq!(candidates.len(), 24, "too few free ports fall in the gap");
     candidates.sort_by_key(|(_, id)| start.distance_to(id));
     let newcomers = &candidates[candidates.len() - 4..];
     let first_new = newcomers[0].1;
