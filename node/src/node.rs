@@ -463,11 +463,9 @@ impl Node {
                     continue;
                 }
             };
-            let successors = if owner.addr == self.me.addr {
-                self.ring().successors().to_vec()
-            } else if count > 1 {
-                match self.peers.get_info(&owner.addr).await {
-                    Ok(info) => info.successors,
+            let successors = if count > 1 {
+                match self.successors_of(&owner).await {
+                    Ok(successors) => successors,
                     Err(e) => {
                         self.peer_failed(&owner);
                         last = Some(e);
@@ -480,6 +478,15 @@ impl Node {
             return Ok(replica_set(owner, successors, count));
         }
         Err(last.unwrap_or_else(|| Error::Unavailable(format!("cannot place key {}", key.short()))))
+    }
+
+    /// The successor list of `node`: this node's own, or as `node` reports
+    /// it.
+    pub async fn successors_of(&self, node: &NodeRef) -> Result<Vec<NodeRef>> {
+        if node.addr == self.me.addr {
+            return Ok(self.ring().successors().to_vec());
+        }
+        Ok(self.peers.get_info(&node.addr).await?.successors)
     }
 
     /// One round of `stabilize`: learn the successor's predecessor and

@@ -338,10 +338,7 @@ impl Node {
         // is frozen costs a read of a missing name no more than that.
         let search = async {
             let past = nodes_past(&holders, SEARCH_PAST_HOLDERS, |n| async move {
-                if n.addr == self.me().addr {
-                    return Ok(self.ring().successors().to_vec());
-                }
-                Ok(self.peers().get_info(&n.addr).await?.successors)
+                self.successors_of(&n).await
             })
             .await;
             debug!(
