@@ -1,7 +1,7 @@
-//! What the store reads back from its data dir: manifests (the JSON of a
-//! manifest log record, or of a file from before the log, through
-//! [`Manifest::from_json`], as `Store::get_manifest` and the scan at open
-//! read them) and `alive.json`.
+//! What the store reads back from its data dir: manifests (a manifest log
+//! record, JSON with inline bytes raw after it or in hex, or a file from
+//! before the log, through [`Manifest::from_stored`], as
+//! `Store::get_manifest` and the scan at open read them) and `alive.json`.
 //!
 //! A data dir is the node's own, but a disk can be damaged, a file edited
 //! by hand or copied from elsewhere; none of that may crash the node.
@@ -22,7 +22,15 @@ pub(super) fn run() {
         // Mostly a valid manifest (what the store writes), else one that
         // breaks a rule: a wrong length of hash, a chunk list that does not
         // fit, a name the rules refuse.
-        let m = super::wire::manifest(u)?;
+        let mut m = super::wire::manifest(u)?;
+        // Now and then a small file held inline whose bytes match: the
+        // wire's generator rarely makes one.
+        if u.ratio(1, 4)? {
+            let len = u.int_in_range(1..=256)?;
+            m.inline = u.bytes(len)?.to_vec();
+            (m.size, m.chunk_size, m.chunks, m.deleted) = (len as u64, 0, Vec::new(), false);
+            (m.sha256, m.blake3) = (Vec::new(), blake3::hash(&m.inline).as_bytes().to_vec());
+        }
         let own_key = Id::hash(m.name.as_bytes());
         let mut json = serde_json::json!({
             "name": m.name,
@@ -40,9 +48,23 @@ pub(super) fn run() {
                 json[field] = const_hex::encode(bytes).into();
             }
         }
+        let raw_inline = !m.inline.is_empty() && u.ratio(3, 4)?;
+        if !m.inline.is_empty() && !raw_inline {
+            // As written before the raw form.
+            json["inline"] = const_hex::encode(&m.inline).into();
+        }
         let mut bytes = serde_json::to_vec(&json).expect("JSON encodes");
         if u.ratio(1, 4)? {
             bytes = pretty(&bytes);
+        }
+        if raw_inline {
+            // The raw form: tag, the JSON's length, the JSON, the bytes.
+            let len = u32::try_from(bytes.len()).expect("a small manifest");
+            let mut record = vec![0x01];
+            record.extend_from_slice(&len.to_le_bytes());
+            record.append(&mut bytes);
+            record.extend_from_slice(&m.inline);
+            bytes = record;
         }
         super::mutate(u, &mut bytes, TOKENS)?;
         let key = if u.ratio(7, 8)? {
@@ -82,6 +104,9 @@ const TOKENS: &[&[u8]] = &[
     b"\"version\"",
     b"\"deleted\"",
     b"\"modified_ms\"",
+    b"\"inline\"",
+    b"\x01\x00\x00\x00\x00",
+    b"\xff\xff\xff\xff",
     b"\\u0000",
     b"\\u002f",
     b"\\ud800",
@@ -100,12 +125,12 @@ fn pretty(json: &[u8]) -> Vec<u8> {
 /// Bytes under `key` either decode to a valid manifest of that key that
 /// re-encodes to itself (on disk and on the wire), or are `Corrupt`.
 fn check(bytes: &[u8], key: &Id) -> Outcome {
-    match Manifest::from_json(bytes, key) {
+    match Manifest::from_stored(bytes, key) {
         Ok(m) => {
             assert_eq!(m.key(), *key, "{m:?}");
             assert!(m.validate().is_ok(), "{m:?}");
-            let again = serde_json::to_vec(&m).expect("a manifest encodes");
-            assert_eq!(Manifest::from_json(&again, key).ok().as_ref(), Some(&m));
+            let again = m.to_stored().expect("a manifest encodes");
+            assert_eq!(Manifest::from_stored(&again, key).ok().as_ref(), Some(&m));
             assert_eq!(manifest_from_pb(manifest_to_pb(&m)).ok().as_ref(), Some(&m));
             Outcome::Accepted
         }

@@ -325,14 +325,14 @@ fn check_route(m: pb::FindStepResponse) -> Outcome {
 }
 
 /// An accepted manifest is valid, converts back to itself, and is one the
-/// store would read back from its own JSON file.
+/// store would read back from its own record.
 fn check_manifest(m: pb::Manifest) -> Outcome {
     match manifest_from_pb(m) {
         Ok(m) => {
             assert!(m.validate().is_ok(), "{m:?}");
             assert_eq!(manifest_from_pb(manifest_to_pb(&m)).as_ref().ok(), Some(&m));
-            let json = serde_json::to_vec(&m).expect("a manifest encodes");
-            assert_eq!(Manifest::from_json(&json, &m.key()).ok(), Some(m));
+            let stored = m.to_stored().expect("a manifest encodes");
+            assert_eq!(Manifest::from_stored(&stored, &m.key()).ok(), Some(m));
             Outcome::Accepted
         }
         Err(e) => refused(&e),

@@ -65,8 +65,16 @@ pub fn check_manifest_fits(name: &str, size: u64, chunk_size: u64) -> Result<()>
 /// files are where the calls and fsyncs per file, not bytes, set the
 /// speed: as a chunk and a manifest, a 4 KiB file made about nine calls
 /// and two durable writes (docs/PERFORMANCE.md). 16 KiB keeps a manifest
-/// file (hex: twice the bytes) and its messages small.
+/// record and its messages small.
 pub const MAX_INLINE_BYTES: usize = 16 * 1024;
+
+/// First byte of a stored manifest that holds its file's bytes raw after
+/// its JSON (see [`Manifest::to_stored`]). JSON text never starts with it,
+/// so a record says which of the two forms it is.
+const RAW_INLINE: u8 = 0x01;
+
+/// Bytes of the JSON's length after [`RAW_INLINE`].
+const RAW_INLINE_LEN_BYTES: usize = 4;
 
 /// One version of a stored file (or of its deletion).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +101,8 @@ pub struct Manifest {
     /// to users and used only as a late tie-break, never to order versions.
     pub modified_ms: u64,
     /// The file's bytes, for a file of at most [`MAX_INLINE_BYTES`] stored
-    /// without chunks; hex on disk, absent when empty.
+    /// without chunks; hex in JSON, absent when empty. The manifest log
+    /// keeps them raw after the JSON ([`Manifest::to_stored`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "hex_bytes")]
     pub inline: Vec<u8>,
 }
@@ -119,15 +128,77 @@ impl Manifest {
         }
     }
 
-    /// The manifest in a file stored under `key`, decoded from the file's
-    /// bytes: they must parse as a manifest of the file whose key is `key`,
-    /// and it must be [valid](Manifest::validate). Anything else is
-    /// `Error::Corrupt` (the file is damaged or misplaced), never a panic.
-    /// What this accepts re-encodes to JSON that decodes equal (the fuzz
-    /// target `fuzz::manifest_json` holds it to both).
-    pub fn from_json(bytes: &[u8], key: &Id) -> Result<Manifest> {
-        let m: Manifest = serde_json::from_slice(bytes)
+    /// The manifest as a node stores it: its JSON, or, for a file held
+    /// inline, `RAW_INLINE | JSON length (u32, little-endian) | JSON
+    /// without the bytes | the bytes`. In JSON the bytes would be hex,
+    /// twice their size: a 4 KiB file took 8,455 bytes of log, now 4,352
+    /// (docs/PERFORMANCE.md, change 53).
+    pub fn to_stored(&self) -> Result<Vec<u8>> {
+        let encode = |m: &Manifest| {
+            serde_json::to_vec(m).map_err(|e| {
+                Error::io(
+                    format!("encoding the manifest of {:?}", self.name),
+                    std::io::Error::other(e),
+                )
+            })
+        };
+        if self.inline.is_empty() {
+            return encode(self);
+        }
+        // Everything but the bytes (a valid inline manifest has no chunks).
+        let rest = Manifest {
+            name: self.name.clone(),
+            chunks: self.chunks.clone(),
+            inline: Vec::new(),
+            ..*self
+        };
+        let json = encode(&rest)?;
+        let len = u32::try_from(json.len())
+            .map_err(|_| Error::invalid(format!("the manifest of {:?} is too large", self.name)))?;
+        let mut out = Vec::with_capacity(1 + RAW_INLINE_LEN_BYTES + json.len() + self.inline.len());
+        out.push(RAW_INLINE);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&self.inline);
+        Ok(out)
+    }
+
+    /// The manifest stored under `key`, decoded from what
+    /// [`to_stored`](Manifest::to_stored) wrote, or from JSON alone with
+    /// any inline bytes in hex (records and files written before the raw
+    /// form, which are read as they are and never rewritten). The bytes
+    /// must decode to a manifest of the file whose key is `key`, and it
+    /// must be [valid](Manifest::validate). Anything else is
+    /// `Error::Corrupt` (the record is damaged or misplaced), never a
+    /// panic. What this accepts re-encodes to bytes that decode equal (the
+    /// fuzz target `fuzz::manifest_json` holds it to both).
+    pub fn from_stored(bytes: &[u8], key: &Id) -> Result<Manifest> {
+        let corrupt = |why: &str| Error::Corrupt(format!("manifest {key} {why}"));
+        let (json, raw) = match bytes.split_first() {
+            Some((&RAW_INLINE, rest)) => {
+                let (len, rest) = rest
+                    .split_first_chunk::<RAW_INLINE_LEN_BYTES>()
+                    .ok_or_else(|| corrupt("is cut short"))?;
+                let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
+                if len > rest.len() {
+                    return Err(corrupt("is cut short"));
+                }
+                let (json, raw) = rest.split_at(len);
+                if raw.is_empty() {
+                    return Err(corrupt("is marked as holding bytes but holds none"));
+                }
+                (json, Some(raw))
+            }
+            _ => (bytes, None),
+        };
+        let mut m: Manifest = serde_json::from_slice(json)
             .map_err(|e| Error::Corrupt(format!("manifest {key} does not parse: {e}")))?;
+        if let Some(raw) = raw {
+            if !m.inline.is_empty() {
+                return Err(corrupt("holds its bytes twice, raw and in hex"));
+            }
+            m.inline = raw.to_vec();
+        }
         if m.key() != *key {
             return Err(Error::Corrupt(format!(
                 "manifest {key} holds the file {:?}, whose key is {}",
@@ -299,7 +370,7 @@ mod hex_ids {
 
 /// `Vec<u8>` as one hex string. Decoded straight from the JSON's bytes
 /// (no copy of the string first): an inline file is most of the bytes of
-/// its manifest record.
+/// a manifest record written before the raw form.
 mod hex_bytes {
     use std::fmt;
 
@@ -357,7 +428,7 @@ pub(super) mod tests {
     }
 
     /// A valid manifest holding `data` inline.
-    fn inline(name: &str, data: &[u8]) -> Manifest {
+    pub(crate) fn inline(name: &str, data: &[u8]) -> Manifest {
         Manifest {
             name: name.to_string(),
             size: data.len() as u64,
@@ -375,15 +446,17 @@ pub(super) mod tests {
     fn a_small_file_held_inline_round_trips_and_must_be_consistent() {
         let m = inline("small.txt", b"hello, ring");
         m.validate().unwrap();
-        let json = serde_json::to_vec(&m).unwrap();
+        let stored = m.to_stored().unwrap();
         assert!(
-            String::from_utf8_lossy(&json).contains(&const_hex::encode(b"hello, ring")),
-            "inline bytes are hex on disk"
+            stored.ends_with(b"hello, ring"),
+            "inline bytes are stored raw, after the JSON"
         );
-        assert_eq!(Manifest::from_json(&json, &m.key()).unwrap(), m);
-        // A manifest without inline bytes does not write the field at all.
-        let plain = serde_json::to_string(&live("big", 10, 4, 1)).unwrap();
-        assert!(!plain.contains("inline"), "{plain}");
+        assert_eq!(Manifest::from_stored(&stored, &m.key()).unwrap(), m);
+        // A manifest without inline bytes is its JSON alone, without the field.
+        let big = live("big", 10, 4, 1);
+        let plain = big.to_stored().unwrap();
+        assert_eq!(plain, serde_json::to_vec(&big).unwrap());
+        assert!(!String::from_utf8_lossy(&plain).contains("inline"));
 
         let largest = inline("largest", &[7; MAX_INLINE_BYTES]);
         largest.validate().unwrap();
@@ -405,12 +478,73 @@ pub(super) mod tests {
             let mut m = inline("small.txt", b"hello, ring");
             damage(&mut m);
             assert!(m.validate().is_err(), "accepted with {what}");
-            let json = serde_json::to_vec(&m).unwrap();
+            // Stored either way, raw or (as before the raw form) in hex.
+            for bytes in [m.to_stored().unwrap(), serde_json::to_vec(&m).unwrap()] {
+                assert!(
+                    matches!(
+                        Manifest::from_stored(&bytes, &m.key()),
+                        Err(Error::Corrupt(_))
+                    ),
+                    "decoded with {what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn inline_bytes_stored_in_hex_before_the_raw_form_still_read() {
+        let m = inline("old.txt", &[0xab; 4096]);
+        let hex = serde_json::to_vec(&m).unwrap();
+        assert!(String::from_utf8_lossy(&hex).contains(&"ab".repeat(4096)));
+        assert_eq!(Manifest::from_stored(&hex, &m.key()).unwrap(), m);
+        // The raw form is about half the size.
+        let raw = m.to_stored().unwrap();
+        assert!(
+            raw.len() < 4096 + 300 && hex.len() > 2 * 4096,
+            "{} / {}",
+            raw.len(),
+            hex.len()
+        );
+    }
+
+    #[test]
+    fn a_damaged_raw_inline_record_is_corrupt() {
+        let m = inline("small.txt", b"hello, ring");
+        let key = m.key();
+        let good = m.to_stored().unwrap();
+        let json_len = good.len() - 1 - RAW_INLINE_LEN_BYTES - b"hello, ring".len();
+        let with_len = |len: u32| {
+            let mut b = good.clone();
+            b[1..1 + RAW_INLINE_LEN_BYTES].copy_from_slice(&len.to_le_bytes());
+            b
+        };
+        let mut twice = good.clone();
+        twice.truncate(1 + RAW_INLINE_LEN_BYTES);
+        let mut json = serde_json::to_vec(&m).unwrap();
+        twice[1..].copy_from_slice(&u32::try_from(json.len()).unwrap().to_le_bytes());
+        twice.append(&mut json);
+        twice.extend_from_slice(b"hello, ring");
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let cases: [(&str, Vec<u8>); 7] = [
+            ("the tag alone", vec![RAW_INLINE]),
+            ("a length cut short", good[..3].to_vec()),
+            ("a length past the end", with_len(u32::MAX)),
+            ("no bytes after the JSON", good[..good.len() - 11].to_vec()),
+            (
+                "a length into the bytes",
+                with_len(u32::try_from(json_len + 2).unwrap()),
+            ),
+            ("the bytes in hex as well", twice),
+            ("a flipped byte", flipped),
+        ];
+        for (what, bytes) in cases {
             assert!(
-                matches!(Manifest::from_json(&json, &m.key()), Err(Error::Corrupt(_))),
+                matches!(Manifest::from_stored(&bytes, &key), Err(Error::Corrupt(_))),
                 "decoded with {what}"
             );
         }
+        assert_eq!(Manifest::from_stored(&good, &key).unwrap(), m);
     }
 
     #[test]
@@ -547,7 +681,7 @@ pub(super) mod tests {
         let text = serde_json::to_string(&old).unwrap();
         assert!(text.contains("\"sha256\":"), "{text}");
         assert!(!text.contains("blake3"), "{text}");
-        let back = Manifest::from_json(text.as_bytes(), &old.key()).unwrap();
+        let back = Manifest::from_stored(text.as_bytes(), &old.key()).unwrap();
         assert_eq!(back, old);
         // Its inline bytes are checked by SHA-256, not by BLAKE3.
         let mut forged = old.clone();

@@ -37,22 +37,21 @@ impl Store {
         if stored.is_some_and(|stored| m.stamp() < stored) {
             return Ok(false);
         }
-        let json = serde_json::to_vec(m)
-            .map_err(|e| Error::io(format!("encoding manifest {key}"), io::Error::other(e)))?;
-        if json.len() as u64 > MAX_MANIFEST_BYTES {
+        let encoded = m.to_stored()?;
+        if encoded.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(Error::invalid(format!(
                 "manifest for {:?} is {} bytes encoded, the limit is {MAX_MANIFEST_BYTES}",
                 m.name,
-                json.len()
+                encoded.len()
             )));
         }
         let _guard = self.key_lock(&key);
         if !self.replaces_stored(&key, m)? {
             return Ok(false);
         }
-        self.log().put(&key, &json)?;
+        self.log().put(&key, &encoded)?;
         self.index()
-            .insert_manifest(key, ManifestEntry::new(m, json.len() as u64));
+            .insert_manifest(key, ManifestEntry::new(m, encoded.len() as u64));
         Ok(true)
     }
 
@@ -158,7 +157,7 @@ impl Store {
     /// Reads and checks the manifest for `key`, without side effects.
     pub(super) fn load_manifest(&self, key: &Id) -> Result<Option<Manifest>> {
         match self.log().get(key)? {
-            Some(json) => Manifest::from_json(&json, key).map(Some),
+            Some(bytes) => Manifest::from_stored(&bytes, key).map(Some),
             None => Ok(None),
         }
     }
@@ -196,8 +195,8 @@ impl Store {
         self.import_manifest_files()?;
         for key in self.log().keys() {
             let _guard = self.key_lock(&key);
-            let loaded = self.log().get(&key).and_then(|json| match json {
-                Some(json) => Manifest::from_json(&json, &key).map(|m| Some((m, json.len()))),
+            let loaded = self.log().get(&key).and_then(|bytes| match bytes {
+                Some(bytes) => Manifest::from_stored(&bytes, &key).map(|m| Some((m, bytes.len()))),
                 None => Ok(None),
             });
             match loaded {
@@ -236,7 +235,7 @@ impl Store {
                 continue;
             };
             let parsed = match disk::read_capped(&path, MAX_MANIFEST_BYTES) {
-                Ok(json) => Manifest::from_json(&json, &key).map(|m| (m, json)),
+                Ok(json) => Manifest::from_stored(&json, &key).map(|m| (m, json)),
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     Err(Error::Corrupt(format!("manifest {key}: {e}")))
                 }
@@ -278,7 +277,7 @@ impl Store {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::super::checksum::Checksum;
-    use super::super::manifest::tests::live;
+    use super::super::manifest::tests::{inline, live};
     use super::super::tests::open_temp;
     use super::*;
     use std::fs;
@@ -544,6 +543,31 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["log", "notes.txt"]);
+    }
+
+    #[test]
+    fn records_holding_inline_bytes_in_hex_still_read_and_new_ones_are_raw() {
+        let (dir, store) = open_temp();
+        // As a node wrote a small file before the raw form: its JSON alone.
+        let old = inline("old.txt", &[0x5a; 4096]);
+        store
+            .log()
+            .put(&old.key(), &serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        let new = inline("new.txt", &[0xa5; 4096]);
+        assert!(store.put_manifest(&new).unwrap());
+        let stored = store.log().get(&new.key()).unwrap().unwrap();
+        assert_eq!(stored, new.to_stored().unwrap());
+        assert!(stored.len() < 4096 + 300, "{} bytes", stored.len());
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get_manifest(&old.key()).unwrap(), Some(old.clone()));
+        assert_eq!(store.get_manifest(&new.key()).unwrap(), Some(new));
+        assert_eq!(store.stats().manifests, 2);
+        assert_eq!(quarantined(&store), 0);
+        // A resend of the old version is the same version: nothing written.
+        assert!(!store.put_manifest(&old).unwrap());
     }
 
     #[test]
