@@ -25,7 +25,7 @@ pub(super) struct ManifestEntry {
     pub deleted: bool,
     /// Whole-file hash, the last part of the entry's [`Stamp`].
     pub checksum: Checksum,
-    /// Length of the manifest's JSON.
+    /// Length of the manifest as stored (`Manifest::to_stored`).
     pub bytes: u64,
     /// When the version was written (a tombstone's age is measured from it).
     pub modified_ms: u64,
@@ -34,7 +34,7 @@ pub(super) struct ManifestEntry {
 }
 
 impl ManifestEntry {
-    /// The entry for `m`, whose JSON is `bytes` long.
+    /// The entry for `m`, stored in `bytes` bytes.
     pub fn new(m: &Manifest, bytes: u64) -> ManifestEntry {
         let chunks: Arc<[Id]> = if m.deleted {
             Arc::from(Vec::new())
