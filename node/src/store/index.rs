@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::checksum::Checksum;
@@ -36,8 +36,8 @@ pub(super) struct ManifestEntry {
 impl ManifestEntry {
     /// The entry for `m`, stored in `bytes` bytes.
     pub fn new(m: &Manifest, bytes: u64) -> ManifestEntry {
-        let chunks: Arc<[Id]> = if m.deleted {
-            Arc::from(Vec::new())
+        let chunks = if m.deleted || m.chunks.is_empty() {
+            no_chunks()
         } else {
             let mut distinct = m.chunks.clone();
             distinct.sort();
@@ -53,6 +53,14 @@ impl ManifestEntry {
             chunks,
         }
     }
+}
+
+/// The chunk list of a manifest that names none (a small file held inline,
+/// an empty file, a tombstone): one shared list, where an `Arc` of its own
+/// would cost each of them an allocation for its counts alone.
+fn no_chunks() -> Arc<[Id]> {
+    static NONE: OnceLock<Arc<[Id]>> = OnceLock::new();
+    Arc::clone(NONE.get_or_init(|| Arc::from(Vec::new())))
 }
 
 /// What the index remembers about one chunk file.

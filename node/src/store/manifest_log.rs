@@ -127,8 +127,16 @@ pub(super) struct Opened {
 impl ManifestLog {
     /// Opens (creating if need be) the log at `path`, rebuilding the map
     /// from its records. What follows the first bad record is copied to
-    /// `quarantine` (a file that must not exist) and cut off.
-    pub fn open(path: &Path, quarantine: &Path, max_payload: u64) -> Result<(ManifestLog, Opened)> {
+    /// `quarantine` (a file that must not exist) and cut off. `visit` sees
+    /// every good record in file order as it is read, its payload for a
+    /// put and `None` for a removal, so the caller builds what it needs in
+    /// the same pass instead of reading each live record again.
+    pub fn open(
+        path: &Path,
+        quarantine: &Path,
+        max_payload: u64,
+        mut visit: impl FnMut(&Id, Option<&[u8]>),
+    ) -> Result<(ManifestLog, Opened)> {
         let context = |what: &str| format!("{what} the manifest log {}", path.display());
         let compacting = path.with_extension("compacting");
         // A compaction a crash cut short; the log it was to replace is whole.
@@ -154,7 +162,7 @@ impl ManifestLog {
             let mut reader = BufReader::with_capacity(1 << 20, &file);
             reader
                 .seek(SeekFrom::Start(0))
-                .and_then(|_| replay(reader, 0, max_payload, &mut at))
+                .and_then(|_| replay(reader, 0, max_payload, &mut at, &mut visit))
                 .map_err(|e| Error::io(context("reading"), e))?
         };
         let len = file
@@ -227,20 +235,6 @@ impl ManifestLog {
         file.read_exact_at(&mut record, loc.offset)
             .map_err(|e| Error::io(format!("reading manifest {key} from the log"), e))?;
         Ok(Some(record))
-    }
-
-    /// Every key with a record, in the order of their records in the file:
-    /// reading them in that order reads the file front to back, not at
-    /// random (a node's start-up reads every live record this way).
-    pub fn keys(&self) -> Vec<Id> {
-        let mut keys: Vec<(u64, Id)> = self
-            .state()
-            .at
-            .iter()
-            .map(|(key, loc)| (loc.offset, *key))
-            .collect();
-        keys.sort_unstable_by_key(|(offset, _)| *offset);
-        keys.into_iter().map(|(_, key)| key).collect()
     }
 
     /// Appends `payload` under `key` and returns once it is durable. The
@@ -404,7 +398,7 @@ impl ManifestLog {
         let mut state = self.state();
         let mut tail = vec![0u8; to_usize(state.end - from)];
         state.file.read_exact_at(&mut tail, from)?;
-        let (replayed, _) = replay(&tail[..], offset, self.max_payload, &mut at)?;
+        let (replayed, _) = replay(&tail[..], offset, self.max_payload, &mut at, &mut |_, _| {})?;
         if replayed != tail.len() as u64 {
             return Err(io::Error::other(
                 "the log's newest records do not read back whole",
@@ -468,13 +462,15 @@ fn parse(record: &[u8]) -> Option<(u8, Id, &[u8])> {
 }
 
 /// Reads records from `reader` until it ends or one is cut short or bad,
-/// applying each to `at` as if the first sat at `base` in the file, and
+/// applying each to `at` as if the first sat at `base` in the file and
+/// showing it to `visit` (a put's payload, or `None` for a removal), and
 /// returns the length of the good records and how many there were.
 fn replay(
     mut reader: impl Read,
     base: u64,
     max_payload: u64,
     at: &mut HashMap<Id, Loc>,
+    visit: &mut dyn FnMut(&Id, Option<&[u8]>),
 ) -> io::Result<(u64, u64)> {
     let mut good = 0u64;
     let mut records = 0u64;
@@ -496,14 +492,16 @@ fn replay(
         if !read_full(&mut reader, &mut record[HEAD_BYTES..])? {
             break;
         }
-        let Some((kind, key, _)) = parse(&record) else {
+        let Some((kind, key, payload)) = parse(&record) else {
             break;
         };
         if kind == PUT {
             let offset = base + good;
             at.insert(key, Loc { offset, len: whole });
+            visit(&key, Some(payload));
         } else {
             at.remove(&key);
+            visit(&key, None);
         }
         good += whole;
         records += 1;
@@ -560,8 +558,15 @@ pub(crate) mod fuzzing {
     /// was taken, and each key's payload.
     pub fn replay_checked(bytes: &[u8], max_payload: u64) -> (bool, HashMap<Id, Vec<u8>>) {
         let mut at = HashMap::new();
-        let (good, records) =
-            replay(bytes, 0, max_payload, &mut at).expect("reading memory does not fail");
+        // What a caller of `open` builds from the records it is shown.
+        let mut seen = HashMap::new();
+        let (good, records) = replay(bytes, 0, max_payload, &mut at, &mut |key, payload| {
+            match payload {
+                Some(p) => seen.insert(*key, p.to_vec()),
+                None => seen.remove(key),
+            };
+        })
+        .expect("reading memory does not fail");
         assert!(good <= bytes.len() as u64);
         let mut payloads = HashMap::new();
         for (key, loc) in &at {
@@ -571,10 +576,15 @@ pub(crate) mod fuzzing {
             assert_eq!((kind, stored), (PUT, *key));
             payloads.insert(*key, payload.to_vec());
         }
+        assert_eq!(
+            seen, payloads,
+            "what open shows its caller is what the log holds"
+        );
         let mut again = HashMap::new();
         let prefix = &bytes[..to_usize(good)];
         assert_eq!(
-            replay(prefix, 0, max_payload, &mut again).expect("reading memory does not fail"),
+            replay(prefix, 0, max_payload, &mut again, &mut |_, _| {})
+                .expect("reading memory does not fail"),
             (good, records)
         );
         assert_eq!(again, at);
@@ -590,7 +600,22 @@ mod tests {
     const MAX: u64 = 1 << 20;
 
     fn open(dir: &Path, n: u32) -> (ManifestLog, Opened) {
-        ManifestLog::open(&dir.join("log"), &dir.join(format!("quarantined-{n}")), MAX).unwrap()
+        let (log, opened, _) = open_seen(dir, n);
+        (log, opened)
+    }
+
+    /// A record as `open` shows it: the key, and a put's payload.
+    type Seen = (Id, Option<Vec<u8>>);
+
+    /// [`open`], with the records it showed, in order.
+    fn open_seen(dir: &Path, n: u32) -> (ManifestLog, Opened, Vec<Seen>) {
+        let mut seen = Vec::new();
+        let quarantine = dir.join(format!("quarantined-{n}"));
+        let (log, opened) = ManifestLog::open(&dir.join("log"), &quarantine, MAX, |k, p| {
+            seen.push((*k, p.map(<[u8]>::to_vec)));
+        })
+        .unwrap();
+        (log, opened, seen)
     }
 
     fn key(i: u32) -> Id {
@@ -616,7 +641,7 @@ mod tests {
         assert_eq!(log.get(&key(4)).unwrap().as_deref(), Some(&b""[..]));
         drop(log);
 
-        let (log, opened) = open(dir.path(), 1);
+        let (log, opened, seen) = open_seen(dir.path(), 1);
         assert_eq!(
             opened,
             Opened {
@@ -624,15 +649,23 @@ mod tests {
                 cut_bytes: 0
             }
         );
+        // Every record, in the order written.
+        let put = |i, p: &[u8]| (key(i), Some(p.to_vec()));
+        assert_eq!(
+            seen,
+            vec![
+                put(1, b"one"),
+                put(2, b"two"),
+                put(1, b"one, again"),
+                (key(2), None),
+                put(4, b""),
+            ]
+        );
         assert_eq!(
             log.get(&key(1)).unwrap().as_deref(),
             Some(&b"one, again"[..])
         );
         assert_eq!(log.get(&key(2)).unwrap(), None);
-        // In the order of their live records in the file.
-        assert_eq!(log.keys(), vec![key(1), key(4)]);
-        log.put(&key(1), b"one, a third time").unwrap();
-        assert_eq!(log.keys(), vec![key(4), key(1)]);
     }
 
     #[test]
@@ -767,9 +800,18 @@ mod tests {
             assert_eq!(log.get(&key(i)).unwrap().as_deref(), Some(want));
         }
         drop(log);
-        let (log, opened) = open(dir.path(), 1);
+        let (log, opened, seen) = open_seen(dir.path(), 1);
         assert_eq!(opened.cut_bytes, 0);
-        assert_eq!(log.keys().len(), 5);
+        // What the records shown add up to: the five keys written.
+        let mut live = HashMap::new();
+        for (k, p) in seen {
+            match p {
+                Some(p) => live.insert(k, p),
+                None => live.remove(&k),
+            };
+        }
+        assert_eq!(live.len(), 5);
+        assert_eq!(live[&key(9)], b"last");
         assert_eq!(log.get(&key(9)).unwrap().as_deref(), Some(&b"last"[..]));
     }
 

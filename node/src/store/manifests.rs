@@ -9,10 +9,11 @@
 //! reported, never a panic, and a newer write replaces it. Nothing here
 //! follows a manifest's chunk list; that is the caller's.
 
+use std::collections::HashMap;
 use std::io;
 
 use super::disk::{self, MANIFEST_EXT};
-use super::index::ManifestEntry;
+use super::index::{Index, ManifestEntry};
 use super::manifest::Stamp;
 use super::{Manifest, Store};
 use crate::chord::Id;
@@ -23,6 +24,43 @@ use crate::error::{Error, Result};
 /// ([`super::MAX_MANIFEST_CHUNKS`], about 187k) take about 8 MiB; the cap
 /// bounds what one read of a damaged or hostile record can allocate.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The manifest part of the index, built as the log is replayed at open:
+/// every put record is parsed as it is read (later records replace earlier
+/// ones of their key, a removal drops it), so each record is read and
+/// hashed once. A key whose newest record is corrupt is left out and
+/// noted, for [`Store::settle_manifests`] to quarantine.
+#[derive(Default)]
+pub(super) struct ManifestScan {
+    pub index: Index,
+    pub corrupt: HashMap<Id, String>,
+}
+
+impl ManifestScan {
+    /// Applies one record: a put's payload, or `None` for a removal.
+    pub fn record(&mut self, key: &Id, payload: Option<&[u8]>) {
+        let Some(payload) = payload else {
+            self.index.remove_manifest(key);
+            self.corrupt.remove(key);
+            return;
+        };
+        match Manifest::from_stored(payload, key) {
+            Ok(m) => {
+                let entry = ManifestEntry::new(&m, payload.len() as u64);
+                self.index.insert_manifest(*key, entry);
+                self.corrupt.remove(key);
+            }
+            Err(e) => {
+                self.index.remove_manifest(key);
+                let reason = match e {
+                    Error::Corrupt(reason) => reason,
+                    other => other.to_string(),
+                };
+                self.corrupt.insert(*key, reason);
+            }
+        }
+    }
+}
 
 impl Store {
     /// Stores `m` if it is valid and supersedes the stored version of the
@@ -188,27 +226,15 @@ impl Store {
         Ok(())
     }
 
-    /// Builds the manifest part of the index from the log, parsing every
-    /// manifest (corrupt ones are quarantined), after moving in any kept
-    /// one file each.
-    pub(super) fn scan_manifests(&self) -> Result<()> {
-        self.import_manifest_files()?;
-        for key in self.log().keys() {
+    /// Finishes what the log's replay at open found ([`ManifestScan`]):
+    /// quarantines the records left corrupt, then moves in any manifests
+    /// kept one file each.
+    pub(super) fn settle_manifests(&self, corrupt: HashMap<Id, String>) -> Result<()> {
+        for (key, reason) in corrupt {
             let _guard = self.key_lock(&key);
-            let loaded = self.log().get(&key).and_then(|bytes| match bytes {
-                Some(bytes) => Manifest::from_stored(&bytes, &key).map(|m| Some((m, bytes.len()))),
-                None => Ok(None),
-            });
-            match loaded {
-                Ok(Some((m, bytes))) => self
-                    .index()
-                    .insert_manifest(key, ManifestEntry::new(&m, bytes as u64)),
-                Ok(None) => {}
-                Err(Error::Corrupt(reason)) => self.move_manifest_to_quarantine(&key, &reason)?,
-                Err(e) => return Err(e),
-            }
+            self.move_manifest_to_quarantine(&key, &reason)?;
         }
-        Ok(())
+        self.import_manifest_files()
     }
 
     /// Moves manifests kept one file each under `manifests/` (the layout
@@ -250,6 +276,8 @@ impl Store {
                     };
                     if newer {
                         self.log().put(&key, &json)?;
+                        self.index()
+                            .insert_manifest(key, ManifestEntry::new(&m, json.len() as u64));
                     }
                     disk::remove_durably(&path, &format!("manifest file {key}"))?;
                     moved += 1;

@@ -81,6 +81,7 @@ use index::Index;
 #[cfg(test)]
 pub(crate) use manifest_log::fuzzing as manifest_log_fuzzing;
 use manifest_log::ManifestLog;
+use manifests::ManifestScan;
 
 /// Number of locks that serialise changes per key. Changes to different keys
 /// rarely share a stripe, so writers seldom wait on each other, while the
@@ -120,22 +121,24 @@ impl Store {
         layout.create()?;
         let cleared = layout.clear_tmp()?;
         let direct = layout.probe_direct();
+        let mut scan = ManifestScan::default();
         let (manifests, log) = ManifestLog::open(
             &layout.manifest_log(),
             &layout.quarantine_log_tail_path(),
             MAX_MANIFEST_BYTES,
+            |key, payload| scan.record(key, payload),
         )?;
         let store = Store {
             inner: Arc::new(Inner {
                 layout,
                 manifests,
-                index: Mutex::new(Index::default()),
+                index: Mutex::new(scan.index),
                 key_locks: std::array::from_fn(|_| Mutex::new(())),
             }),
         };
         store.scan_chunks()?;
         store.scan_quarantine()?;
-        store.scan_manifests()?;
+        store.settle_manifests(scan.corrupt)?;
         let stats = store.stats();
         tracing::info!(
             dir = %dir.display(),
