@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | [`names`] | file names | [`validate_name`](crate::store::validate_name) accepts exactly the names the README's rules allow; an accepted name makes a valid `Content-Disposition` that carries it exactly |
 //! | [`wire`] | protobuf bytes of `NodeRef`, `FindStepResponse`, `Manifest`, `KeyVersion`, `EventsResponse`, key lists | what [`crate::wire`] accepts is valid and converts back and forth to itself |
-//! | [`manifest_json`] | a manifest file's bytes, and `alive.json`'s | [`Manifest::from_json`](crate::store::Manifest::from_json) refuses with `Corrupt` or returns a valid manifest of that key that re-encodes to itself |
+//! | [`manifest_json`] | a manifest record's bytes (JSON, with a small file's bytes raw after it or in hex inside it), and `alive.json`'s | [`Manifest::from_stored`](crate::store::Manifest::from_stored) refuses with `Corrupt` or returns a valid manifest of that key that re-encodes to itself |
+//! | [`manifest_log`] | a manifest log file, torn or damaged | the replay at open keeps a good prefix whose keys point at whole put records of their own, and the records it shows its caller add up to exactly those keys' payloads |
 //! | [`multipart`] | `POST /upload` bodies, split into random pieces | [`receive_parts`](crate::gateway::receive_parts) answers a 4xx or stores only validly named parts, byte for byte |
 //! | [`msgpack`] | MessagePack-RPC connection bytes | decoding frames messages consistently, and every accepted call re-encodes to itself |
 //!
