@@ -1,7 +1,7 @@
 //! What the store reads back from its data dir: manifests (a manifest log
 //! record, JSON with inline bytes raw after it or in hex, or a file from
 //! before the log, through [`Manifest::from_stored`], as
-//! `Store::get_manifest` and the scan at open read them) and `alive.json`.
+//! `Store::get_manifest` and the replay of the log at open read them) and `alive.json`.
 //!
 //! A data dir is the node's own, but a disk can be damaged, a file edited
 //! by hand or copied from elsewhere; none of that may crash the node.
