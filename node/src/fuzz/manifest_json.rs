@@ -11,7 +11,7 @@ use arbtest::arbitrary::{self, Unstructured};
 use super::Outcome;
 use crate::chord::Id;
 use crate::error::Error;
-use crate::store::{AliveClock, Manifest};
+use crate::store::{raw_inline_record, AliveClock, Manifest};
 use crate::wire::{manifest_from_pb, manifest_to_pb};
 
 pub(super) fn run() {
@@ -58,13 +58,7 @@ pub(super) fn run() {
             bytes = pretty(&bytes);
         }
         if raw_inline {
-            // The raw form: tag, the JSON's length, the JSON, the bytes.
-            let len = u32::try_from(bytes.len()).expect("a small manifest");
-            let mut record = vec![0x01];
-            record.extend_from_slice(&len.to_le_bytes());
-            record.append(&mut bytes);
-            record.extend_from_slice(&m.inline);
-            bytes = record;
+            bytes = raw_inline_record(&bytes, &m.inline).expect("a small manifest");
         }
         super::mutate(u, &mut bytes, TOKENS)?;
         let key = if u.ratio(7, 8)? {

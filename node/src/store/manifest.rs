@@ -76,6 +76,19 @@ const RAW_INLINE: u8 = 0x01;
 /// Bytes of the JSON's length after [`RAW_INLINE`].
 const RAW_INLINE_LEN_BYTES: usize = 4;
 
+/// A stored manifest in the raw form: [`RAW_INLINE`], the length of
+/// `json`, `json`, then the file's `bytes`. `None` if `json` is too long
+/// for its length field.
+pub(crate) fn raw_inline_record(json: &[u8], bytes: &[u8]) -> Option<Vec<u8>> {
+    let len = u32::try_from(json.len()).ok()?;
+    let mut out = Vec::with_capacity(1 + RAW_INLINE_LEN_BYTES + json.len() + bytes.len());
+    out.push(RAW_INLINE);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(json);
+    out.extend_from_slice(bytes);
+    Some(out)
+}
+
 /// One version of a stored file (or of its deletion).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -152,15 +165,8 @@ impl Manifest {
             inline: Vec::new(),
             ..*self
         };
-        let json = encode(&rest)?;
-        let len = u32::try_from(json.len())
-            .map_err(|_| Error::invalid(format!("the manifest of {:?} is too large", self.name)))?;
-        let mut out = Vec::with_capacity(1 + RAW_INLINE_LEN_BYTES + json.len() + self.inline.len());
-        out.push(RAW_INLINE);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&json);
-        out.extend_from_slice(&self.inline);
-        Ok(out)
+        raw_inline_record(&encode(&rest)?, &self.inline)
+            .ok_or_else(|| Error::invalid(format!("the manifest of {:?} is too large", self.name)))
     }
 
     /// The manifest stored under `key`, decoded from what
@@ -518,12 +524,7 @@ pub(super) mod tests {
             b[1..1 + RAW_INLINE_LEN_BYTES].copy_from_slice(&len.to_le_bytes());
             b
         };
-        let mut twice = good.clone();
-        twice.truncate(1 + RAW_INLINE_LEN_BYTES);
-        let mut json = serde_json::to_vec(&m).unwrap();
-        twice[1..].copy_from_slice(&u32::try_from(json.len()).unwrap().to_le_bytes());
-        twice.append(&mut json);
-        twice.extend_from_slice(b"hello, ring");
+        let twice = raw_inline_record(&serde_json::to_vec(&m).unwrap(), b"hello, ring").unwrap();
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
         let cases: [(&str, Vec<u8>); 7] = [

@@ -79,6 +79,8 @@ pub use name::{validate_name, MAX_NAME_BYTES};
 use disk::Layout;
 use index::Index;
 #[cfg(test)]
+pub(crate) use manifest::raw_inline_record;
+#[cfg(test)]
 pub(crate) use manifest_log::fuzzing as manifest_log_fuzzing;
 use manifest_log::ManifestLog;
 use manifests::ManifestScan;
