@@ -87,10 +87,18 @@ impl Store {
         if !self.replaces_stored(&key, m)? {
             return Ok(false);
         }
-        self.log().put(&key, &encoded)?;
-        self.index()
-            .insert_manifest(key, ManifestEntry::new(m, encoded.len() as u64));
+        self.append_manifest(key, m, &encoded)?;
         Ok(true)
+    }
+
+    /// Appends `stored`, the manifest `m` as stored, to the log under `key`
+    /// and puts it in the index. The caller holds the key's lock and has
+    /// found that `m` replaces what is stored.
+    fn append_manifest(&self, key: Id, m: &Manifest, stored: &[u8]) -> Result<()> {
+        self.log().put(&key, stored)?;
+        self.index()
+            .insert_manifest(key, ManifestEntry::new(m, stored.len() as u64));
+        Ok(())
     }
 
     /// Whether `m` replaces what is stored under `key`; the caller holds the
@@ -275,9 +283,7 @@ impl Store {
                         _ => true,
                     };
                     if newer {
-                        self.log().put(&key, &json)?;
-                        self.index()
-                            .insert_manifest(key, ManifestEntry::new(&m, json.len() as u64));
+                        self.append_manifest(key, &m, &json)?;
                     }
                     disk::remove_durably(&path, &format!("manifest file {key}"))?;
                     moved += 1;
