@@ -300,9 +300,11 @@ impl Node {
         let copy_on = self.copy_to_successors(copies, &what, |peer| {
             let manifest = &manifest;
             async move {
-                self.peers()
-                    .put_manifest(&peer.addr, manifest, 1, true)
-                    .await?;
+                stages::time_async(
+                    Stage::ManifestCall,
+                    self.peers().put_manifest(&peer.addr, manifest, 1, true),
+                )
+                .await?;
                 Ok(())
             }
         });

@@ -1,5 +1,6 @@
 //! Where a process's transfer time goes: a running total of the time spent
-//! in each stage of moving chunks, for `bench transfer`'s breakdown.
+//! in each stage of moving chunks and writing manifests, for `bench
+//! transfer`'s breakdown.
 //!
 //! Totals are process-wide atomics, added to by whichever thread runs a
 //! stage, so a stage that runs on several threads at once (four chunk calls
@@ -46,7 +47,7 @@ pub enum Stage {
     /// Syncing a download's file.
     FileSync,
     /// Manifest calls: the write that ends an upload, the read that starts
-    /// a download.
+    /// a download, and an owner's copies of a manifest to its successors.
     ManifestCall,
     /// A node reading a chunk's file.
     DiskRead,
@@ -55,11 +56,16 @@ pub enum Stage {
     /// A node making a chunk durable: the file's fsync, the rename and the
     /// directory's fsync.
     DiskSync,
+    /// A node appending a manifest record to its log (into the page cache).
+    LogWrite,
+    /// A node making its appended manifest records durable: the log's
+    /// `fdatasync`, or the wait for one under way that covers them.
+    LogSync,
 }
 
 impl Stage {
     /// Every stage, in the order of the breakdown.
-    pub const ALL: [Stage; 13] = [
+    pub const ALL: [Stage; 15] = [
         Stage::FileRead,
         Stage::ChunkKey,
         Stage::FileDigest,
@@ -73,6 +79,8 @@ impl Stage {
         Stage::DiskRead,
         Stage::DiskWrite,
         Stage::DiskSync,
+        Stage::LogWrite,
+        Stage::LogSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +98,8 @@ impl Stage {
             Stage::DiskRead => "disk_read",
             Stage::DiskWrite => "disk_write",
             Stage::DiskSync => "disk_sync",
+            Stage::LogWrite => "log_write",
+            Stage::LogSync => "log_sync",
         }
     }
 }

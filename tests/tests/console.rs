@@ -291,6 +291,8 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
         ("upload", "client_us", "put_chunk_call"),
         ("upload", "nodes_us", "chunk_check"),
         ("upload", "nodes_us", "disk_sync"),
+        ("upload", "nodes_us", "log_write"),
+        ("upload", "nodes_us", "log_sync"),
         ("download", "client_us", "get_chunk_call"),
         ("download", "client_us", "file_write"),
         ("download", "nodes_us", "disk_read"),
@@ -315,8 +317,14 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
         "{gateway}"
     );
     assert_eq!(stage(gateway, "upload", "client_us", "chunk_key"), 0.0);
-    // Three copies: the owner forwards each chunk to two successors.
-    assert!(stage(&setups[2], "upload", "nodes_us", "put_chunk_call") > 0.0);
+    // Three copies: the owner forwards each chunk, and each manifest, to
+    // two successors.
+    for name in ["put_chunk_call", "manifest_call"] {
+        assert!(
+            stage(&setups[2], "upload", "nodes_us", name) > 0.0,
+            "{name}"
+        );
+    }
     assert!(setups[3]["stages"].is_null());
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),

@@ -51,6 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::chord::{Id, ID_BYTES};
 use crate::error::{Error, Result};
+use crate::stages::{self, Stage};
 
 /// Record kinds.
 const PUT: u8 = 1;
@@ -276,7 +277,9 @@ impl ManifestLog {
         let mark = {
             let mut state = self.state();
             let offset = state.end;
-            if let Err(e) = state.file.write_all_at(&record, offset) {
+            let written =
+                stages::time(Stage::LogWrite, || state.file.write_all_at(&record, offset));
+            if let Err(e) = written {
                 // Cut off what part of it went in, so the next record
                 // follows the last whole one.
                 let _ = state.file.set_len(offset);
@@ -297,7 +300,7 @@ impl ManifestLog {
             state.live -= old.map_or(0, |l| l.len);
             state.appended
         };
-        self.sync_to(mark).map_err(|e| {
+        stages::time(Stage::LogSync, || self.sync_to(mark)).map_err(|e| {
             Error::io(
                 format!("syncing the manifest log {}", self.path.display()),
                 e,
