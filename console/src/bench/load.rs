@@ -299,6 +299,7 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
         .chain(&tally.download_ms)
         .copied()
         .collect();
+    let max = all.iter().copied().fold(0.0, f64::max);
     let (_, p50, p99) = crate::cli::summary(all);
     let (_, up50, up99) = crate::cli::summary(tally.upload_ms.clone());
     let (_, down50, down99) = crate::cli::summary(tally.download_ms.clone());
@@ -317,7 +318,7 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
                 "ok": ok, "errors": tally.errors, "missed": missed,
                 "achieved_rps": achieved,
                 "uploads": tally.upload_ms.len(), "downloads": tally.download_ms.len(),
-                "latency_ms": { "p50": p50, "p99": p99,
+                "latency_ms": { "p50": p50, "p99": p99, "max": max,
                     "upload": { "p50": up50, "p99": up99 },
                     "download": { "p50": down50, "p99": down99 } },
                 "node_requests_per_sec": node_rps.map(|(r, _)| r),
@@ -336,7 +337,7 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
         tally.errors
     );
     println!("achieved  {achieved:.1} req/s");
-    println!("latency   p50 {p50:.1} ms, p99 {p99:.1} ms (upload p50 {up50:.1} / p99 {up99:.1}, download p50 {down50:.1} / p99 {down99:.1})");
+    println!("latency   p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (upload p50 {up50:.1} / p99 {up99:.1}, download p50 {down50:.1} / p99 {down99:.1})");
     if let Some((r, nodes)) = node_rps {
         println!(
             "nodes     {r:.0} node requests/s over {nodes} nodes ({:.0} per node; the autoscaler's metric; \
