@@ -342,7 +342,7 @@ impl ManifestLog {
     }
 
     /// Length of the records in the current file.
-    pub fn file_len(&self) -> u64 {
+    pub fn records_len(&self) -> u64 {
         self.log.state().end
     }
 

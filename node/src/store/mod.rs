@@ -166,7 +166,7 @@ impl Store {
     /// Current totals; cheap (no disk access).
     pub fn stats(&self) -> StoreStats {
         StoreStats {
-            manifest_log_bytes: self.log().file_len(),
+            manifest_log_bytes: self.log().records_len(),
             ..self.index().stats()
         }
     }
