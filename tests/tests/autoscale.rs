@@ -466,6 +466,19 @@ async fn local_fleet_grows_under_load_and_shrinks_one_node_at_a_time() {
         report["errors"].as_u64().unwrap(),
     );
     assert!(ok > 0 && errors * 20 <= ok, "bench load: {report}");
+    // The slowest requests, slowest first, led by the maximum.
+    let latency = &report["latency_ms"];
+    let slowest: Vec<f64> = latency["slowest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ms| ms.as_f64().unwrap())
+        .collect();
+    assert!(
+        (1..=8).contains(&slowest.len()) && slowest.is_sorted_by(|a, b| a >= b),
+        "bench load: {report}"
+    );
+    assert_eq!(Some(slowest[0]), latency["max"].as_f64());
     eprintln!("bench load: {report}");
     names.extend(
         tokio::time::timeout(Duration::from_secs(120), during)

@@ -41,6 +41,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on `--rps`: the pacer's tick is 1 ms at best.
 const MAX_RPS: f64 = 1000.0;
+/// Slowest requests listed one by one, so that a few stalls (a retry after
+/// a clash, a node's pause) can be told apart from the tail's shape.
+const SLOWEST_SHOWN: usize = 8;
 /// Upper bound on `--size`: the load is of *small* files, one chunk each.
 const MAX_SIZE: u64 = chord_node::DEFAULT_CHUNK_BYTES as u64;
 
@@ -299,7 +302,10 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
         .chain(&tally.download_ms)
         .copied()
         .collect();
-    let max = all.iter().copied().fold(0.0, f64::max);
+    let mut slowest = all.clone();
+    slowest.sort_unstable_by(|a, b| b.total_cmp(a));
+    slowest.truncate(SLOWEST_SHOWN);
+    let max = slowest.first().copied().unwrap_or(0.0);
     let (_, p50, p99) = crate::cli::summary(all);
     let (_, up50, up99) = crate::cli::summary(tally.upload_ms.clone());
     let (_, down50, down99) = crate::cli::summary(tally.download_ms.clone());
@@ -318,7 +324,7 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
                 "ok": ok, "errors": tally.errors, "missed": missed,
                 "achieved_rps": achieved,
                 "uploads": tally.upload_ms.len(), "downloads": tally.download_ms.len(),
-                "latency_ms": { "p50": p50, "p99": p99, "max": max,
+                "latency_ms": { "p50": p50, "p99": p99, "max": max, "slowest": slowest,
                     "upload": { "p50": up50, "p99": up99 },
                     "download": { "p50": down50, "p99": down99 } },
                 "node_requests_per_sec": node_rps.map(|(r, _)| r),
@@ -338,6 +344,10 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
     );
     println!("achieved  {achieved:.1} req/s");
     println!("latency   p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (upload p50 {up50:.1} / p99 {up99:.1}, download p50 {down50:.1} / p99 {down99:.1})");
+    if slowest.len() > 1 {
+        let shown: Vec<String> = slowest.iter().map(|ms| format!("{ms:.1}")).collect();
+        println!("slowest   {} ms", shown.join(", "));
+    }
     if let Some((r, nodes)) = node_rps {
         println!(
             "nodes     {r:.0} node requests/s over {nodes} nodes ({:.0} per node; the autoscaler's metric; \
