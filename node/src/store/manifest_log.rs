@@ -1280,7 +1280,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = open(dir.path(), 0);
         log.set_compact_floor(u64::MAX); // as if every compaction failed
-                                         // Live records over several of the copy's batches.
+
+        // Live records over several of the copy's batches.
         const KEYS: u32 = 40;
         let payload: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
         assert!(u64::from(KEYS) * payload.len() as u64 > 2 * COPY_PACE_BYTES as u64);
