@@ -602,7 +602,7 @@ impl Log {
             .open(&self.compacting)?;
         let mut at = HashMap::with_capacity(live.len());
         let mut offset = 0u64;
-        let mut copy = PacedCopy::new(&new, 0);
+        let mut copy = PacedCopy::new(&new);
         for (key, loc) in live {
             file.read_exact_at(copy.next(to_usize(loc.len)), loc.offset)?;
             copy.filled()?;
@@ -622,8 +622,7 @@ impl Log {
         // for. A disk too full for it leaves the room to the appends: the
         // compaction is what frees the space.
         let mut room_end = (offset + room_after(offset)).next_multiple_of(4096);
-        let mut room = PacedCopy::new(&new, offset);
-        if let Err(e) = room.zeros(room_end - offset).and_then(|()| room.finish()) {
+        if let Err(e) = copy.zeros(room_end - offset).and_then(|()| copy.finish()) {
             tracing::debug!(log = %self.path.display(), error = %e, "no room written after the compacted records");
             new.set_len(offset)?;
             room_end = offset;
@@ -728,12 +727,11 @@ struct PacedCopy<'a> {
 const COPY_PACE_BYTES: usize = 1024 * 1024;
 
 impl<'a> PacedCopy<'a> {
-    /// A copy into `file` from offset `at` on.
-    fn new(file: &'a File, at: u64) -> PacedCopy<'a> {
+    fn new(file: &'a File) -> PacedCopy<'a> {
         PacedCopy {
             file,
             batch: Vec::with_capacity(COPY_PACE_BYTES),
-            at,
+            at: 0,
         }
     }
 
@@ -766,7 +764,8 @@ impl<'a> PacedCopy<'a> {
         Ok(())
     }
 
-    /// Writes what is left, for the caller to sync.
+    /// Writes what is left, for the caller to sync; the copy can go on
+    /// after it.
     fn finish(&mut self) -> io::Result<()> {
         self.write_batch()
     }
