@@ -1320,6 +1320,97 @@ mod tests {
         assert_eq!(file_len(), with_room);
     }
 
+    /// A tmpfs of `bytes` mounted on `path` for the guard's life (root
+    /// only).
+    struct SmallDisk(PathBuf);
+
+    impl SmallDisk {
+        fn mount(path: &Path, bytes: u64) -> SmallDisk {
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(mounted, "cannot mount a tmpfs (this test needs root)");
+            SmallDisk(path.to_path_buf())
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root, to mount a small tmpfs; run with --run-ignored all"]
+    fn a_compaction_on_a_full_disk_fails_whole_or_leaves_the_room_to_the_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let _disk = SmallDisk::mount(dir.path(), 4 << 20);
+        let (log, _) = open(dir.path(), 0);
+        log.set_compact_floor(u64::MAX);
+        // Eight keys written eight times over: seven records in eight dead.
+        const KEYS: u32 = 8;
+        let payload = |round: u32, k: u32| vec![(round * KEYS + k) as u8; 16 * 1024];
+        for round in 0..8 {
+            for k in 0..KEYS {
+                log.put(&key(k), &payload(round, k)).unwrap();
+            }
+        }
+        let (end, live) = log.sizes();
+        assert!(live < end / 4, "{end} {live}");
+        let check = |log: &ManifestLog| {
+            for k in 0..KEYS {
+                assert_eq!(log.get(&key(k)).unwrap(), Some(payload(7, k)));
+            }
+        };
+        let log_len = || fs::metadata(dir.path().join("log")).unwrap().len();
+        let left_behind = || dir.path().join("log.compacting").exists();
+        let file_before = log_len();
+
+        // Every page of the disk taken.
+        let filler_path = dir.path().join("filler");
+        let mut filler = File::create(&filler_path).unwrap();
+        let page = [1u8; 4096];
+        while std::io::Write::write_all(&mut filler, &page).is_ok() {}
+        let filled = filler.metadata().unwrap().len();
+
+        // No room even for the live records: the compaction fails whole,
+        // and the old file goes on as it was.
+        log.set_compact_floor(4096);
+        log.log.compact_if_due();
+        assert_eq!(log.sizes(), (end, live));
+        assert_eq!(log_len(), file_before);
+        assert!(!left_behind());
+        check(&log);
+
+        // Room for the live records and two pages more, short of the
+        // 64 KiB of zeros a compaction writes after them: the records are
+        // compacted and the room is left to the appends.
+        filler
+            .set_len(filled - (live.next_multiple_of(4096) + 2 * 4096))
+            .unwrap();
+        log.log.compact_if_due();
+        assert_eq!(log.sizes(), (live, live));
+        assert_eq!(log_len(), live, "the file ends at its records");
+        assert!(!left_behind());
+        check(&log);
+
+        // With the disk freed, the next append writes room of its own.
+        drop(filler);
+        fs::remove_file(&filler_path).unwrap();
+        log.put(&key(KEYS), b"after").unwrap();
+        assert!(log_len() >= live + room_after(live), "{}", log_len());
+        drop(log);
+        let (log, opened) = open(dir.path(), 1);
+        assert_eq!((opened.records, opened.cut_bytes), (u64::from(KEYS) + 1, 0));
+        check(&log);
+        assert_eq!(log.get(&key(KEYS)).unwrap().as_deref(), Some(&b"after"[..]));
+    }
+
     #[test]
     fn compactions_under_concurrent_writers_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
