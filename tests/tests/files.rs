@@ -1307,7 +1307,8 @@ async fn a_file_needing_more_chunks_than_a_manifest_holds_is_refused_up_front() 
 
 /// `download -o DIR` puts the file in DIR under its name, leaving nothing
 /// else there; `-o /dev/null` writes into the device instead of renaming a
-/// finished file over it.
+/// finished file over it. Both for a file in chunks and for one held in
+/// its manifest.
 #[tokio::test]
 async fn downloads_go_into_a_directory_or_straight_into_a_device() {
     let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
@@ -1328,8 +1329,19 @@ async fn downloads_go_into_a_directory_or_straight_into_a_device() {
         .unwrap();
     assert_eq!(report.path, into.join("photo.jpg"));
     assert!(std::fs::read(&report.path).unwrap() == std::fs::read(&source).unwrap());
+    // And one small enough to be held in its manifest.
+    let note = random_file(dir.path(), "note", 5_000).unwrap();
+    c.upload_file(&note, "note.txt", &opts, &no_progress)
+        .await
+        .unwrap();
+    let report = c
+        .download("note.txt", &into, &opts, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!((report.path, report.chunks), (into.join("note.txt"), 0));
+    assert!(std::fs::read(into.join("note.txt")).unwrap() == std::fs::read(&note).unwrap());
     let left: Vec<_> = std::fs::read_dir(&into).unwrap().collect();
-    assert_eq!(left.len(), 1, "only the file, no temporary file: {left:?}");
+    assert_eq!(left.len(), 2, "only the files, no temporary file: {left:?}");
 
     // A device is written in place, not replaced by a renamed file.
     let null = std::path::Path::new("/dev/null");
@@ -1338,6 +1350,11 @@ async fn downloads_go_into_a_directory_or_straight_into_a_device() {
         .await
         .unwrap();
     assert_eq!((report.path.as_path(), report.size), (null, 300_000));
+    let report = c
+        .download("note.txt", null, &opts, &no_progress)
+        .await
+        .unwrap();
+    assert_eq!((report.path.as_path(), report.size), (null, 5_000));
     assert!(std::fs::metadata(null)
         .unwrap()
         .file_type()

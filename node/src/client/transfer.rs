@@ -167,9 +167,8 @@ impl Client {
             let Some(file) = file else {
                 return Ok(None);
             };
-            let (file, chunk) = tokio::task::spawn_blocking(move || read_file_chunk(file, size))
-                .await
-                .map_err(|e| Error::Unavailable(format!("the file reader failed: {e}")))??;
+            let (file, chunk) =
+                blocking("the file reader", move || read_file_chunk(file, size)).await?;
             Ok((!chunk.is_empty()).then_some((chunk, Some(file))))
         });
         self.upload_chunks(source, name, opts, progress).await
@@ -695,35 +694,38 @@ impl Client {
         opts: &TransferOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<DownloadReport> {
-        let name = manifest.name.as_str();
-        let replicas = self.replicas().await? as usize;
-        let (out, found) = match tokio::fs::metadata(out).await {
-            Ok(meta) if meta.is_dir() => {
-                let inside = out.join(name);
-                let found = tokio::fs::metadata(&inside).await.ok();
-                (inside, found)
-            }
-            found => (out.to_path_buf(), found.ok()),
-        };
-        let report = DownloadReport {
+        let report = |path| DownloadReport {
             name: manifest.name.clone(),
             size: manifest.size,
             chunks: manifest.chunks.len(),
             version: manifest.version,
             checksum: manifest.checksum,
-            path: out.clone(),
+            path,
         };
-        let special = found.is_some_and(|meta| !meta.is_file() && !meta.is_dir());
-        if special {
+        if manifest.chunks.is_empty() {
+            let (held, out) = (manifest.clone(), out.to_path_buf());
+            let path = blocking("the file writer", move || write_held(&held, &out)).await?;
+            progress(manifest.size);
+            return Ok(report(path));
+        }
+        let name = manifest.name.clone();
+        let to = out.to_path_buf();
+        let (out, found) = blocking("the destination's lookup", move || {
+            Ok(destination(&to, &name))
+        })
+        .await?;
+        if found.is_some_and(|meta| is_special(&meta)) {
             let mut sink = tokio::fs::OpenOptions::new()
                 .write(true)
                 .open(&out)
                 .await
                 .map_err(|e| Error::io(format!("cannot open {}", out.display()), e))?;
+            let replicas = self.replicas().await? as usize;
             self.write_to(manifest, &mut sink, replicas, opts, progress)
                 .await?;
-            return Ok(report);
+            return Ok(report(out));
         }
+        let replicas = self.replicas().await? as usize;
         let part = part_path(&out);
         let mut result = self
             .download_into(
@@ -736,7 +738,7 @@ impl Client {
             )
             .await;
         if let Err(Error::Corrupt(reason)) = &result {
-            warn!(name, %reason, "the download does not match its manifest; fetching it again with every chunk checked");
+            warn!(name = %manifest.name, %reason, "the download does not match its manifest; fetching it again with every chunk checked");
             result = self
                 .download_into(
                     manifest,
@@ -752,14 +754,9 @@ impl Client {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(e);
         }
-        if let Err(e) = tokio::fs::rename(&part, &out).await {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(Error::io(
-                format!("cannot move the download to {}", out.display()),
-                e,
-            ));
-        }
-        Ok(report)
+        let to = out.clone();
+        blocking("the rename", move || move_into_place(&part, &to)).await?;
+        Ok(report(out))
     }
 
     /// Writes the file of `manifest` to a new file at `part` and syncs it:
@@ -915,9 +912,21 @@ const DIGEST_DEPTH: usize = 2;
 
 /// The chunk of `data`, its key computed on a blocking thread.
 async fn chunk_of(data: Bytes) -> Result<CheckedChunk> {
-    tokio::task::spawn_blocking(move || stages::time(Stage::ChunkKey, || CheckedChunk::of(data)))
+    blocking("the chunk hasher", move || {
+        stages::time(Stage::ChunkKey, || CheckedChunk::of(data))
+    })
+    .await
+}
+
+/// Runs `op` on a blocking thread; `what` names it should the thread fail.
+async fn blocking<T, F>(what: &str, op: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(op)
         .await
-        .map_err(|e| Error::Unavailable(format!("the chunk hasher failed: {e}")))?
+        .map_err(|e| Error::Unavailable(format!("{what} failed: {e}")))?
 }
 
 /// Reads the next chunk of up to `size` bytes of `file` (fewer only at its
@@ -948,6 +957,67 @@ async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> Result
     Ok(buf.freeze())
 }
 
+/// Where a download of the file `name` to `out` goes, and what is there
+/// now: `out` itself, or the file under `name` inside `out` if `out` is a
+/// directory, as `cp` does.
+fn destination(out: &Path, name: &str) -> (PathBuf, Option<std::fs::Metadata>) {
+    match std::fs::metadata(out) {
+        Ok(meta) if meta.is_dir() => {
+            let inside = out.join(name);
+            let found = std::fs::metadata(&inside).ok();
+            (inside, found)
+        }
+        found => (out.to_path_buf(), found.ok()),
+    }
+}
+
+/// Neither a directory nor a regular file: a device such as `/dev/null`, a
+/// pipe. A download writes to it in place, since renaming a finished file
+/// onto it would replace it.
+fn is_special(meta: &std::fs::Metadata) -> bool {
+    !meta.is_file() && !meta.is_dir()
+}
+
+/// Renames a finished download at `part` to `out`; on failure, removes it.
+fn move_into_place(part: &Path, out: &Path) -> Result<()> {
+    std::fs::rename(part, out).map_err(|e| {
+        let _ = std::fs::remove_file(part);
+        Error::io(format!("cannot move the download to {}", out.display()), e)
+    })
+}
+
+/// [`Client::download_to`] of a file held in its manifest (its bytes
+/// inline, or none), on the calling thread, which may block: the bytes are
+/// checked against the file's checksum, then written as a download's are
+/// (a temporary file, synced and renamed into place; a special file in
+/// place). One blocking call per small file, where the way of chunks
+/// takes three. Returns where the file went.
+fn write_held(manifest: &Manifest, out: &Path) -> Result<PathBuf> {
+    let bytes = &manifest.inline;
+    let checksum = Checksum::of(manifest.checksum.algorithm(), bytes);
+    verify_whole(manifest, bytes.len() as u64, checksum)?;
+    let (out, found) = destination(out, &manifest.name);
+    if found.is_some_and(|meta| is_special(&meta)) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&out)
+            .and_then(|mut sink| std::io::Write::write_all(&mut sink, bytes))
+            .map_err(|e| Error::io(format!("writing {}", out.display()), e))?;
+        return Ok(out);
+    }
+    let part = part_path(&out);
+    let written = OutputFile::create(&part, manifest.size).and_then(|mut file| {
+        stages::time(Stage::FileWrite, || file.write_all(bytes))?;
+        stages::time(Stage::FileSync, || file.finish())
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&part);
+        return Err(e);
+    }
+    move_into_place(&part, &out)?;
+    Ok(out)
+}
+
 /// `dir/.name.part-<pid>` beside `out`: same file system, so the final
 /// rename is atomic, and hidden so a half-written file is never mistaken.
 fn part_path(out: &Path) -> PathBuf {
@@ -956,4 +1026,54 @@ fn part_path(out: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "download".into());
     out.with_file_name(format!(".{name}.part-{}", std::process::id()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::store::inline_manifest as held;
+
+    #[test]
+    fn a_held_file_is_written_whole_and_checked_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let note = held("note.txt", b"held in its manifest");
+
+        // Into a directory, under its name.
+        let path = write_held(&note, dir.path()).unwrap();
+        assert_eq!(path, dir.path().join("note.txt"));
+        assert_eq!(std::fs::read(&path).unwrap(), note.inline);
+
+        // Over a longer file, which it replaces whole.
+        let out = dir.path().join("out");
+        std::fs::write(&out, vec![b'x'; 10_000]).unwrap();
+        assert_eq!(write_held(&note, &out).unwrap(), out);
+        assert_eq!(std::fs::read(&out).unwrap(), note.inline);
+
+        // Bytes that do not match the checksum: an error, and the file
+        // there stays as it was.
+        let mut bad = note.clone();
+        bad.inline[0] ^= 1;
+        assert!(matches!(write_held(&bad, &out), Err(Error::Corrupt(_))));
+        assert_eq!(std::fs::read(&out).unwrap(), note.inline);
+
+        // An empty file is a file too.
+        let empty = write_held(&held("empty", b""), dir.path()).unwrap();
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+
+        // No temporary file is left behind.
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["empty", "note.txt", "out"]);
+
+        // A device is written in place.
+        let null = Path::new("/dev/null");
+        assert_eq!(write_held(&note, null).unwrap(), null);
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+            &std::fs::metadata(null).unwrap().file_type()
+        ));
+    }
 }

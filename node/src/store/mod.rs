@@ -72,6 +72,9 @@ pub use chunks::{CheckedChunk, ChunkBuffer, ChunkHasher, ChunkWriter};
 pub use disk::{chunk_path, OutputFile, DIRECT_BLOCK_BYTES, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
 pub use index::{KeysPage, StoreStats};
+/// A valid manifest holding its bytes inline, for tests outside the store.
+#[cfg(test)]
+pub(crate) use manifest::tests::inline as inline_manifest;
 pub use manifest::{check_manifest_fits, Manifest, Stamp, MAX_INLINE_BYTES, MAX_MANIFEST_CHUNKS};
 pub use manifests::MAX_MANIFEST_BYTES;
 pub use name::{validate_name, MAX_NAME_BYTES};
