@@ -296,15 +296,15 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
     );
     let missed = missed.load(Ordering::Relaxed);
     let ok = (tally.upload_ms.len() + tally.download_ms.len()) as u64;
-    let all: Vec<f64> = tally
+    let mut all: Vec<f64> = tally
         .upload_ms
         .iter()
         .chain(&tally.download_ms)
         .copied()
         .collect();
-    let mut slowest = all.clone();
-    slowest.sort_unstable_by(|a, b| b.total_cmp(a));
-    slowest.truncate(SLOWEST_SHOWN);
+    // Sorted once here; `summary` finds it sorted.
+    all.sort_unstable_by(f64::total_cmp);
+    let slowest: Vec<f64> = all.iter().rev().take(SLOWEST_SHOWN).copied().collect();
     let max = slowest.first().copied().unwrap_or(0.0);
     let (_, p50, p99) = crate::cli::summary(all);
     let (_, up50, up99) = crate::cli::summary(tally.upload_ms.clone());

@@ -708,6 +708,7 @@ impl Client {
             progress(manifest.size);
             return Ok(report(path));
         }
+        let replicas = self.replicas().await? as usize;
         let name = manifest.name.clone();
         let to = out.to_path_buf();
         let (out, found) = blocking("the destination's lookup", move || {
@@ -720,12 +721,10 @@ impl Client {
                 .open(&out)
                 .await
                 .map_err(|e| Error::io(format!("cannot open {}", out.display()), e))?;
-            let replicas = self.replicas().await? as usize;
             self.write_to(manifest, &mut sink, replicas, opts, progress)
                 .await?;
             return Ok(report(out));
         }
-        let replicas = self.replicas().await? as usize;
         let part = part_path(&out);
         let mut result = self
             .download_into(
