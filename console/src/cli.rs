@@ -504,7 +504,7 @@ async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
     let started = Instant::now();
     let report = cli
         .client()?
-        .upload_file(&args.file, &name, &opts, &|n| progress.add(n))
+        .upload_file(&args.file, &name, &opts, &progress)
         .await?;
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
@@ -543,7 +543,7 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
     let progress = Progress::new(&format!("download {}", args.name), manifest.size, cli.json);
     let started = Instant::now();
     let report = client
-        .download_to(&manifest, &out, &opts, &|n| progress.add(n))
+        .download_to(&manifest, &out, &opts, &progress)
         .await?;
     progress.finish();
     let secs = started.elapsed().as_secs_f64();

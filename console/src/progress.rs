@@ -1,10 +1,12 @@
 //! Transfer progress for headless commands: an `indicatif` bar (bytes, rate,
 //! ETA) when stderr is a terminal, plain lines at every tenth otherwise, and
-//! nothing with `--json` (stdout then carries one JSON document only).
+//! nothing with `--json` (stdout then carries one JSON document only). A
+//! download that starts over, every chunk checked, starts its bar over.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chord_node::client::ProgressSink;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug)]
@@ -45,7 +47,15 @@ impl Progress {
         }
     }
 
-    pub fn add(&self, bytes: u64) {
+    pub fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
+}
+
+impl ProgressSink for Progress {
+    fn advance(&self, bytes: u64) {
         match self {
             Progress::Bar(bar) => bar.inc(bytes),
             Progress::Lines {
@@ -68,9 +78,27 @@ impl Progress {
         }
     }
 
-    pub fn finish(&self) {
-        if let Progress::Bar(bar) = self {
-            bar.finish();
+    /// Back to zero, saying why: the bar's rate and ETA start again too.
+    fn restart(&self) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.reset();
+                bar.set_message(format!("{} (again, every chunk checked)", bar.message()));
+            }
+            Progress::Lines {
+                label,
+                total,
+                done,
+                shown,
+            } => {
+                done.store(0, Ordering::Relaxed);
+                shown.store(0, Ordering::Relaxed);
+                eprintln!(
+                    "{label}: the whole file did not match its checksum; \
+                     fetching it again with every chunk checked: 0 of {total} bytes"
+                );
+            }
+            Progress::Quiet => {}
         }
     }
 }

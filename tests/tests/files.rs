@@ -7,10 +7,11 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileTypeExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chord_node::chord::{true_holders, Id, NodeRef};
-use chord_node::client::{ReadCheck, TransferOptions};
+use chord_node::client::{ProgressSink, ReadCheck, TransferOptions};
 use chord_node::store::{chunk_key, Algorithm, Checksum, Manifest, MAX_INLINE_BYTES};
 use chord_node::Error;
 use chord_tests::files::{client, listed, no_progress, random_file, small_chunks};
@@ -845,8 +846,6 @@ async fn a_manifest_write_that_fills_the_disk_leaves_the_log_whole() {
 
 #[tokio::test]
 async fn a_node_killed_mid_transfer_does_not_fail_the_transfer() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
     let mut cluster = TestCluster::start_converged(8, 3, FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let len = 40 << 20;
@@ -890,12 +889,12 @@ async fn a_node_killed_mid_transfer_does_not_fail_the_transfer() {
 /// Kills `victim` once `done` reaches `after` bytes; false if it never did.
 async fn kill_midway(
     victim: String,
-    done: &std::sync::atomic::AtomicU64,
+    done: &AtomicU64,
     after: u64,
     fleet: &mut chord_console::fleet::Fleet,
 ) -> bool {
     for _ in 0..6000 {
-        if done.load(std::sync::atomic::Ordering::Relaxed) >= after {
+        if done.load(Ordering::Relaxed) >= after {
             fleet.kill(&victim).await.unwrap();
             return true;
         }
@@ -1013,6 +1012,20 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     bytes[0] ^= 0x01;
     std::fs::write(&copy, &bytes).unwrap();
 
+    // A download reads the bad copy unchecked, so its whole file does not
+    // match; it starts over, every chunk checked, and so does its count.
+    let counted = Counted::default();
+    let out = dir.path().join("fallback.out");
+    c.download(&names[0], &out, &small_chunks(), &counted)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(dir.path().join(&names[0])).unwrap()
+    );
+    assert_eq!(counted.restarts.load(Ordering::Relaxed), 1);
+    assert_eq!(counted.before_restart.load(Ordering::Relaxed), 200_000);
+    assert_eq!(counted.bytes.load(Ordering::Relaxed), 200_000);
     cluster
         .check_files_intact(dir.path(), &names)
         .await
@@ -1031,6 +1044,27 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
         .await
         .unwrap();
     assert!(!copy.exists(), "the corrupt copy is still in place");
+}
+
+/// What a transfer told its progress sink: bytes since the last restart,
+/// bytes before it, and restarts.
+#[derive(Debug, Default)]
+struct Counted {
+    bytes: AtomicU64,
+    before_restart: AtomicU64,
+    restarts: AtomicU64,
+}
+
+impl ProgressSink for Counted {
+    fn advance(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn restart(&self) {
+        let before = self.bytes.swap(0, Ordering::Relaxed);
+        self.before_restart.store(before, Ordering::Relaxed);
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A converged ring of three holding one uploaded file of `len` bytes: the

@@ -268,6 +268,12 @@ pub enum Update {
         done: u64,
         at_ms: u64,
     },
+    /// A download's whole file did not match its checksum, and it is
+    /// fetched again, every chunk checked: its count starts from zero.
+    TransferRestarted {
+        id: u64,
+        at_ms: u64,
+    },
     TransferDone {
         id: u64,
         at_ms: u64,
@@ -701,6 +707,19 @@ impl App {
                 if let Some(t) = self.transfer(id) {
                     t.done = done;
                     t.updated_ms = at_ms;
+                }
+            }
+            Update::TransferRestarted { id, at_ms } => {
+                if let Some(t) = self.transfer(id) {
+                    t.done = 0;
+                    t.started_ms = at_ms;
+                    t.updated_ms = at_ms;
+                    let text = format!(
+                        "{}: the whole file did not match its checksum; \
+                         fetching it again with every chunk checked",
+                        t.name
+                    );
+                    self.note("transfer", text, Severity::Warn);
                 }
             }
             Update::TransferDone { id, at_ms } => {

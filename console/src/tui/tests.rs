@@ -258,6 +258,25 @@ fn upload_prompt_takes_a_path_and_starts_a_transfer() {
     });
     assert_eq!(app.transfers[0].rate(), 500.0);
     assert_eq!(app.transfers[0].eta_secs(), Some(1.0));
+    // A transfer that starts over counts, and times, from zero, and says why.
+    app.apply(Update::TransferRestarted {
+        id: 1,
+        at_ms: NOW_MS + 1000,
+    });
+    assert_eq!(app.transfers[0].done, 0);
+    assert!(app
+        .events
+        .back()
+        .unwrap()
+        .text
+        .contains("fetching it again"));
+    app.apply(Update::TransferProgress {
+        id: 1,
+        done: 250,
+        at_ms: NOW_MS + 1500,
+    });
+    assert_eq!(app.transfers[0].rate(), 500.0);
+    assert_eq!(app.transfers[0].eta_secs(), Some(1.5));
     app.apply(Update::TransferFailed {
         id: 1,
         reason: "ring gone".to_string(),

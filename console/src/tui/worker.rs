@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chord_node::client::{Client, TransferOptions};
+use chord_node::client::{Client, ProgressSink, TransferOptions};
 use chord_node::now_ms;
 use chord_node::peer::{PeerOptions, PeerPool};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -52,21 +52,38 @@ pub async fn transfer(
     peer_opts: PeerOptions,
     update_tx: mpsc::Sender<Update>,
 ) {
-    let done = Arc::new(AtomicU64::new(0));
-    let work = run_transfer(id, request, peer_opts, done.clone(), update_tx.clone());
+    let counted = Arc::new(Counted::default());
+    let work = run_transfer(id, request, peer_opts, counted.clone(), update_tx.clone());
     tokio::pin!(work);
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    let mut restarts = 0;
+    // Says so once for each start over, between two ticks or at the end.
+    let restarted = |restarts: &mut u64| {
+        let now = counted.restarts.load(Ordering::Relaxed);
+        (now > std::mem::replace(restarts, now)).then(|| Update::TransferRestarted {
+            id,
+            at_ms: now_ms(),
+        })
+    };
     let result = loop {
         tokio::select! {
             r = &mut work => break r,
             _ = tick.tick() => {
-                let progress = Update::TransferProgress { id, done: done.load(Ordering::Relaxed), at_ms: now_ms() };
+                if let Some(update) = restarted(&mut restarts) {
+                    if update_tx.send(update).await.is_err() {
+                        return;
+                    }
+                }
+                let progress = Update::TransferProgress { id, done: counted.done.load(Ordering::Relaxed), at_ms: now_ms() };
                 if update_tx.send(progress).await.is_err() {
                     return;
                 }
             }
         }
     };
+    if let Some(update) = restarted(&mut restarts) {
+        let _ = update_tx.send(update).await;
+    }
     let update = match result {
         Ok(()) => Update::TransferDone {
             id,
@@ -82,6 +99,25 @@ pub async fn transfer(
         }
     };
     let _ = update_tx.send(update).await;
+}
+
+/// A transfer's bytes so far, and how often it started over, read by the
+/// ticker that reports them.
+#[derive(Debug, Default)]
+struct Counted {
+    done: AtomicU64,
+    restarts: AtomicU64,
+}
+
+impl ProgressSink for Counted {
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn restart(&self) {
+        self.done.store(0, Ordering::Relaxed);
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What to move.
@@ -111,12 +147,10 @@ async fn run_transfer(
     id: u64,
     request: TransferRequest,
     peer_opts: PeerOptions,
-    done: Arc<AtomicU64>,
+    progress: Arc<Counted>,
     update_tx: mpsc::Sender<Update>,
 ) -> Result<()> {
-    let progress = move |n: u64| {
-        done.fetch_add(n, Ordering::Relaxed);
-    };
+    let progress = &*progress;
     let opts = TransferOptions::default();
     match request {
         TransferRequest::Upload { path, name, entry } => {
@@ -133,7 +167,7 @@ async fn run_transfer(
                 })
                 .await;
             let client = Client::new(entry, peer_opts)?;
-            let report = client.upload_file(&path, &name, &opts, &progress).await?;
+            let report = client.upload_file(&path, &name, &opts, progress).await?;
             info!(file = %report.name, bytes = report.size, "uploaded");
         }
         TransferRequest::Download { name, dest, entry } => {
@@ -148,7 +182,7 @@ async fn run_transfer(
                 })
                 .await;
             let report = client
-                .download_to(&manifest, &dest, &opts, &progress)
+                .download_to(&manifest, &dest, &opts, progress)
                 .await?;
             info!(file = %report.name, bytes = report.size, dest = %report.path.display(), "downloaded");
         }

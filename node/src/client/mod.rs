@@ -16,8 +16,8 @@ mod memory;
 mod transfer;
 
 pub use transfer::{
-    file_json, verify_whole, DownloadReport, FileEntry, NodeStatus, ReadCheck, RingStatus,
-    TransferOptions, UploadReport,
+    file_json, verify_whole, DownloadReport, FileEntry, NodeStatus, ProgressSink, ReadCheck,
+    RingStatus, TransferOptions, UploadReport,
 };
 
 use crate::chord::{Id, NodeRef};

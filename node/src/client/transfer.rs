@@ -69,6 +69,23 @@ pub enum ReadCheck {
     WholeFile,
 }
 
+/// What a transfer tells its caller as it goes: a progress bar, a counter.
+/// Any `Fn(u64)` is one, counting bytes and ignoring a restart.
+pub trait ProgressSink: Sync {
+    /// `bytes` more have landed.
+    fn advance(&self, bytes: u64);
+    /// What was counted so far no longer counts: a download whose whole
+    /// file did not match its checksum starts over, every chunk checked
+    /// (see [`ReadCheck`]), and counts its bytes again from zero.
+    fn restart(&self) {}
+}
+
+impl<F: Fn(u64) + Sync> ProgressSink for F {
+    fn advance(&self, bytes: u64) {
+        self(bytes);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct UploadReport {
     pub name: String,
@@ -131,13 +148,13 @@ impl Client {
     }
 
     /// Uploads everything `reader` yields as file `name`.
-    /// `progress` is called with the byte count of each chunk as it lands.
+    /// `progress` is told the byte count of each chunk as it lands.
     pub async fn upload<R: AsyncRead + Unpin>(
         &self,
         reader: R,
         name: &str,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<UploadReport> {
         let source = futures::stream::try_unfold(reader, |mut reader| async move {
             let chunk = read_chunk(&mut reader, opts.chunk_size).await?;
@@ -153,7 +170,7 @@ impl Client {
         path: &Path,
         name: &str,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<UploadReport> {
         let file = std::fs::File::open(path)
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
@@ -184,7 +201,7 @@ impl Client {
         source: impl futures::Stream<Item = Result<Bytes>>,
         name: &str,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<UploadReport> {
         validate_name(name)?;
         if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&opts.chunk_size) {
@@ -305,7 +322,7 @@ impl Client {
         name: &str,
         replicas: u32,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<UploadReport> {
         let checksum = stages::time(Stage::FileDigest, || Checksum::of(NEW_FILES, &data));
         let manifest = Manifest {
@@ -320,7 +337,7 @@ impl Client {
             inline: data.to_vec(),
         };
         let report = self.commit_upload(manifest, 0, replicas, opts).await?;
-        progress(report.size);
+        progress.advance(report.size);
         Ok(report)
     }
 
@@ -332,7 +349,7 @@ impl Client {
         data: Bytes,
         replicas: u32,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<(usize, Id, bool)> {
         let chunk = chunk_of(data).await?;
         let key = *chunk.key();
@@ -346,7 +363,7 @@ impl Client {
         chunk: CheckedChunk,
         replicas: u32,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<bool> {
         let key = *chunk.key();
         let len = chunk.data().len() as u64;
@@ -377,7 +394,7 @@ impl Client {
                 Ok(false)
             })
             .await?;
-        progress(len);
+        progress.advance(len);
         Ok(already)
     }
 
@@ -666,13 +683,14 @@ impl Client {
     /// Chunks are not checked one by one on the way ([`ReadCheck::WholeFile`]);
     /// if the whole does not match, the file is fetched again with every
     /// chunk checked, which reports the bad copy to its holder and reads that
-    /// chunk from another. The progress callback sees the first pass only.
+    /// chunk from another; `progress` is told to restart, and counts that pass
+    /// from zero.
     pub async fn download(
         &self,
         name: &str,
         out: &Path,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<DownloadReport> {
         let manifest = self.manifest(name).await?;
         self.download_to(&manifest, out, opts, progress).await
@@ -692,7 +710,7 @@ impl Client {
         manifest: &Manifest,
         out: &Path,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<DownloadReport> {
         let report = |path| DownloadReport {
             name: manifest.name.clone(),
@@ -705,7 +723,7 @@ impl Client {
         if manifest.chunks.is_empty() {
             let (held, out) = (manifest.clone(), out.to_path_buf());
             let path = blocking("the file writer", move || write_held(&held, &out)).await?;
-            progress(manifest.size);
+            progress.advance(manifest.size);
             return Ok(report(path));
         }
         let replicas = self.replicas().await? as usize;
@@ -738,13 +756,14 @@ impl Client {
             .await;
         if let Err(Error::Corrupt(reason)) = &result {
             warn!(name = %manifest.name, %reason, "the download does not match its manifest; fetching it again with every chunk checked");
+            progress.restart();
             result = self
                 .download_into(
                     manifest,
                     &part,
                     replicas,
                     opts,
-                    &|_| {},
+                    progress,
                     ReadCheck::EachChunk,
                 )
                 .await;
@@ -769,7 +788,7 @@ impl Client {
         part: &Path,
         replicas: usize,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
         check: ReadCheck,
     ) -> Result<()> {
         let target = OutputFile::create(part, manifest.size)?;
@@ -780,7 +799,7 @@ impl Client {
                 let chunk = chunk?;
                 let len = chunk.len() as u64;
                 digest.push(chunk).await?;
-                progress(len);
+                progress.advance(len);
             }
             Ok(())
         }
@@ -799,7 +818,7 @@ impl Client {
         out: &mut W,
         replicas: usize,
         opts: &TransferOptions,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn ProgressSink,
     ) -> Result<()> {
         let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, None);
         let fed = async {
@@ -811,7 +830,7 @@ impl Client {
                 out.write_all(&chunk)
                     .await
                     .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))?;
-                progress(chunk.len() as u64);
+                progress.advance(chunk.len() as u64);
             }
             out.flush()
                 .await
