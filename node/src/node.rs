@@ -46,6 +46,12 @@ pub struct Node {
     /// refusal), with when we learned it. Repair never counts them as
     /// holders, so two leaving nodes never drop a key on each other's word.
     leaving_peers: Mutex<HashMap<String, LeavingMark>>,
+    /// Predecessors that left gracefully, handing their range to this
+    /// node, and when they said so: until one has handed every key on, a
+    /// key of that range may be there and not here yet, so a read that
+    /// finds nothing here asks them (`Node::chunk_here`,
+    /// `Node::manifest_here`).
+    handing_over: Mutex<Vec<(NodeRef, Instant)>>,
     /// One drain at a time: a second `Drain` call waits for the first.
     drain_lock: tokio::sync::Mutex<()>,
     events: EventLog,
@@ -214,6 +220,7 @@ impl Node {
             entry_lock: tokio::sync::Mutex::new(()),
             leaving: AtomicBool::new(false),
             leaving_peers: Mutex::new(HashMap::new()),
+            handing_over: Mutex::new(Vec::new()),
             drain_lock: tokio::sync::Mutex::new(()),
             events: EventLog::default(),
             started: Instant::now(),
@@ -292,6 +299,42 @@ impl Node {
     /// a node restarted on the same address is not leaving.
     pub fn peer_rejoined(&self, addr: &str) {
         self.leaving_peers_map().remove(addr);
+        self.handed_over(addr);
+    }
+
+    /// `leaving` said it leaves the ring; if it is this node's predecessor,
+    /// its range is this node's now, and its keys are on their way here.
+    pub fn taking_over_from(&self, leaving: &NodeRef) {
+        if self.ring().predecessor() != Some(leaving) {
+            return;
+        }
+        let mut list = self.handing_over_list();
+        list.retain(|(n, _)| n.addr != leaving.addr);
+        list.push((leaving.clone(), Instant::now()));
+    }
+
+    /// The predecessors still handing their range to this node: those that
+    /// said so within [`LEAVING_MARK_TTL`] and have not stopped answering.
+    /// None while this node leaves: its range is its successor's now, and
+    /// a read asked of it here is one read behind already, not to be passed
+    /// further back.
+    pub fn handing_over(&self) -> Vec<NodeRef> {
+        if self.is_leaving() {
+            return Vec::new();
+        }
+        let mut list = self.handing_over_list();
+        list.retain(|(_, since)| since.elapsed() < LEAVING_MARK_TTL);
+        list.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// `addr` has nothing more to hand over: it no longer answers (it has
+    /// gone), or it is a member again.
+    pub fn handed_over(&self, addr: &str) {
+        self.handing_over_list().retain(|(n, _)| n.addr != addr);
+    }
+
+    fn handing_over_list(&self) -> MutexGuard<'_, Vec<(NodeRef, Instant)>> {
+        self.handing_over.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `addr` is known to be leaving. A mark older than

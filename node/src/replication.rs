@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use chord_proto::pb;
 use futures::stream::{self, StreamExt};
 use tracing::{debug, warn};
@@ -356,6 +357,63 @@ impl Node {
             .unwrap_or(Ok(None))
     }
 
+    /// This node's copy of manifest `name` (its key `key`), or where it
+    /// has none, the newest copy a predecessor still handing its range
+    /// over has: a key of a range this node has just taken over may be
+    /// there and not here yet (at R = 1 the only copy). What the reader is
+    /// told is what it would have found a little later, when the hand-off
+    /// has brought it here.
+    pub async fn manifest_here(&self, key: Id, name: &str) -> Result<Option<Manifest>> {
+        let here = self.disk(move |s| s.get_manifest(&key)).await?;
+        if here.is_some() {
+            return Ok(here);
+        }
+        let behind = self.handing_over();
+        let answers = futures::future::join_all(behind.iter().map(|node| async move {
+            let answer = self.peers().get_manifest(&node.addr, name, false).await;
+            self.behind_answered(node, &answer);
+            answer
+        }))
+        .await;
+        newest_manifest(name, answers.into_iter().filter(Result::is_ok).collect())
+    }
+
+    /// Chunk `key` as this node has it on disk, not checked (the reader
+    /// checks), or where it has none, checked, from a predecessor still
+    /// handing its range over (see [`Node::manifest_here`]).
+    pub async fn chunk_here(&self, key: Id) -> Result<Bytes> {
+        match self.disk(move |s| s.read_chunk_unchecked(&key)).await {
+            Err(missing @ Error::NotFound(_)) => match self.chunk_behind(key).await {
+                Some(chunk) => Ok(chunk.into_data()),
+                None => Err(missing),
+            },
+            found => found,
+        }
+    }
+
+    /// Chunk `key`, checked, from the first predecessor still handing its
+    /// range over that has it.
+    pub async fn chunk_behind(&self, key: Id) -> Option<CheckedChunk> {
+        for node in self.handing_over() {
+            let answer = self.peers().get_chunk(&node.addr, &key).await;
+            self.behind_answered(&node, &answer);
+            if let Ok(chunk) = answer {
+                debug!(key = %key.short(), from = %node.addr, "read behind: the chunk is not here yet");
+                return Some(chunk);
+            }
+        }
+        None
+    }
+
+    /// A predecessor handing over that cannot be reached has gone, and
+    /// has nothing more to hand over.
+    fn behind_answered<T>(&self, node: &NodeRef, answer: &Result<T>) {
+        if let Err(e @ Error::Unreachable { .. }) = answer {
+            debug!(peer = %node.addr, error = %e, "a node handing over is gone");
+            self.handed_over(&node.addr);
+        }
+    }
+
     /// What each of `nodes` holds of `name`, asked all at once.
     async fn ask_for_manifest(
         &self,
@@ -365,7 +423,7 @@ impl Node {
         let key = Id::hash(name.as_bytes());
         futures::future::join_all(nodes.iter().map(|node| async move {
             if node.addr == self.me().addr {
-                self.disk(move |s| s.get_manifest(&key)).await
+                self.manifest_here(key, name).await
             } else {
                 self.peers().get_manifest(&node.addr, name, false).await
             }

@@ -420,7 +420,13 @@ impl Client {
     /// the node this client runs inside.
     async fn get_chunk_at(&self, holder: &NodeRef, key: Id, check: ReadCheck) -> Result<Bytes> {
         match (self.local_node(holder), check) {
-            (Some(node), _) => Ok(node.disk(move |s| s.read_chunk(&key)).await?.into_data()),
+            (Some(node), _) => match node.disk(move |s| s.read_chunk(&key)).await {
+                Err(missing @ Error::NotFound(_)) => match node.chunk_behind(key).await {
+                    Some(chunk) => Ok(chunk.into_data()),
+                    None => Err(missing),
+                },
+                found => Ok(found?.into_data()),
+            },
             (None, ReadCheck::EachChunk) => Ok(self
                 .peers()
                 .get_chunk(&holder.addr, &key)
@@ -531,7 +537,7 @@ impl Client {
             Stage::ManifestCall,
             futures::future::join_all(asked.into_iter().map(|holder| async move {
                 match self.local_node(holder) {
-                    Some(node) => node.disk(move |s| s.get_manifest(&key)).await,
+                    Some(node) => node.manifest_here(key, name).await,
                     None => {
                         let found = self.peers().get_manifest(&holder.addr, name, false).await;
                         self.heard(&holder.addr, found)

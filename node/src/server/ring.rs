@@ -151,6 +151,7 @@ impl Ring for RingService {
             wire::nodes_from_pb(req.successors, "successor").map_err(error_to_status)?;
         info!(peer = %leaving, "neighbour is leaving");
         self.node.peer_leaving(&leaving.addr);
+        self.node.taking_over_from(&leaving);
         self.node.ring().on_leave(&leaving, predecessor, successors);
         self.node.peers().forget(&leaving.addr);
         self.node.events().record(

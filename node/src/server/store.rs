@@ -427,11 +427,7 @@ impl Store for StoreService {
         self.count();
         let key = wire::id_from_pb(&req.into_inner().key, "key").map_err(error_to_status)?;
         // Sent as it is on disk: the receiver checks it (see CheckChunk).
-        let data = self
-            .node
-            .disk(move |s| s.read_chunk_unchecked(&key))
-            .await
-            .map_err(error_to_status)?;
+        let data = self.node.chunk_here(key).await.map_err(error_to_status)?;
         Counters::bump(&self.node.counters.bytes_out, data.len() as u64);
         let size = data.len() as u64;
         let pieces: Vec<Result<pb::ChunkPiece, Status>> = wire::pieces(&data)
@@ -528,7 +524,7 @@ impl Store for StoreService {
             self.node.find_manifest(&req.name).await
         } else {
             let key = Id::hash(req.name.as_bytes());
-            self.node.disk(move |s| s.get_manifest(&key)).await
+            self.node.manifest_here(key, &req.name).await
         }
         .map_err(error_to_status)?;
         Ok(Response::new(pb::GetManifestResponse {
