@@ -426,7 +426,8 @@ impl Store for StoreService {
     ) -> Result<Response<Self::GetChunkStream>, Status> {
         self.count();
         let key = wire::id_from_pb(&req.into_inner().key, "key").map_err(error_to_status)?;
-        // Sent as it is on disk: the receiver checks it (see CheckChunk).
+        // Sent as it is on disk (or, not here yet, as read behind and
+        // checked): the receiver checks it (see CheckChunk).
         let data = self.node.chunk_here(key).await.map_err(error_to_status)?;
         Counters::bump(&self.node.counters.bytes_out, data.len() as u64);
         let size = data.len() as u64;
