@@ -12,14 +12,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug)]
 pub enum Progress {
     Bar(ProgressBar),
-    Lines {
-        label: String,
-        total: u64,
-        done: AtomicU64,
-        /// Last tenth printed, so each tenth prints once.
-        shown: AtomicU64,
-    },
+    Lines(Lines),
     Quiet,
+}
+
+/// Plain progress lines, one at every tenth.
+#[derive(Debug)]
+pub struct Lines {
+    label: String,
+    total: u64,
+    done: AtomicU64,
+    /// Last tenth printed, so each tenth prints once.
+    shown: AtomicU64,
 }
 
 impl Progress {
@@ -39,12 +43,12 @@ impl Progress {
             return Progress::Bar(bar);
         }
         eprintln!("{label}: 0 of {total} bytes");
-        Progress::Lines {
+        Progress::Lines(Lines {
             label: label.to_string(),
             total,
             done: AtomicU64::new(0),
             shown: AtomicU64::new(0),
-        }
+        })
     }
 
     pub fn finish(&self) {
@@ -58,22 +62,7 @@ impl ProgressSink for Progress {
     fn advance(&self, bytes: u64) {
         match self {
             Progress::Bar(bar) => bar.inc(bytes),
-            Progress::Lines {
-                label,
-                total,
-                done,
-                shown,
-            } => {
-                let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-                let tenth = if *total == 0 {
-                    10
-                } else {
-                    now.saturating_mul(10) / total
-                };
-                if shown.fetch_max(tenth, Ordering::Relaxed) < tenth {
-                    eprintln!("{label}: {now} of {total} bytes ({}%)", tenth.min(10) * 10);
-                }
-            }
+            Progress::Lines(lines) => lines.advance(bytes),
             Progress::Quiet => {}
         }
     }
@@ -85,20 +74,29 @@ impl ProgressSink for Progress {
                 bar.reset();
                 bar.set_message(format!("{} (again, every chunk checked)", bar.message()));
             }
-            Progress::Lines {
-                label,
-                total,
-                done,
-                shown,
-            } => {
-                done.store(0, Ordering::Relaxed);
-                shown.store(0, Ordering::Relaxed);
-                eprintln!(
-                    "{label}: the whole file did not match its checksum; \
-                     fetching it again with every chunk checked: 0 of {total} bytes"
-                );
-            }
+            Progress::Lines(lines) => lines.restart(),
             Progress::Quiet => {}
         }
+    }
+}
+
+impl ProgressSink for Lines {
+    fn advance(&self, bytes: u64) {
+        let (label, total) = (&self.label, self.total);
+        let now = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let tenth = now.saturating_mul(10).checked_div(total).unwrap_or(10);
+        if self.shown.fetch_max(tenth, Ordering::Relaxed) < tenth {
+            eprintln!("{label}: {now} of {total} bytes ({}%)", tenth.min(10) * 10);
+        }
+    }
+
+    fn restart(&self) {
+        self.done.store(0, Ordering::Relaxed);
+        self.shown.store(0, Ordering::Relaxed);
+        let (label, total) = (&self.label, self.total);
+        eprintln!(
+            "{label}: the whole file did not match its checksum; \
+             fetching it again with every chunk checked: 0 of {total} bytes"
+        );
     }
 }
