@@ -4,13 +4,14 @@
 //! here is bounded and reports what it last saw when it gives up.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 pub use chord_console::fleet::free_port_range;
 use chord_console::fleet::{check, locate_node_binary, Fleet, FleetOptions};
 use chord_node::chord::{Id, NodeRef};
-use chord_node::peer::{PeerOptions, PeerPool};
+use chord_node::peer::{NodeState, PeerOptions, PeerPool};
 use rand::seq::IndexedRandom;
 use tempfile::TempDir;
 
@@ -44,6 +45,15 @@ pub fn fast_without_repair() -> Vec<&'static str> {
         .copied()
         .collect();
     args.extend(["--repair-ms", "600000"]);
+    args
+}
+
+/// [`FAST`] with hand-offs held to 1 MiB/s (the repair rate): a node
+/// holding a few MB hands them over for seconds, long enough to read
+/// through a hand-off ([`TestCluster::read_while_draining`]).
+pub fn fast_with_slow_handoffs() -> Vec<&'static str> {
+    let mut args = FAST.to_vec();
+    args.extend(["--repair-mib-per-sec", "1"]);
     args
 }
 
@@ -520,6 +530,67 @@ impl TestCluster {
             }
         }
         busiest.context("no node holds a chunk")
+    }
+
+    /// Uploads 24 files of about 400 KB into `dir` and the ring, and picks
+    /// the node that holds the most to drain: at least 2 MB, so that under
+    /// [`fast_with_slow_handoffs`] its hand-off outlasts reading them all.
+    /// Returns the files' names and that node.
+    pub async fn files_to_hand_over(&self, dir: &std::path::Path) -> Result<(Vec<String>, String)> {
+        let names = self
+            .upload_random_files(dir, "handed", 24, |i| 400_000 + i * 1_000)
+            .await?;
+        let leaving = self.busiest_node().await?;
+        let held = self.peers.get_stats(&leaving).await?;
+        if held.bytes < 2_000_000 {
+            bail!("{leaving}, the busiest node, holds too little to hand over for long: {held:?}");
+        }
+        Ok((names, leaving))
+    }
+
+    /// Drains `leaving` and, from the moment it says it leaves, `read`s each
+    /// of `names` in turn (what a read must find is the test's to check).
+    /// An error if the drain was not complete, or had ended before the
+    /// reads did: reads after a hand-off say nothing about reads during it.
+    pub async fn read_while_draining<F, Fut>(
+        &self,
+        leaving: &str,
+        names: &[String],
+        read: F,
+    ) -> Result<()>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let drained = AtomicBool::new(false);
+        let drain = async {
+            let report = self.peers.drain(leaving, Duration::from_secs(90)).await;
+            drained.store(true, Ordering::SeqCst);
+            report
+        };
+        let reads = async {
+            self.wait_for("the node to leave", Duration::from_secs(10), || async {
+                Ok(self.peers.get_info(leaving).await?.state == NodeState::Leaving)
+            })
+            .await?;
+            for name in names {
+                read(name.clone())
+                    .await
+                    .with_context(|| format!("{name} during the hand-off"))?;
+            }
+            anyhow::Ok(drained.load(Ordering::SeqCst))
+        };
+        let (report, reads) = tokio::join!(drain, reads);
+        let report = report?;
+        if reads? {
+            bail!(
+                "the hand-off ended before the reads did, so they read nothing behind: {report:?}"
+            );
+        }
+        if !report.is_complete() {
+            bail!("the drain of {leaving} did not complete: {report:?}");
+        }
+        Ok(())
     }
 
     /// Downloads every name (each through a random node) and compares it with

@@ -6,13 +6,12 @@
 // Test helpers fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chord_node::events::EventKind;
 use chord_node::peer::NodeState;
 use chord_tests::files::{client, no_progress, small_chunks};
-use chord_tests::{TestCluster, CONVERGE, FAST};
+use chord_tests::{fast_with_slow_handoffs, TestCluster, CONVERGE, FAST};
 
 /// Deadline given to a drain that should complete.
 const DRAIN: Duration = Duration::from_secs(90);
@@ -85,58 +84,30 @@ async fn at_one_copy_a_file_reads_while_its_node_hands_it_over() {
     // One copy of each key, and hand-offs held to 1 MiB/s: for seconds, a
     // file of the draining node's range is there and not yet on its
     // successor, which the ring already routes its keys to.
-    let mut args = FAST.to_vec();
-    args.extend(["--repair-mib-per-sec", "1"]);
-    let cluster = TestCluster::start_converged(3, 1, &args).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let names = cluster
-        .upload_random_files(dir.path(), "handed", 24, |i| 400_000 + i * 1_000)
+    let cluster = TestCluster::start_converged(3, 1, &fast_with_slow_handoffs())
         .await
         .unwrap();
-    let leaving = cluster.busiest_node().await.unwrap();
-    let held = cluster.peers.get_stats(&leaving).await.unwrap();
-    // Seconds of hand-off: longer than the reads take.
-    assert!(
-        held.bytes >= 2_000_000,
-        "{leaving} holds too little: {held:?}"
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let (names, leaving) = cluster.files_to_hand_over(dir.path()).await.unwrap();
     let entry = cluster.addrs().into_iter().find(|a| *a != leaving).unwrap();
     let reader = client(&entry).unwrap();
-
-    let drained = AtomicBool::new(false);
-    let drain = async {
-        let report = cluster.peers.drain(&leaving, DRAIN).await;
-        drained.store(true, Ordering::SeqCst);
-        report
-    };
-    let reads = async {
-        cluster
-            .wait_for("the node to leave", Duration::from_secs(10), || async {
-                let info = cluster.peers.get_info(&leaving).await?;
-                Ok(info.state == NodeState::Leaving)
-            })
-            .await
-            .unwrap();
-        for name in &names {
-            let out = dir.path().join(format!("{name}.out"));
-            reader
-                .download(name, &out, &small_chunks(), &no_progress)
-                .await
-                .unwrap_or_else(|e| panic!("{name} during the hand-off: {e:#}"));
-            assert!(
-                std::fs::read(&out).unwrap() == std::fs::read(dir.path().join(name)).unwrap(),
-                "{name} came back with different bytes"
-            );
-        }
-        drained.load(Ordering::SeqCst)
-    };
-    let (report, drained_before_the_reads_ended) = tokio::join!(drain, reads);
-    let report = report.unwrap();
-    assert!(report.is_complete(), "{report:?}");
-    assert!(
-        !drained_before_the_reads_ended,
-        "the hand-off ended before the reads did, so they read nothing behind: {report:?}"
-    );
+    let dir = dir.path();
+    cluster
+        .read_while_draining(&leaving, &names, |name| {
+            let reader = &reader;
+            async move {
+                let out = dir.join(format!("{name}.out"));
+                reader
+                    .download(&name, &out, &small_chunks(), &no_progress)
+                    .await?;
+                if std::fs::read(&out)? != std::fs::read(dir.join(&name))? {
+                    anyhow::bail!("different bytes");
+                }
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

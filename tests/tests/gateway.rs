@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::store::{chunk_key, Algorithm, Checksum};
-use chord_tests::{fast_without_repair, free_port, TestCluster, CONVERGE, FAST, POLL};
+use chord_tests::{
+    fast_with_slow_handoffs, fast_without_repair, free_port, TestCluster, CONVERGE, FAST, POLL,
+};
 use rand::Rng;
 
 /// Each node's gateway listens on its gRPC port plus this.
@@ -30,7 +32,13 @@ const BIG_FILE: usize = 9 * 1024 * 1024;
 /// A 3-node, 3-replica ring with a gateway on every node, started with
 /// `args`; returns the cluster and the gateways' `http://host:port` bases.
 async fn gateway_cluster(args: &[&str]) -> Result<(TestCluster, Vec<String>)> {
-    let mut cluster = TestCluster::configured(3, args, None, Some(HTTP_OFFSET))?;
+    gateway_cluster_of(3, args).await
+}
+
+/// [`gateway_cluster`] keeping `replicas` copies of each key; the bases
+/// are in the order of [`TestCluster::addrs`].
+async fn gateway_cluster_of(replicas: usize, args: &[&str]) -> Result<(TestCluster, Vec<String>)> {
+    let mut cluster = TestCluster::configured(replicas, args, None, Some(HTTP_OFFSET))?;
     for _ in 0..3 {
         let port = port_with_free_http()?;
         let join = cluster.addrs().first().cloned();
@@ -384,6 +392,36 @@ async fn a_gateway_moves_its_own_nodes_chunks_in_place() {
         assert!(spent(stage) > 0, "no time in {stage}: {stats:?}");
     }
     assert_eq!(spent("chunk_check"), 0, "a chunk came over gRPC: {stats:?}");
+}
+
+/// At one copy, the successor of a draining node serves that node's files
+/// through its gateway while the hand-off (held to 1 MiB/s) brings them:
+/// the gateway's client reads its own node in place, and that read looks
+/// behind to the leaving node for what has not arrived.
+#[tokio::test]
+async fn a_gateway_reads_behind_a_node_handing_its_range_over() {
+    let (cluster, http) = gateway_cluster_of(1, &fast_with_slow_handoffs())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (names, leaving) = cluster.files_to_hand_over(dir.path()).await.unwrap();
+    let ring = cluster.truth();
+    let at = ring.iter().position(|n| n.addr == leaving).unwrap();
+    let successor = &ring[(at + 1) % ring.len()].addr;
+    let addrs = cluster.addrs();
+    let base = &http[addrs.iter().position(|a| a == successor).unwrap()];
+    let dir = dir.path();
+    cluster
+        .read_while_draining(&leaving, &names, |name| async move {
+            let out = dir.join(format!("{name}.out"));
+            let got = curl_download(&format!("{base}/{name}"), &out).await?;
+            if got != std::fs::read(dir.join(&name))? {
+                bail!("different bytes");
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
