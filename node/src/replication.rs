@@ -382,7 +382,24 @@ impl Node {
     /// checks), or where it has none, checked, from a predecessor still
     /// handing its range over (see [`Node::manifest_here`]).
     pub async fn chunk_here(&self, key: Id) -> Result<Bytes> {
-        match self.disk(move |s| s.read_chunk_unchecked(&key)).await {
+        let here = self.disk(move |s| s.read_chunk_unchecked(&key)).await;
+        self.or_behind(key, here).await
+    }
+
+    /// [`Node::chunk_here`] with this node's copy checked against its key
+    /// as well (and quarantined if it does not match): for a reader in
+    /// this process, which gets no second look at the bytes.
+    pub async fn checked_chunk_here(&self, key: Id) -> Result<Bytes> {
+        let here = self
+            .disk(move |s| s.read_chunk(&key).map(CheckedChunk::into_data))
+            .await;
+        self.or_behind(key, here).await
+    }
+
+    /// `here`, unless it is "not found": then the chunk as a predecessor
+    /// still handing its range over has it, if one does.
+    async fn or_behind(&self, key: Id, here: Result<Bytes>) -> Result<Bytes> {
+        match here {
             Err(missing @ Error::NotFound(_)) => match self.chunk_behind(key).await {
                 Some(chunk) => Ok(chunk.into_data()),
                 None => Err(missing),
@@ -393,7 +410,7 @@ impl Node {
 
     /// Chunk `key`, checked, from the first predecessor still handing its
     /// range over that has it.
-    pub async fn chunk_behind(&self, key: Id) -> Option<CheckedChunk> {
+    async fn chunk_behind(&self, key: Id) -> Option<CheckedChunk> {
         for node in self.handing_over() {
             let answer = self.peers().get_chunk(&node.addr, &key).await;
             self.behind_answered(&node, &answer);

@@ -420,13 +420,7 @@ impl Client {
     /// the node this client runs inside.
     async fn get_chunk_at(&self, holder: &NodeRef, key: Id, check: ReadCheck) -> Result<Bytes> {
         match (self.local_node(holder), check) {
-            (Some(node), _) => match node.disk(move |s| s.read_chunk(&key)).await {
-                Err(missing @ Error::NotFound(_)) => match node.chunk_behind(key).await {
-                    Some(chunk) => Ok(chunk.into_data()),
-                    None => Err(missing),
-                },
-                found => Ok(found?.into_data()),
-            },
+            (Some(node), _) => node.checked_chunk_here(key).await,
             (None, ReadCheck::EachChunk) => Ok(self
                 .peers()
                 .get_chunk(&holder.addr, &key)
