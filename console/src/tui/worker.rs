@@ -8,7 +8,7 @@
 //! second, so a lost or late update never skews the gauge.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,20 +56,21 @@ pub async fn transfer(
     let work = run_transfer(id, request, peer_opts, counted.clone(), update_tx.clone());
     tokio::pin!(work);
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
-    let mut restarts = 0;
     // Says so once for each start over, between two ticks or at the end.
-    let restarted = |restarts: &mut u64| {
-        let now = counted.restarts.load(Ordering::Relaxed);
-        (now > std::mem::replace(restarts, now)).then(|| Update::TransferRestarted {
-            id,
-            at_ms: now_ms(),
-        })
+    let restarted = || {
+        counted
+            .restarted
+            .swap(false, Ordering::Relaxed)
+            .then(|| Update::TransferRestarted {
+                id,
+                at_ms: now_ms(),
+            })
     };
     let result = loop {
         tokio::select! {
             r = &mut work => break r,
             _ = tick.tick() => {
-                if let Some(update) = restarted(&mut restarts) {
+                if let Some(update) = restarted() {
                     if update_tx.send(update).await.is_err() {
                         return;
                     }
@@ -81,7 +82,7 @@ pub async fn transfer(
             }
         }
     };
-    if let Some(update) = restarted(&mut restarts) {
+    if let Some(update) = restarted() {
         let _ = update_tx.send(update).await;
     }
     let update = match result {
@@ -101,12 +102,12 @@ pub async fn transfer(
     let _ = update_tx.send(update).await;
 }
 
-/// A transfer's bytes so far, and how often it started over, read by the
-/// ticker that reports them.
+/// A transfer's bytes so far, and whether it started over since the ticker
+/// that reports them last looked.
 #[derive(Debug, Default)]
 struct Counted {
     done: AtomicU64,
-    restarts: AtomicU64,
+    restarted: AtomicBool,
 }
 
 impl ProgressSink for Counted {
@@ -116,7 +117,7 @@ impl ProgressSink for Counted {
 
     fn restart(&self) {
         self.done.store(0, Ordering::Relaxed);
-        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.restarted.store(true, Ordering::Relaxed);
     }
 }
 
