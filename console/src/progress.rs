@@ -9,6 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chord_node::client::ProgressSink;
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// What a transfer that starts over says, after its name.
+pub const STARTED_OVER: &str =
+    "the whole file did not match its checksum; fetching it again with every chunk checked";
+
 #[derive(Debug)]
 pub enum Progress {
     Bar(ProgressBar),
@@ -94,9 +98,6 @@ impl ProgressSink for Lines {
         self.done.store(0, Ordering::Relaxed);
         self.shown.store(0, Ordering::Relaxed);
         let (label, total) = (&self.label, self.total);
-        eprintln!(
-            "{label}: the whole file did not match its checksum; \
-             fetching it again with every chunk checked: 0 of {total} bytes"
-        );
+        eprintln!("{label}: {STARTED_OVER}: 0 of {total} bytes");
     }
 }

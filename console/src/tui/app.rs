@@ -714,11 +714,7 @@ impl App {
                     t.done = 0;
                     t.started_ms = at_ms;
                     t.updated_ms = at_ms;
-                    let text = format!(
-                        "{}: the whole file did not match its checksum; \
-                         fetching it again with every chunk checked",
-                        t.name
-                    );
+                    let text = format!("{}: {}", t.name, crate::progress::STARTED_OVER);
                     self.note("transfer", text, Severity::Warn);
                 }
             }
