@@ -304,6 +304,8 @@ impl Node {
 
     /// `leaving` said it leaves the ring; if it is this node's predecessor,
     /// its range is this node's now, and its keys are on their way here.
+    /// A node that is leaving itself marks it too: its own successor
+    /// passes reads back through it (see [`Node::handing_over`]).
     pub fn taking_over_from(&self, leaving: &NodeRef) {
         if self.ring().predecessor() != Some(leaving) {
             return;
@@ -313,13 +315,17 @@ impl Node {
         list.push((leaving.clone(), Instant::now()));
     }
 
-    /// The predecessors still handing their range to this node: those that
-    /// said so within [`LEAVING_MARK_TTL`] and have not stopped answering.
-    /// None while this node leaves: its range is its successor's now, and
-    /// a read asked of it here is one read behind already, not to be passed
-    /// further back.
-    pub fn handing_over(&self) -> Vec<NodeRef> {
-        if self.is_leaving() {
+    /// Where to pass back a read of a key this node lacks, which
+    /// `passed_back` nodes have passed back already: the predecessors
+    /// still handing their range to this node, those that said so within
+    /// [`LEAVING_MARK_TTL`] and have not stopped answering. A scale-in
+    /// may drain neighbours at once: the first hands its keys past the
+    /// second to the node after both, which has heard only of the second,
+    /// so the read goes back through both. None once a read has been
+    /// passed back [`READ_BEHIND_STEPS`] times: nodes that all leave at
+    /// once may mark each other.
+    pub fn handing_over(&self, passed_back: u32) -> Vec<NodeRef> {
+        if passed_back >= READ_BEHIND_STEPS {
             return Vec::new();
         }
         let mut list = self.handing_over_list();
@@ -727,6 +733,10 @@ struct LeavingMark {
 /// enough to cost nothing while it drains, often enough that a restarted
 /// node is counted again after a round or two of repair.
 const LEAVING_RECHECK: Duration = Duration::from_secs(5);
+
+/// How many times a read may be passed back to a node handing its range
+/// over ([`Node::handing_over`]): as many neighbours as may drain at once.
+pub const READ_BEHIND_STEPS: u32 = 4;
 
 /// How long a peer stays marked as leaving: long enough for any drain we
 /// would otherwise count it in, short enough that a node restarted on the

@@ -498,7 +498,21 @@ impl PeerPool {
     /// to re-check its copy (in the background: the caller goes on to the
     /// next holder).
     pub async fn get_chunk(&self, addr: &str, key: &Id) -> Result<CheckedChunk> {
-        match self.fetch_chunk::<ChunkHasher>(addr, key).await {
+        self.get_chunk_behind(addr, key, 0).await
+    }
+
+    /// [`PeerPool::get_chunk`] for a read that `passed_back` nodes have
+    /// passed back already, each to a node handing its range over to it.
+    pub async fn get_chunk_behind(
+        &self,
+        addr: &str,
+        key: &Id,
+        passed_back: u32,
+    ) -> Result<CheckedChunk> {
+        match self
+            .fetch_chunk::<ChunkHasher>(addr, key, passed_back)
+            .await
+        {
             Err(Error::Corrupt(reason)) => {
                 self.report_corrupt(addr, *key);
                 Err(Error::Corrupt(format!("{addr} sent bad bytes: {reason}")))
@@ -512,16 +526,25 @@ impl PeerPool {
     /// part of a whole (a download to a file, held back until its SHA-256
     /// matches) and asks again with [`PeerPool::get_chunk`] if they fail.
     pub async fn get_chunk_unchecked(&self, addr: &str, key: &Id) -> Result<Bytes> {
-        self.fetch_chunk::<ChunkBuffer>(addr, key).await
+        self.fetch_chunk::<ChunkBuffer>(addr, key, 0).await
     }
 
     /// One GetChunk, its pieces gathered by `G`, within the transfer
     /// deadline.
-    async fn fetch_chunk<G: Gather>(&self, addr: &str, key: &Id) -> Result<G::Chunk> {
+    async fn fetch_chunk<G: Gather>(
+        &self,
+        addr: &str,
+        key: &Id,
+        passed_back: u32,
+    ) -> Result<G::Chunk> {
         // tonic ends a call at its deadline only until the answer's headers
         // arrive; the pieces after them are bounded here, by the same one.
         let deadline = self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR;
-        let call = self.watched(addr, self.get_chunk_within::<G>(addr, key, deadline));
+        let req = pb::GetChunkRequest {
+            key: key.as_bytes().to_vec(),
+            passed_back,
+        };
+        let call = self.watched(addr, self.get_chunk_within::<G>(addr, key, req, deadline));
         match tokio::time::timeout(deadline, call).await {
             Ok(answer) => answer,
             Err(_) => {
@@ -538,11 +561,10 @@ impl PeerPool {
         &self,
         addr: &str,
         key: &Id,
+        req: pb::GetChunkRequest,
         deadline: Duration,
     ) -> Result<G::Chunk> {
-        let mut req = tonic::Request::new(pb::GetChunkRequest {
-            key: key.as_bytes().to_vec(),
-        });
+        let mut req = tonic::Request::new(req);
         req.set_timeout(deadline);
         let mut stream = self
             .store(addr)?
@@ -576,6 +598,7 @@ impl PeerPool {
         };
         let mut req = self.request(pb::GetChunkRequest {
             key: key.as_bytes().to_vec(),
+            passed_back: 0,
         });
         req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
         let addr = addr.to_string();
@@ -664,10 +687,42 @@ impl PeerPool {
         name: &str,
         route: bool,
     ) -> Result<Option<Manifest>> {
-        let mut req = tonic::Request::new(pb::GetManifestRequest {
-            name: name.to_string(),
-            route,
-        });
+        self.manifest_call(
+            addr,
+            pb::GetManifestRequest {
+                name: name.to_string(),
+                route,
+                passed_back: 0,
+            },
+        )
+        .await
+    }
+
+    /// `addr`'s own copy of manifest `name`, for a read that `passed_back`
+    /// nodes have passed back already (see [`PeerPool::get_chunk_behind`]).
+    pub async fn get_manifest_behind(
+        &self,
+        addr: &str,
+        name: &str,
+        passed_back: u32,
+    ) -> Result<Option<Manifest>> {
+        self.manifest_call(
+            addr,
+            pb::GetManifestRequest {
+                name: name.to_string(),
+                route: false,
+                passed_back,
+            },
+        )
+        .await
+    }
+
+    async fn manifest_call(
+        &self,
+        addr: &str,
+        req: pb::GetManifestRequest,
+    ) -> Result<Option<Manifest>> {
+        let mut req = tonic::Request::new(req);
         req.set_timeout(self.opts.rpc_timeout * LOOKUP_DEADLINE_FACTOR);
         let mut store = self.store(addr)?;
         let resp = self

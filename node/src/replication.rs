@@ -363,14 +363,24 @@ impl Node {
     /// there and not here yet (at R = 1 the only copy). What the reader is
     /// told is what it would have found a little later, when the hand-off
     /// has brought it here.
-    pub async fn manifest_here(&self, key: Id, name: &str) -> Result<Option<Manifest>> {
+    /// `passed_back` says how many nodes have passed this read back already
+    /// ([`Node::handing_over`]).
+    pub async fn manifest_here(
+        &self,
+        key: Id,
+        name: &str,
+        passed_back: u32,
+    ) -> Result<Option<Manifest>> {
         let here = self.disk(move |s| s.get_manifest(&key)).await?;
         if here.is_some() {
             return Ok(here);
         }
-        let behind = self.handing_over();
+        let behind = self.handing_over(passed_back);
         let answers = futures::future::join_all(behind.iter().map(|node| async move {
-            let answer = self.peers().get_manifest(&node.addr, name, false).await;
+            let answer = self
+                .peers()
+                .get_manifest_behind(&node.addr, name, passed_back + 1)
+                .await;
             self.behind_answered(node, &answer);
             answer
         }))
@@ -381,9 +391,9 @@ impl Node {
     /// Chunk `key` as this node has it on disk, not checked (the reader
     /// checks), or where it has none, checked, from a predecessor still
     /// handing its range over (see [`Node::manifest_here`]).
-    pub async fn chunk_here(&self, key: Id) -> Result<Bytes> {
+    pub async fn chunk_here(&self, key: Id, passed_back: u32) -> Result<Bytes> {
         let here = self.disk(move |s| s.read_chunk_unchecked(&key)).await;
-        self.or_behind(key, here).await
+        self.or_behind(key, here, passed_back).await
     }
 
     /// [`Node::chunk_here`] with this node's copy checked against its key
@@ -393,14 +403,14 @@ impl Node {
         let here = self
             .disk(move |s| s.read_chunk(&key).map(CheckedChunk::into_data))
             .await;
-        self.or_behind(key, here).await
+        self.or_behind(key, here, 0).await
     }
 
     /// `here`, unless it is "not found": then the chunk as a predecessor
     /// still handing its range over has it, if one does.
-    async fn or_behind(&self, key: Id, here: Result<Bytes>) -> Result<Bytes> {
+    async fn or_behind(&self, key: Id, here: Result<Bytes>, passed_back: u32) -> Result<Bytes> {
         match here {
-            Err(missing @ Error::NotFound(_)) => match self.chunk_behind(key).await {
+            Err(missing @ Error::NotFound(_)) => match self.chunk_behind(key, passed_back).await {
                 Some(chunk) => Ok(chunk.into_data()),
                 None => Err(missing),
             },
@@ -410,9 +420,12 @@ impl Node {
 
     /// Chunk `key`, checked, from the first predecessor still handing its
     /// range over that has it.
-    async fn chunk_behind(&self, key: Id) -> Option<CheckedChunk> {
-        for node in self.handing_over() {
-            let answer = self.peers().get_chunk(&node.addr, &key).await;
+    async fn chunk_behind(&self, key: Id, passed_back: u32) -> Option<CheckedChunk> {
+        for node in self.handing_over(passed_back) {
+            let answer = self
+                .peers()
+                .get_chunk_behind(&node.addr, &key, passed_back + 1)
+                .await;
             self.behind_answered(&node, &answer);
             if let Ok(chunk) = answer {
                 debug!(key = %key.short(), from = %node.addr, "read behind: the chunk is not here yet");
@@ -440,7 +453,7 @@ impl Node {
         let key = Id::hash(name.as_bytes());
         futures::future::join_all(nodes.iter().map(|node| async move {
             if node.addr == self.me().addr {
-                self.manifest_here(key, name).await
+                self.manifest_here(key, name, 0).await
             } else {
                 self.peers().get_manifest(&node.addr, name, false).await
             }

@@ -548,13 +548,16 @@ impl TestCluster {
         Ok((names, leaving))
     }
 
-    /// Drains `leaving` and, from the moment it says it leaves, `read`s each
+    /// Drains each of `leaving`, each one once the one before says it
+    /// leaves (so their drains overlap, as a scale-in of several instances
+    /// has them), and from the moment the last says it leaves, `read`s each
     /// of `names` in turn (what a read must find is the test's to check).
-    /// An error if the drain was not complete, or had ended before the
-    /// reads did: reads after a hand-off say nothing about reads during it.
+    /// An error if a drain was not complete, or the first had ended before
+    /// the reads did: reads after a hand-off say nothing about reads during
+    /// it.
     pub async fn read_while_draining<F, Fut>(
         &self,
-        leaving: &str,
+        leaving: &[&str],
         names: &[String],
         read: F,
     ) -> Result<()>
@@ -562,33 +565,49 @@ impl TestCluster {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        let drained = AtomicBool::new(false);
-        let drain = async {
-            let report = self.peers.drain(leaving, Duration::from_secs(90)).await;
-            drained.store(true, Ordering::SeqCst);
-            report
-        };
-        let reads = async {
-            self.wait_for("the node to leave", Duration::from_secs(10), || async {
-                Ok(self.peers.get_info(leaving).await?.state == NodeState::Leaving)
+        let said_leaving = |addr: &str| {
+            let addr = addr.to_string();
+            self.wait_for("a node to leave", Duration::from_secs(10), move || {
+                let addr = addr.clone();
+                async move { Ok(self.peers.get_info(&addr).await?.state == NodeState::Leaving) }
             })
-            .await?;
+        };
+        let first_drained = AtomicBool::new(false);
+        let drains = futures::future::join_all(leaving.iter().enumerate().map(|(i, addr)| {
+            let (earlier, first_drained, said_leaving) =
+                (&leaving[..i], &first_drained, &said_leaving);
+            async move {
+                if let Some(before) = earlier.last() {
+                    said_leaving(before).await?;
+                }
+                let report = self.peers.drain(addr, Duration::from_secs(90)).await;
+                if i == 0 {
+                    first_drained.store(true, Ordering::SeqCst);
+                }
+                let report = report?;
+                if !report.is_complete() {
+                    bail!("the drain of {addr} did not complete: {report:?}");
+                }
+                Ok(report)
+            }
+        }));
+        let reads = async {
+            for addr in leaving {
+                said_leaving(addr).await?;
+            }
             for name in names {
                 read(name.clone())
                     .await
                     .with_context(|| format!("{name} during the hand-off"))?;
             }
-            anyhow::Ok(drained.load(Ordering::SeqCst))
+            anyhow::Ok(first_drained.load(Ordering::SeqCst))
         };
-        let (report, reads) = tokio::join!(drain, reads);
-        let report = report?;
+        let (reports, reads) = tokio::join!(drains, reads);
+        let reports = reports.into_iter().collect::<Result<Vec<_>>>()?;
         if reads? {
             bail!(
-                "the hand-off ended before the reads did, so they read nothing behind: {report:?}"
+                "the hand-off ended before the reads did, so they read nothing behind: {reports:?}"
             );
-        }
-        if !report.is_complete() {
-            bail!("the drain of {leaving} did not complete: {report:?}");
         }
         Ok(())
     }

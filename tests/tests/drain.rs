@@ -93,7 +93,43 @@ async fn at_one_copy_a_file_reads_while_its_node_hands_it_over() {
     let reader = client(&entry).unwrap();
     let dir = dir.path();
     cluster
-        .read_while_draining(&leaving, &names, |name| {
+        .read_while_draining(&[&leaving], &names, |name| {
+            let reader = &reader;
+            async move {
+                let out = dir.join(format!("{name}.out"));
+                reader
+                    .download(&name, &out, &small_chunks(), &no_progress)
+                    .await?;
+                if std::fs::read(&out)? != std::fs::read(dir.join(&name))? {
+                    anyhow::bail!("different bytes");
+                }
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn at_one_copy_a_file_reads_while_it_and_its_successor_hand_over() {
+    // A scale-in of two instances may drain two neighbours at once. The
+    // first hands its keys past the second, which is leaving too, to the
+    // node after both; the second learns of the first's leave, then leaves
+    // itself. Reads routed to the node after both must reach back through
+    // both for what has not arrived yet.
+    let cluster = TestCluster::start_converged(4, 1, &fast_with_slow_handoffs())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (names, first) = cluster.files_to_hand_over(dir.path()).await.unwrap();
+    let ring = cluster.truth();
+    let at = ring.iter().position(|n| n.addr == first).unwrap();
+    let second = ring[(at + 1) % ring.len()].addr.clone();
+    let entry = ring[(at + 2) % ring.len()].addr.clone();
+    let reader = client(&entry).unwrap();
+    let dir = dir.path();
+    cluster
+        .read_while_draining(&[&first, &second], &names, |name| {
             let reader = &reader;
             async move {
                 let out = dir.join(format!("{name}.out"));

@@ -412,7 +412,7 @@ async fn a_gateway_reads_behind_a_node_handing_its_range_over() {
     let base = &http[addrs.iter().position(|a| a == successor).unwrap()];
     let dir = dir.path();
     cluster
-        .read_while_draining(&leaving, &names, |name| async move {
+        .read_while_draining(&[&leaving], &names, |name| async move {
             let out = dir.join(format!("{name}.out"));
             let got = curl_download(&format!("{base}/{name}"), &out).await?;
             if got != std::fs::read(dir.join(&name))? {

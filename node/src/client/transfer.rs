@@ -531,7 +531,7 @@ impl Client {
             Stage::ManifestCall,
             futures::future::join_all(asked.into_iter().map(|holder| async move {
                 match self.local_node(holder) {
-                    Some(node) => node.manifest_here(key, name).await,
+                    Some(node) => node.manifest_here(key, name, 0).await,
                     None => {
                         let found = self.peers().get_manifest(&holder.addr, name, false).await;
                         self.heard(&holder.addr, found)

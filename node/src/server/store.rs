@@ -425,10 +425,15 @@ impl Store for StoreService {
         req: Request<pb::GetChunkRequest>,
     ) -> Result<Response<Self::GetChunkStream>, Status> {
         self.count();
-        let key = wire::id_from_pb(&req.into_inner().key, "key").map_err(error_to_status)?;
+        let req = req.into_inner();
+        let key = wire::id_from_pb(&req.key, "key").map_err(error_to_status)?;
         // Sent as it is on disk (or, not here yet, as read behind and
         // checked): the receiver checks it (see CheckChunk).
-        let data = self.node.chunk_here(key).await.map_err(error_to_status)?;
+        let data = self
+            .node
+            .chunk_here(key, req.passed_back)
+            .await
+            .map_err(error_to_status)?;
         Counters::bump(&self.node.counters.bytes_out, data.len() as u64);
         let size = data.len() as u64;
         let pieces: Vec<Result<pb::ChunkPiece, Status>> = wire::pieces(&data)
@@ -525,7 +530,9 @@ impl Store for StoreService {
             self.node.find_manifest(&req.name).await
         } else {
             let key = Id::hash(req.name.as_bytes());
-            self.node.manifest_here(key, &req.name).await
+            self.node
+                .manifest_here(key, &req.name, req.passed_back)
+                .await
         }
         .map_err(error_to_status)?;
         Ok(Response::new(pb::GetManifestResponse {
