@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chord_node::events::EventKind;
 use chord_node::peer::NodeState;
+use chord_node::Error;
 use chord_tests::files::{client, no_progress, small_chunks};
 use chord_tests::{fast_with_slow_handoffs, TestCluster, CONVERGE, FAST};
 
@@ -190,6 +191,25 @@ async fn a_drain_with_no_one_to_hand_to_never_reports_complete() {
         .check_files_intact(dir.path(), &names)
         .await
         .unwrap_or_else(|e| panic!("drained nodes must still serve reads: {e:#}"));
+    // Each heard the other leave, so each passes what it lacks back to the
+    // other: a read of a file no one has must still be answered "not
+    // found", within one call deadline (FAST's 1 s), not cut off by one.
+    // Passed back without end, it took 1.5 s there.
+    for addr in &addrs {
+        let asked = std::time::Instant::now();
+        let missing = tokio::time::timeout(
+            Duration::from_secs(20),
+            client(addr).unwrap().manifest("never-written"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a read of a missing file through {addr} did not end"));
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "a read of a missing file through {addr} took {:?}",
+            asked.elapsed()
+        );
+        assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
+    }
 }
 
 #[tokio::test]
