@@ -655,16 +655,18 @@ impl Node {
     /// time; the node keeps serving reads until it is stopped.
     pub async fn drain(&self, deadline: Duration) -> crate::repair::HandoffReport {
         let _one_at_a_time = self.drain_lock.lock().await;
-        if !self.is_leaving() {
-            self.leave_ring().await;
-        }
+        self.leave_ring().await;
         self.hand_off(deadline, crate::repair::HandoffMode::UntilConfirmed)
             .await
     }
 
     /// Graceful leave: hand our links to our neighbours so they repair at once.
+    /// Once only: a node stopped after a drain has told them already, and
+    /// a second notice would only log its leave twice on each.
     pub async fn leave_ring(&self) {
-        self.leaving.store(true, Ordering::Release);
+        if self.leaving.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let notices = self.ring().leave_notices();
         for notice in notices {
             let result = self

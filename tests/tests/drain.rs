@@ -278,6 +278,19 @@ async fn a_node_drained_and_restarted_on_its_address_holds_keys_again() {
         .await
         .unwrap());
     cluster.wait_consistent(CONVERGE).await.unwrap();
+    // It told its neighbours once, when the drain began: stopping it
+    // afterwards does not tell them again.
+    let mut told = 0;
+    for other in cluster.addrs() {
+        let events = cluster.peers.events(&other, 0).await.unwrap().events;
+        let heard = events
+            .iter()
+            .filter(|e| e.kind == EventKind::NeighbourLeft && e.peer.as_deref() == Some(&addr))
+            .count();
+        assert!(heard <= 1, "{other} heard {addr} leave {heard} times");
+        told += heard;
+    }
+    assert!(told > 0, "no neighbour heard {addr} leave");
     // Back on the same address (and data dir) well within the time the
     // others remember it as leaving: it must count as a holder again.
     let via = cluster.addrs()[0].clone();
