@@ -687,15 +687,39 @@ impl PeerPool {
         name: &str,
         route: bool,
     ) -> Result<Option<Manifest>> {
-        self.manifest_call(
-            addr,
-            pb::GetManifestRequest {
-                name: name.to_string(),
-                route,
-                passed_back: 0,
-            },
-        )
-        .await
+        let (manifest, _) = self
+            .manifest_call(
+                addr,
+                pb::GetManifestRequest {
+                    name: name.to_string(),
+                    route,
+                    passed_back: 0,
+                },
+            )
+            .await?;
+        Ok(manifest)
+    }
+
+    /// `addr`'s own copy of manifest `name`, for a reader that takes `addr`
+    /// for one of its holders: [`Error::Leaving`] if `addr` is leaving, as
+    /// its copy may be older than its successor's, which owns the key now.
+    pub async fn get_holder_manifest(&self, addr: &str, name: &str) -> Result<Option<Manifest>> {
+        match self
+            .manifest_call(
+                addr,
+                pb::GetManifestRequest {
+                    name: name.to_string(),
+                    route: false,
+                    passed_back: 0,
+                },
+            )
+            .await?
+        {
+            (_, true) => Err(Error::Leaving {
+                peer: addr.to_string(),
+            }),
+            (manifest, false) => Ok(manifest),
+        }
     }
 
     /// `addr`'s own copy of manifest `name`, for a read that `passed_back`
@@ -706,22 +730,25 @@ impl PeerPool {
         name: &str,
         passed_back: u32,
     ) -> Result<Option<Manifest>> {
-        self.manifest_call(
-            addr,
-            pb::GetManifestRequest {
-                name: name.to_string(),
-                route: false,
-                passed_back,
-            },
-        )
-        .await
+        let (manifest, _) = self
+            .manifest_call(
+                addr,
+                pb::GetManifestRequest {
+                    name: name.to_string(),
+                    route: false,
+                    passed_back,
+                },
+            )
+            .await?;
+        Ok(manifest)
     }
 
+    /// One GetManifest: the manifest, and whether the node said it leaves.
     async fn manifest_call(
         &self,
         addr: &str,
         req: pb::GetManifestRequest,
-    ) -> Result<Option<Manifest>> {
+    ) -> Result<(Option<Manifest>, bool)> {
         let mut req = tonic::Request::new(req);
         req.set_timeout(self.opts.rpc_timeout * LOOKUP_DEADLINE_FACTOR);
         let mut store = self.store(addr)?;
@@ -734,10 +761,12 @@ impl PeerPool {
             })
             .await?
             .into_inner();
-        resp.manifest
+        let manifest = resp
+            .manifest
             .map(wire::manifest_from_pb)
             .transpose()
-            .map_err(wire::blame(addr))
+            .map_err(wire::blame(addr))?;
+        Ok((manifest, resp.leaving))
     }
 
     /// Writes a tombstone for `name` through `addr`.

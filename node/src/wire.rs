@@ -362,6 +362,7 @@ mod tests {
         assert!(request.encoded_len() <= crate::MAX_MESSAGE_BYTES);
         let answer = pb::GetManifestResponse {
             manifest: Some(manifest_to_pb(&m)),
+            leaving: false,
         };
         assert!(answer.encoded_len() <= crate::MAX_MESSAGE_BYTES);
         assert!(manifest_from_pb(manifest_to_pb(&m)).is_ok());

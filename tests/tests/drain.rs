@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use chord_node::chord::Id;
 use chord_node::events::EventKind;
 use chord_node::peer::NodeState;
 use chord_node::Error;
@@ -145,6 +146,71 @@ async fn at_one_copy_a_file_reads_while_it_and_its_successor_hand_over() {
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn at_one_copy_a_reader_that_knew_the_leaving_owner_reads_the_newer_version() {
+    // A client takes a node's report of the keys it owns as good for half
+    // a second. The owner of a file starts leaving within that half second
+    // and a newer version is written to its successor, which owns the key
+    // now: the reader must get that version, not the copy the leaving node
+    // still has and keeps answering with while it hands its range over.
+    let cluster = TestCluster::start_converged(3, 1, &fast_with_slow_handoffs())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, leaving) = cluster.files_to_hand_over(dir.path()).await.unwrap();
+    let name = (0..)
+        .map(|i| format!("fresh-{i}"))
+        .find(|n| cluster.owner_of(&Id::hash(n.as_bytes())).unwrap().addr == leaving)
+        .unwrap();
+    let others: Vec<String> = cluster
+        .addrs()
+        .into_iter()
+        .filter(|a| *a != leaving)
+        .collect();
+    let reader = client(&others[0]).unwrap();
+    let (writer_entry, name) = (&others[1], name.as_str());
+    // Each version by a client of its own, which knows nothing yet.
+    let write = |bytes: &'static [u8]| async move {
+        client(writer_entry)
+            .unwrap()
+            .upload(bytes, name, &small_chunks(), &no_progress)
+            .await
+            .unwrap()
+    };
+    write(b"the first version").await;
+    let read = || async {
+        let out = dir.path().join("read.out");
+        reader
+            .download(name, &out, &small_chunks(), &no_progress)
+            .await
+            .unwrap();
+        std::fs::read(&out).unwrap()
+    };
+    assert_eq!(read().await, b"the first version");
+    let known = std::time::Instant::now();
+    let newer = async {
+        while cluster.peers.get_info(&leaving).await.unwrap().state != NodeState::Leaving {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        write(b"the second version").await;
+        let since = known.elapsed();
+        (since, read().await)
+    };
+    let (report, (since, got)) = tokio::join!(cluster.peers.drain(&leaving, DRAIN), newer);
+    assert!(
+        since < Duration::from_millis(450),
+        "the newer version took {since:?} to write: the reader's report of the old owner \
+         is no longer fresh, so this says nothing"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "the second version",
+        "read {since:?} after the reader last heard from the leaving owner"
+    );
+    let report = report.unwrap();
+    assert!(report.is_complete(), "{report:?}");
 }
 
 #[tokio::test]

@@ -497,7 +497,9 @@ impl Client {
     /// Where none has the file, or one did not answer, the entry node looks
     /// again (`route`), so a holder this client still takes for one but
     /// that has handed its keys on (a leaving node, within its last report)
-    /// cannot make a file that exists look missing.
+    /// cannot make a file that exists look missing. A leaving node's answer
+    /// does not count either: its successor owns the key now and takes its
+    /// writes, so the leaving node's copy may be an older version.
     async fn find_manifest(&self, name: &str) -> Result<Option<Manifest>> {
         match self.ask_holders_for_manifest(name).await {
             Ok(Some(found)) => Ok(Some(found)),
@@ -531,9 +533,12 @@ impl Client {
             Stage::ManifestCall,
             futures::future::join_all(asked.into_iter().map(|holder| async move {
                 match self.local_node(holder) {
+                    Some(node) if node.is_leaving() => Err(Error::Leaving {
+                        peer: holder.addr.clone(),
+                    }),
                     Some(node) => node.manifest_here(key, name, 0).await,
                     None => {
-                        let found = self.peers().get_manifest(&holder.addr, name, false).await;
+                        let found = self.peers().get_holder_manifest(&holder.addr, name).await;
                         self.heard(&holder.addr, found)
                     }
                 }

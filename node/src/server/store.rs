@@ -537,6 +537,7 @@ impl Store for StoreService {
         .map_err(error_to_status)?;
         Ok(Response::new(pb::GetManifestResponse {
             manifest: manifest.as_ref().map(wire::manifest_to_pb),
+            leaving: !req.route && self.node.is_leaving(),
         }))
     }
 
