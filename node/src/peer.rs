@@ -687,34 +687,19 @@ impl PeerPool {
         name: &str,
         route: bool,
     ) -> Result<Option<Manifest>> {
-        let (manifest, _) = self
-            .manifest_call(
-                addr,
-                pb::GetManifestRequest {
-                    name: name.to_string(),
-                    route,
-                    passed_back: 0,
-                },
-            )
-            .await?;
-        Ok(manifest)
+        let req = pb::GetManifestRequest {
+            name: name.to_string(),
+            route,
+            passed_back: 0,
+        };
+        Ok(self.manifest_call(addr, req).await?.0)
     }
 
     /// `addr`'s own copy of manifest `name`, for a reader that takes `addr`
     /// for one of its holders: [`Error::Leaving`] if `addr` is leaving, as
     /// its copy may be older than its successor's, which owns the key now.
     pub async fn get_holder_manifest(&self, addr: &str, name: &str) -> Result<Option<Manifest>> {
-        match self
-            .manifest_call(
-                addr,
-                pb::GetManifestRequest {
-                    name: name.to_string(),
-                    route: false,
-                    passed_back: 0,
-                },
-            )
-            .await?
-        {
+        match self.own_manifest(addr, name, 0).await? {
             (_, true) => Err(Error::Leaving {
                 peer: addr.to_string(),
             }),
@@ -730,17 +715,23 @@ impl PeerPool {
         name: &str,
         passed_back: u32,
     ) -> Result<Option<Manifest>> {
-        let (manifest, _) = self
-            .manifest_call(
-                addr,
-                pb::GetManifestRequest {
-                    name: name.to_string(),
-                    route: false,
-                    passed_back,
-                },
-            )
-            .await?;
-        Ok(manifest)
+        Ok(self.own_manifest(addr, name, passed_back).await?.0)
+    }
+
+    /// `addr`'s own copy of manifest `name` (not looked for through the
+    /// ring), and whether `addr` said it leaves.
+    async fn own_manifest(
+        &self,
+        addr: &str,
+        name: &str,
+        passed_back: u32,
+    ) -> Result<(Option<Manifest>, bool)> {
+        let req = pb::GetManifestRequest {
+            name: name.to_string(),
+            route: false,
+            passed_back,
+        };
+        self.manifest_call(addr, req).await
     }
 
     /// One GetManifest: the manifest, and whether the node said it leaves.
