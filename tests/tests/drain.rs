@@ -6,9 +6,11 @@
 // Test helpers fail the test by panicking, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::time::Duration;
 
 use chord_node::chord::Id;
+use chord_node::client::Client;
 use chord_node::events::EventKind;
 use chord_node::peer::NodeState;
 use chord_node::Error;
@@ -81,6 +83,19 @@ async fn two_adjacent_nodes_drained_at_once_lose_nothing() {
         .unwrap();
 }
 
+/// Downloads `name` through `reader` and compares it with the original in
+/// `dir`.
+async fn read_back(reader: &Client, dir: &Path, name: String) -> anyhow::Result<()> {
+    let out = dir.join(format!("{name}.out"));
+    reader
+        .download(&name, &out, &small_chunks(), &no_progress)
+        .await?;
+    if std::fs::read(&out)? != std::fs::read(dir.join(&name))? {
+        anyhow::bail!("different bytes");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn at_one_copy_a_file_reads_while_its_node_hands_it_over() {
     // One copy of each key, and hand-offs held to 1 MiB/s: for seconds, a
@@ -95,19 +110,7 @@ async fn at_one_copy_a_file_reads_while_its_node_hands_it_over() {
     let reader = client(&entry).unwrap();
     let dir = dir.path();
     cluster
-        .read_while_draining(&[&leaving], &names, |name| {
-            let reader = &reader;
-            async move {
-                let out = dir.join(format!("{name}.out"));
-                reader
-                    .download(&name, &out, &small_chunks(), &no_progress)
-                    .await?;
-                if std::fs::read(&out)? != std::fs::read(dir.join(&name))? {
-                    anyhow::bail!("different bytes");
-                }
-                Ok(())
-            }
-        })
+        .read_while_draining(&[&leaving], &names, |name| read_back(&reader, dir, name))
         .await
         .unwrap();
 }
@@ -132,17 +135,7 @@ async fn at_one_copy_a_file_reads_while_it_and_its_successor_hand_over() {
     let dir = dir.path();
     cluster
         .read_while_draining(&[&first, &second], &names, |name| {
-            let reader = &reader;
-            async move {
-                let out = dir.join(format!("{name}.out"));
-                reader
-                    .download(&name, &out, &small_chunks(), &no_progress)
-                    .await?;
-                if std::fs::read(&out)? != std::fs::read(dir.join(&name))? {
-                    anyhow::bail!("different bytes");
-                }
-                Ok(())
-            }
+            read_back(&reader, dir, name)
         })
         .await
         .unwrap();
