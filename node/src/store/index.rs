@@ -11,56 +11,55 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checksum::Checksum;
 use super::manifest::{Manifest, Stamp};
 use crate::chord::Id;
 
-/// What the index remembers about one manifest.
+/// What the index remembers about one manifest: 64 bytes, which with its
+/// key and the tree's nodes is most of a node's memory per small file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct ManifestEntry {
     pub version: u64,
     pub deleted: bool,
     /// Whole-file hash, the last part of the entry's [`Stamp`].
     pub checksum: Checksum,
-    /// Length of the manifest as stored (`Manifest::to_stored`).
-    pub bytes: u64,
+    /// Length of the manifest as stored (`Manifest::to_stored`), which is
+    /// far below 4 GiB: a manifest travels in one message.
+    pub bytes: u32,
     /// When the version was written (a tombstone's age is measured from it).
     pub modified_ms: u64,
-    /// The distinct chunks a live manifest names; empty for a tombstone.
-    pub chunks: Arc<[Id]>,
+    /// The distinct chunks a live manifest names, behind a thin pointer;
+    /// none for a manifest that names none (a small file held inline, an
+    /// empty file, a tombstone), which so costs no allocation.
+    chunks: Option<Arc<Vec<Id>>>,
 }
 
 impl ManifestEntry {
     /// The entry for `m`, stored in `bytes` bytes.
-    pub fn new(m: &Manifest, bytes: u64) -> ManifestEntry {
-        let chunks = if m.deleted || m.chunks.is_empty() {
-            no_chunks()
-        } else {
+    pub fn new(m: &Manifest, bytes: usize) -> ManifestEntry {
+        let chunks = (!m.deleted && !m.chunks.is_empty()).then(|| {
             let mut distinct = m.chunks.clone();
             distinct.sort();
             distinct.dedup();
-            Arc::from(distinct)
-        };
+            Arc::new(distinct)
+        });
         ManifestEntry {
             version: m.version,
             deleted: m.deleted,
             checksum: m.checksum,
-            bytes,
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
             modified_ms: m.modified_ms,
             chunks,
         }
     }
-}
 
-/// The chunk list of a manifest that names none (a small file held inline,
-/// an empty file, a tombstone): one shared list, where an `Arc` of its own
-/// would cost each of them an allocation for its counts alone.
-fn no_chunks() -> Arc<[Id]> {
-    static NONE: OnceLock<Arc<[Id]>> = OnceLock::new();
-    Arc::clone(NONE.get_or_init(|| Arc::from(Vec::new())))
+    /// The distinct chunks the manifest names, in key order.
+    pub fn chunks(&self) -> &[Id] {
+        self.chunks.as_deref().map_or(&[], Vec::as_slice)
+    }
 }
 
 /// What the index remembers about one chunk file.
@@ -184,9 +183,9 @@ impl Index {
 
     pub fn insert_manifest(&mut self, key: Id, entry: ManifestEntry) {
         self.remove_manifest(&key);
-        self.manifest_bytes += entry.bytes;
+        self.manifest_bytes += u64::from(entry.bytes);
         self.tombstones += u64::from(entry.deleted);
-        for chunk in entry.chunks.iter() {
+        for chunk in entry.chunks() {
             *self.refs.entry(*chunk).or_default() += 1;
         }
         self.manifests.insert(key, entry);
@@ -194,9 +193,9 @@ impl Index {
 
     pub fn remove_manifest(&mut self, key: &Id) {
         if let Some(old) = self.manifests.remove(key) {
-            self.manifest_bytes -= old.bytes;
+            self.manifest_bytes -= u64::from(old.bytes);
             self.tombstones -= u64::from(old.deleted);
-            for chunk in old.chunks.iter() {
+            for chunk in old.chunks() {
                 if let Some(n) = self.refs.get_mut(chunk) {
                     *n -= 1;
                     if *n == 0 {
@@ -384,15 +383,24 @@ mod tests {
         }
     }
 
-    fn entry(version: u64, deleted: bool, bytes: u64, chunks: &[Id]) -> ManifestEntry {
+    fn entry(version: u64, deleted: bool, bytes: u32, chunks: &[Id]) -> ManifestEntry {
         ManifestEntry {
             version,
             deleted,
             checksum: Checksum::NONE,
             bytes,
             modified_ms: version,
-            chunks: Arc::from(chunks.to_vec()),
+            chunks: (!chunks.is_empty()).then(|| Arc::new(chunks.to_vec())),
         }
+    }
+
+    /// The entry is most of what a node keeps in memory per small file:
+    /// a field that grows it should be a choice, not an accident.
+    #[test]
+    fn a_manifest_entry_stays_64_bytes() {
+        assert_eq!(std::mem::size_of::<ManifestEntry>(), 64);
+        let held_inline = entry(1, false, 1, &[]);
+        assert!(held_inline.chunks.is_none() && held_inline.chunks().is_empty());
     }
 
     #[test]

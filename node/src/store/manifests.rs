@@ -46,7 +46,7 @@ impl ManifestScan {
         };
         match Manifest::from_stored(payload, key) {
             Ok(m) => {
-                let entry = ManifestEntry::new(&m, payload.len() as u64);
+                let entry = ManifestEntry::new(&m, payload.len());
                 self.index.insert_manifest(*key, entry);
                 self.corrupt.remove(key);
             }
@@ -97,7 +97,7 @@ impl Store {
     fn append_manifest(&self, key: Id, m: &Manifest, stored: &[u8]) -> Result<()> {
         self.log().put(&key, stored)?;
         self.index()
-            .insert_manifest(key, ManifestEntry::new(m, stored.len() as u64));
+            .insert_manifest(key, ManifestEntry::new(m, stored.len()));
         Ok(())
     }
 
