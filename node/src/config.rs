@@ -52,6 +52,9 @@ pub struct Config {
     pub chunk_size: usize,
     /// Cap on the repair loop's push rate, so repair never starves clients.
     pub repair_bytes_per_sec: u64,
+    /// Keys a repair round takes from the index at a time: a round's memory
+    /// is a page's, however many keys the node holds.
+    pub repair_page_keys: usize,
     /// Chunk bytes re-hashed per second by the scrubber: slow enough not to
     /// compete with clients, fast enough to check 100 GiB in about 4 hours.
     pub scrub_bytes_per_sec: u64,
@@ -138,6 +141,7 @@ impl Default for Config {
             repair_interval: Duration::from_secs(3),
             chunk_size: crate::DEFAULT_CHUNK_BYTES,
             repair_bytes_per_sec: 64 * 1024 * 1024,
+            repair_page_keys: 8_192,
             scrub_bytes_per_sec: 8 * 1024 * 1024,
             handoff_timeout: Duration::from_secs(120),
             gc_interval: Duration::from_secs(60),
@@ -229,6 +233,9 @@ impl Config {
             return Err(Error::invalid(
                 "repair, scrub and collection rates must be above zero",
             ));
+        }
+        if self.repair_page_keys == 0 {
+            return Err(Error::invalid("--repair-page-keys must be above zero"));
         }
         if self.rpc_timeout >= self.gc_grace / 2 {
             return Err(Error::invalid(

@@ -90,6 +90,10 @@ struct Args {
     /// Cap on the repair loop's push rate, in MiB/s.
     #[arg(long, default_value_t = 64)]
     repair_mib_per_sec: u64,
+    /// Keys a repair round takes from the index at a time (its memory is
+    /// about 100 bytes a key).
+    #[arg(long, default_value_t = 8_192)]
+    repair_page_keys: usize,
     /// Chunk data the scrubber re-hashes per second, in MiB/s.
     #[arg(long, default_value_t = 8)]
     scrub_mib_per_sec: u64,
@@ -263,6 +267,7 @@ impl Args {
             rpc_timeout: Duration::from_millis(self.rpc_timeout_ms),
             join_timeout: Duration::from_secs(self.join_timeout_secs),
             repair_bytes_per_sec: self.repair_mib_per_sec.saturating_mul(1 << 20),
+            repair_page_keys: self.repair_page_keys,
             scrub_bytes_per_sec: self.scrub_mib_per_sec.saturating_mul(1 << 20),
             gc_interval: Duration::from_millis(self.gc_ms),
             gc_grace: Duration::from_secs(self.gc_grace_secs),
