@@ -90,8 +90,8 @@ struct Args {
     /// Cap on the repair loop's push rate, in MiB/s.
     #[arg(long, default_value_t = 64)]
     repair_mib_per_sec: u64,
-    /// Keys a repair round takes from the index at a time (its memory is
-    /// about 100 bytes a key).
+    /// Keys a repair round takes from the index at a time: a round holds
+    /// one page in memory, some 150 bytes a key.
     #[arg(long, default_value_t = 8_192)]
     repair_page_keys: usize,
     /// Chunk data the scrubber re-hashes per second, in MiB/s.
