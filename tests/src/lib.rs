@@ -323,6 +323,16 @@ impl TestCluster {
         nodes
     }
 
+    /// The node `steps` places clockwise from `addr` on the true ring.
+    pub fn after(&self, addr: &str, steps: usize) -> Result<String> {
+        let ring = self.truth();
+        let at = ring
+            .iter()
+            .position(|n| n.addr == addr)
+            .with_context(|| format!("{addr} is not in the ring"))?;
+        Ok(ring[(at + steps) % ring.len()].addr.clone())
+    }
+
     /// The true owner of `key`: the first node at or after it.
     pub fn owner_of(&self, key: &Id) -> Result<NodeRef> {
         chord_node::chord::true_holders(&self.truth(), key, 1)
@@ -395,7 +405,7 @@ impl TestCluster {
 pub mod files {
     use std::path::{Path, PathBuf};
 
-    use anyhow::Result;
+    use anyhow::{bail, Context, Result};
     use chord_node::client::{Client, TransferOptions};
     use chord_node::peer::PeerOptions;
     use rand::RngCore;
@@ -422,6 +432,20 @@ pub mod files {
     }
 
     pub fn no_progress(_: u64) {}
+
+    /// Downloads `name` through `client` and compares it with the original
+    /// in `dir`; the error says whether it was lost or came back changed.
+    pub async fn read_back(client: &Client, dir: &Path, name: &str) -> Result<()> {
+        let out = dir.join(format!("{name}.out"));
+        client
+            .download(name, &out, &small_chunks(), &no_progress)
+            .await
+            .with_context(|| format!("{name} lost"))?;
+        if std::fs::read(dir.join(name))? != std::fs::read(&out)? {
+            bail!("{name} came back with different bytes");
+        }
+        Ok(())
+    }
 
     /// The names the ring lists, in order.
     pub async fn listed(c: &Client) -> Result<Vec<String>> {
@@ -616,14 +640,7 @@ impl TestCluster {
     /// the original in `dir`; the error names the first file lost or changed.
     pub async fn check_files_intact(&self, dir: &std::path::Path, names: &[String]) -> Result<()> {
         for name in names {
-            let out = dir.join(format!("{name}.out"));
-            files::client(&self.random_addr()?)?
-                .download(name, &out, &files::small_chunks(), &files::no_progress)
-                .await
-                .with_context(|| format!("{name} lost"))?;
-            if std::fs::read(dir.join(name))? != std::fs::read(&out)? {
-                bail!("{name} came back with different bytes");
-            }
+            files::read_back(&files::client(&self.random_addr()?)?, dir, name).await?;
         }
         Ok(())
     }

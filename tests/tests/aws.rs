@@ -203,15 +203,10 @@ async fn upload_files(dir: &Path, addrs: &[String], prefix: &str, count: usize) 
 /// Downloads every file through random nodes and compares the bytes.
 async fn files_intact(dir: &Path, addrs: &[String], names: &[String]) -> Result<()> {
     for name in names {
-        let out = dir.join(format!("{name}.out"));
         let via = addrs.choose(&mut rand::rng()).context("no nodes")?;
-        files::client(via)?
-            .download(name, &out, &files::small_chunks(), &files::no_progress)
+        files::read_back(&files::client(via)?, dir, name)
             .await
-            .with_context(|| format!("{name} lost (via {via})"))?;
-        if std::fs::read(dir.join(name))? != std::fs::read(&out)? {
-            bail!("{name} came back with different bytes");
-        }
+            .with_context(|| format!("via {via}"))?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use chord_node::client::Client;
 use chord_node::events::EventKind;
 use chord_node::peer::NodeState;
 use chord_node::Error;
-use chord_tests::files::{client, no_progress, small_chunks};
+use chord_tests::files::{client, no_progress, read_back, small_chunks};
 use chord_tests::{fast_with_slow_handoffs, TestCluster, CONVERGE, FAST};
 
 /// Deadline given to a drain that should complete.
@@ -88,17 +88,10 @@ async fn two_adjacent_nodes_drained_at_once_lose_nothing() {
         .unwrap();
 }
 
-/// Downloads `name` through `reader` and compares it with the original in
-/// `dir`.
-async fn read_back(reader: &Client, dir: &Path, name: String) -> anyhow::Result<()> {
-    let out = dir.join(format!("{name}.out"));
-    reader
-        .download(&name, &out, &small_chunks(), &no_progress)
-        .await?;
-    if std::fs::read(&out)? != std::fs::read(dir.join(&name))? {
-        anyhow::bail!("different bytes");
-    }
-    Ok(())
+/// [`read_back`] of a name the caller hands over, as
+/// [`TestCluster::read_while_draining`] reads.
+async fn read_back_owned(reader: &Client, dir: &Path, name: String) -> anyhow::Result<()> {
+    read_back(reader, dir, &name).await
 }
 
 #[tokio::test]
@@ -115,7 +108,9 @@ async fn at_one_copy_a_file_reads_while_its_node_hands_it_over() {
     let reader = client(&entry).unwrap();
     let dir = dir.path();
     cluster
-        .read_while_draining(&[&leaving], &names, |name| read_back(&reader, dir, name))
+        .read_while_draining(&[&leaving], &names, |name| {
+            read_back_owned(&reader, dir, name)
+        })
         .await
         .unwrap();
 }
@@ -132,15 +127,13 @@ async fn at_one_copy_a_file_reads_while_it_and_its_successor_hand_over() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (names, first) = cluster.files_to_hand_over(dir.path()).await.unwrap();
-    let ring = cluster.truth();
-    let at = ring.iter().position(|n| n.addr == first).unwrap();
-    let second = ring[(at + 1) % ring.len()].addr.clone();
-    let entry = ring[(at + 2) % ring.len()].addr.clone();
+    let second = cluster.after(&first, 1).unwrap();
+    let entry = cluster.after(&first, 2).unwrap();
     let reader = client(&entry).unwrap();
     let dir = dir.path();
     cluster
         .read_while_draining(&[&first, &second], &names, |name| {
-            read_back(&reader, dir, name)
+            read_back_owned(&reader, dir, name)
         })
         .await
         .unwrap();

@@ -405,11 +405,9 @@ async fn a_gateway_reads_behind_a_node_handing_its_range_over() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (names, leaving) = cluster.files_to_hand_over(dir.path()).await.unwrap();
-    let ring = cluster.truth();
-    let at = ring.iter().position(|n| n.addr == leaving).unwrap();
-    let successor = &ring[(at + 1) % ring.len()].addr;
+    let successor = cluster.after(&leaving, 1).unwrap();
     let addrs = cluster.addrs();
-    let base = &http[addrs.iter().position(|a| a == successor).unwrap()];
+    let base = &http[addrs.iter().position(|a| *a == successor).unwrap()];
     let dir = dir.path();
     cluster
         .read_while_draining(&[&leaving], &names, |name| async move {
