@@ -17,6 +17,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod framing;
 pub mod gateway;
 pub mod gc;
 pub mod metrics;

@@ -18,6 +18,7 @@ use chord_proto::pb::store_client::StoreClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tower::util::MapResponse;
 use tracing::debug;
 
 use crate::auth::ClusterToken;
@@ -92,14 +93,19 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-/// A channel whose calls carry the cluster token.
-pub type PeerChannel = InterceptedService<Channel, Bearer>;
+/// A channel whose calls carry the cluster token, its answers' bodies cut
+/// after large messages' headers ([`crate::framing`]).
+pub type PeerChannel = InterceptedService<CutChannel, Bearer>;
+
+/// A channel whose answers' bodies are cut after large messages' headers.
+pub type CutChannel = MapResponse<Channel, fn(CutResponse) -> CutResponse>;
+type CutResponse = http::Response<tonic::body::Body>;
 
 /// Cached channels to peers, keyed by advertised address.
 #[derive(Debug)]
 pub struct PeerPool {
     opts: PeerOptions,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, CutChannel>>,
 }
 
 /// What `GetInfo` tells about a peer.
@@ -175,7 +181,7 @@ impl PeerPool {
     }
 
     /// A channel to `addr`, created lazily; the connection is made on first use.
-    pub fn channel(&self, addr: &str) -> Result<Channel> {
+    pub fn channel(&self, addr: &str) -> Result<CutChannel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
@@ -200,7 +206,8 @@ impl PeerPool {
                 .tls_config(ca.grpc())
                 .map_err(|e| Error::invalid(format!("TLS to {addr}: {e}")))?;
         }
-        let ch = endpoint.connect_lazy();
+        let cut: fn(CutResponse) -> CutResponse = crate::framing::cut_response;
+        let ch = MapResponse::new(endpoint.connect_lazy(), cut);
         channels.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

@@ -178,7 +178,10 @@ pub async fn run(
         .max_frame_size(FRAME_BYTES)
         .timeout(node.config().grpc_request_timeout)
         .concurrency_limit_per_connection(node.config().grpc_calls_per_connection)
-        .load_shed(true);
+        .load_shed(true)
+        .layer(tower::util::MapRequestLayer::new(
+            crate::framing::cut_request,
+        ));
     if let Some(tls) = &node.config().tls {
         grpc = grpc
             .tls_config(tls.identity.grpc())
