@@ -12,6 +12,14 @@
 //! header as a frame of its own makes it reserve on an empty buffer; the
 //! piece then lands in that room in one copy.
 //!
+//! Sending, tonic's encoder copies every message into its encode buffer,
+//! 256 KiB pieces included: a tenth of a client's CPU on an upload, and
+//! 5% of the nodes' on an r=3 upload, where the owner passes each chunk on
+//! (change 65). [`put_chunk_body`] frames a
+//! `PutChunk` by hand instead, each piece a slice of the chunk it came from,
+//! after a few bytes of header; [`crate::peer::PeerPool`] sends it on the
+//! same channel and reads the answer with tonic's own decoder.
+//!
 //! [`HeaderCut`] wraps a body and passes every byte through unchanged, in
 //! the same order: it only ends a data frame early, right after the header
 //! of a message of at least [`CUT_FROM_BYTES`]. Smaller messages, where the
@@ -22,8 +30,13 @@
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use chord_proto::pb;
+use futures::{Stream, StreamExt};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::StreamBody;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
 
 /// Messages this long or longer get their header in a frame of its own.
 pub const CUT_FROM_BYTES: usize = 32 * 1024;
@@ -145,6 +158,48 @@ where
     }
 }
 
+/// Field number of `PutChunkRequest.data` (`proto/chord/v1/chord.proto`).
+const PUT_CHUNK_DATA_FIELD: u32 = 2;
+
+/// `message` as one gRPC message: uncompressed, its length, its bytes.
+fn grpc_message(message: &impl Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(HEADER_BYTES + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    // Cannot fail: the buffer has the room.
+    let _ = message.encode(&mut buf);
+    buf.freeze()
+}
+
+/// What goes on the wire before a piece of `len` bytes to make it a whole
+/// gRPC message `PutChunkRequest { data: piece }`.
+fn piece_prefix(len: usize) -> Bytes {
+    let message_len = key_len(PUT_CHUNK_DATA_FIELD) + encoded_len_varint(len as u64) + len;
+    let mut buf = BytesMut::with_capacity(16);
+    buf.put_u8(0);
+    buf.put_u32(message_len as u32);
+    encode_key(PUT_CHUNK_DATA_FIELD, WireType::LengthDelimited, &mut buf);
+    encode_varint(len as u64, &mut buf);
+    buf.freeze()
+}
+
+/// The request body of a `PutChunk`: `header`, then a message per piece.
+/// The same bytes tonic's encoder would send, without a copy of a piece.
+pub fn put_chunk_body(
+    header: &pb::PutChunkHeader,
+    pieces: impl Stream<Item = Bytes> + Send + 'static,
+) -> tonic::body::Body {
+    let first = grpc_message(&pb::PutChunkRequest {
+        body: Some(pb::put_chunk_request::Body::Header(header.clone())),
+    });
+    let rest = pieces.flat_map(|piece| futures::stream::iter([piece_prefix(piece.len()), piece]));
+    let frames = futures::stream::once(async { first })
+        .chain(rest)
+        .map(|bytes| Ok::<_, tonic::Status>(Frame::data(bytes)));
+    tonic::body::Body::new(StreamBody::new(frames))
+}
+
 /// A request to the node's gRPC server, its body cut after large messages'
 /// headers.
 pub fn cut_request(req: http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> {
@@ -159,7 +214,7 @@ pub fn cut_response(res: http::Response<tonic::body::Body>) -> http::Response<to
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, StreamBody};
+    use http_body_util::BodyExt;
 
     /// gRPC framing of messages of these lengths, each filled with its index.
     fn messages(lens: &[usize]) -> Vec<u8> {
@@ -235,5 +290,33 @@ mod tests {
                 header_end += len + 5;
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_put_chunk_body_is_what_tonic_would_send() {
+        let header = pb::PutChunkHeader {
+            key: vec![7; 20],
+            size: 300_000,
+            copies: 3,
+            age_ms: 5,
+        };
+        let chunk = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let pieces = vec![chunk.slice(..262_144), chunk.slice(262_144..), Bytes::new()];
+        let mut body = put_chunk_body(&header, futures::stream::iter(pieces.clone()));
+        let mut sent = Vec::new();
+        while let Some(frame) = body.frame().await {
+            sent.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        // tonic's framing of prost's encoding, message by message.
+        let mut expected = grpc_message(&pb::PutChunkRequest {
+            body: Some(pb::put_chunk_request::Body::Header(header)),
+        })
+        .to_vec();
+        for piece in pieces {
+            expected.extend_from_slice(&grpc_message(&pb::PutChunkRequest {
+                body: Some(pb::put_chunk_request::Body::Data(piece)),
+            }));
+        }
+        assert_eq!(sent, expected);
     }
 }

@@ -25,6 +25,7 @@ use crate::auth::ClusterToken;
 use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::EventBatch;
+use crate::framing;
 use crate::repair::HandoffReport;
 use crate::stages::{self, Stage};
 use crate::store::{CheckedChunk, ChunkBuffer, ChunkHasher, KeysPage, Manifest, Stamp};
@@ -38,6 +39,10 @@ pub const MAX_RING_WALK: usize = 4096;
 /// A ring walk ends within this many calls' deadlines, however many nodes
 /// it has left: several hundred answering nodes fit easily.
 const WALK_BOUND_CALLS: u32 = 10;
+
+/// The gRPC path of `Store.PutChunk`, which [`PeerPool::put_chunk_streamed`]
+/// calls with a body of its own framing.
+const PUT_CHUNK_PATH: &str = "/chord.v1.Store/PutChunk";
 
 /// HTTP/2 flow-control window of one stream (both ways, client and
 /// server): a default chunk flows without stopping for the receiver's
@@ -180,6 +185,15 @@ impl PeerPool {
         &self.opts
     }
 
+    /// The URI scheme of calls to peers: TLS when a CA is given.
+    fn scheme(&self) -> &'static str {
+        if self.opts.ca.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// A channel to `addr`, created lazily; the connection is made on first use.
     pub fn channel(&self, addr: &str) -> Result<CutChannel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,11 +201,7 @@ impl PeerPool {
             return Ok(ch.clone());
         }
         wire::validate_addr(addr)?;
-        let scheme = if self.opts.ca.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = self.scheme();
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Error::invalid(format!("address {addr:?}: {e}")))?
             .connect_timeout(self.opts.connect_timeout)
@@ -475,29 +485,90 @@ impl PeerPool {
         age: Duration,
         pieces: impl futures::Stream<Item = Bytes> + Send + 'static,
     ) -> Result<u32> {
-        use futures::StreamExt;
-        let header = pb::PutChunkRequest {
-            body: Some(pb::put_chunk_request::Body::Header(pb::PutChunkHeader {
-                key: key.as_bytes().to_vec(),
-                size: size as u64,
-                copies,
-                age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-            })),
+        let header = pb::PutChunkHeader {
+            key: key.as_bytes().to_vec(),
+            size: size as u64,
+            copies,
+            age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
         };
-        let data = pieces.map(|piece| pb::PutChunkRequest {
-            body: Some(pb::put_chunk_request::Body::Data(piece)),
-        });
-        let stream = futures::stream::once(async { header }).chain(data);
-        let mut req = tonic::Request::new(stream);
-        req.set_timeout(self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR);
-        let mut store = self.store(addr)?;
-        let resp = self
+        let body = framing::put_chunk_body(&header, pieces);
+        let deadline = self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR;
+        let channel = self.channel(addr)?;
+        let resp: pb::PutChunkResponse = self
             .watched(addr, async {
-                store.put_chunk(req).await.map_err(|s| self.fail(addr, s))
+                self.call_with_body(channel, addr, PUT_CHUNK_PATH, body, deadline)
+                    .await
+                    .map_err(|s| self.fail(addr, s))
             })
-            .await?
-            .into_inner();
+            .await?;
         Ok(resp.copies)
+    }
+
+    /// A call on `channel` (to `addr`) whose request body is given whole,
+    /// already framed (see [`framing::put_chunk_body`]), with the same token
+    /// and deadline as the generated clients' calls. The answer, a single
+    /// message `M`, is read by tonic's decoder, and an error status in the
+    /// headers or the trailers is returned as tonic's clients return it.
+    async fn call_with_body<M>(
+        &self,
+        channel: CutChannel,
+        addr: &str,
+        path: &'static str,
+        body: tonic::body::Body,
+        deadline: Duration,
+    ) -> std::result::Result<M, Status>
+    where
+        M: prost::Message + Default + Send + Sync + 'static,
+    {
+        use tower::ServiceExt;
+        let scheme = self.scheme();
+        let uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority(addr)
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Status::invalid_argument(format!("address {addr:?}: {e}")))?;
+        // tonic's own form of the deadline header.
+        let mut metadata = tonic::Request::new(());
+        metadata.set_timeout(deadline);
+        let mut req = http::Request::new(body);
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_2;
+        *req.headers_mut() = metadata.into_parts().0.into_headers();
+        let headers = req.headers_mut();
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        let res = InterceptedService::new(channel, self.bearer())
+            .oneshot(req)
+            .await
+            .map_err(|e| Status::from_error(e.into()))?;
+        // A status in the headers is a trailers-only answer: no message.
+        if let Some(status) = Status::from_header_map(res.headers()) {
+            return Err(if status.code() == Code::Ok {
+                Status::internal("an answer with no message")
+            } else {
+                status
+            });
+        }
+        let code = res.status();
+        let mut answer = tonic::codec::Streaming::new_response(
+            tonic_prost::ProstDecoder::<M>::default(),
+            res.into_body(),
+            code,
+            None,
+            Some(MAX_MESSAGE_BYTES),
+        );
+        let message = answer
+            .message()
+            .await?
+            .ok_or_else(|| Status::internal("an answer with no message"))?;
+        // Reads to the end: an error status in the trailers comes out here.
+        answer.trailers().await?;
+        Ok(message)
     }
 
     /// Fetches one chunk from `addr` and checks its bytes against `key`.

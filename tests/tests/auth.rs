@@ -10,7 +10,7 @@ use chord_node::auth::ClusterToken;
 use chord_node::chord::{Id, NodeRef};
 use chord_node::client::Client;
 use chord_node::peer::{PeerOptions, PeerPool};
-use chord_node::store::Manifest;
+use chord_node::store::{CheckedChunk, Manifest};
 use chord_node::Error;
 use chord_tests::files::{no_progress, random_file, small_chunks};
 use chord_tests::{free_port, TestCluster, CONVERGE, FAST};
@@ -98,6 +98,9 @@ async fn a_ring_with_a_token_admits_only_calls_that_carry_it() {
         refused(who, peers.put_manifest(&addr, &fake, 1, true).await);
         refused(who, peers.delete_file(&addr, "kept").await);
         refused(who, peers.get_chunk(&addr, &Id::hash(b"x")).await);
+        // A chunk's upload, whose body the pool frames itself.
+        let chunk = CheckedChunk::of(vec![7u8; 600_000].into()).unwrap();
+        refused(who, peers.put_chunk(&addr, &chunk, 1).await);
     }
     assert_eq!(
         chord_tests::files::listed(&with).await.unwrap(),
