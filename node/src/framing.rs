@@ -1,5 +1,6 @@
-//! Received gRPC bodies cut after each large message's header, so that tonic
-//! copies a chunk piece once instead of twice.
+//! gRPC framing the node does itself where tonic's would copy each chunk
+//! piece a second time: received bodies cut after large messages' headers,
+//! and `PutChunk` bodies framed by hand.
 //!
 //! A gRPC message is a 5-byte header (a compression flag, then the length,
 //! big-endian) and that many bytes. tonic's decoder copies each HTTP/2 frame
@@ -8,17 +9,17 @@
 //! of up to [`crate::peer::FRAME_BYTES`], a 256 KiB piece arrives in one
 //! frame with its header, so the reservation finds the whole piece there,
 //! grows the buffer and copies it again: in a profile of an r=3 upload,
-//! 3.9% of the nodes' CPU (docs/PERFORMANCE.md, change 64). Handing tonic the
-//! header as a frame of its own makes it reserve on an empty buffer; the
-//! piece then lands in that room in one copy.
+//! 3.9% of the nodes' CPU (docs/PERFORMANCE.md, change 64). Handing tonic
+//! the header as a frame of its own makes it reserve on an empty buffer;
+//! the piece then lands in that room in one copy.
 //!
 //! Sending, tonic's encoder copies every message into its encode buffer,
-//! 256 KiB pieces included: a tenth of a client's CPU on an upload, and
-//! 5% of the nodes' on an r=3 upload, where the owner passes each chunk on
-//! (change 65). [`put_chunk_body`] frames a
-//! `PutChunk` by hand instead, each piece a slice of the chunk it came from,
-//! after a few bytes of header; [`crate::peer::PeerPool`] sends it on the
-//! same channel and reads the answer with tonic's own decoder.
+//! 256 KiB pieces included: a tenth of a client's CPU on an upload, and 5%
+//! of the nodes' on an r=3 upload, where the owner passes each chunk on
+//! (change 65). [`put_chunk_body`] frames a `PutChunk` by hand instead,
+//! each piece a slice of the chunk it came from after a few bytes of
+//! header; [`crate::peer::PeerPool`] sends it on the same channel and
+//! reads the answer with tonic's own decoder.
 //!
 //! [`HeaderCut`] wraps a body and passes every byte through unchanged, in
 //! the same order: it only ends a data frame early, right after the header
