@@ -318,7 +318,7 @@ impl Node {
     /// Where to pass back a read of a key this node lacks, which
     /// `passed_back` nodes have passed back already: the predecessors
     /// still handing their range to this node, those that said so within
-    /// [`LEAVING_MARK_TTL`] and have not stopped answering. A scale-in
+    /// `LEAVING_MARK_TTL` and have not stopped answering. A scale-in
     /// may drain neighbours at once: the first hands its keys past the
     /// second to the node after both, which has heard only of the second,
     /// so the read goes back through both. None once a read has been
