@@ -188,11 +188,11 @@ fn piece_prefix(len: usize) -> Bytes {
 /// The request body of a `PutChunk`: `header`, then a message per piece.
 /// The same bytes tonic's encoder would send, without a copy of a piece.
 pub fn put_chunk_body(
-    header: &pb::PutChunkHeader,
+    header: pb::PutChunkHeader,
     pieces: impl Stream<Item = Bytes> + Send + 'static,
 ) -> tonic::body::Body {
     let first = grpc_message(&pb::PutChunkRequest {
-        body: Some(pb::put_chunk_request::Body::Header(header.clone())),
+        body: Some(pb::put_chunk_request::Body::Header(header)),
     });
     let rest = pieces.flat_map(|piece| futures::stream::iter([piece_prefix(piece.len()), piece]));
     let frames = futures::stream::once(async { first })
@@ -303,7 +303,7 @@ mod tests {
         };
         let chunk = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<_>>());
         let pieces = vec![chunk.slice(..262_144), chunk.slice(262_144..), Bytes::new()];
-        let mut body = put_chunk_body(&header, futures::stream::iter(pieces.clone()));
+        let mut body = put_chunk_body(header.clone(), futures::stream::iter(pieces.clone()));
         let mut sent = Vec::new();
         while let Some(frame) = body.frame().await {
             sent.extend_from_slice(&frame.unwrap().into_data().unwrap());

@@ -491,7 +491,7 @@ impl PeerPool {
             copies,
             age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
         };
-        let body = framing::put_chunk_body(&header, pieces);
+        let body = framing::put_chunk_body(header, pieces);
         let deadline = self.opts.rpc_timeout * TRANSFER_DEADLINE_FACTOR;
         let channel = self.channel(addr)?;
         let resp: pb::PutChunkResponse = self
