@@ -1,6 +1,6 @@
 //! gRPC framing the node does itself where tonic's would copy each chunk
-//! piece a second time: received bodies cut after large messages' headers,
-//! and `PutChunk` bodies framed by hand.
+//! piece: received bodies cut after large messages' headers, `PutChunk`
+//! bodies framed by hand, and `PutChunk` bodies read without a copy.
 //!
 //! A gRPC message is a 5-byte header (a compression flag, then the length,
 //! big-endian) and that many bytes. tonic's decoder copies each HTTP/2 frame
@@ -21,6 +21,13 @@
 //! header; [`crate::peer::PeerPool`] sends it on the same channel and
 //! reads the answer with tonic's own decoder.
 //!
+//! Receiving, tonic's decoder copies every frame into its buffer before it
+//! decodes. [`MessageReader`] reads a body's messages as the slices of the
+//! frames they came in instead, and [`put_chunk_data`] takes a piece's data
+//! out of its message by hand, so the node's server reads a `PutChunk`
+//! with no copy before the one into its disk writer's aligned blocks
+//! (`server::StoreRoutes`, change 66).
+//!
 //! [`HeaderCut`] wraps a body and passes every byte through unchanged, in
 //! the same order: it only ends a data frame early, right after the header
 //! of a message of at least [`CUT_FROM_BYTES`]. Smaller messages, where the
@@ -28,6 +35,7 @@
 //! node's gRPC server receives ([`cut_request`]) and every answer a
 //! [`crate::peer::PeerPool`] channel receives ([`cut_response`]).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -159,6 +167,12 @@ where
     }
 }
 
+/// The gRPC path of `Store.PutChunk`, which [`crate::peer::PeerPool`] calls
+/// with a body of [`put_chunk_body`]'s framing and the node's server reads
+/// with a [`MessageReader`]. tonic's generated code holds it only as a
+/// literal; a wrong path would fail every upload.
+pub const PUT_CHUNK_PATH: &str = "/chord.v1.Store/PutChunk";
+
 /// Field number of `PutChunkRequest.data` (`proto/chord/v1/chord.proto`).
 const PUT_CHUNK_DATA_FIELD: u32 = 2;
 
@@ -185,20 +199,269 @@ fn piece_prefix(len: usize) -> Bytes {
     buf.freeze()
 }
 
+/// The data of a `PutChunkRequest` whose only field is its data, as
+/// [`put_chunk_body`] frames each piece: the message's bytes after the
+/// field's key and length, still the slices they arrived in. `Err` gives
+/// back any other message, for prost to decode.
+pub fn put_chunk_data(mut message: Piece) -> Result<Piece, Piece> {
+    // A key of one byte and a length of at most ten.
+    let (head, seen) = message.head::<11>();
+    let key = (PUT_CHUNK_DATA_FIELD << 3) | WireType::LengthDelimited as u32;
+    if seen == 0 || u32::from(head[0]) != key {
+        return Err(message);
+    }
+    let mut rest = &head[1..seen];
+    let Ok(len) = prost::encoding::decode_varint(&mut rest) else {
+        return Err(message);
+    };
+    let prefix = seen - rest.len();
+    if prefix as u64 + len != message.len() as u64 {
+        return Err(message);
+    }
+    message.advance(prefix);
+    Ok(message)
+}
+
 /// The request body of a `PutChunk`: `header`, then a message per piece.
 /// The same bytes tonic's encoder would send, without a copy of a piece.
 pub fn put_chunk_body(
     header: pb::PutChunkHeader,
-    pieces: impl Stream<Item = Bytes> + Send + 'static,
+    pieces: impl Stream<Item = Piece> + Send + 'static,
 ) -> tonic::body::Body {
     let first = grpc_message(&pb::PutChunkRequest {
         body: Some(pb::put_chunk_request::Body::Header(header)),
     });
-    let rest = pieces.flat_map(|piece| futures::stream::iter([piece_prefix(piece.len()), piece]));
+    let rest = pieces.flat_map(|piece| {
+        let prefix = piece_prefix(piece.len());
+        futures::stream::iter(std::iter::once(prefix).chain(piece.parts))
+    });
     let frames = futures::stream::once(async { first })
         .chain(rest)
         .map(|bytes| Ok::<_, tonic::Status>(Frame::data(bytes)));
     tonic::body::Body::new(StreamBody::new(frames))
+}
+
+/// Bytes as they arrived: the slices of the frames that held them, in order
+/// (one slice for bytes cut from a buffer in memory). A piece of chunk data
+/// travels so from the frames a node receives it in to its disk writer and
+/// to the successors it passes it on to, with no copy on the way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Piece {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Piece {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The slices, in order; none is empty.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The first `n` bytes (at most [`Piece::len`]), copied out.
+    fn head<const N: usize>(&self) -> ([u8; N], usize) {
+        let mut head = [0; N];
+        let mut seen = 0;
+        for part in &self.parts {
+            let n = part.len().min(N - seen);
+            head[seen..seen + n].copy_from_slice(&part[..n]);
+            seen += n;
+            if seen == N {
+                break;
+            }
+        }
+        (head, seen)
+    }
+
+    /// Drops the first `n` bytes (at most [`Piece::len`]).
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        let mut whole = 0;
+        for part in &mut self.parts {
+            if part.len() > n {
+                part.advance(n);
+                break;
+            }
+            n -= part.len();
+            whole += 1;
+        }
+        self.parts.drain(..whole);
+    }
+
+    /// The bytes in one buffer: the slice itself if there is one, else a
+    /// copy.
+    pub fn into_contiguous(mut self) -> Bytes {
+        if self.parts.len() == 1 {
+            return self.parts.remove(0);
+        }
+        let mut whole = BytesMut::with_capacity(self.len);
+        for part in &self.parts {
+            whole.extend_from_slice(part);
+        }
+        whole.freeze()
+    }
+}
+
+impl From<Bytes> for Piece {
+    fn from(bytes: Bytes) -> Piece {
+        let len = bytes.len();
+        let parts = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            vec![bytes]
+        };
+        Piece { parts, len }
+    }
+}
+
+/// Reads gRPC messages from a body without copying their bytes: each
+/// message comes out as the slices of the HTTP/2 frames it arrived in (a
+/// [`Piece`]), however the sender's flow control cut them. tonic's decoder
+/// instead copies every frame into a buffer of its own: 5.7% of the nodes'
+/// CPU in a profile of an r=3 upload (docs/PERFORMANCE.md, change 66).
+#[derive(Debug)]
+pub struct MessageReader<B> {
+    body: B,
+    /// Data received and not read yet, in the frames it came in.
+    frames: VecDeque<Bytes>,
+    /// Bytes in `frames`.
+    buffered: usize,
+    /// Longest message taken; a longer one is refused before it is read.
+    max_message_bytes: usize,
+}
+
+impl<B> MessageReader<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    pub fn new(body: B, max_message_bytes: usize) -> Self {
+        MessageReader {
+            body,
+            frames: VecDeque::new(),
+            buffered: 0,
+            max_message_bytes,
+        }
+    }
+
+    /// The bytes of the next message, `None` at the end of the body. The
+    /// errors are tonic's for the same faults: a message over the limit, a
+    /// compressed one (no compression is agreed), one cut off by the end of
+    /// the body, and the body's own errors.
+    pub async fn next_message(&mut self) -> Result<Option<Piece>, tonic::Status> {
+        loop {
+            if let Some(message) = self.take_message()? {
+                return Ok(Some(message));
+            }
+            match std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await {
+                None if self.buffered == 0 => return Ok(None),
+                None => return Err(tonic::Status::internal("the stream ended inside a message")),
+                Some(Err(e)) => return Err(tonic::Status::from_error(e.into())),
+                Some(Ok(frame)) => {
+                    // Trailers end a request body and carry nothing here.
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            self.buffered += data.len();
+                            self.frames.push_back(data);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next message if all of it is here.
+    fn take_message(&mut self) -> Result<Option<Piece>, tonic::Status> {
+        if self.buffered < HEADER_BYTES {
+            return Ok(None);
+        }
+        let mut header = [0; HEADER_BYTES];
+        let mut seen = 0;
+        for frame in &self.frames {
+            let n = frame.len().min(HEADER_BYTES - seen);
+            header[seen..seen + n].copy_from_slice(&frame[..n]);
+            seen += n;
+            if seen == HEADER_BYTES {
+                break;
+            }
+        }
+        let [compressed, len @ ..] = header;
+        if compressed != 0 {
+            return Err(tonic::Status::internal(
+                "a compressed message, but no compression was agreed",
+            ));
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > self.max_message_bytes {
+            return Err(tonic::Status::out_of_range(format!(
+                "a message of {len} bytes, over the limit of {}",
+                self.max_message_bytes
+            )));
+        }
+        if self.buffered < HEADER_BYTES + len {
+            return Ok(None);
+        }
+        self.take(HEADER_BYTES);
+        Ok(Some(self.take(len)))
+    }
+
+    /// The next `len` buffered bytes (there are that many), as slices of
+    /// the frames that hold them.
+    fn take(&mut self, len: usize) -> Piece {
+        self.buffered -= len;
+        let mut parts = Vec::new();
+        let mut left = len;
+        while left > 0 {
+            let Some(front) = self.frames.front_mut() else {
+                break;
+            };
+            if front.len() > left {
+                parts.push(front.split_to(left));
+                left = 0;
+            } else {
+                left -= front.len();
+                parts.extend(self.frames.pop_front());
+            }
+        }
+        Piece { parts, len }
+    }
+}
+
+/// `message` decoded, as tonic's decoder reports a failure.
+pub fn decode<M: Message + Default>(message: Piece) -> Result<M, tonic::Status> {
+    M::decode(message.into_contiguous()).map_err(|e| tonic::Status::internal(e.to_string()))
+}
+
+/// The HTTP answer to a unary gRPC call: `answer` as its one message and a
+/// status of OK in the trailers, as tonic's server sends it, or an error
+/// status alone.
+pub fn unary_answer(
+    answer: Result<impl Message, tonic::Status>,
+) -> http::Response<tonic::body::Body> {
+    let message = match answer {
+        Ok(message) => message,
+        Err(status) => return status.into_http(),
+    };
+    let mut trailers = http::HeaderMap::new();
+    // Cannot fail: the message is empty.
+    let _ = tonic::Status::new(tonic::Code::Ok, "").add_header(&mut trailers);
+    let frames = futures::stream::iter([
+        Ok::<_, tonic::Status>(Frame::data(grpc_message(&message))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    let mut res = http::Response::new(tonic::body::Body::new(StreamBody::new(frames)));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    res
 }
 
 /// A request to the node's gRPC server, its body cut after large messages'
@@ -293,6 +556,141 @@ mod tests {
         }
     }
 
+    /// A body that yields `wire` in frames of `frame` bytes.
+    fn framed(wire: &[u8], frame: usize) -> tonic::body::Body {
+        let frames: Vec<Result<Frame<Bytes>, tonic::Status>> = wire
+            .chunks(frame)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)))
+    }
+
+    #[tokio::test]
+    async fn messages_come_out_whole_however_the_frames_cut_them() {
+        let lens = [0, 1, 4, 5, 6, 1000, 70_000, 3];
+        let wire = messages(&lens);
+        for frame in [1, 2, 5, 7, 999, 4096, 70_005, wire.len()] {
+            let mut reader = MessageReader::new(framed(&wire, frame), 1 << 20);
+            for (i, &len) in lens.iter().enumerate() {
+                let piece = reader.next_message().await.unwrap().unwrap();
+                assert_eq!(piece.len(), len, "frame size {frame}, message {i}");
+                assert!(piece.parts().iter().all(|p| !p.is_empty()));
+                let bytes = piece.into_contiguous();
+                assert!(bytes.iter().all(|&b| b == i as u8), "frame size {frame}");
+            }
+            assert_eq!(reader.next_message().await.unwrap(), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_in_one_frame_is_a_slice_of_it() {
+        let wire = messages(&[300_000]);
+        let frames = vec![
+            Ok::<_, tonic::Status>(Frame::data(Bytes::copy_from_slice(&wire[..5]))),
+            Ok(Frame::data(Bytes::copy_from_slice(&wire[5..]))),
+        ];
+        let frame_start = match &frames[1] {
+            Ok(f) => f.data_ref().unwrap().as_ptr(),
+            Err(_) => unreachable!(),
+        };
+        let body = tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames)));
+        let mut reader = MessageReader::new(body, 1 << 20);
+        let piece = reader.next_message().await.unwrap().unwrap();
+        assert_eq!(piece.parts().len(), 1);
+        assert_eq!(
+            piece.parts()[0].as_ptr(),
+            frame_start,
+            "the bytes were copied"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_framing_is_refused_as_tonic_refuses_it() {
+        let too_long = messages(&[2000]);
+        let mut reader = MessageReader::new(framed(&too_long, 100), 1999);
+        let err = reader.next_message().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+
+        let mut compressed = messages(&[10]);
+        compressed[0] = 1;
+        let mut reader = MessageReader::new(framed(&compressed, 100), 1 << 20);
+        let err = reader.next_message().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err}");
+
+        let wire = messages(&[10, 10]);
+        for cut in [wire.len() - 1, 15 + 3] {
+            let mut reader = MessageReader::new(framed(&wire[..cut], 4), 1 << 20);
+            assert_eq!(reader.next_message().await.unwrap().unwrap().len(), 10);
+            let err = reader.next_message().await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Internal, "cut at {cut}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn put_chunk_pieces_read_back_as_they_were_sent() {
+        let header = pb::PutChunkHeader {
+            key: vec![7; 20],
+            size: 300_000,
+            copies: 3,
+            age_ms: 5,
+        };
+        let chunk = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        // A piece that came in two slices goes out as one.
+        let two = Piece {
+            parts: vec![chunk.slice(..100_000), chunk.slice(100_000..262_144)],
+            len: 262_144,
+        };
+        let pieces = vec![two, chunk.slice(262_144..).into(), Piece::default()];
+        let mut body = put_chunk_body(header.clone(), futures::stream::iter(pieces.clone()));
+        let mut wire = Vec::new();
+        while let Some(frame) = body.frame().await {
+            wire.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        for frame in [3, 1000, 65_536, 1 << 20] {
+            let mut reader = MessageReader::new(framed(&wire, frame), 1 << 20);
+            let first = reader.next_message().await.unwrap().unwrap();
+            let first = put_chunk_data(first).expect_err("the header is not data");
+            let first: pb::PutChunkRequest = decode(first).unwrap();
+            assert_eq!(
+                first.body,
+                Some(pb::put_chunk_request::Body::Header(header.clone()))
+            );
+            for sent in &pieces {
+                let message = reader.next_message().await.unwrap().unwrap();
+                let got = put_chunk_data(message).expect("a data message");
+                assert_eq!(got.len(), sent.len(), "frame size {frame}");
+                assert_eq!(got.into_contiguous(), sent.clone().into_contiguous());
+            }
+            assert_eq!(reader.next_message().await.unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn only_a_lone_data_field_is_taken_as_a_piece() {
+        let encoded = |m: pb::PutChunkRequest| Piece::from(Bytes::from(m.encode_to_vec()));
+        let data = pb::PutChunkRequest {
+            body: Some(pb::put_chunk_request::Body::Data(Bytes::from_static(
+                b"abc",
+            ))),
+        };
+        let piece = put_chunk_data(encoded(data.clone())).unwrap();
+        assert_eq!(piece.into_contiguous(), Bytes::from_static(b"abc"));
+        // Data followed by anything else, a length that does not match,
+        // and an empty message all go to prost instead.
+        let mut longer = data.encode_to_vec();
+        longer.extend_from_slice(&[0x12, 0x01, b'd']);
+        assert!(put_chunk_data(Bytes::from(longer.clone()).into()).is_err());
+        let decoded: pb::PutChunkRequest = decode(Bytes::from(longer).into()).unwrap();
+        assert_eq!(
+            decoded.body,
+            Some(pb::put_chunk_request::Body::Data(Bytes::from_static(b"d")))
+        );
+        let mut short = data.encode_to_vec();
+        short.pop();
+        assert!(put_chunk_data(Bytes::from(short).into()).is_err());
+        assert!(put_chunk_data(Piece::default()).is_err());
+    }
+
     #[tokio::test]
     async fn a_put_chunk_body_is_what_tonic_would_send() {
         let header = pb::PutChunkHeader {
@@ -303,7 +701,8 @@ mod tests {
         };
         let chunk = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<_>>());
         let pieces = vec![chunk.slice(..262_144), chunk.slice(262_144..), Bytes::new()];
-        let mut body = put_chunk_body(header.clone(), futures::stream::iter(pieces.clone()));
+        let sent: Vec<Piece> = pieces.iter().cloned().map(Piece::from).collect();
+        let mut body = put_chunk_body(header.clone(), futures::stream::iter(sent));
         let mut sent = Vec::new();
         while let Some(frame) = body.frame().await {
             sent.extend_from_slice(&frame.unwrap().into_data().unwrap());

@@ -1,8 +1,8 @@
 //! chord-node: a Chord ring node that stores replicated, content-addressed chunks.
 //!
 //! Bottom-up: [`chord`] is the pure protocol core (no I/O); [`wire`] converts
-//! and validates `chord.v1` messages; [`framing`] frames chunk data where
-//! tonic would copy it twice; [`peer`] makes deadline-bounded calls to
+//! and validates `chord.v1` messages; [`framing`] frames and reads chunk data
+//! where tonic would copy it; [`peer`] makes deadline-bounded calls to
 //! other nodes; [`node`] drives the core over the network. [`store`] keeps
 //! chunks and manifests on disk; [`replication`] spreads writes and reads
 //! over the ring; [`repair`] moves keys to where they belong; [`gc`] removes

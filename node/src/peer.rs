@@ -40,10 +40,6 @@ pub const MAX_RING_WALK: usize = 4096;
 /// it has left: several hundred answering nodes fit easily.
 const WALK_BOUND_CALLS: u32 = 10;
 
-/// The gRPC path of `Store.PutChunk`, which [`PeerPool::put_chunk_streamed`]
-/// calls with a body of its own framing.
-const PUT_CHUNK_PATH: &str = "/chord.v1.Store/PutChunk";
-
 /// HTTP/2 flow-control window of one stream (both ways, client and
 /// server): a default chunk flows without stopping for the receiver's
 /// window updates, which at the protocol's 64 KiB default cost a wake-up
@@ -460,7 +456,7 @@ impl PeerPool {
         age: Duration,
     ) -> Result<u32> {
         let data = chunk.data().clone();
-        let pieces: Vec<Bytes> = wire::pieces(&data).collect();
+        let pieces: Vec<framing::Piece> = wire::pieces(&data).map(Into::into).collect();
         self.put_chunk_streamed(
             addr,
             chunk.key(),
@@ -483,7 +479,7 @@ impl PeerPool {
         size: usize,
         copies: u32,
         age: Duration,
-        pieces: impl futures::Stream<Item = Bytes> + Send + 'static,
+        pieces: impl futures::Stream<Item = framing::Piece> + Send + 'static,
     ) -> Result<u32> {
         let header = pb::PutChunkHeader {
             key: key.as_bytes().to_vec(),
@@ -496,7 +492,7 @@ impl PeerPool {
         let channel = self.channel(addr)?;
         let resp: pb::PutChunkResponse = self
             .watched(addr, async {
-                self.call_with_body(channel, addr, PUT_CHUNK_PATH, body, deadline)
+                self.call_with_body(channel, addr, framing::PUT_CHUNK_PATH, body, deadline)
                     .await
                     .map_err(|s| self.fail(addr, s))
             })

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chord_proto::pb::ring_server::RingServer;
-use chord_proto::pb::store_server::StoreServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -42,7 +41,7 @@ pub(crate) use listen::accept_until;
 pub use listen::{MAX_MSGPACK_CONNECTIONS, SNIFF_TIMEOUT};
 
 pub use ring::{node_info, RingService};
-pub use store::{store_stats, StoreService, MAX_KEYS_PER_CALL};
+pub use store::{store_stats, StoreRoutes, StoreService, MAX_KEYS_PER_CALL};
 
 /// The one mapping from a node error to the status a caller sees.
 ///
@@ -166,9 +165,7 @@ pub async fn run(
     let ring = RingServer::new(RingService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let store = StoreServer::new(StoreService::new(node.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let store = StoreRoutes::new(StoreService::new(node.clone()));
     let (accept, grpc_incoming) = listen::split(node.clone(), listener, stop_server.clone());
     // Both bounds wrap every call: the timeout until its answer starts, the
     // limit per HTTP/2 connection, refusing (load_shed) rather than queueing.

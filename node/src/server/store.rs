@@ -11,15 +11,16 @@
 //! index in place: its lock is short and never held across I/O.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chord_proto::pb;
 use chord_proto::pb::put_chunk_request::Body;
-use chord_proto::pb::store_server::Store;
+use chord_proto::pb::store_server::{Store, StoreServer};
 use futures::Stream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -29,10 +30,12 @@ use tonic::{Request, Response, Status, Streaming};
 use super::error_to_status;
 use crate::chord::Id;
 use crate::error::Error;
+use crate::framing::{self, MessageReader, Piece, PUT_CHUNK_PATH};
 use crate::node::{Counters, Node};
 use crate::stages::{self, Stage};
 use crate::store::{validate_name, AlignedBuf, ChunkHasher, DIRECT_BLOCK_BYTES};
 use crate::wire;
+use crate::MAX_MESSAGE_BYTES;
 
 /// Most keys one `HasChunks` call may ask about: bounds the answer's size.
 pub const MAX_KEYS_PER_CALL: usize = 100_000;
@@ -118,7 +121,7 @@ impl StoreService {
         &self,
         mut data: ChunkData,
         age: Duration,
-        relay: Vec<UnboundedSender<Bytes>>,
+        relay: Vec<UnboundedSender<Piece>>,
     ) -> Result<bool, Status> {
         let (key, size) = (data.key, data.size);
         let (blocks, mut arriving) = tokio::sync::mpsc::channel::<AlignedBuf>(BLOCKS_AHEAD);
@@ -137,17 +140,19 @@ impl StoreService {
                     // error is the answer of its call.
                     let _ = to.send(piece.clone());
                 }
-                let mut rest = &piece[..];
-                while !rest.is_empty() {
-                    rest = block.fill_to(DIRECT_BLOCK_BYTES, rest);
-                    if block.len() == DIRECT_BLOCK_BYTES {
-                        let full = std::mem::replace(
-                            &mut block,
-                            AlignedBuf::with_room(DIRECT_BLOCK_BYTES),
-                        );
-                        if blocks.send(full).await.is_err() {
-                            // The writer has stopped; its error is the answer.
-                            return Ok(());
+                for part in piece.parts() {
+                    let mut rest = &part[..];
+                    while !rest.is_empty() {
+                        rest = block.fill_to(DIRECT_BLOCK_BYTES, rest);
+                        if block.len() == DIRECT_BLOCK_BYTES {
+                            let full = std::mem::replace(
+                                &mut block,
+                                AlignedBuf::with_room(DIRECT_BLOCK_BYTES),
+                            );
+                            if blocks.send(full).await.is_err() {
+                                // The writer has stopped; its error is the answer.
+                                return Ok(());
+                            }
                         }
                     }
                 }
@@ -308,10 +313,48 @@ fn key_mismatch(key: &Id) -> Status {
     invalid(format!("bytes do not match chunk key {key}"))
 }
 
+/// The messages of a `PutChunk`, read by tonic (a call that reaches the
+/// generated server) or from the request's frames ([`StoreRoutes`], which
+/// every call the node serves goes through).
+enum PutChunkMessages {
+    Tonic(Streaming<pb::PutChunkRequest>),
+    Framed(MessageReader<tonic::body::Body>),
+}
+
+/// One message of a `PutChunk`.
+enum PutChunkMessage {
+    Header(pb::PutChunkHeader),
+    Data(Piece),
+    /// A message with neither, which no sender of ours writes.
+    Empty,
+}
+
+impl PutChunkMessages {
+    /// The next message, `None` at the end of the stream. Read from the
+    /// frames, a piece of data stays the slices it arrived in.
+    async fn next(&mut self) -> Result<Option<PutChunkMessage>, Status> {
+        let message = match self {
+            PutChunkMessages::Tonic(stream) => stream.message().await?,
+            PutChunkMessages::Framed(reader) => match reader.next_message().await? {
+                None => None,
+                Some(message) => match framing::put_chunk_data(message) {
+                    Ok(piece) => return Ok(Some(PutChunkMessage::Data(piece))),
+                    Err(other) => Some(framing::decode(other)?),
+                },
+            },
+        };
+        Ok(message.map(|m| match m.body {
+            Some(Body::Header(header)) => PutChunkMessage::Header(header),
+            Some(Body::Data(data)) => PutChunkMessage::Data(data.into()),
+            None => PutChunkMessage::Empty,
+        }))
+    }
+}
+
 /// The data of a `PutChunk` after its header, held to the size the header
 /// gave: what both ways of storing a chunk read it through.
 struct ChunkData {
-    stream: Streaming<pb::PutChunkRequest>,
+    stream: PutChunkMessages,
     key: Id,
     size: usize,
     /// Bytes received so far.
@@ -321,11 +364,11 @@ struct ChunkData {
 impl ChunkData {
     /// The next piece, `None` at the end of the stream; an error for a
     /// message that is not data or a piece past the announced size.
-    async fn next(&mut self) -> Result<Option<Bytes>, Status> {
-        let Some(msg) = self.stream.message().await? else {
+    async fn next(&mut self) -> Result<Option<Piece>, Status> {
+        let Some(message) = self.stream.next().await? else {
             return Ok(None);
         };
-        let Some(Body::Data(piece)) = msg.body else {
+        let PutChunkMessage::Data(piece) = message else {
             return Err(invalid("PutChunk carries one header, then data only"));
         };
         self.len += piece.len();
@@ -352,19 +395,17 @@ impl ChunkData {
     }
 }
 
-#[tonic::async_trait]
-impl Store for StoreService {
-    async fn put_chunk(
+impl StoreService {
+    /// Stores the chunk a `PutChunk` carries, from its first message (the
+    /// header) to its last.
+    async fn receive_chunk(
         &self,
-        req: Request<Streaming<pb::PutChunkRequest>>,
-    ) -> Result<Response<pb::PutChunkResponse>, Status> {
+        mut stream: PutChunkMessages,
+    ) -> Result<pb::PutChunkResponse, Status> {
         self.count();
         self.refuse_if_leaving()?;
-        let mut stream = req.into_inner();
-        let header = match stream.message().await? {
-            Some(pb::PutChunkRequest {
-                body: Some(Body::Header(h)),
-            }) => h,
+        let header = match stream.next().await? {
+            Some(PutChunkMessage::Header(h)) => h,
             _ => return Err(invalid("the first message of PutChunk must be its header")),
         };
         let key = wire::id_from_pb(&header.key, "key").map_err(error_to_status)?;
@@ -393,17 +434,19 @@ impl Store for StoreService {
         if !already {
             if header.copies <= 1 {
                 let written = self.write_as_it_arrives(data, age, Vec::new()).await?;
-                return Ok(Response::new(pb::PutChunkResponse { copies: 1, written }));
+                return Ok(pb::PutChunkResponse { copies: 1, written });
             }
             let copies = self.write_and_pass_on(data, header.copies, age).await?;
-            return Ok(Response::new(pb::PutChunkResponse {
+            return Ok(pb::PutChunkResponse {
                 copies,
                 written: true,
-            }));
+            });
         }
         let mut chunk = ChunkHasher::new(key, size);
         while let Some(piece) = data.next().await? {
-            stages::time(Stage::ChunkCheck, || chunk.push(&piece)).map_err(error_to_status)?;
+            for part in piece.parts() {
+                stages::time(Stage::ChunkCheck, || chunk.push(part)).map_err(error_to_status)?;
+            }
         }
         data.check_complete()?;
         let chunk = chunk.finish().map_err(|_| key_mismatch(&key))?;
@@ -412,10 +455,21 @@ impl Store for StoreService {
             .put_chunk_replicated(chunk, header.copies, age)
             .await
             .map_err(error_to_status)?;
-        Ok(Response::new(pb::PutChunkResponse {
+        Ok(pb::PutChunkResponse {
             copies,
             written: !already,
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Store for StoreService {
+    async fn put_chunk(
+        &self,
+        req: Request<Streaming<pb::PutChunkRequest>>,
+    ) -> Result<Response<pb::PutChunkResponse>, Status> {
+        let messages = PutChunkMessages::Tonic(req.into_inner());
+        self.receive_chunk(messages).await.map(Response::new)
     }
 
     type GetChunkStream = ChunkStream;
@@ -616,6 +670,51 @@ impl Store for StoreService {
     async fn get_stats(&self, _: Request<pb::Empty>) -> Result<Response<pb::StoreStats>, Status> {
         self.count();
         Ok(Response::new(store_stats(&self.node)))
+    }
+}
+
+/// The `chord.v1.Store` service as the server mounts it: `PutChunk` is
+/// read from the request's frames without tonic's copy of each
+/// ([`MessageReader`]) and answered as tonic would; every other call goes
+/// to tonic's generated server.
+#[derive(Clone)]
+pub struct StoreRoutes {
+    tonic: StoreServer<StoreService>,
+    store: StoreService,
+}
+
+impl StoreRoutes {
+    pub fn new(store: StoreService) -> StoreRoutes {
+        let tonic = StoreServer::new(store.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        StoreRoutes { tonic, store }
+    }
+}
+
+impl tonic::server::NamedService for StoreRoutes {
+    const NAME: &'static str = chord_proto::pb::store_server::SERVICE_NAME;
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for StoreRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() == PUT_CHUNK_PATH {
+            let store = self.store.clone();
+            return Box::pin(async move {
+                let reader = MessageReader::new(req.into_body(), MAX_MESSAGE_BYTES);
+                let answer = store.receive_chunk(PutChunkMessages::Framed(reader)).await;
+                Ok(framing::unary_answer(answer))
+            });
+        }
+        self.tonic.call(req)
     }
 }
 
