@@ -265,19 +265,10 @@ impl Piece {
         &self.parts
     }
 
-    /// The first `n` bytes (at most [`Piece::len`]), copied out.
+    /// The first `N` bytes (fewer if the piece is shorter), copied out,
+    /// and how many there were.
     fn head<const N: usize>(&self) -> ([u8; N], usize) {
-        let mut head = [0; N];
-        let mut seen = 0;
-        for part in &self.parts {
-            let n = part.len().min(N - seen);
-            head[seen..seen + n].copy_from_slice(&part[..n]);
-            seen += n;
-            if seen == N {
-                break;
-            }
-        }
-        (head, seen)
+        head_of(&self.parts)
     }
 
     /// Drops the first `n` bytes (at most [`Piece::len`]).
@@ -307,6 +298,22 @@ impl Piece {
         }
         whole.freeze()
     }
+}
+
+/// The first `N` bytes of `parts` laid end to end (fewer if they are
+/// shorter), copied out, and how many there were.
+fn head_of<'a, const N: usize>(parts: impl IntoIterator<Item = &'a Bytes>) -> ([u8; N], usize) {
+    let mut head = [0; N];
+    let mut seen = 0;
+    for part in parts {
+        let n = part.len().min(N - seen);
+        head[seen..seen + n].copy_from_slice(&part[..n]);
+        seen += n;
+        if seen == N {
+            break;
+        }
+    }
+    (head, seen)
 }
 
 impl From<Bytes> for Piece {
@@ -382,17 +389,7 @@ where
         if self.buffered < HEADER_BYTES {
             return Ok(None);
         }
-        let mut header = [0; HEADER_BYTES];
-        let mut seen = 0;
-        for frame in &self.frames {
-            let n = frame.len().min(HEADER_BYTES - seen);
-            header[seen..seen + n].copy_from_slice(&frame[..n]);
-            seen += n;
-            if seen == HEADER_BYTES {
-                break;
-            }
-        }
-        let [compressed, len @ ..] = header;
+        let ([compressed, len @ ..], _) = head_of::<HEADER_BYTES>(&self.frames);
         if compressed != 0 {
             return Err(tonic::Status::internal(
                 "a compressed message, but no compression was agreed",
@@ -626,8 +623,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn put_chunk_pieces_read_back_as_they_were_sent() {
+    /// A chunk header and 300,000 bytes of chunk (more than one piece).
+    fn header_and_chunk() -> (pb::PutChunkHeader, Bytes) {
         let header = pb::PutChunkHeader {
             key: vec![7; 20],
             size: 300_000,
@@ -635,17 +632,29 @@ mod tests {
             age_ms: 5,
         };
         let chunk = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        (header, chunk)
+    }
+
+    /// Every byte of `body`'s data frames.
+    async fn body_bytes(mut body: tonic::body::Body) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            bytes.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn put_chunk_pieces_read_back_as_they_were_sent() {
+        let (header, chunk) = header_and_chunk();
         // A piece that came in two slices goes out as one.
         let two = Piece {
             parts: vec![chunk.slice(..100_000), chunk.slice(100_000..262_144)],
             len: 262_144,
         };
         let pieces = vec![two, chunk.slice(262_144..).into(), Piece::default()];
-        let mut body = put_chunk_body(header.clone(), futures::stream::iter(pieces.clone()));
-        let mut wire = Vec::new();
-        while let Some(frame) = body.frame().await {
-            wire.extend_from_slice(&frame.unwrap().into_data().unwrap());
-        }
+        let body = put_chunk_body(header.clone(), futures::stream::iter(pieces.clone()));
+        let wire = body_bytes(body).await;
         for frame in [3, 1000, 65_536, 1 << 20] {
             let mut reader = MessageReader::new(framed(&wire, frame), 1 << 20);
             let first = reader.next_message().await.unwrap().unwrap();
@@ -693,20 +702,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_put_chunk_body_is_what_tonic_would_send() {
-        let header = pb::PutChunkHeader {
-            key: vec![7; 20],
-            size: 300_000,
-            copies: 3,
-            age_ms: 5,
-        };
-        let chunk = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let (header, chunk) = header_and_chunk();
         let pieces = vec![chunk.slice(..262_144), chunk.slice(262_144..), Bytes::new()];
         let sent: Vec<Piece> = pieces.iter().cloned().map(Piece::from).collect();
-        let mut body = put_chunk_body(header.clone(), futures::stream::iter(sent));
-        let mut sent = Vec::new();
-        while let Some(frame) = body.frame().await {
-            sent.extend_from_slice(&frame.unwrap().into_data().unwrap());
-        }
+        let sent = body_bytes(put_chunk_body(header.clone(), futures::stream::iter(sent))).await;
         // tonic's framing of prost's encoding, message by message.
         let mut expected = grpc_message(&pb::PutChunkRequest {
             body: Some(pb::put_chunk_request::Body::Header(header)),
