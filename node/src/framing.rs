@@ -243,8 +243,9 @@ pub fn put_chunk_body(
 
 /// Bytes as they arrived: the slices of the frames that held them, in order
 /// (one slice for bytes cut from a buffer in memory). A piece of chunk data
-/// travels so from the frames a node receives it in to its disk writer and
-/// to the successors it passes it on to, with no copy on the way.
+/// travels so from the frames a node receives it in to the successors it
+/// passes it on to, and to its disk writer, which copies it once into
+/// aligned blocks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Piece {
     parts: Vec<Bytes>,

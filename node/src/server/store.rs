@@ -701,8 +701,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for StoreRoutes {
     type Error = Infallible;
     type Future = futures::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        // tonic's server is always ready; asked anyway, as tower's contract
+        // wants before its `call`.
+        tower::Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.tonic, cx)
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
