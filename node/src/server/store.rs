@@ -313,13 +313,9 @@ fn key_mismatch(key: &Id) -> Status {
     invalid(format!("bytes do not match chunk key {key}"))
 }
 
-/// The messages of a `PutChunk`, read by tonic (a call that reaches the
-/// generated server) or from the request's frames ([`StoreRoutes`], which
-/// every call the node serves goes through).
-enum PutChunkMessages {
-    Tonic(Streaming<pb::PutChunkRequest>),
-    Framed(MessageReader<tonic::body::Body>),
-}
+/// The messages of a `PutChunk`, read from the request's frames by
+/// [`StoreRoutes`], which takes every `PutChunk` the node serves.
+struct PutChunkMessages(MessageReader<tonic::body::Body>);
 
 /// One message of a `PutChunk`.
 enum PutChunkMessage {
@@ -330,20 +326,17 @@ enum PutChunkMessage {
 }
 
 impl PutChunkMessages {
-    /// The next message, `None` at the end of the stream. Read from the
-    /// frames, a piece of data stays the slices it arrived in.
+    /// The next message, `None` at the end of the stream; a piece of data
+    /// stays the slices it arrived in.
     async fn next(&mut self) -> Result<Option<PutChunkMessage>, Status> {
-        let message = match self {
-            PutChunkMessages::Tonic(stream) => stream.message().await?,
-            PutChunkMessages::Framed(reader) => match reader.next_message().await? {
-                None => None,
-                Some(message) => match framing::put_chunk_data(message) {
-                    Ok(piece) => return Ok(Some(PutChunkMessage::Data(piece))),
-                    Err(other) => Some(framing::decode(other)?),
-                },
-            },
+        let Some(message) = self.0.next_message().await? else {
+            return Ok(None);
         };
-        Ok(message.map(|m| match m.body {
+        let message: pb::PutChunkRequest = match framing::put_chunk_data(message) {
+            Ok(piece) => return Ok(Some(PutChunkMessage::Data(piece))),
+            Err(other) => framing::decode(other)?,
+        };
+        Ok(Some(match message.body {
             Some(Body::Header(header)) => PutChunkMessage::Header(header),
             Some(Body::Data(data)) => PutChunkMessage::Data(data.into()),
             None => PutChunkMessage::Empty,
@@ -464,12 +457,16 @@ impl StoreService {
 
 #[tonic::async_trait]
 impl Store for StoreService {
+    /// Not reached: [`StoreRoutes`], the only way the node mounts this
+    /// service, takes every `PutChunk` before tonic's generated server
+    /// does, to read it without tonic's copy of each frame.
     async fn put_chunk(
         &self,
-        req: Request<Streaming<pb::PutChunkRequest>>,
+        _: Request<Streaming<pb::PutChunkRequest>>,
     ) -> Result<Response<pb::PutChunkResponse>, Status> {
-        let messages = PutChunkMessages::Tonic(req.into_inner());
-        self.receive_chunk(messages).await.map(Response::new)
+        Err(Status::unimplemented(
+            "PutChunk is served by StoreRoutes, which reads it from its frames",
+        ))
     }
 
     type GetChunkStream = ChunkStream;
@@ -712,7 +709,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for StoreRoutes {
             let store = self.store.clone();
             return Box::pin(async move {
                 let reader = MessageReader::new(req.into_body(), MAX_MESSAGE_BYTES);
-                let answer = store.receive_chunk(PutChunkMessages::Framed(reader)).await;
+                let answer = store.receive_chunk(PutChunkMessages(reader)).await;
                 Ok(framing::unary_answer(answer))
             });
         }
