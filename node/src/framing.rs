@@ -1,6 +1,7 @@
 //! gRPC framing the node does itself where tonic's would copy each chunk
 //! piece: received bodies cut after large messages' headers, `PutChunk`
-//! bodies framed by hand, and `PutChunk` bodies read without a copy.
+//! bodies and `GetChunk` answers framed by hand, and both read without a
+//! copy.
 //!
 //! A gRPC message is a 5-byte header (a compression flag, then the length,
 //! big-endian) and that many bytes. tonic's decoder copies each HTTP/2 frame
@@ -27,6 +28,12 @@
 //! out of its message by hand, so the node's server reads a `PutChunk`
 //! with no copy before the one into its disk writer's aligned blocks
 //! (`server::StoreRoutes`, change 66).
+//!
+//! A `GetChunk` goes the same way in the other direction (change 68): the
+//! node frames its answer by hand ([`get_chunk_answer`]), each piece a
+//! slice of the chunk it read, and the reader takes each piece's data out
+//! of the frames it arrived in ([`chunk_piece_data`]), so the one copy
+//! left on either side is the reader's into its chunk buffer.
 //!
 //! [`HeaderCut`] wraps a body and passes every byte through unchanged, in
 //! the same order: it only ends a data frame early, right after the header
@@ -173,8 +180,21 @@ where
 /// literal; a wrong path would fail every upload.
 pub const PUT_CHUNK_PATH: &str = "/chord.v1.Store/PutChunk";
 
+/// The gRPC path of `Store.GetChunk`, answered by `server::StoreRoutes`
+/// with [`get_chunk_answer`] and read by [`crate::peer::PeerPool`] with a
+/// [`MessageReader`].
+pub const GET_CHUNK_PATH: &str = "/chord.v1.Store/GetChunk";
+
 /// Field number of `PutChunkRequest.data` (`proto/chord/v1/chord.proto`).
 const PUT_CHUNK_DATA_FIELD: u32 = 2;
+
+/// Field numbers of `ChunkPiece.data` and `ChunkPiece.size`.
+const CHUNK_PIECE_DATA_FIELD: u32 = 1;
+const CHUNK_PIECE_SIZE_FIELD: u32 = 2;
+
+/// The most bytes a field's key and a length or varint value take: a key
+/// of one byte (field numbers under 16) and a varint of at most ten.
+const FIELD_HEAD_BYTES: usize = 11;
 
 /// `message` as one gRPC message: uncompressed, its length, its bytes.
 fn grpc_message(message: &impl Message) -> Bytes {
@@ -188,15 +208,30 @@ fn grpc_message(message: &impl Message) -> Bytes {
 }
 
 /// What goes on the wire before a piece of `len` bytes to make it a whole
-/// gRPC message `PutChunkRequest { data: piece }`.
-fn piece_prefix(len: usize) -> Bytes {
-    let message_len = key_len(PUT_CHUNK_DATA_FIELD) + encoded_len_varint(len as u64) + len;
+/// gRPC message whose first field, `field`, holds the piece and whose
+/// other fields take `after` bytes after it.
+fn piece_prefix(field: u32, len: usize, after: usize) -> Bytes {
+    let message_len = key_len(field) + encoded_len_varint(len as u64) + len + after;
     let mut buf = BytesMut::with_capacity(16);
     buf.put_u8(0);
     buf.put_u32(message_len as u32);
-    encode_key(PUT_CHUNK_DATA_FIELD, WireType::LengthDelimited, &mut buf);
+    encode_key(field, WireType::LengthDelimited, &mut buf);
     encode_varint(len as u64, &mut buf);
     buf.freeze()
+}
+
+/// Where a message that starts with bytes field `field` has that field's
+/// bytes: how many bytes of key and length come before them, and how many
+/// there are. `head` is the message's first bytes (up to
+/// [`FIELD_HEAD_BYTES`]).
+fn leading_bytes_field(head: &[u8], field: u32) -> Option<(usize, u64)> {
+    let key = (field << 3) | WireType::LengthDelimited as u32;
+    if head.first().map(|&b| u32::from(b)) != Some(key) {
+        return None;
+    }
+    let mut rest = &head[1..];
+    let len = prost::encoding::decode_varint(&mut rest).ok()?;
+    Some((head.len() - rest.len(), len))
 }
 
 /// The data of a `PutChunkRequest` whose only field is its data, as
@@ -204,22 +239,78 @@ fn piece_prefix(len: usize) -> Bytes {
 /// field's key and length, still the slices they arrived in. `Err` gives
 /// back any other message, for prost to decode.
 pub fn put_chunk_data(mut message: Piece) -> Result<Piece, Piece> {
-    // A key of one byte and a length of at most ten.
-    let (head, seen) = message.head::<11>();
-    let key = (PUT_CHUNK_DATA_FIELD << 3) | WireType::LengthDelimited as u32;
-    if seen == 0 || u32::from(head[0]) != key {
-        return Err(message);
+    let (head, seen) = message.head::<FIELD_HEAD_BYTES>();
+    match leading_bytes_field(&head[..seen], PUT_CHUNK_DATA_FIELD) {
+        Some((prefix, len)) if prefix as u64 + len == message.len() as u64 => {
+            message.advance(prefix);
+            Ok(message)
+        }
+        _ => Err(message),
     }
-    let mut rest = &head[1..seen];
-    let Ok(len) = prost::encoding::decode_varint(&mut rest) else {
+}
+
+/// The messages of a `GetChunk` answer for chunk `data`, as the node's
+/// server sends them: one `ChunkPiece` per piece of at most
+/// [`crate::PIECE_BYTES`], the first carrying the chunk's size. The same
+/// bytes tonic's encoder would send for those messages, each piece a
+/// slice of `data` rather than a copy.
+pub fn get_chunk_frames(data: &Bytes) -> Vec<Bytes> {
+    let size = data.len() as u64;
+    let mut frames = Vec::new();
+    for (i, piece) in crate::wire::pieces(data).enumerate() {
+        // prost leaves out a size of 0, so only the first piece has one.
+        let mut after = BytesMut::new();
+        if i == 0 {
+            encode_key(CHUNK_PIECE_SIZE_FIELD, WireType::Varint, &mut after);
+            encode_varint(size, &mut after);
+        }
+        frames.push(piece_prefix(
+            CHUNK_PIECE_DATA_FIELD,
+            piece.len(),
+            after.len(),
+        ));
+        frames.push(piece);
+        if !after.is_empty() {
+            frames.push(after.freeze());
+        }
+    }
+    frames
+}
+
+/// The data and the size field of a `ChunkPiece` laid out as
+/// [`get_chunk_frames`] frames it (data first, then the size if it is
+/// not 0), the data still the slices it arrived in. `Err` gives back any
+/// other message, for prost to decode.
+pub fn chunk_piece_data(mut message: Piece) -> Result<(Piece, u64), Piece> {
+    if message.is_empty() {
+        return Ok((message, 0));
+    }
+    let (head, seen) = message.head::<FIELD_HEAD_BYTES>();
+    let Some((prefix, len)) = leading_bytes_field(&head[..seen], CHUNK_PIECE_DATA_FIELD) else {
         return Err(message);
     };
-    let prefix = seen - rest.len();
-    if prefix as u64 + len != message.len() as u64 {
+    let Some(after) = (message.len() as u64).checked_sub(prefix as u64 + len) else {
         return Err(message);
-    }
+    };
+    let size = if after == 0 {
+        0
+    } else if after as usize <= FIELD_HEAD_BYTES {
+        let tail = message.split_off(message.len() - after as usize);
+        let (bytes, n) = tail.head::<FIELD_HEAD_BYTES>();
+        let key = (CHUNK_PIECE_SIZE_FIELD << 3) | WireType::Varint as u32;
+        let mut rest = &bytes[1..n];
+        match prost::encoding::decode_varint(&mut rest) {
+            Ok(size) if u32::from(bytes[0]) == key && rest.is_empty() => size,
+            _ => {
+                message.append(tail);
+                return Err(message);
+            }
+        }
+    } else {
+        return Err(message);
+    };
     message.advance(prefix);
-    Ok(message)
+    Ok((message, size))
 }
 
 /// The request body of a `PutChunk`: `header`, then a message per piece.
@@ -232,7 +323,7 @@ pub fn put_chunk_body(
         body: Some(pb::put_chunk_request::Body::Header(header)),
     });
     let rest = pieces.flat_map(|piece| {
-        let prefix = piece_prefix(piece.len());
+        let prefix = piece_prefix(PUT_CHUNK_DATA_FIELD, piece.len(), 0);
         futures::stream::iter(std::iter::once(prefix).chain(piece.parts))
     });
     let frames = futures::stream::once(async { first })
@@ -285,6 +376,38 @@ impl Piece {
             whole += 1;
         }
         self.parts.drain(..whole);
+    }
+
+    /// Cuts the piece in two at byte `at` (at most [`Piece::len`]) and
+    /// returns what follows it.
+    fn split_off(&mut self, at: usize) -> Piece {
+        let mut rest = Piece::default();
+        let mut kept = 0;
+        let mut i = 0;
+        while i < self.parts.len() {
+            let len = self.parts[i].len();
+            if kept + len <= at {
+                kept += len;
+                i += 1;
+                continue;
+            }
+            if kept < at {
+                let tail = self.parts[i].split_off(at - kept);
+                rest.parts.push(tail);
+                i += 1;
+            }
+            break;
+        }
+        rest.parts.extend(self.parts.drain(i..));
+        rest.len = self.len - at;
+        self.len = at;
+        rest
+    }
+
+    /// Puts `rest`'s bytes after this piece's.
+    fn append(&mut self, rest: Piece) {
+        self.len += rest.len;
+        self.parts.extend(rest.parts);
     }
 
     /// The bytes in one buffer: the slice itself if there is one, else a
@@ -343,6 +466,8 @@ pub struct MessageReader<B> {
     buffered: usize,
     /// Longest message taken; a longer one is refused before it is read.
     max_message_bytes: usize,
+    /// The trailers that ended the body, once they came.
+    trailers: Option<http::HeaderMap>,
 }
 
 impl<B> MessageReader<B>
@@ -356,6 +481,23 @@ where
             frames: VecDeque::new(),
             buffered: 0,
             max_message_bytes,
+            trailers: None,
+        }
+    }
+
+    /// The status an answer's trailers carry, for after
+    /// [`MessageReader::next_message`] has found the end of the body: OK,
+    /// the error the sender ended with, or an error if the body ended with
+    /// no status at all (an answer cut off), as tonic's clients take them.
+    pub fn status(&self) -> Result<(), tonic::Status> {
+        match self
+            .trailers
+            .as_ref()
+            .and_then(tonic::Status::from_header_map)
+        {
+            Some(status) if status.code() == tonic::Code::Ok => Ok(()),
+            Some(status) => Err(status),
+            None => Err(tonic::Status::internal("the answer ended with no status")),
         }
     }
 
@@ -372,15 +514,17 @@ where
                 None if self.buffered == 0 => return Ok(None),
                 None => return Err(tonic::Status::internal("the stream ended inside a message")),
                 Some(Err(e)) => return Err(tonic::Status::from_error(e.into())),
-                Some(Ok(frame)) => {
-                    // Trailers end a request body and carry nothing here.
-                    if let Ok(data) = frame.into_data() {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
                         if !data.is_empty() {
                             self.buffered += data.len();
                             self.frames.push_back(data);
                         }
                     }
-                }
+                    // A request's trailers carry nothing the node reads;
+                    // an answer's carry its status (`status`).
+                    Err(frame) => self.trailers = frame.into_trailers().ok(),
+                },
             }
         }
     }
@@ -443,18 +587,37 @@ pub fn decode<M: Message + Default>(message: Piece) -> Result<M, tonic::Status> 
 pub fn unary_answer(
     answer: Result<impl Message, tonic::Status>,
 ) -> http::Response<tonic::body::Body> {
-    let message = match answer {
-        Ok(message) => message,
+    grpc_answer(answer.map(|message| vec![grpc_message(&message)]))
+}
+
+/// The HTTP answer to a `GetChunk`: the chunk's pieces
+/// ([`get_chunk_frames`]) and a status of OK, or an error status alone.
+pub fn get_chunk_answer(answer: Result<Bytes, tonic::Status>) -> http::Response<tonic::body::Body> {
+    grpc_answer(answer.map(|data| get_chunk_frames(&data)))
+}
+
+/// The request body of a unary call: `message`, framed.
+pub fn unary_body(message: &impl Message) -> tonic::body::Body {
+    let frame = Ok::<_, tonic::Status>(Frame::data(grpc_message(message)));
+    tonic::body::Body::new(StreamBody::new(futures::stream::iter([frame])))
+}
+
+/// An answer of the data frames `frames` then a status of OK in the
+/// trailers, or an error status alone (a trailers-only answer).
+fn grpc_answer(frames: Result<Vec<Bytes>, tonic::Status>) -> http::Response<tonic::body::Body> {
+    let frames = match frames {
+        Ok(frames) => frames,
         Err(status) => return status.into_http(),
     };
     let mut trailers = http::HeaderMap::new();
     // Cannot fail: the message is empty.
     let _ = tonic::Status::new(tonic::Code::Ok, "").add_header(&mut trailers);
-    let frames = futures::stream::iter([
-        Ok::<_, tonic::Status>(Frame::data(grpc_message(&message))),
-        Ok(Frame::trailers(trailers)),
-    ]);
-    let mut res = http::Response::new(tonic::body::Body::new(StreamBody::new(frames)));
+    let frames = frames
+        .into_iter()
+        .map(|bytes| Ok::<_, tonic::Status>(Frame::data(bytes)))
+        .chain([Ok(Frame::trailers(trailers))]);
+    let body = StreamBody::new(futures::stream::iter(frames));
+    let mut res = http::Response::new(tonic::body::Body::new(body));
     res.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
@@ -718,5 +881,139 @@ mod tests {
             }));
         }
         assert_eq!(sent, expected);
+    }
+
+    /// A chunk of `len` bytes, each its offset's low byte.
+    fn chunk_of(len: usize) -> Bytes {
+        Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn get_chunk_frames_are_what_tonic_would_send() {
+        for len in [0, 1, 1000, crate::PIECE_BYTES, crate::PIECE_BYTES * 2 + 7] {
+            let data = chunk_of(len);
+            // tonic's framing of prost's encoding of the messages the
+            // generated server sent before.
+            let mut expected = Vec::new();
+            for (i, piece) in crate::wire::pieces(&data).enumerate() {
+                let size = if i == 0 { len as u64 } else { 0 };
+                expected.extend_from_slice(&grpc_message(&pb::ChunkPiece { data: piece, size }));
+            }
+            assert_eq!(get_chunk_frames(&data).concat(), expected, "{len} bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn chunk_pieces_read_back_as_they_were_sent() {
+        let len = crate::PIECE_BYTES * 2 + 7;
+        let data = chunk_of(len);
+        let wire = get_chunk_frames(&data).concat();
+        for frame in [1, 3, 1000, 65_536, 1 << 20] {
+            let mut reader = MessageReader::new(framed(&wire, frame), 1 << 20);
+            let mut got = Vec::new();
+            let mut sizes = Vec::new();
+            while let Some(message) = reader.next_message().await.unwrap() {
+                let (piece, size) = chunk_piece_data(message).expect("our own layout");
+                sizes.push(size);
+                for part in piece.parts() {
+                    got.extend_from_slice(part);
+                }
+            }
+            assert_eq!(got, data, "frame size {frame}");
+            assert_eq!(sizes, vec![len as u64, 0, 0], "frame size {frame}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_piece_in_another_layout_goes_to_prost() {
+        let ours = |m: &pb::ChunkPiece| chunk_piece_data(Bytes::from(m.encode_to_vec()).into());
+        let first = pb::ChunkPiece {
+            data: Bytes::from_static(b"abc"),
+            size: 300_000,
+        };
+        let (piece, size) = ours(&first).unwrap();
+        assert_eq!(
+            (piece.into_contiguous(), size),
+            (first.data.clone(), 300_000)
+        );
+        assert_eq!(ours(&pb::ChunkPiece::default()).unwrap().1, 0);
+
+        // The size first, something after the size, or a data length past
+        // the message's end: given back whole, for prost.
+        let mut size_first = Vec::new();
+        encode_key(CHUNK_PIECE_SIZE_FIELD, WireType::Varint, &mut size_first);
+        encode_varint(9, &mut size_first);
+        let data_only = pb::ChunkPiece {
+            data: first.data.clone(),
+            size: 0,
+        };
+        size_first.extend_from_slice(&data_only.encode_to_vec());
+        let mut extra = first.encode_to_vec();
+        extra.extend_from_slice(&[0x10, 0x01]);
+        let mut short = first.encode_to_vec();
+        short.truncate(3);
+        for wire in [&size_first, &extra, &short] {
+            let back = chunk_piece_data(Bytes::from(wire.clone()).into()).unwrap_err();
+            assert_eq!(back.into_contiguous(), Bytes::from(wire.clone()));
+        }
+        // prost reads the size first as its sender meant it.
+        let decoded: pb::ChunkPiece = decode(Bytes::from(size_first).into()).unwrap();
+        assert_eq!((decoded.data, decoded.size), (first.data, 9));
+    }
+
+    #[test]
+    fn a_piece_splits_at_any_byte_and_joins_again() {
+        let data = chunk_of(10);
+        let whole = Piece {
+            parts: vec![data.slice(..3), data.slice(3..4), data.slice(4..)],
+            len: 10,
+        };
+        for at in 0..=10 {
+            let mut head = whole.clone();
+            let tail = head.split_off(at);
+            assert_eq!((head.len(), tail.len()), (at, 10 - at));
+            assert!(head
+                .parts()
+                .iter()
+                .chain(tail.parts())
+                .all(|p| !p.is_empty()));
+            assert_eq!(head.clone().into_contiguous(), data.slice(..at));
+            assert_eq!(tail.clone().into_contiguous(), data.slice(at..));
+            head.append(tail);
+            assert_eq!(head.into_contiguous(), data);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_ends_with_its_status_or_is_refused() {
+        let wire = get_chunk_frames(&chunk_of(100)).concat();
+        let answer = |trailers: Option<tonic::Status>| {
+            let mut frames = vec![Ok::<_, tonic::Status>(Frame::data(Bytes::from(
+                wire.clone(),
+            )))];
+            if let Some(status) = trailers {
+                let mut map = http::HeaderMap::new();
+                status.add_header(&mut map).unwrap();
+                frames.push(Ok(Frame::trailers(map)));
+            }
+            MessageReader::new(
+                tonic::body::Body::new(StreamBody::new(futures::stream::iter(frames))),
+                1 << 20,
+            )
+        };
+        let cases = [
+            (Some(tonic::Status::new(tonic::Code::Ok, "")), None),
+            (
+                Some(tonic::Status::not_found("gone")),
+                Some(tonic::Code::NotFound),
+            ),
+            (None, Some(tonic::Code::Internal)),
+        ];
+        for (trailers, expected) in cases {
+            let mut reader = answer(trailers);
+            assert!(reader.next_message().await.unwrap().is_some());
+            assert_eq!(reader.next_message().await.unwrap(), None);
+            assert_eq!(reader.status().err().map(|s| s.code()), expected);
+        }
     }
 }

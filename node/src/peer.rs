@@ -492,30 +492,34 @@ impl PeerPool {
         let channel = self.channel(addr)?;
         let resp: pb::PutChunkResponse = self
             .watched(addr, async {
-                self.call_with_body(channel, addr, framing::PUT_CHUNK_PATH, body, deadline)
-                    .await
-                    .map_err(|s| self.fail(addr, s))
+                let call = async {
+                    let path = framing::PUT_CHUNK_PATH;
+                    let res = self
+                        .send_framed(channel, addr, path, body, deadline)
+                        .await?;
+                    unary_message(res).await
+                };
+                call.await.map_err(|s| self.fail(addr, s))
             })
             .await?;
         Ok(resp.copies)
     }
 
-    /// A call on `channel` (to `addr`) whose request body is given whole,
-    /// already framed (see [`framing::put_chunk_body`]), with the same token
-    /// and deadline as the generated clients' calls. The answer, a single
-    /// message `M`, is read by tonic's decoder, and an error status in the
-    /// headers or the trailers is returned as tonic's clients return it.
-    async fn call_with_body<M>(
+    /// Sends a call on `channel` (to `addr`) whose request body is given
+    /// whole, already framed (see [`framing::put_chunk_body`]), with the
+    /// same token and deadline header as the generated clients' calls. An
+    /// error status in the answer's headers (a trailers-only answer, which
+    /// carries no message) is returned as the error; otherwise the answer,
+    /// whose messages and trailers the caller reads ([`unary_message`], or
+    /// a [`framing::MessageReader`]).
+    async fn send_framed(
         &self,
         channel: CutChannel,
         addr: &str,
         path: &'static str,
         body: tonic::body::Body,
         deadline: Duration,
-    ) -> std::result::Result<M, Status>
-    where
-        M: prost::Message + Default + Send + Sync + 'static,
-    {
+    ) -> std::result::Result<http::Response<tonic::body::Body>, Status> {
         use tower::ServiceExt;
         let scheme = self.scheme();
         let uri = http::Uri::builder()
@@ -542,29 +546,13 @@ impl PeerPool {
             .oneshot(req)
             .await
             .map_err(|e| Status::from_error(e.into()))?;
-        // A status in the headers is a trailers-only answer: no message.
-        if let Some(status) = Status::from_header_map(res.headers()) {
-            return Err(if status.code() == Code::Ok {
-                Status::internal("an answer with no message")
-            } else {
-                status
-            });
+        match Status::from_header_map(res.headers()) {
+            Some(status) if status.code() == Code::Ok => {
+                Err(Status::internal("an answer with no message"))
+            }
+            Some(status) => Err(status),
+            None => Ok(res.map(tonic::body::Body::new)),
         }
-        let code = res.status();
-        let mut answer = tonic::codec::Streaming::new_response(
-            tonic_prost::ProstDecoder::<M>::default(),
-            res.into_body(),
-            code,
-            None,
-            Some(MAX_MESSAGE_BYTES),
-        );
-        let message = answer
-            .message()
-            .await?
-            .ok_or_else(|| Status::internal("an answer with no message"))?;
-        // Reads to the end: an error status in the trailers comes out here.
-        answer.trailers().await?;
-        Ok(message)
     }
 
     /// Fetches one chunk from `addr` and checks its bytes against `key`.
@@ -631,6 +619,9 @@ impl PeerPool {
         }
     }
 
+    /// The `GetChunk` itself: its answer read from the frames it arrives
+    /// in ([`framing::MessageReader`]), each piece's data handed to `G`
+    /// without tonic's copy into a decode buffer.
     async fn get_chunk_within<G: Gather>(
         &self,
         addr: &str,
@@ -638,23 +629,39 @@ impl PeerPool {
         req: pb::GetChunkRequest,
         deadline: Duration,
     ) -> Result<G::Chunk> {
-        let mut req = tonic::Request::new(req);
-        req.set_timeout(deadline);
-        let mut stream = self
-            .store(addr)?
-            .get_chunk(req)
+        let channel = self.channel(addr)?;
+        let body = framing::unary_body(&req);
+        let res = self
+            .send_framed(channel, addr, framing::GET_CHUNK_PATH, body, deadline)
+            .await
+            .map_err(|s| self.fail(addr, s))?;
+        let mut messages = framing::MessageReader::new(res.into_body(), MAX_MESSAGE_BYTES);
+        let mut chunk: Option<G> = None;
+        while let Some(message) = messages
+            .next_message()
             .await
             .map_err(|s| self.fail(addr, s))?
-            .into_inner();
-        let mut chunk: Option<G> = None;
-        while let Some(piece) = stream.message().await.map_err(|s| self.fail(addr, s))? {
-            let size = usize::try_from(piece.size).unwrap_or(usize::MAX);
+        {
+            let (data, size) = match framing::chunk_piece_data(message) {
+                Ok(piece) => piece,
+                // Fields in another order than ours: prost reads them.
+                Err(message) => {
+                    let piece: pb::ChunkPiece =
+                        framing::decode(message).map_err(|s| self.fail(addr, s))?;
+                    (framing::Piece::from(piece.data), piece.size)
+                }
+            };
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
             let gathered = chunk.get_or_insert_with(|| G::new(*key, size));
-            gathered.push(&piece.data).map_err(|_| Error::BadReply {
-                peer: addr.to_string(),
-                reason: format!("chunk {} is larger than any chunk may be", key.short()),
-            })?;
+            for part in data.parts() {
+                gathered.push(part).map_err(|_| Error::BadReply {
+                    peer: addr.to_string(),
+                    reason: format!("chunk {} is larger than any chunk may be", key.short()),
+                })?;
+            }
         }
+        // An error the node ended its answer with, or none at all.
+        messages.status().map_err(|s| self.fail(addr, s))?;
         chunk.unwrap_or_else(|| G::new(*key, 0)).finish()
     }
 
@@ -1165,6 +1172,30 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
 
 /// How [`PeerPool`] gathers the pieces of a chunk it reads: checked
 /// against the key ([`ChunkHasher`]) or as they come ([`ChunkBuffer`]).
+/// The one message `M` of a unary call's answer as [`PeerPool::send_framed`]
+/// gave it, read by tonic's decoder; an error status in its trailers is
+/// returned as tonic's clients return it.
+async fn unary_message<M>(res: http::Response<tonic::body::Body>) -> std::result::Result<M, Status>
+where
+    M: prost::Message + Default + Send + Sync + 'static,
+{
+    let code = res.status();
+    let mut answer = tonic::codec::Streaming::new_response(
+        tonic_prost::ProstDecoder::<M>::default(),
+        res.into_body(),
+        code,
+        None,
+        Some(MAX_MESSAGE_BYTES),
+    );
+    let message = answer
+        .message()
+        .await?
+        .ok_or_else(|| Status::internal("an answer with no message"))?;
+    // Reads to the end: an error status in the trailers comes out here.
+    answer.trailers().await?;
+    Ok(message)
+}
+
 trait Gather: Sized {
     type Chunk;
     fn new(key: Id, size: usize) -> Self;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chord_proto::pb;
 use chord_proto::pb::put_chunk_request::Body;
 use chord_proto::pb::store_server::{Store, StoreServer};
@@ -30,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::error_to_status;
 use crate::chord::Id;
 use crate::error::Error;
-use crate::framing::{self, MessageReader, Piece, PUT_CHUNK_PATH};
+use crate::framing::{self, MessageReader, Piece, GET_CHUNK_PATH, PUT_CHUNK_PATH};
 use crate::node::{Counters, Node};
 use crate::stages::{self, Stage};
 use crate::store::{validate_name, AlignedBuf, ChunkHasher, DIRECT_BLOCK_BYTES};
@@ -275,6 +276,30 @@ impl StoreService {
         }
     }
 
+    /// The bytes of the chunk a `GetChunk` asks for, read from the
+    /// request's one message, as they are on disk (or, not here yet, as
+    /// read behind and checked): the receiver checks them (see
+    /// `CheckChunk`).
+    async fn send_chunk(
+        &self,
+        mut messages: MessageReader<tonic::body::Body>,
+    ) -> Result<Bytes, Status> {
+        self.count();
+        let message = messages
+            .next_message()
+            .await?
+            .ok_or_else(|| Status::internal("a GetChunk with no request"))?;
+        let req: pb::GetChunkRequest = framing::decode(message)?;
+        let key = wire::id_from_pb(&req.key, "key").map_err(error_to_status)?;
+        let data = self
+            .node
+            .chunk_here(key, req.passed_back)
+            .await
+            .map_err(error_to_status)?;
+        Counters::bump(&self.node.counters.bytes_out, data.len() as u64);
+        Ok(data)
+    }
+
     /// A leaving node takes no new data (it would only have to hand it on
     /// again) and confirms no keys: the repair loop drops a copy only once
     /// every holder confirms, and a confirmation from a node that is about
@@ -471,32 +496,15 @@ impl Store for StoreService {
 
     type GetChunkStream = ChunkStream;
 
+    /// Not reached, as `put_chunk`: [`StoreRoutes`] answers every
+    /// `GetChunk` with pieces framed by hand.
     async fn get_chunk(
         &self,
-        req: Request<pb::GetChunkRequest>,
+        _: Request<pb::GetChunkRequest>,
     ) -> Result<Response<Self::GetChunkStream>, Status> {
-        self.count();
-        let req = req.into_inner();
-        let key = wire::id_from_pb(&req.key, "key").map_err(error_to_status)?;
-        // Sent as it is on disk (or, not here yet, as read behind and
-        // checked): the receiver checks it (see CheckChunk).
-        let data = self
-            .node
-            .chunk_here(key, req.passed_back)
-            .await
-            .map_err(error_to_status)?;
-        Counters::bump(&self.node.counters.bytes_out, data.len() as u64);
-        let size = data.len() as u64;
-        let pieces: Vec<Result<pb::ChunkPiece, Status>> = wire::pieces(&data)
-            .enumerate()
-            .map(|(i, data)| {
-                Ok(pb::ChunkPiece {
-                    data,
-                    size: if i == 0 { size } else { 0 },
-                })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(pieces))))
+        Err(Status::unimplemented(
+            "GetChunk is served by StoreRoutes, which frames its pieces itself",
+        ))
     }
 
     async fn check_chunk(
@@ -672,8 +680,10 @@ impl Store for StoreService {
 
 /// The `chord.v1.Store` service as the server mounts it: `PutChunk` is
 /// read from the request's frames without tonic's copy of each
-/// ([`MessageReader`]) and answered as tonic would; every other call goes
-/// to tonic's generated server.
+/// ([`MessageReader`]) and answered as tonic would, `GetChunk` is answered
+/// with pieces framed by hand ([`framing::get_chunk_answer`]) without
+/// tonic's encoder's copy of each; every other call goes to tonic's
+/// generated server.
 #[derive(Clone)]
 pub struct StoreRoutes {
     tonic: StoreServer<StoreService>,
@@ -705,12 +715,20 @@ impl tower::Service<http::Request<tonic::body::Body>> for StoreRoutes {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() == PUT_CHUNK_PATH {
+        let path = req.uri().path();
+        if path == PUT_CHUNK_PATH {
             let store = self.store.clone();
             return Box::pin(async move {
                 let reader = MessageReader::new(req.into_body(), MAX_MESSAGE_BYTES);
                 let answer = store.receive_chunk(PutChunkMessages(reader)).await;
                 Ok(framing::unary_answer(answer))
+            });
+        }
+        if path == GET_CHUNK_PATH {
+            let store = self.store.clone();
+            return Box::pin(async move {
+                let reader = MessageReader::new(req.into_body(), MAX_MESSAGE_BYTES);
+                Ok(framing::get_chunk_answer(store.send_chunk(reader).await))
             });
         }
         self.tonic.call(req)
