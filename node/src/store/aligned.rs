@@ -13,6 +13,9 @@
 //! [`POOLED_MAX_BYTES`] each, so reuse adds at most that much idle memory
 //! to what the transfers in flight hold (`parallel × chunk` on a client,
 //! the buffer budget on a node); with the default 4 MiB chunks, 16 MiB.
+//! A full pool keeps a buffer given back in place of its oldest one, so
+//! what it holds follows the sizes in use: a node's uploads gather 1 MiB
+//! blocks and its downloads read whole chunks (change 69).
 //!
 //! The bytes of a buffer start on a [`DIRECT_ALIGN`] boundary, so a direct
 //! write takes them as they are, without a copy into an aligned buffer.
@@ -87,16 +90,19 @@ impl Pool {
             aligned >= room && aligned <= 2 * room + DIRECT_ALIGN
         };
         let at = idle.iter().position(fits)?;
-        Some(idle.swap_remove(at))
+        // In order, oldest first: `give_back` drops from the front.
+        Some(idle.remove(at))
     }
 
-    /// Keeps `vec` if its size is one worth keeping and there is space.
+    /// Keeps `vec` if its size is one worth keeping, in place of the
+    /// buffer given back longest ago if the pool is full.
     fn give_back(&self, vec: Vec<u8>) {
         if (POOLED_MIN_BYTES..=POOLED_MAX_BYTES).contains(&vec.len()) {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < IDLE_MAX {
-                idle.push(vec);
+            if idle.len() == IDLE_MAX {
+                idle.remove(0);
             }
+            idle.push(vec);
         }
     }
 }
@@ -251,9 +257,6 @@ mod tests {
         assert!(again.is_empty() && again.room() >= data.len());
     }
 
-    /// The pool keeps no buffers smaller or larger than it pools and no
-    /// more than [`IDLE_MAX`], and does not hand a large buffer to a small
-    /// chunk.
     #[test]
     fn a_block_fills_to_its_size_and_hands_back_the_rest() {
         let mut block = AlignedBuf::with_room(8);
@@ -263,6 +266,9 @@ mod tests {
         assert_eq!(block.fill_to(8, b"k"), b"k");
     }
 
+    /// The pool keeps no buffers smaller or larger than it pools and no
+    /// more than [`IDLE_MAX`], and does not hand a large buffer to a small
+    /// chunk.
     #[test]
     fn the_pool_stays_bounded() {
         let pool = own_pool();
@@ -281,6 +287,25 @@ mod tests {
         assert!(pool.take(POOLED_MIN_BYTES / 4).is_none());
         assert!(pool.take(4 * POOLED_MIN_BYTES).is_none());
         assert!(pool.take(POOLED_MIN_BYTES).is_some());
+    }
+
+    /// A full pool takes a buffer of another size in place of its oldest,
+    /// so a node whose blocks filled the pool during uploads still reuses
+    /// the whole-chunk buffers its downloads read into.
+    #[test]
+    fn a_full_pool_keeps_the_newest_buffers() {
+        let pool = own_pool();
+        let blocks: Vec<AlignedBuf> = (0..IDLE_MAX).map(|_| pool.buf(POOLED_MIN_BYTES)).collect();
+        drop(blocks);
+        let chunk = 4 * POOLED_MIN_BYTES;
+        assert!(pool.take(chunk).is_none(), "only blocks so far");
+        drop(pool.buf(chunk));
+        assert_eq!(pool.idle.lock().unwrap().len(), IDLE_MAX);
+        assert!(pool.take(chunk).is_some(), "the chunk buffer is kept");
+        assert!(
+            pool.take(POOLED_MIN_BYTES).is_some(),
+            "and the newer blocks"
+        );
     }
 
     impl AlignedBuf {
