@@ -133,6 +133,35 @@ pub struct RingStatus {
 /// enough for stabilize to route around a node that just died.
 const RETRY_BACKOFF: Duration = Duration::from_millis(300);
 
+/// Runs `op` until it succeeds, fails for good, or `attempts` tries have
+/// failed retryably (the ring may be repairing itself); each retry waits a
+/// little longer. A node that said it is leaving is the exception: there
+/// is nothing to wait out, as `op` has marked it silent and tries the
+/// holder after it (which takes its keys) at once. After a second leaving
+/// node in a row (several going at once) the retry waits as any other.
+async fn retrying<T, F, Fut>(attempts: usize, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    let mut after_leaving = false;
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() && attempt + 1 < attempts.max(1) => {
+                attempt += 1;
+                debug!(error = %e, attempt, "retrying");
+                let leaving = matches!(e, Error::Leaving { .. });
+                if !leaving || after_leaving {
+                    tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
+                }
+                after_leaving = leaving;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Tries of a single metadata call (manifest read, listing) before giving up.
 const CALL_ATTEMPTS: usize = 4;
 
@@ -367,33 +396,32 @@ impl Client {
     ) -> Result<bool> {
         let key = *chunk.key();
         let len = chunk.data().len() as u64;
-        let already = self
-            .retrying(opts.attempts, || async {
-                // Skip only what every holder already has: a chunk an earlier,
-                // failed attempt left on the owner alone is sent again, so the
-                // owner replicates it before this upload counts it as stored.
-                let (holders, held) = stages::time_async(Stage::Locate, async {
-                    let holders = self.holders(key, replicas as usize).await?;
-                    let replica_set = &holders[..holders.len().min(replicas as usize)];
-                    let held = self.held_by_all(key, replica_set).await;
-                    Ok::<_, Error>((holders, held))
-                })
-                .await?;
-                if held {
-                    return Ok(true);
-                }
-                // The owner, unless it just failed to answer: then the next
-                // holder, which keeps the copies on the holders after it.
-                let target = self.first_answering(&holders);
-                let put = stages::time_async(
-                    Stage::PutChunkCall,
-                    self.put_chunk_to(target, &chunk, replicas),
-                )
-                .await;
-                self.heard(&target.addr, put)?;
-                Ok(false)
+        let already = retrying(opts.attempts, || async {
+            // Skip only what every holder already has: a chunk an earlier,
+            // failed attempt left on the owner alone is sent again, so the
+            // owner replicates it before this upload counts it as stored.
+            let (holders, held) = stages::time_async(Stage::Locate, async {
+                let holders = self.holders(key, replicas as usize).await?;
+                let replica_set = &holders[..holders.len().min(replicas as usize)];
+                let held = self.held_by_all(key, replica_set).await;
+                Ok::<_, Error>((holders, held))
             })
             .await?;
+            if held {
+                return Ok(true);
+            }
+            // The owner, unless it just failed to answer: then the next
+            // holder, which keeps the copies on the holders after it.
+            let target = self.first_answering(&holders);
+            let put = stages::time_async(
+                Stage::PutChunkCall,
+                self.put_chunk_to(target, &chunk, replicas),
+            )
+            .await;
+            self.heard(&target.addr, put)?;
+            Ok(false)
+        })
+        .await?;
         progress.advance(len);
         Ok(already)
     }
@@ -458,7 +486,7 @@ impl Client {
         replicas: u32,
         opts: &TransferOptions,
     ) -> Result<u64> {
-        self.retrying(opts.attempts, || async {
+        retrying(opts.attempts, || async {
             // The next holder has the file's last version too, so it can
             // stand in for an owner that just failed to answer.
             let holders = stages::time_async(
@@ -481,9 +509,7 @@ impl Client {
     /// The live manifest of `name`; [`Error::NotFound`] if there is none.
     pub async fn manifest(&self, name: &str) -> Result<Manifest> {
         validate_name(name)?;
-        let found = self
-            .retrying(CALL_ATTEMPTS, || self.find_manifest(name))
-            .await?;
+        let found = retrying(CALL_ATTEMPTS, || self.find_manifest(name)).await?;
         match found {
             Some(m) if !m.deleted => Ok(m),
             _ => Err(Error::NotFound(format!("no file named {name:?}"))),
@@ -546,27 +572,6 @@ impl Client {
         )
         .await;
         newest_manifest(name, answers)
-    }
-
-    /// Runs `op` until it succeeds, fails for good, or `attempts` tries have
-    /// failed retryably (the ring may be repairing itself); each retry waits
-    /// a little longer.
-    async fn retrying<T, F, Fut>(&self, attempts: usize, mut op: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match op().await {
-                Err(e) if e.is_retryable() && attempt + 1 < attempts.max(1) => {
-                    attempt += 1;
-                    debug!(error = %e, attempt, "retrying");
-                    tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
-                }
-                other => return other,
-            }
-        }
     }
 
     /// One chunk, from whichever of its holders answers (with intact bytes,
@@ -848,7 +853,7 @@ impl Client {
 
     /// Every live file on the ring.
     pub async fn list(&self) -> Result<Vec<FileEntry>> {
-        self.retrying(CALL_ATTEMPTS, || {
+        retrying(CALL_ATTEMPTS, || {
             self.peers().list_files(self.entry(), true)
         })
         .await
@@ -1056,6 +1061,38 @@ fn part_path(out: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::store::inline_manifest as held;
+
+    /// How long (in paused time) `retrying` takes over answers that fail
+    /// with `errors` in turn and then succeed.
+    async fn time_to_retry(errors: Vec<Error>) -> Duration {
+        let answers = std::sync::Mutex::new(errors.into_iter());
+        let start = tokio::time::Instant::now();
+        let got = retrying(5, || async {
+            match answers.lock().unwrap().next() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })
+        .await;
+        assert!(got.is_ok(), "{got:?}");
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leaving_node_is_passed_over_without_a_pause() {
+        let leaving = || Error::Leaving {
+            peer: "127.0.0.1:1".into(),
+        };
+        let gone = || Error::Unavailable("no answer".into());
+        assert_eq!(time_to_retry(vec![leaving()]).await, Duration::ZERO);
+        assert_eq!(time_to_retry(vec![gone()]).await, RETRY_BACKOFF);
+        // A second leaving node in a row waits, as the ring may be moving.
+        assert_eq!(
+            time_to_retry(vec![leaving(), leaving()]).await,
+            RETRY_BACKOFF * 2
+        );
+        assert_eq!(time_to_retry(vec![gone(), leaving()]).await, RETRY_BACKOFF);
+    }
 
     #[test]
     fn a_held_file_is_written_whole_and_checked_or_not_at_all() {
