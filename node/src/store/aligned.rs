@@ -99,10 +99,11 @@ impl Pool {
     fn give_back(&self, vec: Vec<u8>) {
         if (POOLED_MIN_BYTES..=POOLED_MAX_BYTES).contains(&vec.len()) {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() == IDLE_MAX {
-                idle.remove(0);
-            }
+            let oldest = (idle.len() == IDLE_MAX).then(|| idle.remove(0));
             idle.push(vec);
+            // Freed once the lock is let go.
+            drop(idle);
+            drop(oldest);
         }
     }
 }
