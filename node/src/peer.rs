@@ -1170,8 +1170,6 @@ pub fn status_to_error(peer: &str, status: Status) -> Error {
     }
 }
 
-/// How [`PeerPool`] gathers the pieces of a chunk it reads: checked
-/// against the key ([`ChunkHasher`]) or as they come ([`ChunkBuffer`]).
 /// The one message `M` of a unary call's answer as [`PeerPool::send_framed`]
 /// gave it, read by tonic's decoder; an error status in its trailers is
 /// returned as tonic's clients return it.
@@ -1196,6 +1194,8 @@ where
     Ok(message)
 }
 
+/// How [`PeerPool`] gathers the pieces of a chunk it reads: checked
+/// against the key ([`ChunkHasher`]) or as they come ([`ChunkBuffer`]).
 trait Gather: Sized {
     type Chunk;
     fn new(key: Id, size: usize) -> Self;
