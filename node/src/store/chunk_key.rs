@@ -4,8 +4,8 @@
 //! position like every other key, and still content addressing (the same
 //! bytes always get the same key, so they are stored once, and the key
 //! checks the bytes it names). Each byte goes through BLAKE3 only, which on
-//! one core of the 2-core CI machine hashes a MiB in about 120–230 µs
-//! against SHA-1's 540–1,050 (docs/PERFORMANCE.md, change 26); the SHA-1
+//! one core of the 2-core CI machine hashes a MiB in about 116–240 µs
+//! against SHA-1's 540–1,100 (docs/PERFORMANCE.md, change 26); the SHA-1
 //! over 32 bytes after it costs next to nothing. An upload hashes every
 //! byte twice for keys (the client makes it, the receiving node checks it),
 //! so this is the largest share of CPU an upload spends.
