@@ -1,7 +1,7 @@
 //! A file's whole checksum, computed on a blocking thread beside the network
 //! work instead of on the async workers between chunks. A download also
-//! writes each chunk to its file on that thread, so the bytes of a chunk
-//! are read once, in cache, for both.
+//! writes each chunk to its file from that thread, a large chunk hashed
+//! on a second thread while its write waits for the device.
 //!
 //! Chunks are fed in file order through a queue of bounded depth: a slow
 //! disk or hash holds the feeder back instead of piling chunks up in
@@ -13,10 +13,15 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::stages::{self, Stage};
-use crate::store::{Algorithm, Checksum, Hasher, OutputFile};
+use crate::store::{Algorithm, Checksum, Hasher, OutputFile, DIRECT_BLOCK_BYTES};
 
 /// What the thread hands back: the checksum and the bytes it saw.
 type Outcome = Result<(Checksum, u64)>;
+
+/// The size from which a chunk is hashed on a thread of its own while it
+/// is written (see [`write_while_hashing`]); below it, starting the thread
+/// would cost about as much as the hash.
+const OVERLAP_MIN_BYTES: usize = DIRECT_BLOCK_BYTES;
 
 #[derive(Debug)]
 pub struct FileDigest {
@@ -34,10 +39,16 @@ impl FileDigest {
             let mut hasher = Hasher::new(algorithm);
             let mut len = 0u64;
             while let Some(chunk) = chunks.blocking_recv() {
-                if let Some(file) = &mut target {
-                    stages::time(Stage::FileWrite, || file.write_all(&chunk))?;
+                match &mut target {
+                    Some(file) if chunk.len() >= OVERLAP_MIN_BYTES => {
+                        write_while_hashing(file, &mut hasher, &chunk)?;
+                    }
+                    Some(file) => {
+                        stages::time(Stage::FileWrite, || file.write_all(&chunk))?;
+                        stages::time(Stage::FileDigest, || hasher.update(&chunk));
+                    }
+                    None => stages::time(Stage::FileDigest, || hasher.update(&chunk)),
                 }
-                stages::time(Stage::FileDigest, || hasher.update(&chunk));
                 len += chunk.len() as u64;
             }
             if let Some(file) = target {
@@ -77,6 +88,22 @@ impl FileDigest {
     }
 }
 
+/// Writes `chunk` to `file` and adds it to `hasher` at once, the hash on a
+/// scoped thread while the write waits for the device. One after the
+/// other, a 1 GiB download spent a ninth of its time hashing with the
+/// device idle on its side: overlapped, eight alternated pairs downloaded
+/// 1.10× as fast (docs/PERFORMANCE.md, change 71).
+fn write_while_hashing(file: &mut OutputFile, hasher: &mut Hasher, chunk: &[u8]) -> Result<()> {
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| stages::time(Stage::FileDigest, || hasher.update(chunk)));
+        let written = stages::time(Stage::FileWrite, || file.write_all(chunk));
+        hashing
+            .join()
+            .map_err(|_| Error::Unavailable("the file digest's hashing thread panicked".into()))?;
+        written
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
@@ -86,9 +113,18 @@ mod tests {
     async fn digest_and_file_match_the_bytes_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        let target = OutputFile::create(&path, 0).unwrap();
+        // Small parts, hashed after their write, then parts large enough
+        // to be hashed beside it, then a small one again.
+        let mut parts: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+        for (i, len) in [OVERLAP_MIN_BYTES, 2 * OVERLAP_MIN_BYTES + 5, 17]
+            .into_iter()
+            .enumerate()
+        {
+            parts.push((0..len).map(|b| (b * 7 + i) as u8).collect());
+        }
+        let total = parts.iter().map(Vec::len).sum::<usize>() as u64;
+        let target = OutputFile::create(&path, total).unwrap();
         let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
-        let parts: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
         for part in &parts {
             digest.push(Bytes::from(part.clone())).await.unwrap();
         }
@@ -108,20 +144,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_is_the_error_of_the_next_push_or_the_finish() {
-        // A file opened read-only: the first write fails.
+        // A file opened read-only: the first write fails, whether the
+        // chunk is hashed after its write or beside it.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ro");
         std::fs::write(&path, b"").unwrap();
-        let target = OutputFile::over(std::fs::File::open(&path).unwrap(), &path, false);
-        let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
-        let mut fed = Ok(());
-        for _ in 0..10 {
-            fed = digest.push(Bytes::from_static(b"abc")).await;
-            if fed.is_err() {
-                break;
+        for chunk in [
+            Bytes::from_static(b"abc"),
+            Bytes::from(vec![1u8; OVERLAP_MIN_BYTES]),
+        ] {
+            let file = std::fs::File::open(&path).unwrap();
+            let target = OutputFile::over(file, &path, false);
+            let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
+            let mut fed = Ok(());
+            for _ in 0..10 {
+                fed = digest.push(chunk.clone()).await;
+                if fed.is_err() {
+                    break;
+                }
             }
+            let err = digest.finish_after(fed).await.unwrap_err();
+            assert!(err.to_string().contains("writing"), "{err}");
         }
-        let err = digest.finish_after(fed).await.unwrap_err();
-        assert!(err.to_string().contains("writing"), "{err}");
     }
 }
