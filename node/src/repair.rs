@@ -569,20 +569,28 @@ impl Node {
             * self.config().repair_interval.as_secs_f64()) as u64;
         let result = self
             .disk(move |s| {
-                let keys = s.chunk_keys()?;
-                let start = keys.iter().position(|k| *k > from).unwrap_or(0);
+                // At most one lap of the ring per round, a page of keys at
+                // a time.
+                let mut left = usize::try_from(s.stats().chunks).unwrap_or(usize::MAX);
                 let mut budget = per_round.max(1);
                 let mut corrupt = 0u64;
                 let mut last = from;
-                for key in keys[start..].iter().chain(keys[..start].iter()) {
-                    if budget == 0 {
+                while budget > 0 && left > 0 {
+                    let page = s.chunk_keys_after(&last, SCRUB_PAGE_KEYS.min(left))?;
+                    if page.is_empty() {
                         break;
                     }
-                    budget = budget.saturating_sub(s.chunk_len(key).unwrap_or(0).max(1));
-                    if let Err(crate::Error::Corrupt(_)) = s.verify_chunk(key) {
-                        corrupt += 1;
+                    for key in page {
+                        if budget == 0 {
+                            break;
+                        }
+                        budget = budget.saturating_sub(s.chunk_len(&key).unwrap_or(0).max(1));
+                        if let Err(crate::Error::Corrupt(_)) = s.verify_chunk(&key) {
+                            corrupt += 1;
+                        }
+                        last = key;
+                        left -= 1;
                     }
-                    last = *key;
                 }
                 Ok((corrupt, last))
             })
@@ -620,3 +628,7 @@ pub enum HandoffMode {
 const HANDOFF_STALL_ROUNDS: u32 = 4;
 /// Pause between hand-off rounds: time for stabilize to settle a busy ring.
 const HANDOFF_RETRY: Duration = Duration::from_millis(500);
+/// How many chunk keys a scrub round takes from the index at a time, so
+/// that a round holds the index's lock for one page, and lists one, however
+/// many chunks the node holds.
+const SCRUB_PAGE_KEYS: usize = 1024;

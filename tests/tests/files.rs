@@ -1046,6 +1046,75 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     assert!(!copy.exists(), "the corrupt copy is still in place");
 }
 
+/// Rot that no reader asks for: the scrubber re-hashes every chunk at rest,
+/// a page of keys at a time, quarantines the bad copies, and repair puts
+/// good ones back. The node holds more chunks than a scrub page, and the
+/// rotten copies are the first and the last key of its walk.
+#[tokio::test]
+async fn the_scrubber_finds_rot_across_its_pages_and_repair_restores_it() {
+    const CHUNKS: usize = 1_200;
+    // Repair (and so the scrub) every second; a round's budget, 8 MiB,
+    // covers every chunk of this node.
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TransferOptions {
+        chunk_size: chord_node::MIN_CHUNK_BYTES,
+        ..TransferOptions::default()
+    };
+    let name = "rotting".to_string();
+    let src = random_file(dir.path(), &name, CHUNKS * opts.chunk_size).unwrap();
+    let c = client(&cluster.addrs()[0]).unwrap();
+    c.upload_file(&src, &name, &opts, &no_progress)
+        .await
+        .unwrap();
+    let keys = c.manifest(&name).await.unwrap().chunks;
+    assert_eq!(keys.len(), CHUNKS);
+    let (first, last) = (*keys.iter().min().unwrap(), *keys.iter().max().unwrap());
+
+    // Every node holds every chunk (R = 3 on three nodes); rot two on one.
+    let addr = cluster.addrs()[0].clone();
+    let good = std::fs::read(cluster.chunk_path(&cluster.addrs()[1], &first).unwrap()).unwrap();
+    for key in [first, last] {
+        let copy = cluster.chunk_path(&addr, &key).unwrap();
+        let mut bytes = std::fs::read(&copy).unwrap();
+        bytes[0] ^= 0x01;
+        std::fs::write(&copy, &bytes).unwrap();
+    }
+    cluster
+        .wait_for(
+            "the scrubber to quarantine both rotten copies",
+            Duration::from_secs(30),
+            || async {
+                let stats = cluster.peers.get_stats(&addr).await?;
+                Ok(stats.corrupt_chunks == 2)
+            },
+        )
+        .await
+        .unwrap();
+    cluster
+        .wait_for(
+            "repair to put good copies back",
+            Duration::from_secs(30),
+            || async {
+                let intact = |key: &Id| -> anyhow::Result<bool> {
+                    let path = cluster.chunk_path(&addr, key)?;
+                    Ok(std::fs::read(&path).is_ok_and(|b| chunk_key(&b) == *key))
+                };
+                Ok(intact(&first)? && intact(&last)?)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(cluster.chunk_path(&addr, &first).unwrap()).unwrap(),
+        good
+    );
+    cluster
+        .check_files_intact(dir.path(), &[name])
+        .await
+        .unwrap();
+}
+
 /// What a transfer told its progress sink: bytes since the last restart,
 /// bytes before it, and restarts.
 #[derive(Debug, Default)]

@@ -184,6 +184,13 @@ impl Store {
         Ok(self.index().chunk_keys_in(start, end))
     }
 
+    /// The first `limit` (at least one) chunk keys clockwise after `start`,
+    /// round the whole ring: a page of a walk that holds the index's lock
+    /// only for the page, however many chunks the node holds.
+    pub fn chunk_keys_after(&self, start: &Id, limit: usize) -> Result<Vec<Id>> {
+        Ok(self.index().chunk_keys_after(start, limit))
+    }
+
     /// Length in bytes of chunk `key`'s file.
     pub fn chunk_len(&self, key: &Id) -> Result<u64> {
         let path = self.layout().chunk_path(key);

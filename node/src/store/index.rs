@@ -227,6 +227,15 @@ impl Index {
         arc(&self.chunks, start, end).map(|(k, _)| *k).collect()
     }
 
+    /// The first `limit` (at least one) chunk keys clockwise after `start`,
+    /// round the whole ring (`start` itself last, if held).
+    pub fn chunk_keys_after(&self, start: &Id, limit: usize) -> Vec<Id> {
+        arc(&self.chunks, start, start)
+            .take(limit.max(1))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     pub fn manifest_keys(&self) -> Vec<Id> {
         self.manifests.keys().copied().collect()
     }
@@ -381,6 +390,31 @@ mod tests {
             filtered.sort();
             assert_eq!(sorted, filtered, "agrees with in_half_open");
         }
+    }
+
+    #[test]
+    fn pages_after_a_key_walk_the_ring_clockwise_and_wrap() {
+        let mut index = Index::default();
+        let held = [0u8, 1, 5, 10, 100, 200, 255];
+        for k in held {
+            index.insert_chunk(id(k), 1, Instant::now());
+        }
+        // One lap from 10 in pages of three, each page starting after the
+        // last key of the one before: the keys above 10, then from zero.
+        let mut last = id(10);
+        let mut lap = Vec::new();
+        for _ in 0..3 {
+            let page = index.chunk_keys_after(&last, 3);
+            assert!(page.len() <= 3, "{page:?}");
+            last = *page.last().unwrap();
+            lap.extend(page);
+        }
+        let expected: Vec<Id> = [100, 200, 255, 0, 1, 5, 10].into_iter().map(id).collect();
+        assert_eq!(lap[..7], expected[..]);
+        // A key not held starts the walk just the same; zero asks for one.
+        assert_eq!(index.chunk_keys_after(&id(6), 2), vec![id(10), id(100)]);
+        assert_eq!(index.chunk_keys_after(&id(255), 0), vec![id(0)]);
+        assert!(Index::default().chunk_keys_after(&id(1), 5).is_empty());
     }
 
     fn entry(version: u64, deleted: bool, bytes: u32, chunks: &[Id]) -> ManifestEntry {
