@@ -220,18 +220,19 @@ fn piece_prefix(field: u32, len: usize, after: usize) -> Bytes {
     buf.freeze()
 }
 
-/// Where a message that starts with bytes field `field` has that field's
-/// bytes: how many bytes of key and length come before them, and how many
-/// there are. `head` is the message's first bytes (up to
-/// [`FIELD_HEAD_BYTES`]).
-fn leading_bytes_field(head: &[u8], field: u32) -> Option<(usize, u64)> {
-    let key = (field << 3) | WireType::LengthDelimited as u32;
+/// The varint after the key of field `field` of type `wire` that `head`,
+/// a message's first bytes (up to [`FIELD_HEAD_BYTES`]), starts with, and
+/// how many bytes the key and the varint take. For a bytes field the
+/// varint is their length and they follow it; for a varint field it is
+/// the value.
+fn leading_field(head: &[u8], field: u32, wire: WireType) -> Option<(usize, u64)> {
+    let key = (field << 3) | wire as u32;
     if head.first().map(|&b| u32::from(b)) != Some(key) {
         return None;
     }
     let mut rest = &head[1..];
-    let len = prost::encoding::decode_varint(&mut rest).ok()?;
-    Some((head.len() - rest.len(), len))
+    let value = prost::encoding::decode_varint(&mut rest).ok()?;
+    Some((head.len() - rest.len(), value))
 }
 
 /// The data of a `PutChunkRequest` whose only field is its data, as
@@ -240,7 +241,11 @@ fn leading_bytes_field(head: &[u8], field: u32) -> Option<(usize, u64)> {
 /// back any other message, for prost to decode.
 pub fn put_chunk_data(mut message: Piece) -> Result<Piece, Piece> {
     let (head, seen) = message.head::<FIELD_HEAD_BYTES>();
-    match leading_bytes_field(&head[..seen], PUT_CHUNK_DATA_FIELD) {
+    match leading_field(
+        &head[..seen],
+        PUT_CHUNK_DATA_FIELD,
+        WireType::LengthDelimited,
+    ) {
         Some((prefix, len)) if prefix as u64 + len == message.len() as u64 => {
             message.advance(prefix);
             Ok(message)
@@ -286,7 +291,12 @@ pub fn chunk_piece_data(mut message: Piece) -> Result<(Piece, u64), Piece> {
         return Ok((message, 0));
     }
     let (head, seen) = message.head::<FIELD_HEAD_BYTES>();
-    let Some((prefix, len)) = leading_bytes_field(&head[..seen], CHUNK_PIECE_DATA_FIELD) else {
+    let data_field = leading_field(
+        &head[..seen],
+        CHUNK_PIECE_DATA_FIELD,
+        WireType::LengthDelimited,
+    );
+    let Some((prefix, len)) = data_field else {
         return Err(message);
     };
     let Some(after) = (message.len() as u64).checked_sub(prefix as u64 + len) else {
@@ -297,10 +307,9 @@ pub fn chunk_piece_data(mut message: Piece) -> Result<(Piece, u64), Piece> {
     } else if after as usize <= FIELD_HEAD_BYTES {
         let tail = message.split_off(message.len() - after as usize);
         let (bytes, n) = tail.head::<FIELD_HEAD_BYTES>();
-        let key = (CHUNK_PIECE_SIZE_FIELD << 3) | WireType::Varint as u32;
-        let mut rest = &bytes[1..n];
-        match prost::encoding::decode_varint(&mut rest) {
-            Ok(size) if u32::from(bytes[0]) == key && rest.is_empty() => size,
+        // The size field and nothing after it.
+        match leading_field(&bytes[..n], CHUNK_PIECE_SIZE_FIELD, WireType::Varint) {
+            Some((used, size)) if used == n => size,
             _ => {
                 message.append(tail);
                 return Err(message);
