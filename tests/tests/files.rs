@@ -448,6 +448,16 @@ async fn a_write_just_after_the_ring_forms_is_acknowledged_with_r_copies() {
     }
 }
 
+/// Damages the stored copy at `copy` in place (every bit of byte `at`
+/// flipped) and returns its bytes as they were.
+fn rot(copy: &std::path::Path, at: usize) -> Vec<u8> {
+    let original = std::fs::read(copy).unwrap();
+    let mut bad = original.clone();
+    bad[at] ^= 0xff;
+    std::fs::write(copy, &bad).unwrap();
+    original
+}
+
 #[tokio::test]
 async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
     let cluster = TestCluster::start_converged(4, 3, FAST).await.unwrap();
@@ -476,10 +486,7 @@ async fn a_chunk_corrupted_on_disk_is_detected_and_repaired() {
         .unwrap();
     // Flip one byte of one holder's copy.
     let copy = holders[0].clone();
-    let original = std::fs::read(&copy).unwrap();
-    let mut bad = original.clone();
-    bad[10] ^= 0xff;
-    std::fs::write(&copy, &bad).unwrap();
+    let original = rot(&copy, 10);
     cluster
         .wait_for(
             "corrupt copy replaced by good bytes",
@@ -1008,9 +1015,7 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     // Corrupt the copy on the owner: the holder every read tries first.
     let owner = cluster.owner_of(&key).unwrap();
     let copy = cluster.chunk_path(&owner.addr, &key).unwrap();
-    let mut bytes = std::fs::read(&copy).unwrap();
-    bytes[0] ^= 0x01;
-    std::fs::write(&copy, &bytes).unwrap();
+    rot(&copy, 0);
 
     // A download reads the bad copy unchecked, so its whole file does not
     // match; it starts over, every chunk checked, and so does its count.
@@ -1046,10 +1051,10 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
     assert!(!copy.exists(), "the corrupt copy is still in place");
 }
 
-/// Rot that no reader asks for: the scrubber re-hashes every chunk at rest,
-/// a page of keys at a time, quarantines the bad copies, and repair puts
-/// good ones back. The node holds more chunks than a scrub page, and the
-/// rotten copies are the first and the last key of its walk.
+/// As `a_chunk_corrupted_on_disk_is_detected_and_repaired`, on a node that
+/// holds more chunks than a scrub page: the scrubber walks its keys a page
+/// at a time and round the ring, so rot at the first and at the last key
+/// of the walk is found, quarantined, and replaced by repair.
 #[tokio::test]
 async fn the_scrubber_finds_rot_across_its_pages_and_repair_restores_it() {
     const CHUNKS: usize = 1_200;
@@ -1073,13 +1078,8 @@ async fn the_scrubber_finds_rot_across_its_pages_and_repair_restores_it() {
 
     // Every node holds every chunk (R = 3 on three nodes); rot two on one.
     let addr = cluster.addrs()[0].clone();
-    let good = std::fs::read(cluster.chunk_path(&cluster.addrs()[1], &first).unwrap()).unwrap();
-    for key in [first, last] {
-        let copy = cluster.chunk_path(&addr, &key).unwrap();
-        let mut bytes = std::fs::read(&copy).unwrap();
-        bytes[0] ^= 0x01;
-        std::fs::write(&copy, &bytes).unwrap();
-    }
+    let copies = [first, last].map(|key| cluster.chunk_path(&addr, &key).unwrap());
+    let originals = copies.clone().map(|copy| rot(&copy, 0));
     cluster
         .wait_for(
             "the scrubber to quarantine both rotten copies",
@@ -1096,19 +1096,14 @@ async fn the_scrubber_finds_rot_across_its_pages_and_repair_restores_it() {
             "repair to put good copies back",
             Duration::from_secs(30),
             || async {
-                let intact = |key: &Id| -> anyhow::Result<bool> {
-                    let path = cluster.chunk_path(&addr, key)?;
-                    Ok(std::fs::read(&path).is_ok_and(|b| chunk_key(&b) == *key))
-                };
-                Ok(intact(&first)? && intact(&last)?)
+                Ok(copies
+                    .iter()
+                    .zip(&originals)
+                    .all(|(copy, original)| std::fs::read(copy).is_ok_and(|b| b == *original)))
             },
         )
         .await
         .unwrap();
-    assert_eq!(
-        std::fs::read(cluster.chunk_path(&addr, &first).unwrap()).unwrap(),
-        good
-    );
     cluster
         .check_files_intact(dir.path(), &[name])
         .await

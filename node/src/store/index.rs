@@ -351,13 +351,18 @@ mod tests {
         Id::from_array(b)
     }
 
-    #[test]
-    fn arcs_match_in_half_open_with_wrap() {
+    /// An index holding a chunk of one byte at each of `keys`.
+    fn holding(keys: &[u8]) -> Index {
         let mut index = Index::default();
-        let keys = [0u8, 1, 5, 10, 100, 200, 255];
-        for k in keys {
+        for &k in keys {
             index.insert_chunk(id(k), 1, Instant::now());
         }
+        index
+    }
+
+    #[test]
+    fn arcs_match_in_half_open_with_wrap() {
+        let mut index = holding(&[0, 1, 5, 10, 100, 200, 255]);
         index.insert_chunk(Id::MAX, 1, Instant::now());
         let all = index.chunk_keys();
         // (start, end, expected in clockwise order)
@@ -394,11 +399,7 @@ mod tests {
 
     #[test]
     fn pages_after_a_key_walk_the_ring_clockwise_and_wrap() {
-        let mut index = Index::default();
-        let held = [0u8, 1, 5, 10, 100, 200, 255];
-        for k in held {
-            index.insert_chunk(id(k), 1, Instant::now());
-        }
+        let index = holding(&[0, 1, 5, 10, 100, 200, 255]);
         // One lap from 10 in pages of three, each page starting after the
         // last key of the one before: the keys above 10, then from zero.
         let mut last = id(10);
@@ -517,12 +518,8 @@ mod tests {
 
     #[test]
     fn pages_end_at_keys_and_wrap_like_the_whole_arc() {
-        let mut index = Index::default();
-        let now = Instant::now();
-        for k in [0u8, 1, 5, 10, 200, 255] {
-            index.insert_chunk(id(k), 1, now);
-        }
-        index.insert_chunk(Id::MAX, 1, now);
+        let mut index = holding(&[0, 1, 5, 10, 200, 255]);
+        index.insert_chunk(Id::MAX, 1, Instant::now());
         // Key 5 is both a chunk and a manifest; 7 and 250 are manifests only.
         for k in [5u8, 7, 250] {
             index.insert_manifest(id(k), entry(u64::from(k), false, 1, &[]));
