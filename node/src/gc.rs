@@ -378,7 +378,7 @@ impl Node {
     /// in the ring; `None` if it does not answer.
     async fn holder_answer(&self, addr: String, name: String) -> Option<HolderAnswer> {
         let info = self.peers().get_info(&addr).await.ok()?;
-        let record = self.peers().get_manifest(&addr, &name, false).await.ok()?;
+        let record = self.peers().get_manifest(&addr, &name).await.ok()?;
         Some(HolderAnswer {
             record,
             alive_since_ms: info.alive_since_ms,

@@ -760,17 +760,18 @@ impl PeerPool {
         Ok((resp.copies, resp.version))
     }
 
-    /// The manifest of `name`: from `addr`'s own disk (`route` false), or
-    /// found through the ring by `addr` (`route` true). Tombstones included.
-    pub async fn get_manifest(
-        &self,
-        addr: &str,
-        name: &str,
-        route: bool,
-    ) -> Result<Option<Manifest>> {
+    /// `addr`'s own copy of manifest `name` (tombstones included), not
+    /// looked for through the ring.
+    pub async fn get_manifest(&self, addr: &str, name: &str) -> Result<Option<Manifest>> {
+        self.get_manifest_behind(addr, name, 0).await
+    }
+
+    /// The manifest of `name` as `addr` finds it through the ring
+    /// (tombstones included).
+    pub async fn find_manifest_through(&self, addr: &str, name: &str) -> Result<Option<Manifest>> {
         let req = pb::GetManifestRequest {
             name: name.to_string(),
-            route,
+            route: true,
             passed_back: 0,
         };
         Ok(self.manifest_call(addr, req).await?.0)

@@ -455,7 +455,7 @@ impl Node {
             if node.addr == self.me().addr {
                 self.manifest_here(key, name, 0).await
             } else {
-                self.peers().get_manifest(&node.addr, name, false).await
+                self.peers().get_manifest(&node.addr, name).await
             }
         }))
         .await

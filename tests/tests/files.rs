@@ -341,7 +341,7 @@ async fn files_whose_holders_all_just_joined_are_still_found() {
     }
     for addr in &new_addrs {
         for name in [&small, &chunky] {
-            let held = cluster.peers.get_manifest(addr, name, false).await.unwrap();
+            let held = cluster.peers.get_manifest(addr, name).await.unwrap();
             assert!(held.is_none(), "{addr} already has {name}");
         }
         let held = cluster.peers.has_chunks(addr, &[chunk]).await.unwrap();
@@ -1215,7 +1215,7 @@ async fn a_retried_delete_told_no_such_file_leaves_the_tombstone_on_every_holder
     let holding_it = || async {
         let mut tombstones = 0;
         for addr in cluster.addrs() {
-            let stored = cluster.peers.get_manifest(&addr, name, false).await;
+            let stored = cluster.peers.get_manifest(&addr, name).await;
             tombstones += usize::from(stored.unwrap().is_some_and(|m| m.deleted));
         }
         tombstones
@@ -1254,7 +1254,7 @@ async fn holders_with_different_manifests_of_one_version_converge() {
             Duration::from_secs(30),
             || async {
                 for addr in cluster.addrs() {
-                    let stored = cluster.peers.get_manifest(&addr, &names[0], false).await?;
+                    let stored = cluster.peers.get_manifest(&addr, &names[0]).await?;
                     if stored.as_ref() != Some(&rival) {
                         return Ok(false);
                     }
@@ -1289,12 +1289,12 @@ async fn a_replica_manifest_naming_chunks_nobody_has_is_refused_and_changes_noth
             other => panic!("forged copy of {:?}: {other:?}", forged.name),
         }
     }
-    let stored = |name: &'static str| cluster.peers.get_manifest(&target, name, false);
+    let stored = |name: &'static str| cluster.peers.get_manifest(&target, name);
     assert_eq!(stored("forged").await.unwrap(), None);
     assert_eq!(
         cluster
             .peers
-            .get_manifest(&target, &names[0], false)
+            .get_manifest(&target, &names[0])
             .await
             .unwrap(),
         Some(real.clone())
@@ -1396,7 +1396,7 @@ async fn a_file_needing_more_chunks_than_a_manifest_holds_is_refused_up_front() 
     assert_eq!(
         cluster
             .peers
-            .get_manifest(&addr, "too-many-chunks", false)
+            .get_manifest(&addr, "too-many-chunks")
             .await
             .unwrap(),
         None
@@ -1557,12 +1557,7 @@ async fn writers_racing_on_one_name_leave_one_newest_version_everywhere() {
             || async {
                 let mut seen = Vec::new();
                 for addr in cluster.addrs() {
-                    seen.push(
-                        cluster
-                            .peers
-                            .get_manifest(&addr, "contested", false)
-                            .await?,
-                    );
+                    seen.push(cluster.peers.get_manifest(&addr, "contested").await?);
                 }
                 Ok(seen.windows(2).all(|w| w[0] == w[1]))
             },
@@ -1571,7 +1566,7 @@ async fn writers_racing_on_one_name_leave_one_newest_version_everywhere() {
         .unwrap();
     let stored = cluster
         .peers
-        .get_manifest(&addrs[0], "contested", false)
+        .get_manifest(&addrs[0], "contested")
         .await
         .unwrap()
         .unwrap();

@@ -532,7 +532,7 @@ impl Client {
             Ok(None) | Err(_) => {
                 stages::time_async(
                     Stage::ManifestCall,
-                    self.peers().get_manifest(self.entry(), name, true),
+                    self.peers().find_manifest_through(self.entry(), name),
                 )
                 .await
             }

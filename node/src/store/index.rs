@@ -219,10 +219,14 @@ impl Index {
         self.manifests.get(key).map(stamp)
     }
 
+    /// Every chunk key, ascending; for tests (the node walks pages).
+    #[cfg(test)]
     pub fn chunk_keys(&self) -> Vec<Id> {
         self.chunks.keys().copied().collect()
     }
 
+    /// The chunk keys in `(start, end]`, clockwise; for tests.
+    #[cfg(test)]
     pub fn chunk_keys_in(&self, start: &Id, end: &Id) -> Vec<Id> {
         arc(&self.chunks, start, end).map(|(k, _)| *k).collect()
     }
