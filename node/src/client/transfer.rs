@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chord_proto::pb;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -28,7 +28,7 @@ use crate::now_ms;
 use crate::replication::newest_manifest;
 use crate::stages::{self, Stage};
 use crate::store::{
-    check_manifest_fits, validate_name, CheckedChunk, Checksum, Manifest, OutputFile,
+    check_manifest_fits, validate_name, AlignedBuf, CheckedChunk, Checksum, Manifest, OutputFile,
     MAX_INLINE_BYTES, NEW_FILES,
 };
 
@@ -969,20 +969,47 @@ fn read_file_chunk(file: std::fs::File, size: usize) -> Result<(std::fs::File, B
     Ok((reader.into_inner(), Bytes::from(buf)))
 }
 
-/// Reads up to `size` bytes; fewer only at the end of the input.
+/// How much of a chunk is read before a chunk-sized buffer is taken: more
+/// than a file that goes inside its manifest, so that a small upload
+/// through the gateway does not hold (and zero) a buffer of a whole chunk.
+const FIRST_READ_BYTES: usize = 64 * 1024;
+const _: () = assert!(FIRST_READ_BYTES > MAX_INLINE_BYTES);
+
+/// Reads up to `size` bytes; fewer only at the end of the input. A chunk
+/// is gathered in a pooled, aligned buffer: reused memory takes no page
+/// faults, and a gateway that stores the chunk itself writes it around the
+/// page cache from where it is, without gathering it again.
 async fn read_chunk<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size);
-    while buf.len() < size {
-        let n = (&mut *reader)
-            .take((size - buf.len()) as u64)
-            .read_buf(&mut buf)
+    let first = size.min(FIRST_READ_BYTES);
+    let mut buf = AlignedBuf::with_room(first);
+    read_into(reader, &mut buf, first).await?;
+    if buf.len() == first && size > first {
+        let mut whole = AlignedBuf::with_room(size);
+        whole.extend_from_slice(buf.as_slice());
+        buf = whole;
+        read_into(reader, &mut buf, size).await?;
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads into `buf` until it holds `len` bytes or the input ends.
+async fn read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut AlignedBuf,
+    len: usize,
+) -> Result<()> {
+    while buf.len() < len {
+        let want = len - buf.len();
+        let n = reader
+            .read(&mut buf.spare_mut()[..want])
             .await
             .map_err(|e| Error::io("reading the upload", e))?;
         if n == 0 {
             break;
         }
+        buf.commit(n);
     }
-    Ok(buf.freeze())
+    Ok(())
 }
 
 /// Where a download of the file `name` to `out` goes, and what is there
@@ -1076,6 +1103,47 @@ mod tests {
         .await;
         assert!(got.is_ok(), "{got:?}");
         start.elapsed()
+    }
+
+    /// A stream read for an upload (the gateway's, `upload -`) is cut into
+    /// whole chunks in order, each on a direct-write boundary, however its
+    /// pieces arrive and wherever it ends: before, at or past the first
+    /// read, at a chunk's end or within one.
+    #[tokio::test]
+    async fn a_read_upload_is_cut_into_whole_aligned_chunks() {
+        let size = 256 * 1024;
+        for len in [
+            0,
+            1,
+            MAX_INLINE_BYTES,
+            FIRST_READ_BYTES - 1,
+            FIRST_READ_BYTES,
+            FIRST_READ_BYTES + 1,
+            size,
+            2 * size + 4097,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let pieces: Vec<std::io::Result<Bytes>> = data
+                .chunks(1000)
+                .map(|p| Ok(Bytes::copy_from_slice(p)))
+                .collect();
+            let mut reader = tokio_util::io::StreamReader::new(futures::stream::iter(pieces));
+            let mut got = Vec::new();
+            loop {
+                let chunk = read_chunk(&mut reader, size).await.unwrap();
+                if chunk.is_empty() {
+                    break;
+                }
+                assert!(
+                    chunk.len() == size || got.len() + chunk.len() == len,
+                    "a short chunk of {} bytes before the end of {len}",
+                    chunk.len()
+                );
+                assert!(chunk.as_ptr().addr().is_multiple_of(4096), "unaligned");
+                got.extend_from_slice(&chunk);
+            }
+            assert!(got == data, "{len} bytes came back as {} others", got.len());
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,9 @@
 //! Chunk buffers aligned for direct I/O, kept for reuse.
 //!
 //! A chunk's bytes are gathered in one buffer as its pieces arrive (an
-//! upload on a node, a download on a client) and read into one from disk
-//! (a node serving `GetChunk`). Fresh memory for each costs a page fault
+//! upload on a node, a download on a client, an upload cut from a stream
+//! such as the gateway's) and read into one from disk (a node serving
+//! `GetChunk`). Fresh memory for each costs a page fault
 //! per 4 KiB as it is first written: on a 512 MiB upload, 72% of the
 //! nodes' page faults were in the gather (`perf record -e page-faults`;
 //! see PERFORMANCE.md). So a buffer of [`POOLED_MIN_BYTES`] or more goes
