@@ -244,6 +244,9 @@ impl Index {
         self.manifests.keys().copied().collect()
     }
 
+    /// The manifest keys in `(start, end]` with their stamps, clockwise;
+    /// for tests.
+    #[cfg(test)]
     pub fn manifest_keys_in(&self, start: &Id, end: &Id) -> Vec<(Id, Stamp)> {
         arc(&self.manifests, start, end)
             .map(|(k, e)| (*k, stamp(e)))

@@ -195,7 +195,10 @@ impl Store {
     }
 
     /// Keys and versions of the manifests in `(start, end]` on the circle,
-    /// in clockwise order from `start`; equal ends mean the whole ring.
+    /// in clockwise order from `start`; equal ends mean the whole ring. For
+    /// tests only, as [`Store::chunk_keys_in`] is: the node pages through
+    /// its keys ([`Store::keys_page`]).
+    #[cfg(test)]
     pub fn manifest_keys_in(&self, start: &Id, end: &Id) -> Result<Vec<(Id, Stamp)>> {
         Ok(self.index().manifest_keys_in(start, end))
     }
