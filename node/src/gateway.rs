@@ -4,6 +4,7 @@
 //! | Request              | Answer                                                        |
 //! |----------------------|---------------------------------------------------------------|
 //! | `POST /upload`       | multipart field `files` (one or more parts); one line per file: `name\tsize\tchunks` (JSON with `?json` or `Accept: application/json`) |
+//! | `PUT /<name>`        | the body is the file (`curl -T FILE URL/`); the same answer, for one file |
 //! | `GET /<name>`        | the file's bytes (`HEAD` gives the headers only)             |
 //! | `GET /`              | one line per file, `name\tsize`; JSON with `?json` or `Accept: application/json` |
 //! | `DELETE /<name>`     | 204 once the file is deleted                                  |
@@ -14,8 +15,9 @@
 //!
 //! Invariants:
 //! - No request holds a whole file in memory. An upload streams each part
-//!   straight into [`Client::upload`], a download streams chunks as they are
-//!   fetched; either holds at most `parallel` chunks at once.
+//!   (or a `PUT`'s body) straight into [`Client::upload`], a download
+//!   streams chunks as they are fetched; either holds at most `parallel`
+//!   chunks at once.
 //! - A download never hands out wrong bytes silently. Each chunk is checked
 //!   against its key as it is fetched, and the last chunk is held back until
 //!   the whole file's checksum matches the manifest. On any failure the body
@@ -92,6 +94,9 @@ struct Gateway {
     uploads: Arc<tokio::sync::Semaphore>,
     /// Most files in one upload request.
     max_parts: usize,
+    /// Largest request body (`--http-max-body-mib`), for a `PUT`'s raw
+    /// body; axum's limit covers only what its extractors read.
+    max_body: Option<usize>,
     /// Longest a request body may send nothing.
     idle_timeout: Duration,
     /// Longest a request may take until its answer starts.
@@ -121,12 +126,15 @@ pub async fn serve(
         public_reads: config.public_reads,
         uploads: Arc::new(tokio::sync::Semaphore::new(config.http_max_uploads)),
         max_parts: config.http_max_parts,
+        max_body: usize::try_from(config.http_max_body_bytes)
+            .ok()
+            .filter(|&max| max > 0),
         idle_timeout: idle,
         request_timeout: config.http_request_timeout,
     });
-    let body_limit = match usize::try_from(config.http_max_body_bytes) {
-        Ok(0) | Err(_) => DefaultBodyLimit::disable(),
-        Ok(max) => DefaultBodyLimit::max(max),
+    let body_limit = match gateway.max_body {
+        Some(max) => DefaultBodyLimit::max(max),
+        None => DefaultBodyLimit::disable(),
     };
     let app = router(gateway, body_limit);
     // HTTP/1, and HTTP/2 too: a gRPC client pointed here by mistake must
@@ -289,9 +297,10 @@ fn router(gateway: Arc<Gateway>, body_limit: DefaultBodyLimit) -> Router {
             "/upload",
             post(upload)
                 .get(upload_named_file)
+                .put(put_upload_named_file)
                 .delete(remove_upload_named_file),
         )
-        .route("/{name}", get(download).delete(remove))
+        .route("/{name}", get(download).put(put).delete(remove))
         .fallback(no_route)
         // Files may be many GiB and the upload streams, so the limit is
         // the operator's (`--http-max-body-mib`); past it the body read
@@ -370,17 +379,17 @@ fn idle_bounded(
     })
 }
 
-/// The status and reason for an upload whose body could not be read: 408
-/// when it stalled, else what axum says (400 malformed, 413 too large).
-fn body_status(e: &axum::extract::multipart::MultipartError) -> (StatusCode, String) {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cause {
-        if let Some(stalled) = err.downcast_ref::<BodyStalled>() {
-            return (StatusCode::REQUEST_TIMEOUT, stalled.to_string());
-        }
-        cause = err.source();
-    }
-    (e.status(), e.body_text())
+/// Why a body past the limit is refused.
+const TOO_LARGE: &str = "the request body is larger than the gateway takes (--http-max-body-mib)";
+
+/// Why a multipart upload's body could not be read: what
+/// [`BodyFailure::within`] finds, else what axum says (400 malformed, 413
+/// too large).
+fn multipart_failure(e: &axum::extract::multipart::MultipartError) -> BodyFailure {
+    BodyFailure::within(e).unwrap_or_else(|| BodyFailure {
+        status: e.status(),
+        reason: e.body_text(),
+    })
 }
 
 /// With a cluster token set, a request must carry it as `Authorization:
@@ -455,21 +464,89 @@ async fn upload(
     multipart: Multipart,
 ) -> Response {
     let Ok(_running) = gw.uploads.clone().try_acquire_owned() else {
-        let mut response = plain(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many uploads running on this gateway; try again shortly",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return busy();
     };
     let received = receive_parts(multipart, gw.max_parts, gw.as_ref()).await;
     if let Some((status, reason)) = received.failure {
         return upload_failed(status, &reason, &received.stored);
     }
-    let stored = received.stored;
-    if wants_json(&query, &headers) {
+    stored_response(&received.stored, &query, &headers)
+}
+
+/// `PUT /<name>`: stores the request body as the file `name`, streamed as
+/// a part of `POST /upload` is, without the multipart framing around it
+/// (`curl -T FILE http://node/` names the file after FILE). A body that
+/// ends short of its `Content-Length`, stalls or passes the body limit
+/// stores nothing.
+async fn put(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(_running) = gw.uploads.clone().try_acquire_owned() else {
+        return busy();
+    };
+    if let Err(e) = validate_name(&name) {
+        return plain(StatusCode::BAD_REQUEST, &format!("{name:?}: {e}"));
+    }
+    let body = match gw.max_body {
+        Some(max) => {
+            // Refused before a byte is read: curl's `Expect: 100-continue`
+            // then sends none.
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > max as u64) {
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE);
+            }
+            Body::new(http_body_util::Limited::new(body, max))
+        }
+        None => body,
+    };
+    let reader = StreamReader::new(body.into_data_stream().map_err(|e| {
+        let failure = BodyFailure::within(&e).unwrap_or_else(|| BodyFailure {
+            status: StatusCode::BAD_REQUEST,
+            reason: format!("the request body could not be read: {e}"),
+        });
+        std::io::Error::other(failure)
+    }));
+    match store_part(gw.as_ref(), reader, &name).await {
+        Ok(report) => stored_response(&[report], &query, &headers),
+        Err((status, reason)) => plain(status, &reason),
+    }
+}
+
+async fn put_upload_named_file(
+    state: State<Arc<Gateway>>,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    put(state, Path("upload".to_string()), query, headers, body).await
+}
+
+/// The answer to an upload that finds every permit taken: 429, to come back.
+fn busy() -> Response {
+    let mut response = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many uploads running on this gateway; try again shortly",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The answer to an upload that stored `stored`: one line per file,
+/// `name\tsize\tchunks`, or a JSON array when asked for.
+fn stored_response(
+    stored: &[UploadReport],
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    if wants_json(query, headers) {
         let files: Vec<serde_json::Value> = stored
             .iter()
             .map(|r| {
@@ -485,7 +562,7 @@ async fn upload(
         json(&serde_json::Value::Array(files))
     } else {
         let mut text = String::new();
-        for r in &stored {
+        for r in stored {
             let _ = writeln!(text, "{}\t{}\t{}", r.name, r.size, r.chunks);
         }
         text.into_response()
@@ -545,7 +622,10 @@ pub(crate) async fn receive_parts(
                 break Some((StatusCode::BAD_REQUEST, reason));
             }
             Ok(None) => break None,
-            Err(e) => break Some(body_status(&e)),
+            Err(e) => {
+                let failure = multipart_failure(&e);
+                break Some((failure.status, failure.reason));
+            }
         };
         if field.name() != Some(UPLOAD_FIELD) {
             debug!(field = ?field.name(), "skipping a multipart field that is not {UPLOAD_FIELD:?}");
@@ -563,26 +643,38 @@ pub(crate) async fn receive_parts(
             let reason = format!("more than {max_parts} files in one request");
             break Some((StatusCode::PAYLOAD_TOO_LARGE, reason));
         }
-        let reader = StreamReader::new(field.map_err(|e| {
-            let (status, reason) = body_status(&e);
-            std::io::Error::other(BodyFailure { status, reason })
-        }));
-        match sink.store(reader, &name).await {
-            Ok(report) => {
-                info!(name = %report.name, size = report.size, chunks = report.chunks, "stored via HTTP");
-                stored.push(report);
-            }
-            Err(e) => {
-                warn!(name = %name, error = %e, "HTTP upload failed");
-                let (status, reason) = match body_failure(&e) {
-                    Some(failure) => (failure.status, failure.reason.clone()),
-                    None => (status_of(&e), e.to_string()),
-                };
-                break Some((status, format!("{name:?}: {reason}")));
-            }
+        let reader =
+            StreamReader::new(field.map_err(|e| std::io::Error::other(multipart_failure(&e))));
+        match store_part(sink, reader, &name).await {
+            Ok(report) => stored.push(report),
+            Err(failure) => break Some(failure),
         }
     };
     Received { stored, failure }
+}
+
+/// Stores what `reader` yields as the file `name` through `sink`; on
+/// failure, the status to answer (the body's fault, from its
+/// [`BodyFailure`], or the ring's) and a one-line reason naming the file.
+async fn store_part<R: AsyncRead + Unpin + Send>(
+    sink: &impl PartSink,
+    reader: R,
+    name: &str,
+) -> std::result::Result<UploadReport, (StatusCode, String)> {
+    match sink.store(reader, name).await {
+        Ok(report) => {
+            info!(name = %report.name, size = report.size, chunks = report.chunks, "stored via HTTP");
+            Ok(report)
+        }
+        Err(e) => {
+            warn!(name = %name, error = %e, "HTTP upload failed");
+            let (status, reason) = match body_failure(&e) {
+                Some(failure) => (failure.status, failure.reason.clone()),
+                None => (status_of(&e), e.to_string()),
+            };
+            Err((status, format!("{name:?}: {reason}")))
+        }
+    }
 }
 
 /// Why an upload's request body could not be read, carried through the
@@ -601,6 +693,31 @@ impl std::fmt::Display for BodyFailure {
 }
 
 impl std::error::Error for BodyFailure {}
+
+impl BodyFailure {
+    /// The failure a body read error `err` carries in its chain, where the
+    /// gateway itself ended the body: 408 when it stalled, 413 past the
+    /// body limit.
+    fn within(err: &(dyn std::error::Error + 'static)) -> Option<BodyFailure> {
+        let mut cause = Some(err);
+        while let Some(err) = cause {
+            if let Some(stalled) = err.downcast_ref::<BodyStalled>() {
+                return Some(BodyFailure {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    reason: stalled.to_string(),
+                });
+            }
+            if err.is::<http_body_util::LengthLimitError>() {
+                return Some(BodyFailure {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    reason: TOO_LARGE.into(),
+                });
+            }
+            cause = err.source();
+        }
+        None
+    }
+}
 
 fn body_failure(err: &Error) -> Option<&BodyFailure> {
     match err {
@@ -814,7 +931,7 @@ async fn remove_upload_named_file(state: State<Arc<Gateway>>) -> Response {
 async fn no_route() -> Response {
     plain(
         StatusCode::NOT_FOUND,
-        "no such route: use GET /, GET /<name>, POST /upload or DELETE /<name>",
+        "no such route: use GET /, GET /<name>, POST /upload, PUT /<name> or DELETE /<name>",
     )
 }
 

@@ -292,6 +292,46 @@ async fn curl_round_trip_through_any_node() {
         assert!(got == *data, "{name} differs");
     }
 
+    // PUT: the body is the file. `curl -T FILE BASE/` names it after FILE.
+    let put = random_bytes(BIG_FILE + 12_345);
+    let put_path = write(dir.path(), "put.bin", &put);
+    let summary = curl_ok(&["-sSf", "-T", &put_path, &format!("{c}/")])
+        .await
+        .unwrap();
+    assert_eq!(summary, format!("put.bin\t{}\t3\n", put.len()));
+    let out = dir.path().join("put.out");
+    let got = curl_download(&format!("{a}/put.bin"), &out).await.unwrap();
+    assert!(got == put, "put.bin differs");
+    // Under another name, sent chunked (no Content-Length), answered in JSON.
+    let answer = curl_ok(&[
+        "-sSf",
+        "-T",
+        &put_path,
+        "-H",
+        "Transfer-Encoding: chunked",
+        &format!("{b}/{}?json", encode("put again.bin")),
+    ])
+    .await
+    .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer[0]["name"], "put again.bin", "{answer}");
+    assert_eq!(answer[0]["size"], put.len() as u64, "{answer}");
+    assert_eq!(
+        answer[0]["blake3"],
+        Checksum::of(Algorithm::Blake3, &put).to_hex(),
+        "{answer}"
+    );
+    let got = curl_download(&format!("{c}/put%20again.bin"), &out)
+        .await
+        .unwrap();
+    assert!(got == put, "\"put again.bin\" differs");
+    // `/upload` is a name like any other to PUT.
+    curl_ok(&["-sSf", "-T", &put_path, &format!("{a}/upload")])
+        .await
+        .unwrap();
+    let got = curl_download(&format!("{b}/upload"), &out).await.unwrap();
+    assert!(got == put, "\"upload\" differs");
+
     // Bad names: 400 with a one-line reason, nothing stored.
     let some = write(dir.path(), "some.txt", b"hello");
     for bad in ["..", "bad\u{1}name", " padded"] {
@@ -306,6 +346,11 @@ async fn curl_round_trip_through_any_node() {
         .await
         .unwrap();
     assert_eq!(code, 400);
+    let (code, body) = status_and_body(&["-T", &some], &format!("{a}/bad%01name"))
+        .await
+        .unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body.lines().count(), 1, "{body:?}");
     let (code, _) = status_and_body(&[], &format!("{a}/a%2Fb")).await.unwrap();
     assert_eq!(code, 400);
 
@@ -558,6 +603,18 @@ async fn gateway_limits_answer_413_and_429_and_the_gateway_keeps_serving() {
     let too_big = part("too-big", 2 * 1024 * 1024);
     let (code, body) = status_and_body(&["-F", &too_big], &upload).await.unwrap();
     assert_eq!(code, 413, "{body}");
+    // The same for a PUT, whether its length is declared or it is sent
+    // chunked and cut off at the limit.
+    let too_big_path = dir.path().join("too-big").to_string_lossy().into_owned();
+    for extra in [&[][..], &["-H", "Transfer-Encoding: chunked"][..]] {
+        let mut args = vec!["-T", too_big_path.as_str()];
+        args.extend_from_slice(extra);
+        let (code, body) = status_and_body(&args, &format!("{a}/too-big"))
+            .await
+            .unwrap();
+        assert_eq!(code, 413, "{extra:?}: {body}");
+        assert!(body.contains("--http-max-body-mib"), "{body}");
+    }
     // More files than one request may carry: 413, naming what was stored.
     let (one, two, three) = (part("p1", 1000), part("p2", 1000), part("p3", 1000));
     let (code, body) = status_and_body(&["-F", &one, "-F", &two, "-F", &three], &upload)
@@ -612,10 +669,31 @@ async fn gateway_limits_answer_413_and_429_and_the_gateway_keeps_serving() {
     for name in ["p1", "p2", "slow", "quick"] {
         assert!(listing.contains(name), "{name} missing: {listing}");
     }
-    assert!(
-        !listing.contains("too-big") && !listing.contains("p3"),
-        "{listing}"
-    );
+    for name in ["too-big", "p3"] {
+        assert!(!listing.contains(name), "{name} stored: {listing}");
+    }
+
+    // A PUT whose client goes away mid-body stores nothing. Its permit is
+    // back once an upload goes through again, so it has ended by then.
+    {
+        use tokio::io::AsyncWriteExt;
+        let addr = a.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = "PUT /cut-short HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&random_bytes(100_000)).await.unwrap();
+    }
+    let started = Instant::now();
+    loop {
+        let (code, body) = status_and_body(&["-F", &quick], &upload).await.unwrap();
+        match code {
+            200 => break,
+            429 if started.elapsed() < BUSY_WAIT => tokio::time::sleep(POLL).await,
+            _ => panic!("an upload after the cut one: {code} {body}"),
+        }
+    }
+    let (_, listing) = status_and_body(&[], &format!("{a}/")).await.unwrap();
+    assert!(!listing.contains("cut-short"), "{listing}");
 }
 
 /// Pause between two bytes of a slow-loris client: well inside the idle
@@ -713,6 +791,12 @@ async fn stalled_requests_are_ended_and_the_gateway_keeps_serving() {
         Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 100000\r\n\r\n";
     let (took, answer) = stall(addr, upload_head, b"").await;
     within(took, IDLE, "silent body");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("sent nothing for 2 s"), "{answer}");
+    // The same for a PUT's body.
+    let put_head = b"PUT /silent HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+    let (took, answer) = stall(addr, put_head, b"").await;
+    within(took, IDLE, "silent PUT body");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("sent nothing for 2 s"), "{answer}");
     // The body trickled in: never idle, so 408 at the request timeout.
