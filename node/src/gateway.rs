@@ -64,10 +64,13 @@ use tokio_util::io::StreamReader;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::client::{file_json, verify_whole, Client, ReadCheck, TransferOptions, UploadReport};
+use crate::client::{
+    file_json, verify_whole, Client, FileDigest, ReadCheck, TransferOptions, UploadReport,
+    DIGEST_DEPTH,
+};
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::store::{validate_name, Hasher, Manifest};
+use crate::store::{validate_name, Manifest};
 
 /// The multipart field that carries files, as the original file server and
 /// its scripts (`requests.post(url, files={'files': ...})`) name it.
@@ -794,7 +797,11 @@ fn verified_chunks(
         .boxed();
     let state = Verify {
         fetches,
-        hasher: Hasher::new(manifest.checksum.algorithm()),
+        digest: Some(FileDigest::start(
+            manifest.checksum.algorithm(),
+            DIGEST_DEPTH,
+            None,
+        )),
         size: 0,
         left: pieces,
         manifest,
@@ -815,7 +822,9 @@ fn verified_chunks(
 /// State of one download's verification.
 struct Verify {
     fetches: futures::stream::BoxStream<'static, Result<Bytes>>,
-    hasher: Hasher,
+    /// Hashes the whole file on a thread of its own, while the connection
+    /// writes the chunks it has been handed; taken by the final check.
+    digest: Option<FileDigest>,
     size: u64,
     /// Chunks not yet received.
     left: usize,
@@ -835,7 +844,7 @@ impl Verify {
             None => {
                 // Only an empty file gets here unchecked.
                 self.finished = true;
-                return self.check_whole().err().map(Err);
+                return self.check_whole().await.err().map(Err);
             }
         };
         self.size += chunk.len() as u64;
@@ -847,18 +856,30 @@ impl Verify {
                 self.manifest.name, self.manifest.size
             ))));
         }
-        self.hasher.update(&chunk);
+        if let Some(digest) = &self.digest {
+            if let Err(e) = digest.push(chunk.clone()).await {
+                self.finished = true;
+                return Some(Err(e));
+            }
+        }
         if self.left == 0 {
             self.finished = true;
-            if let Err(e) = self.check_whole() {
+            if let Err(e) = self.check_whole().await {
                 return Some(Err(e));
             }
         }
         Some(Ok(chunk))
     }
 
-    fn check_whole(&self) -> Result<()> {
-        verify_whole(&self.manifest, self.size, self.hasher.checksum())
+    /// Waits for the digest of every chunk handed over and checks the file
+    /// against its manifest.
+    async fn check_whole(&mut self) -> Result<()> {
+        let digest = self
+            .digest
+            .take()
+            .ok_or_else(|| Error::Unavailable("the file digest was checked twice".into()))?;
+        let (checksum, size) = digest.finish().await?;
+        verify_whole(&self.manifest, size, checksum)
     }
 }
 

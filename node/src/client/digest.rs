@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 use crate::stages::{self, Stage};
 use crate::store::{Algorithm, Checksum, Hasher, OutputFile, DIRECT_BLOCK_BYTES};
 
+/// Chunks of a download or upload that may wait for the whole-file digest
+/// thread: it outpaces the network, so two keep it busy.
+pub const DIGEST_DEPTH: usize = 2;
+
 /// What the thread hands back: the checksum and the bytes it saw.
 type Outcome = Result<(Checksum, u64)>;
 

@@ -15,6 +15,7 @@ mod digest;
 mod memory;
 mod transfer;
 
+pub(crate) use digest::{FileDigest, DIGEST_DEPTH};
 pub use transfer::{
     file_json, verify_whole, DownloadReport, FileEntry, NodeStatus, ProgressSink, ReadCheck,
     RingStatus, TransferOptions, UploadReport,

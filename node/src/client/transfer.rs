@@ -32,7 +32,7 @@ use crate::store::{
     MAX_INLINE_BYTES, NEW_FILES,
 };
 
-use super::digest::FileDigest;
+use super::digest::{FileDigest, DIGEST_DEPTH};
 
 #[derive(Clone, Debug)]
 pub struct TransferOptions {
@@ -933,10 +933,6 @@ pub fn verify_whole(manifest: &Manifest, size: u64, checksum: Checksum) -> Resul
     }
     Ok(())
 }
-
-/// Chunks of a download or upload that may wait for the whole-file digest
-/// thread: it outpaces the network, so two keep it busy.
-const DIGEST_DEPTH: usize = 2;
 
 /// The chunk of `data`, its key computed on a blocking thread.
 async fn chunk_of(data: Bytes) -> Result<CheckedChunk> {
