@@ -797,11 +797,7 @@ fn verified_chunks(
         .boxed();
     let state = Verify {
         fetches,
-        digest: Some(FileDigest::start(
-            manifest.checksum.algorithm(),
-            DIGEST_DEPTH,
-            None,
-        )),
+        digest: None,
         size: 0,
         left: pieces,
         manifest,
@@ -823,7 +819,9 @@ fn verified_chunks(
 struct Verify {
     fetches: futures::stream::BoxStream<'static, Result<Bytes>>,
     /// Hashes the whole file on a thread of its own, while the connection
-    /// writes the chunks it has been handed; taken by the final check.
+    /// writes the chunks it has been handed. Started by the first step, so
+    /// a `HEAD` request (whose body is never polled) starts no thread;
+    /// taken by the final check.
     digest: Option<FileDigest>,
     size: u64,
     /// Chunks not yet received.
@@ -835,6 +833,9 @@ struct Verify {
 
 impl Verify {
     async fn step(&mut self) -> Option<Result<Bytes>> {
+        let algorithm = self.manifest.checksum.algorithm();
+        self.digest
+            .get_or_insert_with(|| FileDigest::start(algorithm, DIGEST_DEPTH, None));
         let chunk = match self.fetches.next().await {
             Some(Ok(chunk)) => chunk,
             Some(Err(e)) => {
