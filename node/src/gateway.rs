@@ -304,6 +304,7 @@ fn router(gateway: Arc<Gateway>, body_limit: DefaultBodyLimit) -> Router {
                 .delete(remove_upload_named_file),
         )
         .route("/{name}", get(download).put(put).delete(remove))
+        .method_not_allowed_fallback(wrong_method)
         .fallback(no_route)
         // Files may be many GiB and the upload streams, so the limit is
         // the operator's (`--http-max-body-mib`); past it the body read
@@ -950,10 +951,22 @@ async fn remove_upload_named_file(state: State<Arc<Gateway>>) -> Response {
     remove(state, Path("upload".to_string())).await
 }
 
+/// What the gateway serves, for the answers to requests it does not.
+const ROUTES: &str = "GET /, GET /<name>, POST /upload, PUT /<name> or DELETE /<name>";
+
 async fn no_route() -> Response {
     plain(
         StatusCode::NOT_FOUND,
-        "no such route: use GET /, GET /<name>, POST /upload, PUT /<name> or DELETE /<name>",
+        &format!("no such route: use {ROUTES}"),
+    )
+}
+
+/// A path that is served, asked with a method it does not take: 405 with
+/// one line (axum adds the `Allow` header).
+async fn wrong_method(method: Method) -> Response {
+    plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{method} is not served at this path: use {ROUTES}"),
     )
 }
 

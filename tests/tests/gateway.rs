@@ -353,6 +353,14 @@ async fn curl_round_trip_through_any_node() {
     assert_eq!(body.lines().count(), 1, "{body:?}");
     let (code, _) = status_and_body(&[], &format!("{a}/a%2Fb")).await.unwrap();
     assert_eq!(code, 400);
+    // A method a path does not take: 405, one line, and what it does take.
+    for (method, url) in [("POST", format!("{a}/some.txt")), ("PUT", format!("{a}/"))] {
+        let (code, body) = status_and_body(&["-i", "-X", method], &url).await.unwrap();
+        assert_eq!(code, 405, "{method} {url}: {body}");
+        let (head, text) = body.split_once("\r\n\r\n").unwrap();
+        assert!(head.to_lowercase().contains("allow: get"), "{head}");
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+    }
 
     // A name with a space and non-ASCII characters round-trips.
     let fancy = "résumé final 🎵.txt";
