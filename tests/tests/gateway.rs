@@ -681,8 +681,9 @@ async fn gateway_limits_answer_413_and_429_and_the_gateway_keeps_serving() {
         assert!(!listing.contains(name), "{name} stored: {listing}");
     }
 
-    // A PUT whose client goes away mid-body stores nothing. Its permit is
-    // back once an upload goes through again, so it has ended by then.
+    // A PUT part of whose body has come holds the one permit: uploads
+    // either way are turned away meanwhile. Then its client goes away,
+    // which stores nothing and gives the permit back.
     {
         use tokio::io::AsyncWriteExt;
         let addr = a.trim_start_matches("http://");
@@ -690,6 +691,30 @@ async fn gateway_limits_answer_413_and_429_and_the_gateway_keeps_serving() {
         let head = "PUT /cut-short HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n";
         stream.write_all(head.as_bytes()).await.unwrap();
         stream.write_all(&random_bytes(100_000)).await.unwrap();
+        let quick_path = quick.trim_start_matches("files=@");
+        let put_url = format!("{a}/quick-put");
+        let probes: [(Vec<&str>, &str); 2] = [
+            (vec!["-i", "-F", &quick], &upload),
+            (vec!["-i", "-T", quick_path], &put_url),
+        ];
+        for (args, url) in &probes {
+            let started = Instant::now();
+            loop {
+                let (code, body) = status_and_body(args, url).await.unwrap();
+                match code {
+                    429 => {
+                        assert!(
+                            body.to_ascii_lowercase().contains("retry-after: 1"),
+                            "{body}"
+                        );
+                        break;
+                    }
+                    // Until the gateway has read the held request's head.
+                    200 if started.elapsed() < BUSY_WAIT => tokio::time::sleep(POLL).await,
+                    _ => panic!("{args:?} while a PUT holds the permit: {code} {body}"),
+                }
+            }
+        }
     }
     let started = Instant::now();
     loop {
