@@ -835,7 +835,8 @@ struct Verify {
 impl Verify {
     async fn step(&mut self) -> Option<Result<Bytes>> {
         let algorithm = self.manifest.checksum.algorithm();
-        self.digest
+        let digest = self
+            .digest
             .get_or_insert_with(|| FileDigest::start(algorithm, DIGEST_DEPTH, None));
         let chunk = match self.fetches.next().await {
             Some(Ok(chunk)) => chunk,
@@ -858,11 +859,9 @@ impl Verify {
                 self.manifest.name, self.manifest.size
             ))));
         }
-        if let Some(digest) = &self.digest {
-            if let Err(e) = digest.push(chunk.clone()).await {
-                self.finished = true;
-                return Some(Err(e));
-            }
+        if let Err(e) = digest.push(chunk.clone()).await {
+            self.finished = true;
+            return Some(Err(e));
         }
         if self.left == 0 {
             self.finished = true;
