@@ -332,3 +332,53 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
         "the bench left its data behind"
     );
 }
+
+/// `bench transfer` of one file adds the disk alone, doing the r=1 and r=3
+/// setups' disk work with nothing else, as rows beside the setups: both
+/// directions measured and compared with the baseline, one download
+/// figure for both, no memory or stages of their own.
+#[tokio::test]
+async fn bench_transfer_of_one_file_shows_the_disk_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = json(
+        "127.0.0.1:1",
+        &[
+            "bench",
+            "transfer",
+            "--size",
+            "1100KiB",
+            "--chunk-size",
+            "256KiB",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    let setups = doc["setups"].as_array().unwrap();
+    let alone: Vec<&Value> = setups.iter().filter(|s| s["disk_alone"] == true).collect();
+    let names: Vec<&str> = alone.iter().map(|s| s["setup"].as_str().unwrap()).collect();
+    assert_eq!(names, ["disk alone r=1", "disk alone r=3"]);
+    for row in &alone {
+        for key in [
+            "upload_mb_per_s",
+            "download_mb_per_s",
+            "upload_ratio",
+            "download_ratio",
+        ] {
+            assert!(row[key].as_f64().unwrap() > 0.0, "{key} of {row}");
+        }
+        assert!(
+            row["peak_node_rss_mib"].is_null() && row["stages"].is_null(),
+            "{row}"
+        );
+        assert_eq!(row["baseline"], false);
+    }
+    assert_eq!(alone[0]["download_secs"], alone[1]["download_secs"]);
+    assert_eq!(setups.last().unwrap()["setup"], "http baseline");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the bench left its data behind"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod breakdown;
 pub mod chaos;
+mod disk;
 mod http_baseline;
 pub mod load;
 pub mod render;

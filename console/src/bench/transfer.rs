@@ -11,7 +11,10 @@
 //!    each downloaded file synced within the time as the other setups'
 //!    are (skipped, with a note, where no `curl` is installed);
 //! 3. a fresh fleet with three copies, through the client library;
-//! 4. a plain HTTP server on the same disk (`super::http_baseline`),
+//! 4. with one file, the disk alone (`super::disk`): the chunk writes of
+//!    one copy and of three, and a download's reads and writes, with
+//!    nothing else, so the table shows what the disk allows each setup;
+//! 5. a plain HTTP server on the same disk (`super::http_baseline`),
 //!    twice, its faster round of each direction counting
 //!    (`BASELINE_ROUNDS`).
 //!
@@ -43,6 +46,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::breakdown::{Breakdown, Per, Snapshot};
+use super::disk;
 use super::http_baseline::{self, BaselineServer, IO_BUFFER};
 use super::rss::RssSampler;
 use super::size::{format_size, parse_size};
@@ -136,6 +140,8 @@ struct Row {
     setup: String,
     /// Whether this is the plain HTTP server the others are compared with.
     baseline: bool,
+    /// Whether this is the disk alone doing a setup's disk work.
+    disk_alone: bool,
     upload: Duration,
     download: Duration,
     /// Highest peak resident memory of any node; `None` where no separate
@@ -211,6 +217,9 @@ pub async fn run(args: &TransferArgs, json: bool) -> Result<()> {
         None => eprintln!("note: no curl on PATH; the gateway setup is left out"),
     }
     rows.push(bench_ring(args, &binary, &root, &source, 3, Via::Client).await?);
+    if source.files.len() == 1 {
+        rows.extend(bench_disk_alone(args, &root, &source).await?);
+    }
     rows.push(bench_baseline(args, &root, &source).await?);
 
     if json {
@@ -410,12 +419,52 @@ async fn bench_ring(
     Ok(Row {
         setup,
         baseline: false,
+        disk_alone: false,
         upload,
         download,
         peak_rss,
         stop: Some(stop),
         stages: Some((upload_stages, download_stages)),
     })
+}
+
+/// The disk alone, shaped as one file's setups use it: a row for r=1 and
+/// one for r=3, each with the download's reads and writes.
+async fn bench_disk_alone(args: &TransferArgs, root: &Path, source: &Source) -> Result<Vec<Row>> {
+    eprintln!("disk alone: the setups' chunk writes and reads, with nothing else");
+    let shape = disk::Shape {
+        size: source.total(),
+        chunk: args.chunk_size,
+        parallel: args.parallel,
+    };
+    // Five passes over the file's bytes: one copy, its reads and the
+    // output's writes, then three copies.
+    let deadline = transfer_deadline(source) * 5;
+    let measured = disk::measure(root.join("disk-alone"), shape);
+    let (alone, took) = within(deadline, "disk alone".to_string(), measured).await?;
+    eprintln!(
+        "disk alone: done in {:.1} s{}",
+        took.as_secs_f64(),
+        if alone.direct {
+            ""
+        } else {
+            " (no direct I/O here: through the page cache)"
+        }
+    );
+    let row = |setup: &str, upload| Row {
+        setup: setup.to_string(),
+        baseline: false,
+        disk_alone: true,
+        upload,
+        download: alone.read_and_write,
+        peak_rss: None,
+        stop: None,
+        stages: None,
+    };
+    Ok(vec![
+        row("disk alone r=1", alone.write_one),
+        row("disk alone r=3", alone.write_three),
+    ])
 }
 
 /// How many times the baseline moves the files, back to back; the fastest
@@ -447,6 +496,7 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
     Ok(Row {
         setup,
         baseline: true,
+        disk_alone: false,
         upload,
         download,
         peak_rss: None,
@@ -932,6 +982,11 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
             );
         }
     }
+    if rows.iter().any(|r| r.disk_alone) {
+        println!(
+            "disk alone: the chunk files of one copy or three written as the nodes write them, and one copy read back while a download's file is written, with nothing else: about the best a setup can do on this disk"
+        );
+    }
     println!();
     let per = if args.files == 1 { "MiB" } else { "file" };
     println!("where the time went, µs per {per} (stage times add every thread's; see `chord_node::stages`):");
@@ -954,6 +1009,7 @@ fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
                 "download_ratio": base.map(|b| ratio(row.download, b.download)),
                 "setup": row.setup,
                 "baseline": row.baseline,
+                "disk_alone": row.disk_alone,
                 "upload_secs": row.upload.as_secs_f64(),
                 "upload_mb_per_s": mb_per_s(total, row.upload),
                 "upload_files_per_s": per_s(args.files, row.upload),

@@ -65,7 +65,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::chord::Id;
 use crate::error::Result;
 
-pub use aligned::AlignedBuf;
+pub use aligned::{AlignedBuf, DIRECT_ALIGN};
 pub use checksum::{Algorithm, Checksum, Hasher, NEW_FILES};
 pub use chunk_key::chunk_key;
 pub use chunks::{CheckedChunk, ChunkBuffer, ChunkHasher, ChunkWriter};

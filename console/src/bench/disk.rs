@@ -1,0 +1,356 @@
+//! The disk alone: the I/O a one-file run of `bench transfer` asks of the
+//! device, done with nothing else (no network, no hashing, no nodes), so
+//! each run shows how near a chord-dfs setup comes to what its disk
+//! allows and what is left for the software to win.
+//!
+//! In the bench directory, so on the disk the setups used:
+//! - **writing `copies` copies** (an upload): the file's bytes as
+//!   chunk-sized files, `parallel × copies` written at once, each as a node
+//!   writes a chunk: created under a temporary name, written around the
+//!   page cache a block at a time, synced, renamed, its directory synced.
+//!   Each copy goes to a directory of its own, as to a node of its own;
+//! - **reading while writing** (a download to a file): those chunk files
+//!   read back around the page cache, `parallel` at once, each whole, and
+//!   handed as they come to one writer that puts them in one output file
+//!   around the page cache and syncs it at the end.
+//!
+//! Where the file system refuses direct I/O both go through the page cache,
+//! and the report says so.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chord_node::store::{AlignedBuf, DIRECT_ALIGN, DIRECT_BLOCK_BYTES};
+use rand::RngCore;
+
+/// What the disk alone took for one file's transfers.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskAlone {
+    /// Writing one copy of the file as synced chunk files (r=1's upload).
+    pub write_one: Duration,
+    /// Writing three copies at once (r=3's upload).
+    pub write_three: Duration,
+    /// Reading one copy back while writing the output file (a download).
+    pub read_and_write: Duration,
+    /// Whether the file system took direct I/O.
+    pub direct: bool,
+}
+
+/// How the measurement is shaped: the bench's own file and chunk sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub size: u64,
+    pub chunk: usize,
+    pub parallel: usize,
+}
+
+impl Shape {
+    fn chunks(&self) -> usize {
+        usize::try_from(self.size.div_ceil(self.chunk as u64)).unwrap_or(usize::MAX)
+    }
+
+    /// The length of chunk `index`: the chunk size, less at the end.
+    fn chunk_len(&self, index: usize) -> usize {
+        let start = index as u64 * self.chunk as u64;
+        (self.size - start).min(self.chunk as u64) as usize
+    }
+}
+
+/// Measures the three patterns in the new directory `dir` (removed again
+/// on success), on a blocking thread.
+pub async fn measure(dir: PathBuf, shape: Shape) -> Result<DiskAlone> {
+    tokio::task::spawn_blocking(move || measure_in(&dir, shape))
+        .await
+        .map_err(|e| anyhow!("the disk measurement failed: {e}"))?
+}
+
+fn measure_in(dir: &Path, shape: Shape) -> Result<DiskAlone> {
+    if shape.size == 0 || shape.chunk == 0 {
+        bail!("nothing to measure: the file or its chunks are empty");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let direct = takes_direct_io(dir)?;
+    // Random bytes, so that no layer below can shrink them.
+    let mut data = AlignedBuf::with_room(shape.chunk);
+    rand::rng().fill_bytes(&mut data.spare_mut()[..shape.chunk]);
+    data.commit(shape.chunk);
+
+    let one = [dir.join("copy-1")];
+    let write_one = write_copies(&one, shape, &data, direct)?;
+    let read_and_write = read_while_writing(&one[0], &dir.join("output"), shape, direct)?;
+    remove_all(&one)?;
+    let output = dir.join("output");
+    std::fs::remove_file(&output).with_context(|| format!("cannot remove {}", output.display()))?;
+
+    let three = ["copy-1", "copy-2", "copy-3"].map(|d| dir.join(d));
+    let write_three = write_copies(&three, shape, &data, direct)?;
+    remove_all(&three)?;
+    std::fs::remove_dir(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(DiskAlone {
+        write_one,
+        write_three,
+        read_and_write,
+        direct,
+    })
+}
+
+fn remove_all(dirs: &[PathBuf]) -> Result<()> {
+    dirs.iter().try_for_each(|dir| {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))
+    })
+}
+
+/// Whether `dir`'s file system takes O_DIRECT: one aligned block written
+/// and synced under it. Only a refusal (EINVAL) says no; other errors are
+/// errors.
+fn takes_direct_io(dir: &Path) -> Result<bool> {
+    let probe = dir.join("probe");
+    let mut block = AlignedBuf::with_room(DIRECT_ALIGN);
+    block.commit(DIRECT_ALIGN);
+    let written = open_new(&probe, true).and_then(|mut file| {
+        file.write_all(block.as_slice())?;
+        file.sync_all()
+    });
+    let direct = match written {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+        Err(e) => return Err(e).with_context(|| format!("cannot write {}", probe.display())),
+    };
+    match std::fs::remove_file(&probe) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", probe.display()))
+        }
+        _ => Ok(direct),
+    }
+}
+
+/// `path`, created (it must not exist) for writing, around the page cache
+/// if `direct`.
+fn open_new(path: &Path, direct: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    if direct {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_DIRECT);
+    }
+    options.open(path)
+}
+
+/// Writes every chunk of the file once into each of `copies` (new
+/// directories), `parallel` chunks per copy at once, as a node writes a
+/// chunk; returns how long all of it took.
+fn write_copies(
+    copies: &[PathBuf],
+    shape: Shape,
+    data: &AlignedBuf,
+    direct: bool,
+) -> Result<Duration> {
+    for copy in copies {
+        std::fs::create_dir_all(copy.join("tmp"))
+            .with_context(|| format!("cannot create {}", copy.display()))?;
+    }
+    let chunks = shape.chunks();
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..shape.parallel.max(1) * copies.len())
+            .map(|_| {
+                let next = &next;
+                scope.spawn(move || -> Result<()> {
+                    // One count over every copy of every chunk, the copies
+                    // of a chunk taken one after another, as a chunk's
+                    // holders write it at about the same time.
+                    let total = chunks * copies.len();
+                    loop {
+                        let taken = next.fetch_add(1, Ordering::Relaxed);
+                        if taken >= total {
+                            return Ok(());
+                        }
+                        let (dir, index) = (&copies[taken % copies.len()], taken / copies.len());
+                        let bytes = &data.as_slice()[..shape.chunk_len(index)];
+                        if let Err(e) = write_chunk_file(dir, index, bytes, direct) {
+                            // The others stop too: a full disk fails them all.
+                            next.fetch_max(total, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .try_for_each(|w| w.join().map_err(|_| anyhow!("a disk writer panicked"))?)
+    })?;
+    Ok(started.elapsed())
+}
+
+/// Writes chunk number `index` in `dir` as a node writes a chunk file.
+fn write_chunk_file(dir: &Path, index: usize, bytes: &[u8], direct: bool) -> Result<()> {
+    let tmp = dir.join("tmp").join(format!("{index}"));
+    let dest = dir.join(format!("{index}"));
+    let context = || format!("cannot write {}", tmp.display());
+    let mut file = open_new(&tmp, direct).with_context(context)?;
+    write_blocks(&mut file, bytes, direct).with_context(context)?;
+    file.sync_all().with_context(context)?;
+    drop(file);
+    std::fs::rename(&tmp, &dest).with_context(context)?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+/// Writes `bytes` a block at a time; a direct file gets its last, short
+/// block padded to the alignment and is cut back to its length, as the
+/// nodes' direct writer does.
+fn write_blocks(file: &mut File, bytes: &[u8], direct: bool) -> io::Result<()> {
+    let whole = if direct {
+        bytes.len() - bytes.len() % DIRECT_ALIGN
+    } else {
+        bytes.len()
+    };
+    for block in bytes[..whole].chunks(DIRECT_BLOCK_BYTES) {
+        file.write_all(block)?;
+    }
+    let rest = &bytes[whole..];
+    if !rest.is_empty() {
+        let mut padded = AlignedBuf::with_room(DIRECT_ALIGN);
+        padded.extend_from_slice(rest);
+        padded.spare_mut()[..DIRECT_ALIGN - rest.len()].fill(0);
+        padded.commit(DIRECT_ALIGN - rest.len());
+        file.write_all(padded.as_slice())?;
+        file.set_len(bytes.len() as u64)?;
+    }
+    Ok(())
+}
+
+/// Reads the chunk files in `copy`, `parallel` at once, and writes what
+/// they hold, as it comes, to the new file `output`, synced at the end;
+/// returns how long that took.
+fn read_while_writing(copy: &Path, output: &Path, shape: Shape, direct: bool) -> Result<Duration> {
+    let chunks = shape.chunks();
+    let next = AtomicUsize::new(0);
+    let (read, to_write) = mpsc::sync_channel::<AlignedBuf>(shape.parallel.max(1));
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..shape.parallel.max(1))
+            .map(|_| {
+                let (next, read) = (&next, read.clone());
+                scope.spawn(move || -> Result<()> {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= chunks {
+                            return Ok(());
+                        }
+                        let path = copy.join(format!("{index}"));
+                        let chunk = match read_chunk_file(&path, shape.chunk_len(index), direct) {
+                            Ok(chunk) => chunk,
+                            Err(e) => {
+                                next.fetch_max(chunks, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        };
+                        if read.send(chunk).is_err() {
+                            return Ok(()); // the writer stopped; it says why
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(read);
+        let written = (|| -> Result<u64> {
+            let context = || format!("cannot write {}", output.display());
+            let mut file = open_new(output, direct).with_context(context)?;
+            let mut len = 0u64;
+            for chunk in to_write {
+                write_blocks(&mut file, chunk.as_slice(), direct).with_context(context)?;
+                len += chunk.len() as u64;
+            }
+            file.sync_all().with_context(context)?;
+            Ok(len)
+        })();
+        for reader in readers {
+            reader
+                .join()
+                .map_err(|_| anyhow!("a disk reader panicked"))??;
+        }
+        match written? {
+            len if len == shape.size => Ok(()),
+            len => bail!("the disk output got {len} bytes of {}", shape.size),
+        }
+    })?;
+    Ok(started.elapsed())
+}
+
+/// Reads the whole chunk file at `path`, `len` bytes, in one buffer.
+fn read_chunk_file(path: &Path, len: usize, direct: bool) -> Result<AlignedBuf> {
+    let context = || format!("cannot read {}", path.display());
+    let mut options = OpenOptions::new();
+    options.read(true);
+    if direct {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_DIRECT);
+    }
+    let mut file = options.open(path).with_context(context)?;
+    let room = len.next_multiple_of(DIRECT_ALIGN);
+    let mut buf = AlignedBuf::with_room(room);
+    while buf.len() < len {
+        let got = buf.len();
+        match file.read(&mut buf.spare_mut()[..room - got]) {
+            Ok(0) => break,
+            Ok(n) => buf.commit(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(context),
+        }
+    }
+    if buf.len() != len {
+        bail!("{} held {} bytes, not {len}", path.display(), buf.len());
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pattern runs to the end on a file that does not fill its last
+    /// chunk, reads back exactly what it wrote, and leaves nothing behind.
+    #[tokio::test]
+    async fn every_pattern_moves_the_whole_file_and_cleans_up() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("disk");
+        let shape = Shape {
+            size: 3 * 1024 * 1024 + 12_345,
+            chunk: 1024 * 1024,
+            parallel: 2,
+        };
+        let alone = measure(dir.clone(), shape).await.unwrap();
+        for took in [alone.write_one, alone.write_three, alone.read_and_write] {
+            assert!(took > Duration::ZERO, "{alone:?}");
+        }
+        assert!(!dir.exists(), "left {dir:?} behind");
+    }
+
+    #[test]
+    fn chunks_cover_the_file_and_only_the_last_is_short() {
+        let shape = Shape {
+            size: 10,
+            chunk: 4,
+            parallel: 1,
+        };
+        assert_eq!(shape.chunks(), 3);
+        let lens: Vec<usize> = (0..3).map(|i| shape.chunk_len(i)).collect();
+        assert_eq!(lens, [4, 4, 2]);
+    }
+
+    #[test]
+    fn a_chunk_file_shorter_than_asked_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short");
+        std::fs::write(&path, b"abc").unwrap();
+        let err = read_chunk_file(&path, 4, false).unwrap_err();
+        assert!(err.to_string().contains("held 3 bytes, not 4"), "{err:#}");
+    }
+}
