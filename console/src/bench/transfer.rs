@@ -50,6 +50,7 @@ use super::disk;
 use super::http_baseline::{self, BaselineServer, IO_BUFFER};
 use super::rss::RssSampler;
 use super::size::{format_size, parse_size};
+use super::workdir::WorkDir;
 use crate::fleet::{locate_node_binary, Fleet, FleetOptions, STOP_TIMEOUT};
 
 /// Fewest nodes: a ring with three copies of every key needs three nodes
@@ -187,19 +188,8 @@ enum Via {
 /// Runs the bench and prints its figures.
 pub async fn run(args: &TransferArgs, json: bool) -> Result<()> {
     let binary = locate_node_binary()?;
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("chord-bench-");
-    let temp = match &args.dir {
-        Some(dir) => builder.tempdir_in(dir),
-        None => builder.tempdir(),
-    }
-    .context("cannot create the bench directory")?;
-    // With --keep the directory outlives even a failed run, for inspection.
-    let (root, guard) = if args.keep {
-        (temp.keep(), None)
-    } else {
-        (temp.path().to_path_buf(), Some(temp))
-    };
+    let work_dir = WorkDir::create("chord-bench-", args.dir.as_deref(), args.keep)?;
+    let root = work_dir.path().to_path_buf();
 
     eprintln!(
         "writing {} file(s) of {} random bytes to {}",
@@ -230,11 +220,7 @@ pub async fn run(args: &TransferArgs, json: bool) -> Result<()> {
     } else {
         print_table(args, &rows);
     }
-    match guard {
-        Some(temp) => temp.close().context("cannot remove the bench directory")?,
-        None => eprintln!("kept the bench data in {}", root.display()),
-    }
-    Ok(())
+    work_dir.finish()
 }
 
 /// One chord-dfs setup: a fresh fleet with `replicas` copies per key.
