@@ -373,7 +373,12 @@ async fn bench_transfer_of_one_file_shows_the_disk_alone() {
             "{row}"
         );
         assert_eq!(row["baseline"], false);
+        assert!(row["direct_io"].is_boolean(), "{row}");
     }
+    assert!(setups
+        .iter()
+        .filter(|s| s["disk_alone"] == false)
+        .all(|s| s["direct_io"].is_null()));
     assert_eq!(alone[0]["download_secs"], alone[1]["download_secs"]);
     assert_eq!(setups.last().unwrap()["setup"], "http baseline");
     assert_eq!(

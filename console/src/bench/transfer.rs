@@ -141,8 +141,9 @@ struct Row {
     setup: String,
     /// Whether this is the plain HTTP server the others are compared with.
     baseline: bool,
-    /// Whether this is the disk alone doing a setup's disk work.
-    disk_alone: bool,
+    /// Whether this is the disk alone doing a setup's disk work, and if so
+    /// whether its I/O went around the page cache.
+    disk_alone: Option<Direct>,
     upload: Duration,
     download: Duration,
     /// Highest peak resident memory of any node; `None` where no separate
@@ -175,6 +176,10 @@ impl Source {
         self.size * self.files.len() as u64
     }
 }
+
+/// Whether the disk alone went around the page cache (O_DIRECT).
+#[derive(Clone, Copy, Debug)]
+struct Direct(bool);
 
 /// Through what a chord-dfs setup moves the files.
 #[derive(Clone, Debug)]
@@ -405,7 +410,7 @@ async fn bench_ring(
     Ok(Row {
         setup,
         baseline: false,
-        disk_alone: false,
+        disk_alone: None,
         upload,
         download,
         peak_rss,
@@ -428,19 +433,11 @@ async fn bench_disk_alone(args: &TransferArgs, root: &Path, source: &Source) -> 
     let deadline = transfer_deadline(source) * 5;
     let measured = disk::measure(root.join("disk-alone"), shape);
     let (alone, took) = within(deadline, "disk alone".to_string(), measured).await?;
-    eprintln!(
-        "disk alone: done in {:.1} s{}",
-        took.as_secs_f64(),
-        if alone.direct {
-            ""
-        } else {
-            " (no direct I/O here: through the page cache)"
-        }
-    );
+    eprintln!("disk alone: done in {:.1} s", took.as_secs_f64());
     let row = |setup: &str, upload| Row {
         setup: setup.to_string(),
         baseline: false,
-        disk_alone: true,
+        disk_alone: Some(Direct(alone.direct)),
         upload,
         download: alone.read_and_write,
         peak_rss: None,
@@ -482,7 +479,7 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
     Ok(Row {
         setup,
         baseline: true,
-        disk_alone: false,
+        disk_alone: None,
         upload,
         download,
         peak_rss: None,
@@ -968,9 +965,13 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
             );
         }
     }
-    if rows.iter().any(|r| r.disk_alone) {
+    if let Some(Direct(direct)) = rows.iter().find_map(|r| r.disk_alone) {
         println!(
-            "disk alone: the chunk files of one copy or three written as the nodes write them, and one copy read back while a download's file is written, with nothing else: about the best a setup can do on this disk"
+            "disk alone: the chunk files of one copy or three written as the nodes write them, and one copy read back"
+        );
+        println!(
+            "while a download's file is written, with nothing else{}: about the best a setup can do on this disk",
+            if direct { "" } else { " (through the page cache: this file system takes no direct I/O)" }
         );
     }
     println!();
@@ -995,7 +996,8 @@ fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
                 "download_ratio": base.map(|b| ratio(row.download, b.download)),
                 "setup": row.setup,
                 "baseline": row.baseline,
-                "disk_alone": row.disk_alone,
+                "disk_alone": row.disk_alone.is_some(),
+                "direct_io": row.disk_alone.map(|Direct(direct)| direct),
                 "upload_secs": row.upload.as_secs_f64(),
                 "upload_mb_per_s": mb_per_s(total, row.upload),
                 "upload_files_per_s": per_s(args.files, row.upload),
