@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use chord_node::store::{AlignedBuf, DIRECT_ALIGN, DIRECT_BLOCK_BYTES};
+use chord_node::store::{AlignedBuf, OutputFile, DIRECT_ALIGN, DIRECT_BLOCK_BYTES};
 use rand::RngCore;
 
 /// What the disk alone took for one file's transfers.
@@ -203,9 +203,9 @@ fn write_chunk_file(dir: &Path, index: usize, bytes: &[u8], direct: bool) -> Res
         .with_context(|| format!("cannot sync {}", dir.display()))
 }
 
-/// Writes `bytes` a block at a time; a direct file gets its last, short
-/// block padded to the alignment and is cut back to its length, as the
-/// nodes' direct writer does.
+/// Writes `bytes`, a whole file, a block at a time; a direct file gets its
+/// last, short block padded to the alignment and is cut back to its
+/// length, as the nodes' direct writer does.
 fn write_blocks(file: &mut File, bytes: &[u8], direct: bool) -> io::Result<()> {
     let whole = if direct {
         bytes.len() - bytes.len() % DIRECT_ALIGN
@@ -228,8 +228,8 @@ fn write_blocks(file: &mut File, bytes: &[u8], direct: bool) -> io::Result<()> {
 }
 
 /// Reads the chunk files in `copy`, `parallel` at once, and writes what
-/// they hold, as it comes, to the new file `output`, synced at the end;
-/// returns how long that took.
+/// they hold, as it comes, to the file `output` as a download writes its
+/// file; returns how long that took.
 fn read_while_writing(copy: &Path, output: &Path, shape: Shape, direct: bool) -> Result<Duration> {
     let chunks = shape.chunks();
     let next = AtomicUsize::new(0);
@@ -261,15 +261,16 @@ fn read_while_writing(copy: &Path, output: &Path, shape: Shape, direct: bool) ->
             })
             .collect();
         drop(read);
+        // The client's own output file: around the page cache where it can
+        // be, bytes gathered into aligned blocks, synced at the end.
         let written = (|| -> Result<u64> {
-            let context = || format!("cannot write {}", output.display());
-            let mut file = open_new(output, direct).with_context(context)?;
+            let mut file = OutputFile::create(output, shape.size)?;
             let mut len = 0u64;
             for chunk in to_write {
-                write_blocks(&mut file, chunk.as_slice(), direct).with_context(context)?;
+                file.write_all(chunk.as_slice())?;
                 len += chunk.len() as u64;
             }
-            file.sync_all().with_context(context)?;
+            file.finish()?;
             Ok(len)
         })();
         for reader in readers {
@@ -331,6 +332,27 @@ mod tests {
             assert!(took > Duration::ZERO, "{alone:?}");
         }
         assert!(!dir.exists(), "left {dir:?} behind");
+    }
+
+    /// A download's output gets every byte once, whatever order the
+    /// chunks are read in, the short last one included.
+    #[test]
+    fn the_output_is_as_long_as_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let shape = Shape {
+            // Past a MiB, so the output goes around the page cache here.
+            size: 4 * 256 * 1024 + 777,
+            chunk: 256 * 1024,
+            parallel: 3,
+        };
+        let direct = takes_direct_io(dir.path()).unwrap();
+        let mut data = AlignedBuf::with_room(shape.chunk);
+        data.commit(shape.chunk);
+        let copy = [dir.path().join("copy")];
+        write_copies(&copy, shape, &data, direct).unwrap();
+        let output = dir.path().join("output");
+        read_while_writing(&copy[0], &output, shape, direct).unwrap();
+        assert_eq!(std::fs::metadata(&output).unwrap().len(), shape.size);
     }
 
     #[test]
