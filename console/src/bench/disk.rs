@@ -80,11 +80,10 @@ fn measure_in(dir: &Path, shape: Shape) -> Result<DiskAlone> {
     rand::rng().fill_bytes(&mut data.spare_mut()[..shape.chunk]);
     data.commit(shape.chunk);
 
-    let one = [dir.join("copy-1")];
+    let (one, output) = ([dir.join("copy-1")], dir.join("output"));
     let write_one = write_copies(&one, shape, &data, direct)?;
-    let read_and_write = read_while_writing(&one[0], &dir.join("output"), shape, direct)?;
+    let read_and_write = read_while_writing(&one[0], &output, shape, direct)?;
     remove_all(&one)?;
-    let output = dir.join("output");
     std::fs::remove_file(&output).with_context(|| format!("cannot remove {}", output.display()))?;
 
     let three = ["copy-1", "copy-2", "copy-3"].map(|d| dir.join(d));
