@@ -7,7 +7,8 @@
 //! - **writing `copies` copies** (an upload): the file's bytes as
 //!   chunk-sized files, `parallel × copies` written at once, each as a node
 //!   writes a chunk: created under a temporary name, written around the
-//!   page cache a block at a time, synced, renamed, its directory synced.
+//!   page cache a block at a time, synced, renamed into one of 256
+//!   directories, that directory synced.
 //!   Each copy goes to a directory of its own, as to a node of its own;
 //! - **reading while writing** (a download to a file): those chunk files
 //!   read back around the page cache, `parallel` at once, each whole, and
@@ -148,11 +149,14 @@ fn write_copies(
     data: &AlignedBuf,
     direct: bool,
 ) -> Result<Duration> {
-    for copy in copies {
-        std::fs::create_dir_all(copy.join("tmp"))
-            .with_context(|| format!("cannot create {}", copy.display()))?;
-    }
     let chunks = shape.chunks();
+    for copy in copies {
+        for sub in std::iter::once("tmp".to_string()).chain((0..chunks.min(FAN_OUT)).map(fan_out)) {
+            let dir = copy.join(sub);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -187,19 +191,30 @@ fn write_copies(
     Ok(started.elapsed())
 }
 
-/// Writes chunk number `index` in `dir` as a node writes a chunk file.
+/// How many directories a copy's chunk files are spread over, as a
+/// node's are over `chunks/00` to `chunks/ff`.
+const FAN_OUT: usize = 256;
+
+/// The directory of chunk number `index` in its copy.
+fn fan_out(index: usize) -> String {
+    format!("{:02x}", index % FAN_OUT)
+}
+
+/// Writes chunk number `index` in `dir` as a node writes a chunk file:
+/// under `tmp/`, then renamed into its fan-out directory, which is synced.
 fn write_chunk_file(dir: &Path, index: usize, bytes: &[u8], direct: bool) -> Result<()> {
     let tmp = dir.join("tmp").join(format!("{index}"));
-    let dest = dir.join(format!("{index}"));
+    let parent = dir.join(fan_out(index));
+    let dest = parent.join(format!("{index}"));
     let context = || format!("cannot write {}", tmp.display());
     let mut file = open_new(&tmp, direct).with_context(context)?;
     write_blocks(&mut file, bytes, direct).with_context(context)?;
     file.sync_all().with_context(context)?;
     drop(file);
     std::fs::rename(&tmp, &dest).with_context(context)?;
-    File::open(dir)
+    File::open(&parent)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))
+        .with_context(|| format!("cannot sync {}", parent.display()))
 }
 
 /// Writes `bytes`, a whole file, a block at a time; a direct file gets its
@@ -244,7 +259,7 @@ fn read_while_writing(copy: &Path, output: &Path, shape: Shape, direct: bool) ->
                         if index >= chunks {
                             return Ok(());
                         }
-                        let path = copy.join(format!("{index}"));
+                        let path = copy.join(fan_out(index)).join(format!("{index}"));
                         let chunk = match read_chunk_file(&path, shape.chunk_len(index), direct) {
                             Ok(chunk) => chunk,
                             Err(e) => {
