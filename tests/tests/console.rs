@@ -379,6 +379,19 @@ async fn bench_transfer_of_one_file_shows_the_disk_alone() {
         .iter()
         .filter(|s| s["disk_alone"] == false)
         .all(|s| s["direct_io"].is_null()));
+    // Each chord-dfs setup is compared with the disk alone of its copies.
+    let secs = |setup: &Value, key: &str| setup[key].as_f64().unwrap();
+    for (setup, disk) in [(0, 0), (1, 0), (2, 1)] {
+        let (setup, disk) = (&setups[setup], alone[disk]);
+        for way in ["upload", "download"] {
+            let of_disk = secs(setup, &format!("{way}_of_disk_alone"));
+            let want = secs(disk, &format!("{way}_secs")) / secs(setup, &format!("{way}_secs"));
+            assert!((of_disk - want).abs() < 1e-9, "{way} of {setup}");
+        }
+    }
+    for row in alone.iter().copied().chain(setups.last()) {
+        assert!(row["upload_of_disk_alone"].is_null(), "{row}");
+    }
     assert_eq!(alone[0]["download_secs"], alone[1]["download_secs"]);
     assert_eq!(setups.last().unwrap()["setup"], "http baseline");
     assert_eq!(

@@ -13,7 +13,8 @@
 //! 3. a fresh fleet with three copies, through the client library;
 //! 4. with one file, the disk alone (`super::disk`): the chunk writes of
 //!    one copy and of three, and a download's reads and writes, with
-//!    nothing else, so the table shows what the disk allows each setup;
+//!    nothing else, so the table shows what the disk allows each setup
+//!    and how near the setup came to it (`of disk`);
 //! 5. a plain HTTP server on the same disk (`super::http_baseline`),
 //!    twice, its faster round of each direction counting
 //!    (`BASELINE_ROUNDS`).
@@ -144,6 +145,9 @@ struct Row {
     /// Whether this is the disk alone doing a setup's disk work, and if so
     /// whether its I/O went around the page cache.
     disk_alone: Option<Direct>,
+    /// Copies of every key: of a chord-dfs setup, or those whose disk work
+    /// a disk-alone row does; `None` for the baseline.
+    replicas: Option<usize>,
     upload: Duration,
     download: Duration,
     /// Highest peak resident memory of any node; `None` where no separate
@@ -411,6 +415,7 @@ async fn bench_ring(
         setup,
         baseline: false,
         disk_alone: None,
+        replicas: Some(replicas),
         upload,
         download,
         peak_rss,
@@ -434,20 +439,18 @@ async fn bench_disk_alone(args: &TransferArgs, root: &Path, source: &Source) -> 
     let measured = disk::measure(root.join("disk-alone"), shape);
     let (alone, took) = within(deadline, "disk alone".to_string(), measured).await?;
     eprintln!("disk alone: done in {:.1} s", took.as_secs_f64());
-    let row = |setup: &str, upload| Row {
-        setup: setup.to_string(),
+    let row = |replicas: usize, upload| Row {
+        setup: format!("disk alone r={replicas}"),
         baseline: false,
         disk_alone: Some(Direct(alone.direct)),
+        replicas: Some(replicas),
         upload,
         download: alone.read_and_write,
         peak_rss: None,
         stop: None,
         stages: None,
     };
-    Ok(vec![
-        row("disk alone r=1", alone.write_one),
-        row("disk alone r=3", alone.write_three),
-    ])
+    Ok(vec![row(1, alone.write_one), row(3, alone.write_three)])
 }
 
 /// How many times the baseline moves the files, back to back; the fastest
@@ -480,6 +483,7 @@ async fn bench_baseline(args: &TransferArgs, root: &Path, source: &Source) -> Re
         setup,
         baseline: true,
         disk_alone: None,
+        replicas: None,
         upload,
         download,
         peak_rss: None,
@@ -890,6 +894,22 @@ fn baseline(rows: &[Row]) -> Option<&Row> {
     rows.iter().find(|r| r.baseline)
 }
 
+/// How a chord-dfs setup's speeds compare with the disk alone doing its
+/// disk work in the same run (upload, download); `None` for other rows
+/// and where the disk alone was not measured.
+fn of_disk_alone(row: &Row, rows: &[Row]) -> Option<(f64, f64)> {
+    if row.disk_alone.is_some() {
+        return None;
+    }
+    let disk = rows
+        .iter()
+        .find(|r| r.disk_alone.is_some() && r.replicas == row.replicas && row.replicas.is_some())?;
+    Some((
+        ratio(row.upload, disk.upload),
+        ratio(row.download, disk.download),
+    ))
+}
+
 /// Files per second.
 fn per_s(files: usize, took: Duration) -> f64 {
     files as f64 / took.as_secs_f64().max(f64::EPSILON)
@@ -928,8 +948,15 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
         );
     } else {
         println!(
-            "{:<16} {:>12} {:>6} {:>14} {:>6} {:>18}",
-            "setup", "upload MB/s", "ratio", "download MB/s", "ratio", "peak node RSS MiB"
+            "{:<16} {:>12} {:>6} {:>8} {:>14} {:>6} {:>8} {:>18}",
+            "setup",
+            "upload MB/s",
+            "ratio",
+            "of disk",
+            "download MB/s",
+            "ratio",
+            "of disk",
+            "peak node RSS MiB"
         );
     }
     let base = baseline(rows);
@@ -954,13 +981,19 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
                 rss
             );
         } else {
+            let (up_disk, down_disk) = of_disk_alone(row, rows).map_or_else(
+                || ("-".to_string(), "-".to_string()),
+                |(up, down)| (format!("{up:.2}"), format!("{down:.2}")),
+            );
             println!(
-                "{:<16} {:>12.1} {:>6.2} {:>14.1} {:>6.2} {:>18}",
+                "{:<16} {:>12.1} {:>6.2} {:>8} {:>14.1} {:>6.2} {:>8} {:>18}",
                 row.setup,
                 mb_per_s(total, row.upload),
                 up,
+                up_disk,
                 mb_per_s(total, row.download),
                 down,
+                down_disk,
                 rss
             );
         }
@@ -970,9 +1003,10 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
             "disk alone: the chunk files of one copy or three written as the nodes write them, and one copy read back"
         );
         println!(
-            "while a download's file is written, with nothing else{}: about the best a setup can do on this disk",
+            "while a download's file is written, with nothing else{}: about the best a setup can do on this disk;",
             if direct { "" } else { " (through the page cache: this file system takes no direct I/O)" }
         );
+        println!("of disk = speed / the disk alone's for the same copies, in this run");
     }
     println!();
     let per = if args.files == 1 { "MiB" } else { "file" };
@@ -997,6 +1031,8 @@ fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
                 "setup": row.setup,
                 "baseline": row.baseline,
                 "disk_alone": row.disk_alone.is_some(),
+                "upload_of_disk_alone": of_disk_alone(row, rows).map(|(up, _)| up),
+                "download_of_disk_alone": of_disk_alone(row, rows).map(|(_, down)| down),
                 "direct_io": row.disk_alone.map(|Direct(direct)| direct),
                 "upload_secs": row.upload.as_secs_f64(),
                 "upload_mb_per_s": mb_per_s(total, row.upload),
