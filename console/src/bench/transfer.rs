@@ -433,9 +433,9 @@ async fn bench_disk_alone(args: &TransferArgs, root: &Path, source: &Source) -> 
         chunk: args.chunk_size,
         parallel: args.parallel,
     };
-    // Five passes over the file's bytes: one copy, its reads and the
-    // output's writes, then three copies.
-    let deadline = transfer_deadline(source) * 5;
+    // Six passes over the file's bytes: one copy, its reads, the output's
+    // writes, then three copies.
+    let deadline = transfer_deadline(source) * 6;
     let measured = disk::measure(root.join("disk-alone"), shape);
     let (alone, took) = within(deadline, "disk alone".to_string(), measured).await?;
     eprintln!("disk alone: done in {:.1} s", took.as_secs_f64());
@@ -901,9 +901,10 @@ fn of_disk_alone(row: &Row, rows: &[Row]) -> Option<(f64, f64)> {
     if row.disk_alone.is_some() {
         return None;
     }
+    let replicas = row.replicas?;
     let disk = rows
         .iter()
-        .find(|r| r.disk_alone.is_some() && r.replicas == row.replicas && row.replicas.is_some())?;
+        .find(|r| r.disk_alone.is_some() && r.replicas == Some(replicas))?;
     Some((
         ratio(row.upload, disk.upload),
         ratio(row.download, disk.download),
