@@ -237,28 +237,34 @@ async fn a_console_pointed_at_a_gateway_port_says_so() {
     );
 }
 
+/// `bench transfer --json` of `load` (its size flags) in a fresh
+/// directory, which it must leave empty; its document.
+async fn bench_transfer(load: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "bench",
+        "transfer",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(load);
+    let doc = json("127.0.0.1:1", &args).await;
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the bench left its data behind"
+    );
+    doc
+}
+
 /// `bench transfer` end to end on a tiny load: three small files through
 /// every setup (client r=1, curl through the gateways, client r=3, the
 /// plain server), each download checked by SHA-256 inside the bench, and
 /// a JSON document with a speed, a rate of files and a ratio per setup.
 #[tokio::test]
 async fn bench_transfer_runs_every_setup_on_small_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let doc = json(
-        "127.0.0.1:1",
-        &[
-            "bench",
-            "transfer",
-            "--size",
-            "20KiB",
-            "--files",
-            "3",
-            "--dir",
-            dir.path().to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .await;
+    let doc = bench_transfer(&["--size", "20KiB", "--files", "3"]).await;
     assert_eq!(doc["files"], 3);
     let setups = doc["setups"].as_array().unwrap();
     let names: Vec<&str> = setups
@@ -326,11 +332,6 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
         );
     }
     assert!(setups[3]["stages"].is_null());
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "the bench left its data behind"
-    );
 }
 
 /// `bench transfer` of one file adds the disk alone, doing the r=1 and r=3
@@ -339,22 +340,7 @@ async fn bench_transfer_runs_every_setup_on_small_files() {
 /// figure for both, no memory or stages of their own.
 #[tokio::test]
 async fn bench_transfer_of_one_file_shows_the_disk_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let doc = json(
-        "127.0.0.1:1",
-        &[
-            "bench",
-            "transfer",
-            "--size",
-            "1100KiB",
-            "--chunk-size",
-            "256KiB",
-            "--dir",
-            dir.path().to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .await;
+    let doc = bench_transfer(&["--size", "1100KiB", "--chunk-size", "256KiB"]).await;
     let setups = doc["setups"].as_array().unwrap();
     let alone: Vec<&Value> = setups.iter().filter(|s| s["disk_alone"] == true).collect();
     let names: Vec<&str> = alone.iter().map(|s| s["setup"].as_str().unwrap()).collect();
@@ -394,9 +380,4 @@ async fn bench_transfer_of_one_file_shows_the_disk_alone() {
     }
     assert_eq!(alone[0]["download_secs"], alone[1]["download_secs"]);
     assert_eq!(setups.last().unwrap()["setup"], "http baseline");
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "the bench left its data behind"
-    );
 }

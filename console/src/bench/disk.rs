@@ -19,14 +19,15 @@
 //! and the report says so.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use chord_node::store::{AlignedBuf, OutputFile, DIRECT_ALIGN, DIRECT_BLOCK_BYTES};
+use bytes::Bytes;
+use chord_node::store::{read_whole, AlignedBuf, OutputFile, DIRECT_BLOCK_BYTES};
 use rand::RngCore;
 
 /// What the disk alone took for one file's transfers.
@@ -105,28 +106,15 @@ fn remove_all(dirs: &[PathBuf]) -> Result<()> {
     })
 }
 
-/// Whether `dir`'s file system takes O_DIRECT: one aligned block written
-/// and synced under it. Only a refusal (EINVAL) says no; other errors are
-/// errors.
+/// Whether `dir`'s file system takes O_DIRECT, found out as the store
+/// does: an output file of a block's length is opened around the page
+/// cache where one aligned block can be written to it (only a refusal,
+/// EINVAL, says no; other errors are errors).
 fn takes_direct_io(dir: &Path) -> Result<bool> {
     let probe = dir.join("probe");
-    let mut block = AlignedBuf::with_room(DIRECT_ALIGN);
-    block.commit(DIRECT_ALIGN);
-    let written = open_new(&probe, true).and_then(|mut file| {
-        file.write_all(block.as_slice())?;
-        file.sync_all()
-    });
-    let direct = match written {
-        Ok(()) => true,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
-        Err(e) => return Err(e).with_context(|| format!("cannot write {}", probe.display())),
-    };
-    match std::fs::remove_file(&probe) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove {}", probe.display()))
-        }
-        _ => Ok(direct),
-    }
+    let direct = OutputFile::create(&probe, DIRECT_BLOCK_BYTES as u64)?.is_direct();
+    std::fs::remove_file(&probe).with_context(|| format!("cannot remove {}", probe.display()))?;
+    Ok(direct)
 }
 
 /// `path`, created (it must not exist) for writing, around the page cache
@@ -207,38 +195,16 @@ fn write_chunk_file(dir: &Path, index: usize, bytes: &[u8], direct: bool) -> Res
     let parent = dir.join(fan_out(index));
     let dest = parent.join(format!("{index}"));
     let context = || format!("cannot write {}", tmp.display());
-    let mut file = open_new(&tmp, direct).with_context(context)?;
-    write_blocks(&mut file, bytes, direct).with_context(context)?;
-    file.sync_all().with_context(context)?;
-    drop(file);
+    let file = open_new(&tmp, direct).with_context(context)?;
+    // The store's own writer: whole blocks, the last one padded and cut
+    // back, then synced.
+    let mut file = OutputFile::over(file, &tmp, direct);
+    file.write_all(bytes)?;
+    file.finish()?;
     std::fs::rename(&tmp, &dest).with_context(context)?;
     File::open(&parent)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync {}", parent.display()))
-}
-
-/// Writes `bytes`, a whole file, a block at a time; a direct file gets its
-/// last, short block padded to the alignment and is cut back to its
-/// length, as the nodes' direct writer does.
-fn write_blocks(file: &mut File, bytes: &[u8], direct: bool) -> io::Result<()> {
-    let whole = if direct {
-        bytes.len() - bytes.len() % DIRECT_ALIGN
-    } else {
-        bytes.len()
-    };
-    for block in bytes[..whole].chunks(DIRECT_BLOCK_BYTES) {
-        file.write_all(block)?;
-    }
-    let rest = &bytes[whole..];
-    if !rest.is_empty() {
-        let mut padded = AlignedBuf::with_room(DIRECT_ALIGN);
-        padded.extend_from_slice(rest);
-        padded.spare_mut()[..DIRECT_ALIGN - rest.len()].fill(0);
-        padded.commit(DIRECT_ALIGN - rest.len());
-        file.write_all(padded.as_slice())?;
-        file.set_len(bytes.len() as u64)?;
-    }
-    Ok(())
 }
 
 /// Reads the chunk files in `copy`, `parallel` at once, and writes what
@@ -247,7 +213,7 @@ fn write_blocks(file: &mut File, bytes: &[u8], direct: bool) -> io::Result<()> {
 fn read_while_writing(copy: &Path, output: &Path, shape: Shape, direct: bool) -> Result<Duration> {
     let chunks = shape.chunks();
     let next = AtomicUsize::new(0);
-    let (read, to_write) = mpsc::sync_channel::<AlignedBuf>(shape.parallel.max(1));
+    let (read, to_write) = mpsc::sync_channel::<Bytes>(shape.parallel.max(1));
     let started = Instant::now();
     std::thread::scope(|scope| {
         let readers: Vec<_> = (0..shape.parallel.max(1))
@@ -281,7 +247,7 @@ fn read_while_writing(copy: &Path, output: &Path, shape: Shape, direct: bool) ->
             let mut file = OutputFile::create(output, shape.size)?;
             let mut len = 0u64;
             for chunk in to_write {
-                file.write_all(chunk.as_slice())?;
+                file.write_all(&chunk)?;
                 len += chunk.len() as u64;
             }
             file.finish()?;
@@ -300,30 +266,14 @@ fn read_while_writing(copy: &Path, output: &Path, shape: Shape, direct: bool) ->
     Ok(started.elapsed())
 }
 
-/// Reads the whole chunk file at `path`, `len` bytes, in one buffer.
-fn read_chunk_file(path: &Path, len: usize, direct: bool) -> Result<AlignedBuf> {
-    let context = || format!("cannot read {}", path.display());
-    let mut options = OpenOptions::new();
-    options.read(true);
-    if direct {
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_DIRECT);
+/// Reads the whole chunk file at `path`, `len` bytes, as a node reads one.
+fn read_chunk_file(path: &Path, len: usize, direct: bool) -> Result<Bytes> {
+    let bytes = read_whole(path, len as u64, direct)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() != len {
+        bail!("{} held {} bytes, not {len}", path.display(), bytes.len());
     }
-    let mut file = options.open(path).with_context(context)?;
-    let room = len.next_multiple_of(DIRECT_ALIGN);
-    let mut buf = AlignedBuf::with_room(room);
-    while buf.len() < len {
-        let got = buf.len();
-        match file.read(&mut buf.spare_mut()[..room - got]) {
-            Ok(0) => break,
-            Ok(n) => buf.commit(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_context(context),
-        }
-    }
-    if buf.len() != len {
-        bail!("{} held {} bytes, not {len}", path.display(), buf.len());
-    }
-    Ok(buf)
+    Ok(bytes)
 }
 
 #[cfg(test)]

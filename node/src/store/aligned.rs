@@ -30,7 +30,7 @@ use super::chunks::PREALLOCATED_BYTES;
 /// Alignment of a direct write's buffer, file offset and length: the
 /// largest logical block size in common use, so one value serves every
 /// device.
-pub const DIRECT_ALIGN: usize = 4096;
+pub(super) const DIRECT_ALIGN: usize = 4096;
 
 /// Smallest buffer worth keeping: below it a fresh one costs few faults,
 /// and small chunks would otherwise hold large buffers.

@@ -179,11 +179,7 @@ impl Layout {
     /// written (around the page cache or through it); `InvalidData` if it
     /// is longer than `max` bytes.
     pub fn read_chunk_file(&self, path: &Path, max: u64) -> io::Result<Bytes> {
-        if self.direct.load(Ordering::Relaxed) {
-            read_direct(path, max)
-        } else {
-            read_capped(path, max).map(Bytes::from)
-        }
+        read_whole(path, max, self.direct.load(Ordering::Relaxed))
     }
 
     /// Feeds the bytes of the chunk file at `path` to `each`, a piece at a
@@ -429,8 +425,8 @@ impl OutputFile {
     }
 
     /// An `OutputFile` writing to `file`, already open at `path` (with
-    /// O_DIRECT if `direct`).
-    pub(crate) fn over(file: File, path: &Path, direct: bool) -> OutputFile {
+    /// O_DIRECT if `direct`), as a node writes a chunk file.
+    pub fn over(file: File, path: &Path, direct: bool) -> OutputFile {
         OutputFile {
             path: path.to_path_buf(),
             sink: Sink::new(file, direct),
@@ -560,6 +556,17 @@ impl Drop for TmpFile {
                 }
             }
         }
+    }
+}
+
+/// The bytes of the file at `path`, read around the page cache (O_DIRECT,
+/// into an aligned buffer) if `direct` or through it; `InvalidData` if it
+/// is longer than `max` bytes. How a node reads a chunk file.
+pub fn read_whole(path: &Path, max: u64, direct: bool) -> io::Result<Bytes> {
+    if direct {
+        read_direct(path, max)
+    } else {
+        read_capped(path, max).map(Bytes::from)
     }
 }
 

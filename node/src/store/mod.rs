@@ -65,11 +65,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::chord::Id;
 use crate::error::Result;
 
-pub use aligned::{AlignedBuf, DIRECT_ALIGN};
+pub use aligned::AlignedBuf;
 pub use checksum::{Algorithm, Checksum, Hasher, NEW_FILES};
 pub use chunk_key::chunk_key;
 pub use chunks::{CheckedChunk, ChunkBuffer, ChunkHasher, ChunkWriter};
-pub use disk::{chunk_path, OutputFile, DIRECT_BLOCK_BYTES, WRITE_PIECE_BYTES};
+pub use disk::{chunk_path, read_whole, OutputFile, DIRECT_BLOCK_BYTES, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
 pub use index::{KeysPage, StoreStats};
 /// A valid manifest holding its bytes inline, for tests outside the store.
