@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::chord::{Id, NodeRef};
-use chord_node::client::{file_json, Client, RingNode, RingStatus, TransferOptions};
+use chord_node::client::{
+    checksum_of_file, file_json, Client, RingNode, RingStatus, TransferOptions,
+};
 use chord_node::peer::PeerOptions;
 use chord_node::store::Manifest;
 use clap::{Args, Parser, Subcommand};
@@ -82,6 +84,10 @@ pub enum Command {
     Ls,
     /// Delete a file from the ring.
     Rm(RmArgs),
+    /// The checksum an upload gives a local file (BLAKE3 over its chunks'
+    /// BLAKE3 hashes), to compare with what `upload --json` or the gateway
+    /// said. Reads the file only; talks to no node.
+    Checksum(ChecksumArgs),
     /// Per-node store counters.
     Status,
     /// The ring on an AWS Auto Scaling group (the SDK's usual settings;
@@ -117,6 +123,15 @@ pub struct DownloadArgs {
     /// Chunks fetched ahead at once.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ChecksumArgs {
+    /// The local file.
+    pub file: PathBuf,
+    /// The chunk size it was (or will be) uploaded with, in bytes.
+    #[arg(long, default_value_t = chord_node::DEFAULT_CHUNK_BYTES)]
+    pub chunk_size: usize,
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +344,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Download(args) => download(&cli, args).await,
         Command::Ls => ls(&cli).await,
         Command::Rm(args) => rm(&cli, args).await,
+        Command::Checksum(args) => checksum(&cli, args).await,
         Command::Status => status(&cli).await,
         Command::Aws(cmd) => crate::aws::run(&cli, cmd).await,
     }
@@ -595,6 +611,20 @@ async fn ls(cli: &Cli) -> Result<()> {
         println!("{:>14}  {:>4} chunks  {}", f.size, f.chunks, f.name);
     }
     println!("{} files", files.len());
+    Ok(())
+}
+
+async fn checksum(cli: &Cli, args: &ChecksumArgs) -> Result<()> {
+    let (file, chunk_size) = (args.file.clone(), args.chunk_size);
+    let (checksum, size) =
+        tokio::task::spawn_blocking(move || checksum_of_file(&file, chunk_size)).await??;
+    if cli.json {
+        return print_json(&json!({
+            "path": args.file, "size": size, "chunk_size": chunk_size,
+            checksum.name(): checksum.to_hex(),
+        }));
+    }
+    println!("{}  {}", checksum.to_hex(), args.file.display());
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use crate::chord::{Id, NodeRef, Route};
 use crate::error::{Error, Result};
 use crate::events::{Event, EventBatch, EventKind};
 use crate::repair::HandoffReport;
-use crate::store::{check_manifest_fits, Checksum, Manifest, Stamp};
+use crate::store::{check_manifest_fits, Algorithm, Checksum, Manifest, Stamp};
 
 /// Longest `host:port` accepted: a DNS name is at most 253 bytes, plus the port.
 pub const MAX_ADDR_LEN: usize = 260;
@@ -113,7 +113,7 @@ pub fn pieces(data: &bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> + '_ {
 }
 
 pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
-    let (sha256, blake3) = checksum_to_pb(&m.checksum);
+    let [sha256, blake3, blake3_chunks] = checksum_to_pb(&m.checksum);
     pb::Manifest {
         name: m.name.clone(),
         size: m.size,
@@ -121,6 +121,7 @@ pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
         chunks: m.chunks.iter().map(|c| c.as_bytes().to_vec()).collect(),
         sha256,
         blake3,
+        blake3_chunks,
         version: m.version,
         deleted: m.deleted,
         modified_ms: m.modified_ms,
@@ -128,39 +129,52 @@ pub fn manifest_to_pb(m: &Manifest) -> pb::Manifest {
     }
 }
 
-/// A checksum as the wire's two fields, `(sha256, blake3)`: the one of its
-/// algorithm holds the 32 bytes, the other is empty.
-pub fn checksum_to_pb(c: &Checksum) -> (Vec<u8>, Vec<u8>) {
-    match c {
-        Checksum::Sha256(b) => (b.to_vec(), Vec::new()),
-        Checksum::Blake3(b) => (Vec::new(), b.to_vec()),
+/// The algorithms of a checksum's three wire fields, in their order.
+const ALGORITHMS: [Algorithm; 3] = [
+    Algorithm::Sha256,
+    Algorithm::Blake3,
+    Algorithm::Blake3Chunks,
+];
+
+/// A checksum as the wire's three fields, `[sha256, blake3, blake3_chunks]`:
+/// the one of its algorithm holds the 32 bytes, the others are empty.
+pub fn checksum_to_pb(c: &Checksum) -> [Vec<u8>; 3] {
+    let mut fields: [Vec<u8>; 3] = Default::default();
+    for (field, algorithm) in fields.iter_mut().zip(ALGORITHMS) {
+        if c.algorithm() == algorithm {
+            *field = c.bytes().to_vec();
+        }
     }
+    fields
 }
 
-/// The checksum of a manifest or stamp from its two wire fields: exactly
-/// one holds 32 bytes, the other nothing.
-pub fn checksum_from_pb(sha256: &[u8], blake3: &[u8]) -> Result<Checksum> {
-    let bytes = |field: &[u8], name: &str| -> Result<[u8; 32]> {
-        field
-            .try_into()
-            .map_err(|_| Error::invalid(format!("{name} is 32 bytes, got {}", field.len())))
+/// The checksum of a manifest or stamp from its three wire fields
+/// (`[sha256, blake3, blake3_chunks]`): exactly one holds 32 bytes, the
+/// others nothing.
+pub fn checksum_from_pb(fields: [&[u8]; 3]) -> Result<Checksum> {
+    const NAMES: [&str; 3] = ["sha256", "blake3", "blake3_chunks"];
+    let mut set = (0..3).filter(|&at| !fields[at].is_empty());
+    let (Some(at), None) = (set.next(), set.next()) else {
+        return Err(Error::invalid(if fields.iter().all(|f| f.is_empty()) {
+            "a checksum is missing: sha256, blake3 and blake3_chunks are empty"
+        } else {
+            "two checksums: exactly one of sha256, blake3 and blake3_chunks may be set"
+        }));
     };
-    match (sha256.is_empty(), blake3.is_empty()) {
-        (true, false) => Ok(Checksum::Blake3(bytes(blake3, "blake3")?)),
-        (false, true) => Ok(Checksum::Sha256(bytes(sha256, "sha256")?)),
-        (true, true) => Err(Error::invalid(
-            "a checksum is missing: sha256 and blake3 are empty",
-        )),
-        (false, false) => Err(Error::invalid(
-            "two checksums: exactly one of sha256 and blake3 may be set",
-        )),
-    }
+    let bytes: [u8; 32] = fields[at].try_into().map_err(|_| {
+        Error::invalid(format!(
+            "{} is 32 bytes, got {}",
+            NAMES[at],
+            fields[at].len()
+        ))
+    })?;
+    Ok(Checksum::new(ALGORITHMS[at], bytes))
 }
 
 /// A manifest from the wire, checked for shape (see `Manifest::validate`)
 /// and for a chunk count one message can carry ([`check_manifest_fits`]).
 pub fn manifest_from_pb(m: pb::Manifest) -> Result<Manifest> {
-    let checksum = checksum_from_pb(&m.sha256, &m.blake3)?;
+    let checksum = checksum_from_pb([&m.sha256, &m.blake3, &m.blake3_chunks])?;
     let chunks = m
         .chunks
         .iter()
@@ -192,7 +206,7 @@ pub fn stamp_from_pb(m: &pb::KeyVersion) -> Result<Stamp> {
     Ok(Stamp {
         version: m.version,
         deleted: m.deleted,
-        checksum: checksum_from_pb(&m.sha256, &m.blake3)?,
+        checksum: checksum_from_pb([&m.sha256, &m.blake3, &m.blake3_chunks])?,
     })
 }
 
@@ -280,18 +294,26 @@ mod tests {
 
     #[test]
     fn a_checksum_is_exactly_one_field_of_32_bytes() {
-        for c in [Checksum::Sha256([1; 32]), Checksum::Blake3([2; 32])] {
-            let (sha256, blake3) = checksum_to_pb(&c);
-            assert_eq!(checksum_from_pb(&sha256, &blake3).unwrap(), c);
+        for c in [
+            Checksum::Sha256([1; 32]),
+            Checksum::Blake3([2; 32]),
+            Checksum::Blake3Chunks([3; 32]),
+        ] {
+            let fields = checksum_to_pb(&c);
+            assert_eq!(fields.iter().filter(|f| !f.is_empty()).count(), 1);
+            let [a, b, t] = &fields;
+            assert_eq!(checksum_from_pb([a, b, t]).unwrap(), c);
         }
-        let cases: [(&[u8], &[u8], &str); 4] = [
-            (&[], &[], "missing"),
-            (&[1; 32], &[2; 32], "two checksums"),
-            (&[1; 31], &[], "sha256 is 32 bytes, got 31"),
-            (&[], &[2; 33], "blake3 is 32 bytes, got 33"),
+        let cases: [([&[u8]; 3], &str); 6] = [
+            ([&[], &[], &[]], "missing"),
+            ([&[1; 32], &[2; 32], &[]], "two checksums"),
+            ([&[], &[2; 32], &[3; 32]], "two checksums"),
+            ([&[1; 31], &[], &[]], "sha256 is 32 bytes, got 31"),
+            ([&[], &[2; 33], &[]], "blake3 is 32 bytes, got 33"),
+            ([&[], &[], &[3; 1]], "blake3_chunks is 32 bytes, got 1"),
         ];
-        for (sha256, blake3, want) in cases {
-            let err = checksum_from_pb(sha256, blake3).unwrap_err();
+        for (fields, want) in cases {
+            let err = checksum_from_pb(fields).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
             assert!(err.to_string().contains(want), "{err}");
         }

@@ -433,6 +433,21 @@ pub mod files {
 
     pub fn no_progress(_: u64) {}
 
+    /// The checksum chord-dfs gives `bytes` uploaded in chunks of
+    /// `chunk_size`, as the hex of its `"blake3_chunks"` field, made here
+    /// from the `blake3` crate alone rather than chord-node's code: BLAKE3
+    /// in key-derivation mode, with the context below, over each chunk's
+    /// BLAKE3 hash in order.
+    pub fn chunk_tree_hex(bytes: &[u8], chunk_size: usize) -> String {
+        let mut tree = blake3::Hasher::new_derive_key(
+            "chord-dfs 2026-12-07 file checksum from its chunk hashes",
+        );
+        for chunk in bytes.chunks(chunk_size) {
+            tree.update(blake3::hash(chunk).as_bytes());
+        }
+        tree.finalize().to_hex().to_string()
+    }
+
     /// Downloads `name` through `client` and compares it with the original
     /// in `dir`; the error says whether it was lost or came back changed.
     pub async fn read_back(client: &Client, dir: &Path, name: &str) -> Result<()> {

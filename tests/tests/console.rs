@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use chord_node::chord::{Id, NodeRef};
-use chord_tests::files::random_file;
+use chord_tests::files::{chunk_tree_hex, random_file};
 use chord_tests::{TestCluster, FAST};
 use serde_json::Value;
 
@@ -93,8 +93,31 @@ async fn json_documents_keep_their_contract() {
     assert_eq!(up["size"], 300_000);
     assert_eq!(up["chunks"], 5);
     let bytes = std::fs::read(&src).unwrap();
-    let blake3 = chord_node::store::Checksum::of(chord_node::store::Algorithm::Blake3, &bytes);
-    assert_eq!(up["blake3"], blake3.to_hex().as_str(), "{up}");
+    let tree = chunk_tree_hex(&bytes, 65536);
+    assert_eq!(up["blake3_chunks"], tree.as_str(), "{up}");
+    // `checksum` makes the same of the local file, at the same chunk size,
+    // and another at another.
+    let sum = json(
+        &peer,
+        &[
+            "checksum",
+            src.to_str().unwrap(),
+            "--chunk-size",
+            "65536",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(sum["blake3_chunks"], tree.as_str(), "{sum}");
+    assert_eq!(sum["size"], 300_000, "{sum}");
+    let default_size = json(&peer, &["checksum", src.to_str().unwrap(), "--json"]).await;
+    let whole = chunk_tree_hex(&bytes, chord_node::DEFAULT_CHUNK_BYTES);
+    assert_eq!(
+        default_size["blake3_chunks"],
+        whole.as_str(),
+        "{default_size}"
+    );
+    assert_ne!(whole, tree);
     let ls = json(&peer, &["ls", "--json"]).await;
     assert_eq!(ls["files"][0]["name"], "data.bin");
     assert_eq!(ls["files"][0]["size"], 300_000);

@@ -688,7 +688,8 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
         chunk_size: 65536,
         chunks: vec![Id::hash(b"never stored").as_bytes().to_vec()],
         sha256: Vec::new(),
-        blake3: vec![0; 32],
+        blake3: Vec::new(),
+        blake3_chunks: vec![0; 32],
         version: 0,
         deleted: false,
         modified_ms: 0,
@@ -1161,41 +1162,49 @@ async fn three_nodes_one_file_with(
     (cluster, dir, names, manifest)
 }
 
+/// Files written before the chunk-tree checksum carry BLAKE3 of their
+/// bytes, or SHA-256 before that: each downloads checked by its own.
 #[tokio::test]
-async fn a_file_written_with_sha256_before_blake3_downloads_checked_by_sha256() {
+async fn files_written_before_the_chunk_tree_download_checked_by_their_own_algorithm() {
     let (cluster, dir, names, real) =
         three_nodes_one_file("old-sum", MAX_INLINE_BYTES + 5000).await;
-    assert_eq!(real.checksum.algorithm(), Algorithm::Blake3, "{real:?}");
+    assert_eq!(
+        real.checksum.algorithm(),
+        Algorithm::Blake3Chunks,
+        "{real:?}"
+    );
     let data = std::fs::read(dir.path().join(&names[0])).unwrap();
-    // The file as a client from before BLAKE3 wrote it, on every holder: a
-    // newer version of the same chunks carrying the file's SHA-256.
-    let mut old = real.clone();
-    old.version += 1;
-    old.checksum = Checksum::of(Algorithm::Sha256, &data);
-    cluster.put_manifest_everywhere(&old).await.unwrap();
     let c = client(&cluster.addrs()[0]).unwrap();
-    assert_eq!(c.manifest(&names[0]).await.unwrap(), old);
-    let out = dir.path().join("out");
-    c.download(&names[0], &out, &small_chunks(), &no_progress)
-        .await
-        .unwrap();
-    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let mut old = real.clone();
+    for algorithm in [Algorithm::Blake3, Algorithm::Sha256] {
+        // The file as a client of that time wrote it, on every holder: a
+        // newer version of the same chunks carrying its checksum.
+        old.version += 1;
+        old.checksum = Checksum::of(algorithm, &data);
+        cluster.put_manifest_everywhere(&old).await.unwrap();
+        assert_eq!(c.manifest(&names[0]).await.unwrap(), old);
+        let out = dir.path().join(format!("{algorithm:?}.out"));
+        c.download(&names[0], &out, &small_chunks(), &no_progress)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data, "{algorithm:?}");
 
-    // It is checked by SHA-256: one the bytes do not have (the BLAKE3
-    // bytes, under the SHA-256 name) fails the download, twice checked,
-    // and leaves no file.
-    let mut wrong = old.clone();
-    wrong.version += 1;
-    wrong.checksum = Checksum::Sha256(*real.checksum.bytes());
-    cluster.put_manifest_everywhere(&wrong).await.unwrap();
-    let bad = dir.path().join("bad");
-    let err = c
-        .download(&names[0], &bad, &small_chunks(), &no_progress)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Corrupt(_)), "{err}");
-    assert!(err.to_string().contains("SHA-256 does not match"), "{err}");
-    assert!(!bad.exists());
+        // It is checked by that algorithm: a checksum the bytes do not have
+        // (the chunk tree's bytes, under the older name) fails the
+        // download, twice checked, and leaves no file.
+        old.version += 1;
+        old.checksum = Checksum::new(algorithm, *real.checksum.bytes());
+        cluster.put_manifest_everywhere(&old).await.unwrap();
+        let bad = dir.path().join("bad");
+        let err = c
+            .download(&names[0], &bad, &small_chunks(), &no_progress)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err}");
+        let mismatch = format!("{} does not match", old.checksum.label());
+        assert!(err.to_string().contains(&mismatch), "{err}");
+        assert!(!bad.exists());
+    }
 }
 
 #[tokio::test]
@@ -1240,7 +1249,7 @@ async fn holders_with_different_manifests_of_one_version_converge() {
     // might write in the same millisecond), ranked above the real one, on
     // one holder only.
     let mut rival = real.clone();
-    rival.checksum = Checksum::Blake3([0xff; 32]);
+    rival.checksum = Checksum::new(real.checksum.algorithm(), [0xff; 32]);
     assert!(rival.supersedes(&real));
     let target = cluster.addrs()[1].clone();
     cluster
@@ -1368,7 +1377,8 @@ async fn a_file_needing_more_chunks_than_a_manifest_holds_is_refused_up_front() 
             .map(|i| Id::hash(&i.to_be_bytes()).as_bytes().to_vec())
             .collect(),
         sha256: Vec::new(),
-        blake3: vec![0; 32],
+        blake3: Vec::new(),
+        blake3_chunks: vec![0; 32],
         version: 1,
         deleted: false,
         modified_ms: 1,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chord_node::store::{chunk_key, Algorithm, Checksum};
+use chord_tests::files::chunk_tree_hex;
 use chord_tests::{
     fast_with_slow_handoffs, fast_without_repair, free_port, TestCluster, CONVERGE, FAST, POLL,
 };
@@ -221,9 +222,10 @@ async fn curl_round_trip_through_any_node() {
         head.contains("content-disposition: attachment; filename=\"big.bin\""),
         "{head}"
     );
-    // The ETag is the file's checksum: BLAKE3, for a file written now.
-    let blake3 = Checksum::of(Algorithm::Blake3, &big).to_hex();
-    assert!(head.contains(&format!("etag: \"{blake3}\"")), "{head}");
+    // The ETag is the file's checksum: BLAKE3 over its chunks' BLAKE3
+    // hashes, for a file written now (in the node's default chunks).
+    let tree = chunk_tree_hex(&big, chord_node::DEFAULT_CHUNK_BYTES);
+    assert!(head.contains(&format!("etag: \"{tree}\"")), "{head}");
 
     // A missing name: curl -f fails with 22 and writes no file; the status is 404.
     let missing_out = dir.path().join("missing.out");
@@ -317,8 +319,8 @@ async fn curl_round_trip_through_any_node() {
     assert_eq!(answer[0]["name"], "put again.bin", "{answer}");
     assert_eq!(answer[0]["size"], put.len() as u64, "{answer}");
     assert_eq!(
-        answer[0]["blake3"],
-        Checksum::of(Algorithm::Blake3, &put).to_hex(),
+        answer[0]["blake3_chunks"],
+        chunk_tree_hex(&put, chord_node::DEFAULT_CHUNK_BYTES),
         "{answer}"
     );
     let got = curl_download(&format!("{c}/put%20again.bin"), &out)
@@ -475,45 +477,52 @@ async fn a_gateway_reads_behind_a_node_handing_its_range_over() {
         .unwrap();
 }
 
+/// Files written before the chunk-tree checksum carry BLAKE3 of their
+/// bytes, or SHA-256 before that: each streams checked by its own.
 #[tokio::test]
-async fn a_file_written_with_sha256_before_blake3_streams_checked_by_sha256() {
+async fn files_written_before_the_chunk_tree_stream_checked_by_their_own_algorithm() {
     let (cluster, http) = gateway_cluster(FAST).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(BIG_FILE);
     let path = write(dir.path(), "old.bin", &data);
     curl_upload(&path, &http[0]).await.unwrap();
-    // The file as a client from before BLAKE3 wrote it: a newer version of
-    // the same chunks carrying its SHA-256, on every holder.
     let c = cluster.client(&cluster.addrs()[0]).unwrap();
     let mut old = c.manifest("old.bin").await.unwrap();
-    old.version += 1;
-    old.checksum = Checksum::of(Algorithm::Sha256, &data);
-    cluster.put_manifest_everywhere(&old).await.unwrap();
-    let out = dir.path().join("old.out");
-    let got = curl_download(&format!("{}/old.bin", http[1]), &out)
-        .await
-        .unwrap();
-    assert!(got == data, "downloaded bytes differ");
-    let head = curl_ok(&["-sSf", "-I", &format!("{}/old.bin", http[2])])
-        .await
-        .unwrap()
-        .to_lowercase();
-    assert!(
-        head.contains(&format!("etag: \"{}\"", old.checksum.to_hex())),
-        "{head}"
-    );
+    for algorithm in [Algorithm::Blake3, Algorithm::Sha256] {
+        // The file as a client of that time wrote it: a newer version of
+        // the same chunks carrying its checksum, on every holder.
+        old.version += 1;
+        old.checksum = Checksum::of(algorithm, &data);
+        cluster.put_manifest_everywhere(&old).await.unwrap();
+        let out = dir.path().join("old.out");
+        let got = curl_download(&format!("{}/old.bin", http[1]), &out)
+            .await
+            .unwrap();
+        assert!(got == data, "{algorithm:?}: downloaded bytes differ");
+        let head = curl_ok(&["-sSf", "-I", &format!("{}/old.bin", http[2])])
+            .await
+            .unwrap()
+            .to_lowercase();
+        assert!(
+            head.contains(&format!("etag: \"{}\"", old.checksum.to_hex())),
+            "{algorithm:?}: {head}"
+        );
 
-    // A SHA-256 the bytes do not have: the last chunk is held back and
-    // the connection cut, so curl fails short of the whole file.
-    let mut wrong = old.clone();
-    wrong.version += 1;
-    wrong.checksum = Checksum::Sha256([0x5a; 32]);
-    cluster.put_manifest_everywhere(&wrong).await.unwrap();
-    let bad = dir.path().join("bad.out");
-    let got = curl_cut_short(&format!("{}/old.bin", http[1]), &bad)
-        .await
-        .unwrap();
-    assert!(got.len() < BIG_FILE, "got all {} bytes", got.len());
+        // A checksum the bytes do not have: the last chunk is held back
+        // and the connection cut, so curl fails short of the whole file.
+        old.version += 1;
+        old.checksum = Checksum::new(algorithm, [0x5a; 32]);
+        cluster.put_manifest_everywhere(&old).await.unwrap();
+        let bad = dir.path().join("bad.out");
+        let got = curl_cut_short(&format!("{}/old.bin", http[1]), &bad)
+            .await
+            .unwrap();
+        assert!(
+            got.len() < BIG_FILE,
+            "{algorithm:?}: got all {} bytes",
+            got.len()
+        );
+    }
 }
 
 #[tokio::test]

@@ -17,8 +17,8 @@ mod transfer;
 
 pub(crate) use digest::{FileDigest, DIGEST_DEPTH};
 pub use transfer::{
-    file_json, verify_whole, DownloadReport, FileEntry, NodeStatus, ProgressSink, ReadCheck,
-    RingStatus, TransferOptions, UploadReport,
+    checksum_of_file, file_json, verify_whole, DownloadReport, FileEntry, NodeStatus, ProgressSink,
+    ReadCheck, RingStatus, TransferOptions, UploadReport,
 };
 
 use crate::chord::{Id, NodeRef};

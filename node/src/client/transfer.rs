@@ -28,8 +28,8 @@ use crate::now_ms;
 use crate::replication::newest_manifest;
 use crate::stages::{self, Stage};
 use crate::store::{
-    check_manifest_fits, validate_name, AlignedBuf, CheckedChunk, Checksum, Manifest, OutputFile,
-    MAX_INLINE_BYTES, NEW_FILES,
+    check_manifest_fits, validate_name, AlignedBuf, CheckedChunk, Checksum, Hasher, Manifest,
+    OutputFile, MAX_INLINE_BYTES, NEW_FILES,
 };
 
 use super::digest::{FileDigest, DIGEST_DEPTH};
@@ -262,15 +262,17 @@ impl Client {
             }
         }
         let source = futures::stream::iter(read_ahead.into_iter().map(Ok)).chain(source);
-        let digest = FileDigest::start(NEW_FILES, DIGEST_DEPTH, None);
-        let mut keys: Vec<Option<Id>> = Vec::new();
+        // Each chunk's key and the BLAKE3 hash it is made from, by index:
+        // the file's checksum is made from the hashes, so its bytes are
+        // hashed once (see `store::checksum`).
+        let mut keys: Vec<Option<(Id, [u8; 32])>> = Vec::new();
         let mut skipped = 0usize;
+        let mut read = 0u64;
         let sent: Result<()> = async {
             let parallel = opts.parallel.max(1);
             let mut source = std::pin::pin!(source);
             let mut in_flight = FuturesUnordered::new();
             let mut read_all = false;
-            let mut read = 0u64;
             loop {
                 let sent = if read_all || in_flight.len() >= parallel {
                     match in_flight.next().await {
@@ -288,7 +290,6 @@ impl Client {
                                     let chunk = chunk?;
                                     read += chunk.len() as u64;
                                     check_manifest_fits(name, read, opts.chunk_size as u64)?;
-                                    digest.push(chunk.clone()).await?;
                                     in_flight.push(self.send_chunk(keys.len(), chunk, replicas, opts, progress));
                                     keys.push(None);
                                 }
@@ -298,17 +299,21 @@ impl Client {
                         }
                     }
                 };
-                let (index, key, already) = sent?;
-                keys[index] = Some(key);
+                let (index, key, hash, already) = sent?;
+                keys[index] = Some((key, hash));
                 skipped += usize::from(already);
             }
         }
         .await;
-        let (checksum, size) = digest.finish_after(sent).await?;
-        let chunks = keys
+        sent?;
+        let (chunks, hashes): (Vec<Id>, Vec<[u8; 32]>) = keys
             .into_iter()
-            .collect::<Option<Vec<Id>>>()
-            .ok_or_else(|| Error::Unavailable("a chunk of the upload went missing".into()))?;
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Unavailable("a chunk of the upload went missing".into()))?
+            .into_iter()
+            .unzip();
+        let checksum = Checksum::of_chunk_hashes(&hashes);
+        let size = read;
         let manifest = Manifest {
             name: name.to_string(),
             size,
@@ -371,7 +376,8 @@ impl Client {
     }
 
     /// Hashes chunk number `index` of an upload (off the async workers) and
-    /// sends it; returns its index, key and whether the ring had it.
+    /// sends it; returns its index, key, BLAKE3 hash and whether the ring
+    /// had it.
     async fn send_chunk(
         &self,
         index: usize,
@@ -379,11 +385,11 @@ impl Client {
         replicas: u32,
         opts: &TransferOptions,
         progress: &dyn ProgressSink,
-    ) -> Result<(usize, Id, bool)> {
-        let chunk = chunk_of(data).await?;
+    ) -> Result<(usize, Id, [u8; 32], bool)> {
+        let (chunk, hash) = chunk_of(data).await?;
         let key = *chunk.key();
         let already = self.upload_chunk(chunk, replicas, opts, progress).await?;
-        Ok((index, key, already))
+        Ok((index, key, hash, already))
     }
 
     /// Sends one chunk to its owner; returns true when the ring already had it.
@@ -934,10 +940,10 @@ pub fn verify_whole(manifest: &Manifest, size: u64, checksum: Checksum) -> Resul
     Ok(())
 }
 
-/// The chunk of `data`, its key computed on a blocking thread.
-async fn chunk_of(data: Bytes) -> Result<CheckedChunk> {
+/// The chunk of `data` and its BLAKE3 hash, computed on a blocking thread.
+async fn chunk_of(data: Bytes) -> Result<(CheckedChunk, [u8; 32])> {
     blocking("the chunk hasher", move || {
-        stages::time(Stage::ChunkKey, || CheckedChunk::of(data))
+        stages::time(Stage::ChunkKey, || CheckedChunk::hashed(data))
     })
     .await
 }
@@ -963,6 +969,32 @@ fn read_file_chunk(file: std::fs::File, size: usize) -> Result<(std::fs::File, B
     })
     .map_err(|e| Error::io("reading the upload", e))?;
     Ok((reader.into_inner(), Bytes::from(buf)))
+}
+
+/// The checksum an upload in chunks of `chunk_size` gives the file at
+/// `path`, and the file's length: what `chord-console checksum` prints, to
+/// compare with what `upload --json` or the gateway said.
+pub fn checksum_of_file(path: &Path, chunk_size: usize) -> Result<(Checksum, u64)> {
+    if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&chunk_size) {
+        return Err(Error::invalid(format!(
+            "chunk size must be {}..={} bytes",
+            crate::MIN_CHUNK_BYTES,
+            crate::MAX_CHUNK_BYTES
+        )));
+    }
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let mut hasher = Hasher::new(NEW_FILES);
+    let mut size = 0u64;
+    loop {
+        let (rest, chunk) = read_file_chunk(file, chunk_size)?;
+        if chunk.is_empty() {
+            return Ok((hasher.finish(), size));
+        }
+        hasher.add_chunk(&chunk);
+        size += chunk.len() as u64;
+        file = rest;
+    }
 }
 
 /// How much of a chunk is read before a chunk-sized buffer is taken: more

@@ -11,8 +11,8 @@ use arbtest::arbitrary::{self, Unstructured};
 use super::Outcome;
 use crate::chord::Id;
 use crate::error::Error;
-use crate::store::{raw_inline_record, AliveClock, Manifest};
-use crate::wire::{manifest_from_pb, manifest_to_pb};
+use crate::store::{raw_inline_record, Algorithm, AliveClock, Checksum, Manifest};
+use crate::wire::{checksum_to_pb, manifest_from_pb, manifest_to_pb};
 
 pub(super) fn run() {
     super::run("manifest_json", 16384, |u| {
@@ -29,7 +29,10 @@ pub(super) fn run() {
             let len = u.int_in_range(1..=256)?;
             m.inline = u.bytes(len)?.to_vec();
             (m.size, m.chunk_size, m.chunks, m.deleted) = (len as u64, 0, Vec::new(), false);
-            (m.sha256, m.blake3) = (Vec::new(), blake3::hash(&m.inline).as_bytes().to_vec());
+            // By the algorithm of new files or the one before it.
+            let algorithm = *u.choose(&[Algorithm::Blake3Chunks, Algorithm::Blake3])?;
+            [m.sha256, m.blake3, m.blake3_chunks] =
+                checksum_to_pb(&Checksum::of(algorithm, &m.inline));
         }
         let own_key = Id::hash(m.name.as_bytes());
         let mut json = serde_json::json!({
@@ -43,7 +46,11 @@ pub(super) fn run() {
         });
         // The checksum under the name of each field the wire set (one, as
         // the store writes it, or now and then none or both).
-        for (field, bytes) in [("sha256", &m.sha256), ("blake3", &m.blake3)] {
+        for (field, bytes) in [
+            ("sha256", &m.sha256),
+            ("blake3", &m.blake3),
+            ("blake3_chunks", &m.blake3_chunks),
+        ] {
             if !bytes.is_empty() {
                 json[field] = const_hex::encode(bytes).into();
             }
@@ -95,6 +102,7 @@ const TOKENS: &[&[u8]] = &[
     b"\"chunks\"",
     b"\"sha256\"",
     b"\"blake3\"",
+    b"\"blake3_chunks\"",
     b"\"version\"",
     b"\"deleted\"",
     b"\"modified_ms\"",

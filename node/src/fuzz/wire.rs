@@ -43,18 +43,21 @@ pub(super) fn run() {
             check_with(u, &msg, check_manifest)
         }
         3 => {
-            let (sha256, blake3) = checksum(u)?;
+            let [sha256, blake3, blake3_chunks] = checksum(u)?;
             let msg = pb::KeyVersion {
                 key: id_bytes(u, "k")?,
                 version: u.arbitrary()?,
                 deleted: u.arbitrary()?,
                 sha256,
                 blake3,
+                blake3_chunks,
             };
             check_with(u, &msg, |m: pb::KeyVersion| match stamp_from_pb(&m) {
                 Ok(stamp) => {
-                    let (sha256, blake3) = checksum_to_pb(&stamp.checksum);
-                    assert_eq!((sha256, blake3), (m.sha256, m.blake3));
+                    assert_eq!(
+                        checksum_to_pb(&stamp.checksum),
+                        [m.sha256, m.blake3, m.blake3_chunks]
+                    );
                     Outcome::Accepted
                 }
                 Err(e) => refused(&e),
@@ -187,20 +190,20 @@ fn node_ref(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::NodeRef> {
     })
 }
 
-/// The wire's two checksum fields, `(sha256, blake3)`: mostly one of 32
-/// bytes and the other empty, as a manifest carries them; now and then
-/// another length in either or both.
-fn checksum(u: &mut Unstructured<'_>) -> arbitrary::Result<(Vec<u8>, Vec<u8>)> {
-    let blake3_set = u.ratio(2, 3)?;
-    let mut field = |set: bool| -> arbitrary::Result<Vec<u8>> {
-        let len = match (set, u.ratio(7, 8)?) {
+/// The wire's three checksum fields, `[sha256, blake3, blake3_chunks]`:
+/// mostly one of 32 bytes and the others empty, as a manifest carries
+/// them; now and then another length in any of them.
+fn checksum(u: &mut Unstructured<'_>) -> arbitrary::Result<[Vec<u8>; 3]> {
+    let set = *u.choose(&[0, 1, 2, 2])?;
+    let mut field = |at: usize| -> arbitrary::Result<Vec<u8>> {
+        let len = match (at == set, u.ratio(7, 8)?) {
             (true, true) => 32,
             (false, true) => 0,
             _ => u.int_in_range(0..=40)?,
         };
         Ok(u.bytes(len.min(u.len()))?.to_vec())
     };
-    Ok((field(!blake3_set)?, field(blake3_set)?))
+    Ok([field(0)?, field(1)?, field(2)?])
 }
 
 /// A manifest whose chunk list mostly fits its size, for a file, an empty
@@ -227,7 +230,7 @@ pub(super) fn manifest(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::Manife
         _ => u.arbitrary()?,
     };
     let deleted = u.ratio(1, 5)?;
-    let (sha256, blake3) = checksum(u)?;
+    let [sha256, blake3, blake3_chunks] = checksum(u)?;
     Ok(pb::Manifest {
         name: name.clone(),
         size: if deleted && u.ratio(3, 4)? { 0 } else { size },
@@ -241,6 +244,7 @@ pub(super) fn manifest(u: &mut Unstructured<'_>) -> arbitrary::Result<pb::Manife
         },
         sha256,
         blake3,
+        blake3_chunks,
         version: u.arbitrary()?,
         deleted,
         modified_ms: u.arbitrary()?,

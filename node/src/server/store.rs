@@ -659,13 +659,14 @@ impl Store for StoreService {
                 .manifests
                 .iter()
                 .map(|(k, stamp)| {
-                    let (sha256, blake3) = wire::checksum_to_pb(&stamp.checksum);
+                    let [sha256, blake3, blake3_chunks] = wire::checksum_to_pb(&stamp.checksum);
                     pb::KeyVersion {
                         key: k.as_bytes().to_vec(),
                         version: stamp.version,
                         deleted: stamp.deleted,
                         sha256,
                         blake3,
+                        blake3_chunks,
                     }
                 })
                 .collect(),

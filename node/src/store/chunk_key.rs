@@ -25,9 +25,18 @@ use crate::chord::Id;
 
 /// The key of the chunk holding `data`.
 pub fn chunk_key(data: &[u8]) -> Id {
-    let mut hasher = KeyHasher::new();
-    hasher.update(data);
-    hasher.key()
+    key_of_hash(&chunk_hash(data))
+}
+
+/// The BLAKE3 hash of a chunk's bytes, which its key is made from, and
+/// which a new file's checksum is made from too (`Checksum::of_chunk_hashes`).
+pub fn chunk_hash(data: &[u8]) -> [u8; 32] {
+    *blake3::hash(data).as_bytes()
+}
+
+/// The key of the chunk whose BLAKE3 hash is `hash`.
+pub fn key_of_hash(hash: &[u8; 32]) -> Id {
+    Id::hash(hash)
 }
 
 /// Makes a chunk's key from its bytes as they come, in pieces of any size.
@@ -45,7 +54,7 @@ impl KeyHasher {
 
     /// The key of the bytes fed in so far.
     pub fn key(&self) -> Id {
-        Id::hash(self.0.finalize().as_bytes())
+        key_of_hash(self.0.finalize().as_bytes())
     }
 
     /// Whether the bytes fed in are chunk `key`'s. When they are not its

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::aligned::AlignedBuf;
-use super::chunk_key::{chunk_key, KeyHasher, OldKeyHasher};
+use super::chunk_key::{chunk_hash, key_of_hash, KeyHasher, OldKeyHasher};
 use super::disk::{self, Layout, TmpFile, QUARANTINED_CHUNK_PREFIX};
 use super::Store;
 use crate::chord::Id;
@@ -420,9 +420,15 @@ impl CheckedChunk {
     /// The chunk of `data`: its key is made from them, so only the size
     /// limit can refuse it.
     pub fn of(data: Bytes) -> Result<CheckedChunk> {
-        let key = chunk_key(&data);
+        Ok(CheckedChunk::hashed(data)?.0)
+    }
+
+    /// [`CheckedChunk::of`], with the BLAKE3 hash the key was made from.
+    pub fn hashed(data: Bytes) -> Result<(CheckedChunk, [u8; 32])> {
+        let hash = chunk_hash(&data);
+        let key = key_of_hash(&hash);
         check_chunk_len(&key, data.len() as u64)?;
-        Ok(CheckedChunk { key, data })
+        Ok((CheckedChunk { key, data }, hash))
     }
 
     pub fn key(&self) -> &Id {
@@ -582,6 +588,7 @@ mod tests {
 
     use super::super::tests::open_temp;
     use super::*;
+    use crate::store::chunk_key;
 
     fn count(dir: &std::path::Path) -> usize {
         fs::read_dir(dir).unwrap().count()

@@ -98,12 +98,14 @@ pub struct Manifest {
     pub size: u64,
     /// Length of every chunk but the last, which holds the remainder.
     pub chunk_size: u32,
-    /// Chunk keys (SHA-1 of each chunk's bytes) in file order; hex on disk.
+    /// Chunk keys (SHA-1 of each chunk's BLAKE3 hash) in file order; hex
+    /// on disk.
     #[serde(with = "hex_ids")]
     pub chunks: Vec<Id>,
     /// The whole file's hash: on disk one field named by its algorithm
-    /// (`"blake3"`, or `"sha256"` in manifests written before BLAKE3) with
-    /// 64 hex digits. [`Checksum::NONE`] in a tombstone.
+    /// (`"blake3_chunks"`, or `"blake3"` and `"sha256"` in manifests
+    /// written before it) with 64 hex digits. [`Checksum::NONE`] in a
+    /// tombstone.
     #[serde(flatten)]
     pub checksum: Checksum,
     /// Larger versions supersede smaller ones.
