@@ -65,8 +65,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::client::{
-    file_json, verify_whole, Client, FileDigest, ReadCheck, TransferOptions, UploadReport,
-    DIGEST_DEPTH,
+    file_json, verify_whole, Client, FileDigest, TransferOptions, UploadReport, DIGEST_DEPTH,
 };
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -770,8 +769,10 @@ async fn upload_named_file(state: State<Arc<Gateway>>) -> Response {
 }
 
 /// The file's chunks in order, fetched `parallel` ahead (as
-/// [`Client::chunks`] does, but owning what it needs so the body can outlive
-/// the handler). Each chunk is checked against its key by the fetch; the
+/// [`Client::write_to`] does, but owning what it needs so the body can
+/// outlive the handler). Each chunk is checked against its key by the fetch
+/// ([`Client::fetch_verified`], which hands a new file's chunk hashes on to
+/// the whole file's checksum, so each byte is hashed once); the
 /// running size is checked against the manifest, and the last chunk is only
 /// released once the whole file's checksum matches. The first error ends the
 /// stream, which makes the server cut the connection.
@@ -782,14 +783,15 @@ fn verified_chunks(
     let parallel = gw.opts.parallel.max(1);
     let inline = manifest.inline_piece();
     let pieces = manifest.chunks.len() + usize::from(inline.is_some());
-    let fetches = futures::stream::iter(inline.map(Ok))
+    let algorithm = manifest.checksum.algorithm();
+    let fetches = futures::stream::iter(inline.map(|piece| Ok((piece, None))))
         .chain(
             futures::stream::iter(manifest.chunks.clone())
                 .map(move |key| {
                     let gw = gw.clone();
                     async move {
                         gw.client
-                            .fetch_chunk(key, gw.replicas, gw.opts.attempts, ReadCheck::EachChunk)
+                            .fetch_verified(key, gw.replicas, gw.opts.attempts, algorithm)
                             .await
                     }
                 })
@@ -818,7 +820,9 @@ fn verified_chunks(
 
 /// State of one download's verification.
 struct Verify {
-    fetches: futures::stream::BoxStream<'static, Result<Bytes>>,
+    /// Each chunk, checked against its key, with its BLAKE3 hash if the
+    /// file's checksum is made of those (`Client::fetch_verified`).
+    fetches: futures::stream::BoxStream<'static, Result<(Bytes, Option<[u8; 32]>)>>,
     /// Hashes the whole file on a thread of its own, while the connection
     /// writes the chunks it has been handed. Started by the first step, so
     /// a `HEAD` request (whose body is never polled) starts no thread;
@@ -838,8 +842,8 @@ impl Verify {
         let digest = self
             .digest
             .get_or_insert_with(|| FileDigest::start(algorithm, DIGEST_DEPTH, None));
-        let chunk = match self.fetches.next().await {
-            Some(Ok(chunk)) => chunk,
+        let (chunk, hash) = match self.fetches.next().await {
+            Some(Ok(fetched)) => fetched,
             Some(Err(e)) => {
                 self.finished = true;
                 return Some(Err(e));
@@ -859,7 +863,7 @@ impl Verify {
                 self.manifest.name, self.manifest.size
             ))));
         }
-        if let Err(e) = digest.push(chunk.clone()).await {
+        if let Err(e) = digest.push_hashed(chunk.clone(), hash).await {
             self.finished = true;
             return Some(Err(e));
         }

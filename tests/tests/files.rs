@@ -1000,23 +1000,56 @@ async fn a_leaving_node_takes_no_writes_and_confirms_no_keys() {
     assert!(read.is_ok(), "reads must go on during hand-off: {read:?}");
 }
 
-#[tokio::test]
-async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
-    // Repair is off, so only the read path can get around the bad copy.
+/// A ring of four at three copies, repair off (so only the read path can
+/// get around a bad copy), with one file of 200,000 bytes whose first
+/// chunk's copy on its owner, the holder every read tries first, is
+/// corrupt. Returns the owner and that copy's path too.
+async fn a_file_with_a_bad_copy_on_its_owner(
+    prefix: &str,
+) -> (
+    TestCluster,
+    tempfile::TempDir,
+    Vec<String>,
+    NodeRef,
+    std::path::PathBuf,
+) {
     let cluster = TestCluster::start_converged(4, 3, &fast_without_repair())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let names = cluster
-        .upload_random_files(dir.path(), "fallback", 1, |_| 200_000)
+        .upload_random_files(dir.path(), prefix, 1, |_| 200_000)
         .await
         .unwrap();
     let c = client(&cluster.addrs()[0]).unwrap();
     let key = c.manifest(&names[0]).await.unwrap().chunks[0];
-    // Corrupt the copy on the owner: the holder every read tries first.
     let owner = cluster.owner_of(&key).unwrap();
     let copy = cluster.chunk_path(&owner.addr, &key).unwrap();
     rot(&copy, 0);
+    (cluster, dir, names, owner, copy)
+}
+
+/// The owner was told of its bad copy by a reader, re-hashed it and moved
+/// it aside (the owner itself sends what is on disk unchecked).
+async fn the_owner_quarantines(cluster: &TestCluster, owner: &NodeRef, copy: &std::path::Path) {
+    cluster
+        .wait_for(
+            "the owner to quarantine its bad copy",
+            Duration::from_secs(10),
+            || async {
+                let stats = cluster.peers.get_stats(&owner.addr).await?;
+                Ok(stats.corrupt_chunks == 1)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!copy.exists(), "the corrupt copy is still in place");
+}
+
+#[tokio::test]
+async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
+    let (cluster, dir, names, owner, copy) = a_file_with_a_bad_copy_on_its_owner("fallback").await;
+    let c = client(&cluster.addrs()[0]).unwrap();
 
     // A download reads the bad copy unchecked, so its whole file does not
     // match; it starts over, every chunk checked, and so does its count.
@@ -1036,20 +1069,31 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
         .check_files_intact(dir.path(), &names)
         .await
         .unwrap();
-    // The reader told the owner, which re-hashed its copy and moved it
-    // aside (the owner itself sends what is on disk unchecked).
-    cluster
-        .wait_for(
-            "the owner to quarantine its bad copy",
-            Duration::from_secs(10),
-            || async {
-                let stats = cluster.peers.get_stats(&owner.addr).await?;
-                Ok(stats.corrupt_chunks == 1)
-            },
-        )
+    the_owner_quarantines(&cluster, &owner, &copy).await;
+}
+
+/// A streamed read (the gateway's, `download -o -`) cannot start over: it
+/// hashes each chunk once, for its key and the file's checksum alike, and
+/// reads a chunk that does not match its key again, checked, from another
+/// holder, before passing it on. Only good bytes reach the writer.
+#[tokio::test]
+async fn a_streamed_read_passes_on_only_chunks_that_match_their_keys() {
+    let (cluster, dir, names, owner, copy) = a_file_with_a_bad_copy_on_its_owner("streamed").await;
+    let c = client(&cluster.addrs()[0]).unwrap();
+    let manifest = c.manifest(&names[0]).await.unwrap();
+    assert_eq!(manifest.checksum.algorithm(), Algorithm::Blake3Chunks);
+    let counted = Counted::default();
+    let mut out = Vec::new();
+    c.write_to(&manifest, &mut out, 3, &small_chunks(), &counted)
         .await
         .unwrap();
-    assert!(!copy.exists(), "the corrupt copy is still in place");
+    assert!(
+        out == std::fs::read(dir.path().join(&names[0])).unwrap(),
+        "other bytes"
+    );
+    assert_eq!(counted.restarts.load(Ordering::Relaxed), 0);
+    assert_eq!(counted.bytes.load(Ordering::Relaxed), 200_000);
+    the_owner_quarantines(&cluster, &owner, &copy).await;
 }
 
 /// As `a_chunk_corrupted_on_disk_is_detected_and_repaired`, on a node that

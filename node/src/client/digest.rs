@@ -27,9 +27,12 @@ type Outcome = Result<(Checksum, u64)>;
 /// would cost about as much as the hash.
 const OVERLAP_MIN_BYTES: usize = DIRECT_BLOCK_BYTES;
 
+/// A chunk for the thread, with its BLAKE3 hash if it is known already.
+type Fed = (Bytes, Option<[u8; 32]>);
+
 #[derive(Debug)]
 pub struct FileDigest {
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Fed>,
     task: JoinHandle<Outcome>,
 }
 
@@ -38,20 +41,20 @@ impl FileDigest {
     /// `target` (synced at the end), if given. At most `depth` chunks wait
     /// for it.
     pub fn start(algorithm: Algorithm, depth: usize, mut target: Option<OutputFile>) -> FileDigest {
-        let (queue, mut chunks) = mpsc::channel::<Bytes>(depth.max(1));
+        let (queue, mut chunks) = mpsc::channel::<Fed>(depth.max(1));
         let task = tokio::task::spawn_blocking(move || -> Outcome {
             let mut hasher = Hasher::new(algorithm);
             let mut len = 0u64;
-            while let Some(chunk) = chunks.blocking_recv() {
-                match &mut target {
-                    Some(file) if chunk.len() >= OVERLAP_MIN_BYTES => {
+            while let Some((chunk, hash)) = chunks.blocking_recv() {
+                match (&mut target, hash) {
+                    (Some(file), None) if chunk.len() >= OVERLAP_MIN_BYTES => {
                         write_while_hashing(file, &mut hasher, &chunk)?;
                     }
-                    Some(file) => {
+                    (Some(file), _) => {
                         stages::time(Stage::FileWrite, || file.write_all(&chunk))?;
-                        stages::time(Stage::FileDigest, || hasher.add_chunk(&chunk));
+                        stages::time(Stage::FileDigest, || add(&mut hasher, &chunk, hash));
                     }
-                    None => stages::time(Stage::FileDigest, || hasher.add_chunk(&chunk)),
+                    (None, _) => stages::time(Stage::FileDigest, || add(&mut hasher, &chunk, hash)),
                 }
                 len += chunk.len() as u64;
             }
@@ -66,8 +69,18 @@ impl FileDigest {
     /// Hands the next chunk over, waiting while the queue is full. Fails
     /// only if the thread has stopped; [`FileDigest::finish`] then says why.
     pub async fn push(&self, chunk: Bytes) -> Result<()> {
+        self.send((chunk, None)).await
+    }
+
+    /// [`FileDigest::push`] of a chunk whose BLAKE3 hash is `hash`, made
+    /// already: a checksum made of chunk hashes takes it as it is.
+    pub async fn push_hashed(&self, chunk: Bytes, hash: Option<[u8; 32]>) -> Result<()> {
+        self.send((chunk, hash)).await
+    }
+
+    async fn send(&self, fed: Fed) -> Result<()> {
         self.queue
-            .send(chunk)
+            .send(fed)
             .await
             .map_err(|_| Error::Unavailable("the file digest stopped early".into()))
     }
@@ -89,6 +102,14 @@ impl FileDigest {
             (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
             (Ok(()), done) => done,
         }
+    }
+}
+
+/// Adds `chunk` to `hasher`, by its hash if that is known.
+fn add(hasher: &mut Hasher, chunk: &[u8], hash: Option<[u8; 32]>) {
+    match hash {
+        Some(hash) => hasher.add_hashed_chunk(chunk, &hash),
+        None => hasher.add_chunk(chunk),
     }
 }
 

@@ -28,8 +28,8 @@ use crate::now_ms;
 use crate::replication::newest_manifest;
 use crate::stages::{self, Stage};
 use crate::store::{
-    check_manifest_fits, validate_name, AlignedBuf, CheckedChunk, Checksum, Hasher, Manifest,
-    OutputFile, MAX_INLINE_BYTES, NEW_FILES,
+    check_manifest_fits, chunk_hash, key_of_hash, validate_name, Algorithm, AlignedBuf,
+    CheckedChunk, Checksum, Hasher, Manifest, OutputFile, MAX_INLINE_BYTES, NEW_FILES,
 };
 
 use super::digest::{FileDigest, DIGEST_DEPTH};
@@ -450,11 +450,12 @@ impl Client {
     }
 
     /// GetChunk of `key` from `holder`, checked as `check` says, or the
-    /// same read in place (checked against the key there) when `holder` is
-    /// the node this client runs inside.
+    /// same read in place when `holder` is the node this client runs
+    /// inside.
     async fn get_chunk_at(&self, holder: &NodeRef, key: Id, check: ReadCheck) -> Result<Bytes> {
         match (self.local_node(holder), check) {
-            (Some(node), _) => node.checked_chunk_here(key).await,
+            (Some(node), ReadCheck::EachChunk) => node.checked_chunk_here(key).await,
+            (Some(node), ReadCheck::WholeFile) => node.chunk_here(key, 0).await,
             (None, ReadCheck::EachChunk) => Ok(self
                 .peers()
                 .get_chunk(&holder.addr, &key)
@@ -625,6 +626,37 @@ impl Client {
         }
         Err(last
             .unwrap_or_else(|| Error::Unavailable(format!("no holder of chunk {}", key.short()))))
+    }
+
+    /// One chunk for a reader that hands each chunk on as it comes (the
+    /// gateway, `download -o -`), checked against its key before it is
+    /// returned, with its BLAKE3 hash when the file's checksum (by
+    /// `algorithm`) is made of those. Then the chunk is fetched unchecked
+    /// and hashed once here, for its key and the file's checksum alike; a
+    /// copy that does not match is fetched again the checked way
+    /// ([`ReadCheck::EachChunk`]), which tells its holder and reads another
+    /// copy. Otherwise it is fetched the checked way to begin with.
+    pub async fn fetch_verified(
+        &self,
+        key: Id,
+        replicas: usize,
+        attempts: usize,
+        algorithm: Algorithm,
+    ) -> Result<(Bytes, Option<[u8; 32]>)> {
+        let checked = || self.fetch_chunk(key, replicas, attempts, ReadCheck::EachChunk);
+        if algorithm != Algorithm::Blake3Chunks {
+            return Ok((checked().await?, None));
+        }
+        let data = self
+            .fetch_chunk(key, replicas, attempts, ReadCheck::WholeFile)
+            .await?;
+        let (data, hash) = hash_chunk(data).await?;
+        if key_of_hash(&hash) == key {
+            return Ok((data, Some(hash)));
+        }
+        warn!(key = %key.short(), "a chunk read does not match its key; reading it again checked");
+        let (data, hash) = hash_chunk(checked().await?).await?;
+        Ok((data, Some(hash)))
     }
 
     /// Chunk `key` from `node`, timed and heard.
@@ -836,13 +868,20 @@ impl Client {
         opts: &TransferOptions,
         progress: &dyn ProgressSink,
     ) -> Result<()> {
-        let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, None);
+        let algorithm = manifest.checksum.algorithm();
+        let digest = FileDigest::start(algorithm, DIGEST_DEPTH, None);
         let fed = async {
-            let mut chunks =
-                std::pin::pin!(self.chunks(manifest, replicas, opts, ReadCheck::EachChunk));
+            let mut chunks = std::pin::pin!(futures::stream::iter(
+                manifest.inline_piece().map(|piece| Ok((piece, None)))
+            )
+            .chain(
+                futures::stream::iter(manifest.chunks.iter().copied())
+                    .map(|key| self.fetch_verified(key, replicas, opts.attempts, algorithm))
+                    .buffered(opts.parallel.max(1)),
+            ));
             while let Some(chunk) = chunks.next().await {
-                let chunk = chunk?;
-                digest.push(chunk.clone()).await?;
+                let (chunk, hash) = chunk?;
+                digest.push_hashed(chunk.clone(), hash).await?;
                 out.write_all(&chunk)
                     .await
                     .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))?;
@@ -938,6 +977,17 @@ pub fn verify_whole(manifest: &Manifest, size: u64, checksum: Checksum) -> Resul
         )));
     }
     Ok(())
+}
+
+/// `data` and its BLAKE3 hash, computed on a blocking thread. Timed as the
+/// file's digest, which it is most of: the key's check costs a SHA-1 of 32
+/// bytes more (`chunk_check` is the nodes' check of chunks they receive).
+async fn hash_chunk(data: Bytes) -> Result<(Bytes, [u8; 32])> {
+    blocking("the chunk hasher", move || {
+        let hash = stages::time(Stage::FileDigest, || chunk_hash(&data));
+        Ok((data, hash))
+    })
+    .await
 }
 
 /// The chunk of `data` and its BLAKE3 hash, computed on a blocking thread.

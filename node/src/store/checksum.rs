@@ -175,6 +175,24 @@ impl Hasher {
         }
     }
 
+    /// [`Hasher::add_chunk`] of a chunk whose BLAKE3 hash (as
+    /// `chunk_key::chunk_hash` makes it) is `hash`: the chunk tree takes
+    /// the hash as it is instead of hashing the bytes again; the other
+    /// algorithms hash the bytes.
+    pub fn add_hashed_chunk(&mut self, chunk: &[u8], hash: &[u8; 32]) {
+        debug_assert_eq!(
+            blake3::hash(chunk).as_bytes(),
+            hash,
+            "a chunk with another's hash"
+        );
+        match self {
+            Hasher::Blake3Chunks(tree) if !chunk.is_empty() => {
+                tree.update(hash);
+            }
+            _ => self.add_chunk(chunk),
+        }
+    }
+
     /// The checksum of everything fed so far; the hasher can go on.
     pub fn checksum(&self) -> Checksum {
         self.clone().finish()
@@ -269,6 +287,17 @@ mod tests {
         assert_eq!(hasher.finish(), expected);
         assert_eq!(Checksum::of_chunk_hashes(&hashes), expected);
         assert_eq!(expected.algorithm(), Algorithm::Blake3Chunks);
+
+        let mut known = Hasher::new(Algorithm::Blake3Chunks);
+        for (chunk, hash) in chunks.iter().zip(&hashes) {
+            known.add_hashed_chunk(chunk, hash);
+        }
+        assert_eq!(known.finish(), expected);
+        let mut plain = Hasher::new(Algorithm::Blake3);
+        for (chunk, hash) in chunks.iter().zip(&hashes) {
+            plain.add_hashed_chunk(chunk, hash);
+        }
+        assert_eq!(plain.finish(), Checksum::of(Algorithm::Blake3, &data));
 
         let mut recut = Hasher::new(Algorithm::Blake3Chunks);
         for chunk in data.chunks(32_768) {
