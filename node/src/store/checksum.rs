@@ -45,9 +45,10 @@ pub enum Algorithm {
 /// manifest holds it as one field named by the algorithm (`"sha256"`,
 /// `"blake3"` or `"blake3_chunks"`) with 64 hex digits.
 ///
-/// The derived order (SHA-256 before BLAKE3, then the bytes) is part of the
-/// supersede order of manifests (`Manifest::supersedes`): any fixed order
-/// will do, as long as every replica uses the same one.
+/// The derived order (SHA-256, BLAKE3, the chunk tree, then the bytes) is
+/// part of the supersede order of manifests (`Manifest::supersedes`): any
+/// fixed order will do, as long as every replica uses the same one, and a
+/// new variant goes last so the order of the older ones stays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Checksum {
