@@ -212,6 +212,26 @@ async fn failures_exit_non_zero_with_one_line() {
             vec!["rm".into(), "a/b".into()],
             "invalid argument",
         ),
+        (
+            peer.clone(),
+            vec!["checksum".into(), "/no/such/file".into()],
+            "cannot open /no/such/file",
+        ),
+        (
+            peer.clone(),
+            vec!["checksum".into(), dir.path().display().to_string()],
+            "is a directory",
+        ),
+        (
+            peer.clone(),
+            vec![
+                "checksum".into(),
+                "/dev/null".into(),
+                "--chunk-size".into(),
+                "1".into(),
+            ],
+            "chunk size must be",
+        ),
         (dead, vec!["ring".into()], "unreachable"),
         ("not-an-address".into(), vec!["ring".into()], "--peer"),
     ];

@@ -1034,6 +1034,9 @@ pub fn checksum_of_file(path: &Path, chunk_size: usize) -> Result<(Checksum, u64
     }
     let mut file = std::fs::File::open(path)
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    if file.metadata().is_ok_and(|meta| meta.is_dir()) {
+        return Err(Error::invalid(format!("{} is a directory", path.display())));
+    }
     let mut hasher = Hasher::new(NEW_FILES);
     let mut size = 0u64;
     loop {
