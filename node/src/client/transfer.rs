@@ -220,11 +220,11 @@ impl Client {
         self.upload_chunks(source, name, opts, progress).await
     }
 
-    /// The upload pipeline: chunks come from `source` in file order, go
-    /// through the whole-file digest in that order, then `parallel` at once
-    /// are hashed (off the async workers) and sent to their owners, while
-    /// the source reads ahead. The manifest goes last. Memory holds at most
-    /// about `parallel + 2` chunks.
+    /// The upload pipeline: chunks come from `source` in file order, and
+    /// `parallel` at once are hashed (off the async workers) and sent to
+    /// their owners, while the source reads ahead. The manifest goes last,
+    /// its checksum made from the chunks' hashes. Memory holds at most
+    /// about `parallel + 1` chunks.
     async fn upload_chunks(
         &self,
         source: impl futures::Stream<Item = Result<Bytes>>,
