@@ -152,7 +152,6 @@ pub fn checksum_to_pb(c: &Checksum) -> [Vec<u8>; 3] {
 /// (`[sha256, blake3, blake3_chunks]`): exactly one holds 32 bytes, the
 /// others nothing.
 pub fn checksum_from_pb(fields: [&[u8]; 3]) -> Result<Checksum> {
-    const NAMES: [&str; 3] = ["sha256", "blake3", "blake3_chunks"];
     let mut set = (0..3).filter(|&at| !fields[at].is_empty());
     let (Some(at), None) = (set.next(), set.next()) else {
         return Err(Error::invalid(if fields.iter().all(|f| f.is_empty()) {
@@ -164,7 +163,7 @@ pub fn checksum_from_pb(fields: [&[u8]; 3]) -> Result<Checksum> {
     let bytes: [u8; 32] = fields[at].try_into().map_err(|_| {
         Error::invalid(format!(
             "{} is 32 bytes, got {}",
-            NAMES[at],
+            ALGORITHMS[at].name(),
             fields[at].len()
         ))
     })?;

@@ -41,6 +41,18 @@ pub enum Algorithm {
     Blake3Chunks,
 }
 
+impl Algorithm {
+    /// The algorithm's name as the manifest's JSON field, the wire's field,
+    /// the gateway's answers and `--json` output spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Blake3 => "blake3",
+            Algorithm::Blake3Chunks => "blake3_chunks",
+        }
+    }
+}
+
 /// A whole file's 32-byte hash and the algorithm that made it. On disk a
 /// manifest holds it as one field named by the algorithm (`"sha256"`,
 /// `"blake3"` or `"blake3_chunks"`) with 64 hex digits.
@@ -109,11 +121,7 @@ impl Checksum {
     /// The algorithm's name as the manifest's JSON field, the gateway's
     /// answers and `--json` output spell it.
     pub fn name(&self) -> &'static str {
-        match self {
-            Checksum::Sha256(_) => "sha256",
-            Checksum::Blake3(_) => "blake3",
-            Checksum::Blake3Chunks(_) => "blake3_chunks",
-        }
+        self.algorithm().name()
     }
 
     /// For error messages and logs.
