@@ -266,13 +266,7 @@ impl Config {
                 "--grpc-request-timeout-secs must be above the RPC timeout: it is a backstop behind every caller's own deadline",
             ));
         }
-        if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&self.chunk_size) {
-            return Err(Error::invalid(format!(
-                "chunk size must be {}..={} bytes",
-                crate::MIN_CHUNK_BYTES,
-                crate::MAX_CHUNK_BYTES
-            )));
-        }
+        crate::check_chunk_size(self.chunk_size)?;
         Ok(())
     }
 }

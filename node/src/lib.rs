@@ -42,6 +42,18 @@ pub use error::{Error, Result};
 pub const MIN_CHUNK_BYTES: usize = 4 * 1024;
 /// Largest chunk size accepted: a node buffers at most one chunk per transfer.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024 * 1024;
+/// `InvalidArgument` unless `size` is a chunk size accepted
+/// ([`MIN_CHUNK_BYTES`]..=[`MAX_CHUNK_BYTES`]).
+pub fn check_chunk_size(size: usize) -> Result<()> {
+    if (MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&size) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "chunk size must be {MIN_CHUNK_BYTES}..={MAX_CHUNK_BYTES} bytes"
+        )))
+    }
+}
+
 /// Default chunk size: MiB scale, so a 1 GiB file is a few hundred chunks.
 pub const DEFAULT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Size of one streamed gRPC message of chunk data.

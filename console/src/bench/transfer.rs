@@ -1026,14 +1026,15 @@ fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {
     let setups: Vec<Value> = rows
         .iter()
         .map(|row| {
+            let of_disk = of_disk_alone(row, rows);
             json!({
                 "upload_ratio": base.map(|b| ratio(row.upload, b.upload)),
                 "download_ratio": base.map(|b| ratio(row.download, b.download)),
                 "setup": row.setup,
                 "baseline": row.baseline,
                 "disk_alone": row.disk_alone.is_some(),
-                "upload_of_disk_alone": of_disk_alone(row, rows).map(|(up, _)| up),
-                "download_of_disk_alone": of_disk_alone(row, rows).map(|(_, down)| down),
+                "upload_of_disk_alone": of_disk.map(|(up, _)| up),
+                "download_of_disk_alone": of_disk.map(|(_, down)| down),
                 "direct_io": row.disk_alone.map(|Direct(direct)| direct),
                 "upload_secs": row.upload.as_secs_f64(),
                 "upload_mb_per_s": mb_per_s(total, row.upload),

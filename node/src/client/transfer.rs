@@ -233,13 +233,7 @@ impl Client {
         progress: &dyn ProgressSink,
     ) -> Result<UploadReport> {
         validate_name(name)?;
-        if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&opts.chunk_size) {
-            return Err(Error::invalid(format!(
-                "chunk size must be {}..={} bytes",
-                crate::MIN_CHUNK_BYTES,
-                crate::MAX_CHUNK_BYTES
-            )));
-        }
+        crate::check_chunk_size(opts.chunk_size)?;
         let replicas = self.replicas().await?;
         // A file that ends within its first chunk, if that is at most
         // MAX_INLINE_BYTES, goes inside its manifest; anything read to find
@@ -1025,13 +1019,7 @@ fn read_file_chunk(file: std::fs::File, size: usize) -> Result<(std::fs::File, B
 /// `path`, and the file's length: what `chord-console checksum` prints, to
 /// compare with what `upload --json` or the gateway said.
 pub fn checksum_of_file(path: &Path, chunk_size: usize) -> Result<(Checksum, u64)> {
-    if !(crate::MIN_CHUNK_BYTES..=crate::MAX_CHUNK_BYTES).contains(&chunk_size) {
-        return Err(Error::invalid(format!(
-            "chunk size must be {}..={} bytes",
-            crate::MIN_CHUNK_BYTES,
-            crate::MAX_CHUNK_BYTES
-        )));
-    }
+    crate::check_chunk_size(chunk_size)?;
     let mut file = std::fs::File::open(path)
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     if file.metadata().is_ok_and(|meta| meta.is_dir()) {
