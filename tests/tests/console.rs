@@ -222,6 +222,13 @@ async fn failures_exit_non_zero_with_one_line() {
             vec!["checksum".into(), dir.path().display().to_string()],
             "is a directory",
         ),
+        // Opens, then fails to read (offset 0 of a process's memory is
+        // not mapped): the error names the file.
+        (
+            peer.clone(),
+            vec!["checksum".into(), "/proc/self/mem".into()],
+            "cannot read /proc/self/mem",
+        ),
         (
             peer.clone(),
             vec![
@@ -253,6 +260,17 @@ async fn failures_exit_non_zero_with_one_line() {
     assert!(
         !missing_out.exists(),
         "a failed download left a file behind"
+    );
+    // An upload's read error names the file too (after its progress line:
+    // the file says it is empty, so the upload starts).
+    let out = console(&peer, &["upload", "/proc/self/mem"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uploading /proc/self/mem succeeded");
+    assert!(
+        stderr.lines().last().is_some_and(
+            |l| l.starts_with("chord-console: ") && l.contains("cannot read /proc/self/mem")
+        ),
+        "unclear reason {stderr:?}"
     );
 }
 

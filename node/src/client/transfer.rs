@@ -13,6 +13,7 @@
 //! [`ReadCheck`]). Memory is bounded by `parallel × chunk_size` either way.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -209,13 +210,19 @@ impl Client {
             .len();
         check_manifest_fits(name, len, opts.chunk_size as u64)?;
         let size = opts.chunk_size;
-        let source = futures::stream::try_unfold(Some(file), move |file| async move {
-            let Some(file) = file else {
-                return Ok(None);
-            };
-            let (file, chunk) =
-                blocking("the file reader", move || read_file_chunk(file, size)).await?;
-            Ok((!chunk.is_empty()).then_some((chunk, Some(file))))
+        let path: Arc<Path> = Arc::from(path);
+        let source = futures::stream::try_unfold(Some(file), move |file| {
+            let path = Arc::clone(&path);
+            async move {
+                let Some(file) = file else {
+                    return Ok(None);
+                };
+                let (file, chunk) = blocking("the file reader", move || {
+                    read_file_chunk(file, size, &path)
+                })
+                .await?;
+                Ok((!chunk.is_empty()).then_some((chunk, Some(file))))
+            }
         });
         self.upload_chunks(source, name, opts, progress).await
     }
@@ -1003,15 +1010,19 @@ where
         .map_err(|e| Error::Unavailable(format!("{what} failed: {e}")))?
 }
 
-/// Reads the next chunk of up to `size` bytes of `file` (fewer only at its
-/// end), handing the file back for the next read.
-fn read_file_chunk(file: std::fs::File, size: usize) -> Result<(std::fs::File, Bytes)> {
+/// Reads the next chunk of up to `size` bytes of `file`, opened from
+/// `path` (fewer only at its end), handing the file back for the next read.
+fn read_file_chunk(
+    file: std::fs::File,
+    size: usize,
+    path: &Path,
+) -> Result<(std::fs::File, Bytes)> {
     let mut buf = Vec::with_capacity(size);
     let mut reader = std::io::Read::take(file, size as u64);
     stages::time(Stage::FileRead, || {
         std::io::Read::read_to_end(&mut reader, &mut buf)
     })
-    .map_err(|e| Error::io("reading the upload", e))?;
+    .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     Ok((reader.into_inner(), Bytes::from(buf)))
 }
 
@@ -1028,7 +1039,7 @@ pub fn checksum_of_file(path: &Path, chunk_size: usize) -> Result<(Checksum, u64
     let mut hasher = Hasher::new(NEW_FILES);
     let mut size = 0u64;
     loop {
-        let (rest, chunk) = read_file_chunk(file, chunk_size)?;
+        let (rest, chunk) = read_file_chunk(file, chunk_size, path)?;
         if chunk.is_empty() {
             return Ok((hasher.finish(), size));
         }
