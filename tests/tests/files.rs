@@ -795,6 +795,44 @@ async fn a_full_disk_is_a_clear_error_and_the_node_keeps_serving() {
 
 #[tokio::test]
 #[ignore = "needs root, to mount a small tmpfs; run with --run-ignored all"]
+async fn a_download_that_fills_its_disk_is_a_clear_error_and_leaves_nothing() {
+    let cluster = TestCluster::start(1, 1, FAST).await.unwrap();
+    let c = client(&cluster.addrs()[0]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = random_file(dir.path(), "big", 3 << 20).unwrap();
+    c.upload_file(&src, "big", &small_chunks(), &no_progress)
+        .await
+        .unwrap();
+
+    let full = dir.path().join("full");
+    let _disk =
+        SmallDisk::mount(&full, 1 << 20).expect("cannot mount a tmpfs (this test needs root)");
+    let err = c
+        .download("big", &full.join("big"), &small_chunks(), &no_progress)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("disk full"),
+        "unclear error: {err}"
+    );
+    // No partial file under either name.
+    let left: Vec<_> = std::fs::read_dir(&full)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // The client and the ring are as they were: the same download to a
+    // disk with room gives the file.
+    let out = dir.path().join("big.out");
+    c.download("big", &out, &small_chunks(), &no_progress)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&src).unwrap());
+}
+
+#[tokio::test]
+#[ignore = "needs root, to mount a small tmpfs; run with --run-ignored all"]
 async fn a_manifest_write_that_fills_the_disk_leaves_the_log_whole() {
     let mut cluster = TestCluster::new(1, FAST).unwrap();
     let port = chord_tests::free_port().unwrap();
