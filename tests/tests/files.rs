@@ -795,7 +795,7 @@ async fn a_full_disk_is_a_clear_error_and_the_node_keeps_serving() {
 
 #[tokio::test]
 #[ignore = "needs root, to mount a small tmpfs; run with --run-ignored all"]
-async fn a_download_that_fills_its_disk_is_a_clear_error_and_leaves_nothing() {
+async fn a_download_that_fills_the_disk_is_a_clear_error_and_leaves_nothing() {
     let cluster = TestCluster::start(1, 1, FAST).await.unwrap();
     let c = client(&cluster.addrs()[0]).unwrap();
     let dir = tempfile::tempdir().unwrap();
