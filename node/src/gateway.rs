@@ -863,7 +863,7 @@ impl Verify {
                 self.manifest.name, self.manifest.size
             ))));
         }
-        if let Err(e) = digest.push_hashed(chunk.clone(), hash).await {
+        if let Err(e) = digest.push(chunk.clone(), hash).await {
             self.finished = true;
             return Some(Err(e));
         }

@@ -1084,13 +1084,14 @@ async fn the_owner_quarantines(cluster: &TestCluster, owner: &NodeRef, copy: &st
     assert!(!copy.exists(), "the corrupt copy is still in place");
 }
 
+/// A download of a file whose checksum is made of its chunk hashes hashes
+/// each chunk once, for its key and the checksum alike, so a bad copy is
+/// caught as it arrives and read again, checked, from another holder: one
+/// chunk read twice, not the whole file.
 #[tokio::test]
-async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
+async fn a_download_reads_a_bad_chunk_again_from_the_next_holder() {
     let (cluster, dir, names, owner, copy) = a_file_with_a_bad_copy_on_its_owner("fallback").await;
     let c = client(&cluster.addrs()[0]).unwrap();
-
-    // A download reads the bad copy unchecked, so its whole file does not
-    // match; it starts over, every chunk checked, and so does its count.
     let counted = Counted::default();
     let out = dir.path().join("fallback.out");
     c.download(&names[0], &out, &small_chunks(), &counted)
@@ -1100,13 +1101,37 @@ async fn a_read_falls_back_to_the_next_holder_when_bytes_are_bad() {
         std::fs::read(&out).unwrap(),
         std::fs::read(dir.path().join(&names[0])).unwrap()
     );
-    assert_eq!(counted.restarts.load(Ordering::Relaxed), 1);
-    assert_eq!(counted.before_restart.load(Ordering::Relaxed), 200_000);
+    assert_eq!(counted.restarts.load(Ordering::Relaxed), 0);
     assert_eq!(counted.bytes.load(Ordering::Relaxed), 200_000);
     cluster
         .check_files_intact(dir.path(), &names)
         .await
         .unwrap();
+    the_owner_quarantines(&cluster, &owner, &copy).await;
+}
+
+/// A file written before the chunk tree is checked whole: a download reads
+/// the bad copy unchecked, so the whole file does not match, and it starts
+/// over, every chunk checked, and so does its count.
+#[tokio::test]
+async fn a_download_of_an_older_file_starts_over_checked_when_its_bytes_are_bad() {
+    let (cluster, dir, names, owner, copy) = a_file_with_a_bad_copy_on_its_owner("older").await;
+    let c = client(&cluster.addrs()[0]).unwrap();
+    let data = std::fs::read(dir.path().join(&names[0])).unwrap();
+    let mut old = c.manifest(&names[0]).await.unwrap();
+    old.version += 1;
+    old.checksum = Checksum::of(Algorithm::Blake3, &data);
+    cluster.put_manifest_everywhere(&old).await.unwrap();
+
+    let counted = Counted::default();
+    let out = dir.path().join("older.out");
+    c.download(&names[0], &out, &small_chunks(), &counted)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    assert_eq!(counted.restarts.load(Ordering::Relaxed), 1);
+    assert_eq!(counted.before_restart.load(Ordering::Relaxed), 200_000);
+    assert_eq!(counted.bytes.load(Ordering::Relaxed), 200_000);
     the_owner_quarantines(&cluster, &owner, &copy).await;
 }
 
@@ -1287,6 +1312,22 @@ async fn files_written_before_the_chunk_tree_download_checked_by_their_own_algor
         assert!(err.to_string().contains(&mismatch), "{err}");
         assert!(!bad.exists());
     }
+
+    // A chunk-tree checksum the chunks do not make fails in one pass: its
+    // chunks were each checked on the way, so there is nothing to fetch
+    // again.
+    old.version += 1;
+    old.checksum = Checksum::new(Algorithm::Blake3Chunks, [7; 32]);
+    cluster.put_manifest_everywhere(&old).await.unwrap();
+    let counted = Counted::default();
+    let bad = dir.path().join("bad");
+    let err = c
+        .download(&names[0], &bad, &small_chunks(), &counted)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err}");
+    assert_eq!(counted.restarts.load(Ordering::Relaxed), 0);
+    assert!(!bad.exists());
 }
 
 #[tokio::test]

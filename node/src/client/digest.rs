@@ -1,7 +1,9 @@
 //! A file's whole checksum, computed on a blocking thread beside the network
 //! work instead of on the async workers between chunks. A download also
-//! writes each chunk to its file from that thread, a large chunk hashed
-//! on a second thread while its write waits for the device.
+//! writes each chunk to its file from that thread. A chunk that comes with
+//! its hash (a chunk-tree file's, hashed as it arrived) is only written; a
+//! large one without is hashed on a second thread while its write waits
+//! for the device.
 //!
 //! Chunks are fed in file order through a queue of bounded depth: a slow
 //! disk or hash holds the feeder back instead of piling chunks up in
@@ -66,21 +68,14 @@ impl FileDigest {
         FileDigest { queue, task }
     }
 
-    /// Hands the next chunk over, waiting while the queue is full. Fails
-    /// only if the thread has stopped; [`FileDigest::finish`] then says why.
-    pub async fn push(&self, chunk: Bytes) -> Result<()> {
-        self.send((chunk, None)).await
-    }
-
-    /// [`FileDigest::push`] of a chunk whose BLAKE3 hash is `hash`, made
-    /// already: a checksum made of chunk hashes takes it as it is.
-    pub async fn push_hashed(&self, chunk: Bytes, hash: Option<[u8; 32]>) -> Result<()> {
-        self.send((chunk, hash)).await
-    }
-
-    async fn send(&self, fed: Fed) -> Result<()> {
+    /// Hands the next chunk over, with its BLAKE3 hash if it is made
+    /// already (a checksum made of chunk hashes takes it as it is; the
+    /// thread hashes a chunk without one), waiting while the queue is
+    /// full. Fails only if the thread has stopped; [`FileDigest::finish`]
+    /// then says why.
+    pub async fn push(&self, chunk: Bytes, hash: Option<[u8; 32]>) -> Result<()> {
         self.queue
-            .send(fed)
+            .send((chunk, hash))
             .await
             .map_err(|_| Error::Unavailable("the file digest stopped early".into()))
     }
@@ -151,7 +146,7 @@ mod tests {
         let target = OutputFile::create(&path, total).unwrap();
         let digest = FileDigest::start(Algorithm::Blake3Chunks, 1, Some(target));
         for part in &parts {
-            digest.push(Bytes::from(part.clone())).await.unwrap();
+            digest.push(Bytes::from(part.clone()), None).await.unwrap();
         }
         let (checksum, len) = digest.finish().await.unwrap();
         let whole = parts.concat();
@@ -163,7 +158,7 @@ mod tests {
         for algorithm in [Algorithm::Blake3, Algorithm::Sha256] {
             let digest = FileDigest::start(algorithm, 1, None);
             for part in &parts {
-                digest.push(Bytes::from(part.clone())).await.unwrap();
+                digest.push(Bytes::from(part.clone()), None).await.unwrap();
             }
             let (checksum, _) = digest.finish().await.unwrap();
             assert_eq!(checksum, Checksum::of(algorithm, &whole));
@@ -186,7 +181,7 @@ mod tests {
             let digest = FileDigest::start(Algorithm::Blake3, 1, Some(target));
             let mut fed = Ok(());
             for _ in 0..10 {
-                fed = digest.push(chunk.clone()).await;
+                fed = digest.push(chunk.clone(), None).await;
                 if fed.is_err() {
                     break;
                 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chord_proto::pb;
-use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::stream::{FuturesUnordered, Stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
@@ -630,8 +630,8 @@ impl Client {
     }
 
     /// One chunk for a reader that hands each chunk on as it comes (the
-    /// gateway, `download -o -`), checked against its key before it is
-    /// returned, with its BLAKE3 hash when the file's checksum (by
+    /// gateway, `download -o -`) or writes a chunk-tree file's download,
+    /// checked against its key before it is returned, with its BLAKE3 hash when the file's checksum (by
     /// `algorithm`) is made of those. Then the chunk is fetched unchecked
     /// and hashed once here, for its key and the file's checksum alike; a
     /// copy that does not match is fetched again the checked way
@@ -727,9 +727,31 @@ impl Client {
         )
     }
 
+    /// The pieces of `manifest` in order, fetched `parallel` ahead, each
+    /// checked against its key before it is handed on, with its BLAKE3
+    /// hash when the file's checksum is made of those
+    /// ([`Client::fetch_verified`]).
+    fn verified_pieces<'a>(
+        &'a self,
+        manifest: &'a Manifest,
+        replicas: usize,
+        opts: &'a TransferOptions,
+    ) -> impl Stream<Item = Result<(Bytes, Option<[u8; 32]>)>> + 'a {
+        let algorithm = manifest.checksum.algorithm();
+        futures::stream::iter(manifest.inline_piece().map(|piece| Ok((piece, None)))).chain(
+            futures::stream::iter(manifest.chunks.iter().copied())
+                .map(move |key| self.fetch_verified(key, replicas, opts.attempts, algorithm))
+                .buffered(opts.parallel.max(1)),
+        )
+    }
+
     /// Downloads `name` to `out`, through a temporary file in the same
     /// directory that is renamed into place only after the checksum matches.
-    /// Chunks are not checked one by one on the way ([`ReadCheck::WholeFile`]);
+    /// A file whose checksum is made of its chunk hashes has each chunk
+    /// checked against its key as it arrives, by the one hash that also
+    /// feeds the checksum ([`Client::fetch_verified`]): a bad copy is read
+    /// again from another holder, and the download goes on. An older
+    /// file's chunks are not checked one by one ([`ReadCheck::WholeFile`]);
     /// if the whole does not match, the file is fetched again with every
     /// chunk checked, which reports the bad copy to its holder and reads that
     /// chunk from another; `progress` is told to restart, and counts that pass
@@ -803,7 +825,10 @@ impl Client {
                 ReadCheck::WholeFile,
             )
             .await;
-        if let Err(Error::Corrupt(reason)) = &result {
+        // A chunk-tree file's chunks were each checked as they came, so a
+        // second pass would read the same bytes to the same end.
+        let checked_whole = manifest.checksum.algorithm() != Algorithm::Blake3Chunks;
+        if let (Err(Error::Corrupt(reason)), true) = (&result, checked_whole) {
             warn!(name = %manifest.name, %reason, "the download does not match its manifest; fetching it again with every chunk checked");
             progress.restart();
             result = self
@@ -840,14 +865,22 @@ impl Client {
         progress: &dyn ProgressSink,
         check: ReadCheck,
     ) -> Result<()> {
+        let algorithm = manifest.checksum.algorithm();
         let target = OutputFile::create(part, manifest.size)?;
-        let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, Some(target));
+        let digest = FileDigest::start(algorithm, DIGEST_DEPTH, Some(target));
+        let pieces = if algorithm == Algorithm::Blake3Chunks {
+            self.verified_pieces(manifest, replicas, opts).left_stream()
+        } else {
+            self.chunks(manifest, replicas, opts, check)
+                .map_ok(|chunk| (chunk, None))
+                .right_stream()
+        };
         let fed = async {
-            let mut chunks = std::pin::pin!(self.chunks(manifest, replicas, opts, check));
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk?;
+            let mut pieces = std::pin::pin!(pieces);
+            while let Some(piece) = pieces.next().await {
+                let (chunk, hash) = piece?;
                 let len = chunk.len() as u64;
-                digest.push(chunk).await?;
+                digest.push(chunk, hash).await?;
                 progress.advance(len);
             }
             Ok(())
@@ -869,20 +902,12 @@ impl Client {
         opts: &TransferOptions,
         progress: &dyn ProgressSink,
     ) -> Result<()> {
-        let algorithm = manifest.checksum.algorithm();
-        let digest = FileDigest::start(algorithm, DIGEST_DEPTH, None);
+        let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, None);
         let fed = async {
-            let mut chunks = std::pin::pin!(futures::stream::iter(
-                manifest.inline_piece().map(|piece| Ok((piece, None)))
-            )
-            .chain(
-                futures::stream::iter(manifest.chunks.iter().copied())
-                    .map(|key| self.fetch_verified(key, replicas, opts.attempts, algorithm))
-                    .buffered(opts.parallel.max(1)),
-            ));
+            let mut chunks = std::pin::pin!(self.verified_pieces(manifest, replicas, opts));
             while let Some(chunk) = chunks.next().await {
                 let (chunk, hash) = chunk?;
-                digest.push_hashed(chunk.clone(), hash).await?;
+                digest.push(chunk.clone(), hash).await?;
                 out.write_all(&chunk)
                     .await
                     .map_err(|e| Error::io(format!("writing {:?}", manifest.name), e))?;
