@@ -631,8 +631,8 @@ impl Client {
 
     /// One chunk for a reader that hands each chunk on as it comes (the
     /// gateway, `download -o -`) or writes a chunk-tree file's download,
-    /// checked against its key before it is returned, with its BLAKE3 hash when the file's checksum (by
-    /// `algorithm`) is made of those. Then the chunk is fetched unchecked
+    /// checked against its key before it is returned, with its BLAKE3
+    /// hash when the file's checksum (by `algorithm`) is made of those. Then the chunk is fetched unchecked
     /// and hashed once here, for its key and the file's checksum alike; a
     /// copy that does not match is fetched again the checked way
     /// ([`ReadCheck::EachChunk`]), which tells its holder and reads another
@@ -852,10 +852,12 @@ impl Client {
     }
 
     /// Writes the file of `manifest` to a new file at `part` and syncs it:
-    /// chunks arrive `parallel` ahead, checked as `check` says, and one
-    /// blocking thread writes each in order and hashes it while it is in
-    /// cache. The size and checksum are checked before the caller renames
-    /// the file into place.
+    /// chunks arrive `parallel` ahead, and one blocking thread writes each
+    /// in order. A chunk-tree file's chunks come checked against their
+    /// keys and hashed ([`Client::verified_pieces`]); an older file's are
+    /// checked as `check` says, and the thread hashes each while it is
+    /// written. The size and checksum are checked before the caller
+    /// renames the file into place.
     async fn download_into(
         &self,
         manifest: &Manifest,
