@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chord_proto::pb;
-use futures::stream::{FuturesUnordered, Stream, StreamExt, TryStreamExt};
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
@@ -632,11 +632,12 @@ impl Client {
     /// One chunk for a reader that hands each chunk on as it comes (the
     /// gateway, `download -o -`) or writes a chunk-tree file's download,
     /// checked against its key before it is returned, with its BLAKE3
-    /// hash when the file's checksum (by `algorithm`) is made of those. Then the chunk is fetched unchecked
-    /// and hashed once here, for its key and the file's checksum alike; a
-    /// copy that does not match is fetched again the checked way
-    /// ([`ReadCheck::EachChunk`]), which tells its holder and reads another
-    /// copy. Otherwise it is fetched the checked way to begin with.
+    /// hash when the file's checksum (by `algorithm`) is made of those.
+    /// Then the chunk is fetched unchecked and hashed once here, for its
+    /// key and the file's checksum alike; a copy that does not match is
+    /// fetched again the checked way ([`ReadCheck::EachChunk`]), which
+    /// tells its holder and reads another copy. Otherwise it is fetched
+    /// the checked way to begin with.
     pub async fn fetch_verified(
         &self,
         key: Id,
@@ -712,35 +713,34 @@ impl Client {
             .unwrap_or(&holders[0])
     }
 
-    /// The chunks of `manifest` in order, fetched `parallel` ahead.
-    pub fn chunks<'a>(
+    /// The pieces of `manifest` in order, fetched `parallel` ahead, each
+    /// with its BLAKE3 hash when the file's checksum is made of those. A
+    /// chunk-tree file's chunks, and any file's under
+    /// [`ReadCheck::EachChunk`], are checked against their keys before
+    /// they are handed on ([`Client::fetch_verified`]); an older file's
+    /// under [`ReadCheck::WholeFile`] come unchecked, for the whole file's
+    /// checksum to check.
+    fn pieces<'a>(
         &'a self,
         manifest: &'a Manifest,
         replicas: usize,
         opts: &'a TransferOptions,
         check: ReadCheck,
-    ) -> impl Stream<Item = Result<Bytes>> + 'a {
-        futures::stream::iter(manifest.inline_piece().map(Ok)).chain(
-            futures::stream::iter(manifest.chunks.iter().copied())
-                .map(move |key| self.fetch_chunk(key, replicas, opts.attempts, check))
-                .buffered(opts.parallel.max(1)),
-        )
-    }
-
-    /// The pieces of `manifest` in order, fetched `parallel` ahead, each
-    /// checked against its key before it is handed on, with its BLAKE3
-    /// hash when the file's checksum is made of those
-    /// ([`Client::fetch_verified`]).
-    fn verified_pieces<'a>(
-        &'a self,
-        manifest: &'a Manifest,
-        replicas: usize,
-        opts: &'a TransferOptions,
     ) -> impl Stream<Item = Result<(Bytes, Option<[u8; 32]>)>> + 'a {
         let algorithm = manifest.checksum.algorithm();
+        let unchecked = check == ReadCheck::WholeFile && algorithm != Algorithm::Blake3Chunks;
         futures::stream::iter(manifest.inline_piece().map(|piece| Ok((piece, None)))).chain(
             futures::stream::iter(manifest.chunks.iter().copied())
-                .map(move |key| self.fetch_verified(key, replicas, opts.attempts, algorithm))
+                .map(move |key| async move {
+                    if unchecked {
+                        let data = self
+                            .fetch_chunk(key, replicas, opts.attempts, ReadCheck::WholeFile)
+                            .await?;
+                        return Ok((data, None));
+                    }
+                    self.fetch_verified(key, replicas, opts.attempts, algorithm)
+                        .await
+                })
                 .buffered(opts.parallel.max(1)),
         )
     }
@@ -854,9 +854,8 @@ impl Client {
     /// Writes the file of `manifest` to a new file at `part` and syncs it:
     /// chunks arrive `parallel` ahead, and one blocking thread writes each
     /// in order. A chunk-tree file's chunks come checked against their
-    /// keys and hashed ([`Client::verified_pieces`]); an older file's are
-    /// checked as `check` says, and the thread hashes each while it is
-    /// written. The size and checksum are checked before the caller
+    /// keys and hashed ([`Client::pieces`]); an older file's are checked
+    /// as `check` says, and the thread hashes each while it is written. The size and checksum are checked before the caller
     /// renames the file into place.
     async fn download_into(
         &self,
@@ -867,18 +866,10 @@ impl Client {
         progress: &dyn ProgressSink,
         check: ReadCheck,
     ) -> Result<()> {
-        let algorithm = manifest.checksum.algorithm();
         let target = OutputFile::create(part, manifest.size)?;
-        let digest = FileDigest::start(algorithm, DIGEST_DEPTH, Some(target));
-        let pieces = if algorithm == Algorithm::Blake3Chunks {
-            self.verified_pieces(manifest, replicas, opts).left_stream()
-        } else {
-            self.chunks(manifest, replicas, opts, check)
-                .map_ok(|chunk| (chunk, None))
-                .right_stream()
-        };
+        let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, Some(target));
         let fed = async {
-            let mut pieces = std::pin::pin!(pieces);
+            let mut pieces = std::pin::pin!(self.pieces(manifest, replicas, opts, check));
             while let Some(piece) = pieces.next().await {
                 let (chunk, hash) = piece?;
                 let len = chunk.len() as u64;
@@ -906,7 +897,8 @@ impl Client {
     ) -> Result<()> {
         let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, None);
         let fed = async {
-            let mut chunks = std::pin::pin!(self.verified_pieces(manifest, replicas, opts));
+            let mut chunks =
+                std::pin::pin!(self.pieces(manifest, replicas, opts, ReadCheck::EachChunk));
             while let Some(chunk) = chunks.next().await {
                 let (chunk, hash) = chunk?;
                 digest.push(chunk.clone(), hash).await?;
