@@ -263,7 +263,14 @@ impl Store {
 
     /// Rebuilds the chunk part of the index from `chunks/`. Entries that
     /// are not a chunk in its right fan-out dir are logged and left alone.
+    /// Each fan-out dir's chunks go into the index as soon as it is read,
+    /// so the scan holds one dir's list at a time, not the whole store's: a
+    /// million chunks would otherwise hold 30 MiB more at the start
+    /// (change 85).
     pub(super) fn scan_chunks(&self) -> Result<()> {
+        // Ages are not kept across a restart: every chunk counts as touched
+        // now, which can only delay its collection.
+        let now = Instant::now();
         let mut found = Vec::new();
         for fan_out in disk::read_dir(&self.layout().chunks)? {
             let dir_name = fan_out.file_name();
@@ -295,13 +302,10 @@ impl Store {
                     }
                 }
             }
-        }
-        // Ages are not kept across a restart: every chunk counts as touched
-        // now, which can only delay its collection.
-        let now = Instant::now();
-        let mut index = self.index();
-        for (key, len) in found {
-            index.insert_chunk(key, len, now);
+            let mut index = self.index();
+            for (key, len) in found.drain(..) {
+                index.insert_chunk(key, len, now);
+            }
         }
         Ok(())
     }
