@@ -646,7 +646,7 @@ impl Client {
         algorithm: Algorithm,
     ) -> Result<(Bytes, Option<[u8; 32]>)> {
         let checked = || self.fetch_chunk(key, replicas, attempts, ReadCheck::EachChunk);
-        if algorithm != Algorithm::Blake3Chunks {
+        if !algorithm.is_chunk_tree() {
             return Ok((checked().await?, None));
         }
         let data = self
@@ -728,7 +728,7 @@ impl Client {
         check: ReadCheck,
     ) -> impl Stream<Item = Result<(Bytes, Option<[u8; 32]>)>> + 'a {
         let algorithm = manifest.checksum.algorithm();
-        let unchecked = check == ReadCheck::WholeFile && algorithm != Algorithm::Blake3Chunks;
+        let unchecked = check == ReadCheck::WholeFile && !algorithm.is_chunk_tree();
         futures::stream::iter(manifest.inline_piece().map(|piece| Ok((piece, None)))).chain(
             futures::stream::iter(manifest.chunks.iter().copied())
                 .map(move |key| async move {
@@ -827,7 +827,7 @@ impl Client {
             .await;
         // A chunk-tree file's chunks were each checked as they came, so a
         // second pass would read the same bytes to the same end.
-        let checked_whole = manifest.checksum.algorithm() != Algorithm::Blake3Chunks;
+        let checked_whole = !manifest.checksum.algorithm().is_chunk_tree();
         if let (Err(Error::Corrupt(reason)), true) = (&result, checked_whole) {
             warn!(name = %manifest.name, %reason, "the download does not match its manifest; fetching it again with every chunk checked");
             progress.restart();
@@ -855,8 +855,9 @@ impl Client {
     /// chunks arrive `parallel` ahead, and one blocking thread writes each
     /// in order. A chunk-tree file's chunks come checked against their
     /// keys and hashed ([`Client::pieces`]); an older file's are checked
-    /// as `check` says, and the thread hashes each while it is written. The size and checksum are checked before the caller
-    /// renames the file into place.
+    /// as `check` says, and the thread hashes each while it is written.
+    /// The size and checksum are checked before the caller renames the
+    /// file into place.
     async fn download_into(
         &self,
         manifest: &Manifest,

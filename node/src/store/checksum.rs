@@ -51,6 +51,13 @@ impl Algorithm {
             Algorithm::Blake3Chunks => "blake3_chunks",
         }
     }
+
+    /// Whether a checksum by this algorithm is made of the chunks' BLAKE3
+    /// hashes: the one hash of a chunk that checks it against its key then
+    /// feeds the checksum too, so a reader checks every chunk for free.
+    pub fn is_chunk_tree(self) -> bool {
+        self == Algorithm::Blake3Chunks
+    }
 }
 
 /// A whole file's 32-byte hash and the algorithm that made it. On disk a
