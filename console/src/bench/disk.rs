@@ -196,10 +196,12 @@ fn write_chunk_file(dir: &Path, index: usize, bytes: &[u8], direct: bool) -> Res
     let dest = parent.join(format!("{index}"));
     let context = || format!("cannot write {}", tmp.display());
     let file = open_new(&tmp, direct).with_context(context)?;
-    // The store's own writer: whole blocks, the last one padded and cut
-    // back, then synced.
+    // The store's own writer, handed a block at a time as a node's blocks
+    // arrive, the last one padded and cut back, then synced.
     let mut file = OutputFile::over(file, &tmp, direct);
-    file.write_all(bytes)?;
+    for block in bytes.chunks(DIRECT_BLOCK_BYTES) {
+        file.write_all(block)?;
+    }
     file.finish()?;
     std::fs::rename(&tmp, &dest).with_context(context)?;
     File::open(&parent)

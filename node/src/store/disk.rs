@@ -40,8 +40,10 @@ pub(super) const IO_BUF_BYTES: usize = 64 * 1024;
 /// Four writes per MiB cost nothing measurable where folios are cheap.
 pub const WRITE_PIECE_BYTES: usize = 256 * 1024;
 
-/// Bytes a direct write gathers before handing them to the device: a
-/// multiple of the 4 KiB alignment, and a handful of writes per chunk.
+/// Bytes a direct write gathers before handing them to the device, when
+/// they come unaligned: a multiple of the 4 KiB alignment, and a handful
+/// of writes per chunk. Also the block a node gathers a chunk it receives
+/// in, to write while the rest is on its way.
 pub const DIRECT_BLOCK_BYTES: usize = 1024 * 1024;
 
 /// Shortest download written around the page cache ([`OutputFile`]).
@@ -484,9 +486,11 @@ fn open_probed_direct(options: &OpenOptions, path: &Path) -> io::Result<Option<F
 /// Writes to a file opened with O_DIRECT: bytes are gathered in a buffer
 /// aligned to [`DIRECT_ALIGN`] and handed to the device
 /// [`DIRECT_BLOCK_BYTES`] at a time; the last, short piece is padded to the
-/// alignment and the file cut back to its length. Whole blocks of bytes
-/// that are aligned already (a chunk gathered in an [`AlignedBuf`]) go to
-/// the device from where they are, when nothing waits before them.
+/// alignment and the file cut back to its length. Bytes that are aligned
+/// already (a chunk gathered in an [`AlignedBuf`]) go to the device from
+/// where they are, when nothing waits before them, all their whole blocks
+/// in one write: a download's 4 MiB chunk in one write rather than four
+/// took 0.90x the time beside the chunk reads (change 87).
 #[derive(Debug)]
 struct DirectWriter {
     file: File,
@@ -509,9 +513,7 @@ impl DirectWriter {
         let nothing_waits = self.buf.as_ref().is_none_or(AlignedBuf::is_empty);
         if nothing_waits && data.as_ptr().addr().is_multiple_of(DIRECT_ALIGN) {
             let whole = data.len() - data.len() % DIRECT_ALIGN;
-            for piece in data[..whole].chunks(DIRECT_BLOCK_BYTES) {
-                self.file.write_all(piece)?;
-            }
+            self.file.write_all(&data[..whole])?;
             self.len += whole as u64;
             data = &data[whole..];
         }
