@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::checksum::Checksum;
@@ -62,14 +62,58 @@ impl ManifestEntry {
     }
 }
 
-/// What the index remembers about one chunk file.
+/// What the index remembers about one chunk file: 12 bytes, which with
+/// its key and the tree's nodes is most of a node's memory per chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
 struct ChunkEntry {
-    len: u64,
-    /// When the chunk was last written or asked for, as the collector's grace
-    /// period counts. Monotonic and in memory only: a restart counts every
-    /// chunk as touched at open, which can only delay a collection.
-    touched: Instant,
+    /// At most [`crate::MAX_CHUNK_BYTES`], which a `u32` holds.
+    len: u32,
+    /// When the chunk was last written or asked for, as the collector's
+    /// grace period counts: milliseconds of the monotonic clock since
+    /// [`epoch`]. In memory only: a restart counts every chunk as touched
+    /// at open, which can only delay a collection.
+    touched_ms: u64,
+}
+
+impl ChunkEntry {
+    fn new(len: u64, touched: Instant) -> ChunkEntry {
+        ChunkEntry {
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            touched_ms: ms_since_epoch(touched),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        u64::from(self.len)
+    }
+
+    /// How long before `now_ms` (by [`ms_since_epoch`]) the chunk was last
+    /// touched.
+    fn age(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.touched_ms))
+    }
+}
+
+/// How far back of the first touch the index counts from: touches that old
+/// are far past any grace period, and one older still counts as this old,
+/// which can only delay its collection.
+const EPOCH_BACK: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The instant touches are counted from, the same for every index of the
+/// process: [`EPOCH_BACK`] before its first use, or then if the clock does
+/// not reach that far back.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(EPOCH_BACK).unwrap_or(now)
+    })
+}
+
+/// `at` as whole milliseconds since [`epoch`] (0 if before it).
+fn ms_since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Totals of the store, as reported to the operator and to metrics.
@@ -119,19 +163,19 @@ impl Index {
     /// Records a chunk file of `len` bytes touched at `touched` (replacing
     /// any earlier record, keeping the later of the two touches).
     pub fn insert_chunk(&mut self, key: Id, len: u64, touched: Instant) {
-        let touched = self
-            .chunks
-            .get(&key)
-            .map_or(touched, |old| old.touched.max(touched));
-        if let Some(old) = self.chunks.insert(key, ChunkEntry { len, touched }) {
-            self.chunk_bytes -= old.len;
+        let mut entry = ChunkEntry::new(len, touched);
+        if let Some(old) = self.chunks.get(&key) {
+            entry.touched_ms = entry.touched_ms.max(old.touched_ms);
         }
-        self.chunk_bytes += len;
+        if let Some(old) = self.chunks.insert(key, entry) {
+            self.chunk_bytes -= old.len();
+        }
+        self.chunk_bytes += entry.len();
     }
 
     pub fn remove_chunk(&mut self, key: &Id) {
         if let Some(old) = self.chunks.remove(key) {
-            self.chunk_bytes -= old.len;
+            self.chunk_bytes -= old.len();
         }
     }
 
@@ -140,7 +184,7 @@ impl Index {
     pub fn touch(&mut self, key: &Id, at: Instant) -> bool {
         match self.chunks.get_mut(key) {
             Some(e) => {
-                e.touched = e.touched.max(at);
+                e.touched_ms = e.touched_ms.max(ms_since_epoch(at));
                 true
             }
             None => false,
@@ -149,14 +193,12 @@ impl Index {
 
     /// Length of chunk `key`, if it is held.
     pub fn chunk_len(&self, key: &Id) -> Option<u64> {
-        self.chunks.get(key).map(|e| e.len)
+        self.chunks.get(key).map(ChunkEntry::len)
     }
 
     /// How long ago chunk `key` was last touched, if it is held.
     pub fn chunk_age(&self, key: &Id, now: Instant) -> Option<Duration> {
-        self.chunks
-            .get(key)
-            .map(|e| now.saturating_duration_since(e.touched))
+        self.chunks.get(key).map(|e| e.age(ms_since_epoch(now)))
     }
 
     /// Whether a live manifest held here names chunk `key`.
@@ -168,12 +210,11 @@ impl Index {
     /// no live manifest held here names: what the collector asks the ring
     /// about.
     pub fn unreferenced_older_than(&self, grace: Duration, now: Instant) -> Vec<(Id, u64)> {
+        let now_ms = ms_since_epoch(now);
         self.chunks
             .iter()
-            .filter(|(k, e)| {
-                now.saturating_duration_since(e.touched) >= grace && !self.refs.contains_key(*k)
-            })
-            .map(|(k, e)| (*k, e.len))
+            .filter(|(k, e)| e.age(now_ms) >= grace && !self.refs.contains_key(*k))
+            .map(|(k, e)| (*k, e.len()))
             .collect()
     }
 
@@ -443,6 +484,35 @@ mod tests {
         assert_eq!(std::mem::size_of::<ManifestEntry>(), 64);
         let held_inline = entry(1, false, 1, &[]);
         assert!(held_inline.chunks.is_none() && held_inline.chunks().is_empty());
+    }
+
+    /// The entry is most of what a node keeps in memory per chunk, as the
+    /// manifest entry is per small file.
+    #[test]
+    fn a_chunk_entry_stays_12_bytes() {
+        assert_eq!(std::mem::size_of::<ChunkEntry>(), 12);
+        let entry = ChunkEntry::new(crate::MAX_CHUNK_BYTES as u64, Instant::now());
+        assert_eq!(entry.len(), crate::MAX_CHUNK_BYTES as u64);
+    }
+
+    /// Ages count to the millisecond from the touch, whatever instant it
+    /// was; a touch from before the epoch counts as made at the epoch.
+    #[test]
+    fn chunk_ages_count_from_their_touch() {
+        let now = Instant::now();
+        for ago in [0, 1, 999, 1_000, 86_400_000] {
+            let touched = now - Duration::from_millis(ago);
+            let age = ChunkEntry::new(1, touched)
+                .age(ms_since_epoch(now))
+                .as_millis();
+            assert!(age.abs_diff(u128::from(ago)) <= 1, "{ago} ms ago: {age}");
+        }
+        let before = epoch().checked_sub(Duration::from_secs(1));
+        if let Some(before) = before {
+            let now_ms = ms_since_epoch(now);
+            let entry = ChunkEntry::new(1, before);
+            assert_eq!(entry.age(now_ms), ChunkEntry::new(1, epoch()).age(now_ms));
+        }
     }
 
     #[test]
