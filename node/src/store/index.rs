@@ -501,7 +501,9 @@ mod tests {
     fn chunk_ages_count_from_their_touch() {
         let now = Instant::now();
         for ago in [0, 1, 999, 1_000, 86_400_000] {
-            let touched = now - Duration::from_millis(ago);
+            let Some(touched) = now.checked_sub(Duration::from_millis(ago)) else {
+                continue; // a clock that does not reach back a day
+            };
             let age = ChunkEntry::new(1, touched)
                 .age(ms_since_epoch(now))
                 .as_millis();
