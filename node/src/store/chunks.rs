@@ -144,9 +144,9 @@ impl Store {
             io::ErrorKind::NotFound => not_found(key),
             _ => Error::io(format!("hashing chunk {key}"), e),
         })?;
-        if let Err(actual) = checked {
+        if let Err(corrupt) = checked {
             self.quarantine_if_corrupt(key)?;
-            return Err(mismatch(key, &actual));
+            return Err(corrupt);
         }
         Ok(())
     }
@@ -262,7 +262,9 @@ impl Store {
     }
 
     /// Rebuilds the chunk part of the index from `chunks/`. Entries that
-    /// are not a chunk in its right fan-out dir are logged and left alone.
+    /// are not a chunk in its right fan-out dir are logged and left alone;
+    /// a chunk's file longer than any chunk can be is quarantined unread.
+    /// Runs after [`Store::scan_quarantine`], which would count it again.
     /// Each fan-out dir's chunks go into the index as soon as it is read,
     /// so the scan holds one dir's list at a time, not the whole store's: a
     /// million chunks would otherwise hold 30 MiB more at the start
@@ -296,6 +298,10 @@ impl Store {
                     .metadata()
                     .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?;
                 match key {
+                    // No chunk is that long: moved aside, not indexed.
+                    Some(key) if meta.is_file() && meta.len() > crate::MAX_CHUNK_BYTES as u64 => {
+                        self.quarantine_if_corrupt(&key)?;
+                    }
                     Some(key) if meta.is_file() => found.push((key, meta.len())),
                     _ => {
                         tracing::warn!(path = %path.display(), "unexpected entry in chunks/, ignored");
@@ -562,12 +568,21 @@ fn check_bytes(hasher: &KeyHasher, key: &Id, data: &[u8]) -> Result<()> {
     checked.map_err(|actual| mismatch(key, &actual))
 }
 
-/// Whether the chunk file at `path` holds chunk `key`'s bytes: `Err`
-/// carries the key they have instead.
-fn check_file(layout: &Layout, path: &Path, key: &Id) -> io::Result<std::result::Result<(), Id>> {
+/// Whether the chunk file at `path` holds chunk `key`'s bytes: `Err` is
+/// the `Error::Corrupt` saying why not. A file longer than any chunk can
+/// be is not read at all.
+fn check_file(layout: &Layout, path: &Path, key: &Id) -> io::Result<Result<()>> {
+    let len = fs::metadata(path)?.len();
+    if len > crate::MAX_CHUNK_BYTES as u64 {
+        return Ok(Err(Error::Corrupt(format!(
+            "chunk {key}: {len} bytes, more than the limit of {}",
+            crate::MAX_CHUNK_BYTES
+        ))));
+    }
     let mut hasher = KeyHasher::new();
     layout.read_chunk_pieces(path, |p| hasher.update(p))?;
-    hasher.check(key, || old_key_of_file(layout, path))
+    let checked = hasher.check(key, || old_key_of_file(layout, path))?;
+    Ok(checked.map_err(|actual| mismatch(key, &actual)))
 }
 
 /// The key the chunk file at `path` has the old way (SHA-1 of its bytes).
@@ -752,6 +767,42 @@ mod tests {
         fs::write(store.layout().chunk_path(&key), &data[..50]).unwrap();
         assert!(matches!(store.verify_chunk(&key), Err(Error::Corrupt(_))));
         assert_eq!(store.stats().corrupt_chunks, 1);
+    }
+
+    /// A file under a chunk's name that is longer than any chunk is corrupt
+    /// without being read (these are sparse, 5 GiB: hashing one would take
+    /// seconds), and a restart quarantines it instead of indexing it.
+    #[test]
+    fn a_file_longer_than_any_chunk_is_quarantined_unread() {
+        let (dir, store) = open_temp();
+        let data = vec![4u8; 100];
+        let key = chunk_key(&data);
+        store.put_chunk(&key, &data).unwrap();
+        let too_long = |key: &Id| {
+            let file = fs::File::create(store.layout().chunk_path(key)).unwrap();
+            file.set_len(5 << 30).unwrap();
+        };
+        too_long(&key);
+        let err = store.verify_chunk(&key).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt(m) if m.contains("more than the limit")),
+            "{err:?}"
+        );
+        assert_eq!(store.stats().corrupt_chunks, 1);
+
+        let stray = chunk_key(b"not stored");
+        fs::create_dir_all(store.layout().chunk_path(&stray).parent().unwrap()).unwrap();
+        too_long(&stray);
+        store.put_chunk(&key, &data).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let stats = store.stats();
+        assert_eq!(
+            (stats.chunks, stats.bytes, stats.corrupt_chunks),
+            (1, data.len() as u64, 2)
+        );
+        assert!(!store.has_chunk(&stray));
+        assert_eq!(count(&dir.path().join("quarantine")), 2);
     }
 
     #[test]

@@ -67,7 +67,8 @@ impl ManifestEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, packed(4))]
 struct ChunkEntry {
-    /// At most [`crate::MAX_CHUNK_BYTES`], which a `u32` holds.
+    /// At most [`crate::MAX_CHUNK_BYTES`], which a `u32` holds: the scan at
+    /// open quarantines a longer file under a chunk's name.
     len: u32,
     /// When the chunk was last written or asked for, as the collector's
     /// grace period counts: milliseconds of the monotonic clock since

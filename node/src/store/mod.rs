@@ -141,8 +141,8 @@ impl Store {
                 key_locks: std::array::from_fn(|_| Mutex::new(())),
             }),
         };
-        store.scan_chunks()?;
         store.scan_quarantine()?;
+        store.scan_chunks()?;
         store.settle_manifests(scan.corrupt)?;
         let stats = store.stats();
         tracing::info!(
