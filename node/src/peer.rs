@@ -1275,6 +1275,21 @@ mod tests {
             assert_eq!(seen.is_retryable(), retried, "{what} -> {seen:?}");
             assert_eq!(seen.peer_may_be_gone(), gone, "{what} -> {seen:?}");
         }
+        // The kind is said once, by the caller's error.
+        for (answered, seen) in [
+            (
+                Error::NotFound("chunk 97fd".into()),
+                "not found: chunk 97fd",
+            ),
+            (Error::invalid("bad name"), "invalid argument: bad name"),
+            (
+                Error::Corrupt("chunk 97fd: bytes hash to 0a1b".into()),
+                "corrupt data: 10.0.0.1:5057: chunk 97fd: bytes hash to 0a1b",
+            ),
+        ] {
+            let status = error_to_status(answered);
+            assert_eq!(status_to_error(peer, status).to_string(), seen);
+        }
         // tonic's refusal of a call over the per-connection limit.
         let busy = status_to_error(
             peer,

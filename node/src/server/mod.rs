@@ -50,7 +50,17 @@ pub use store::{store_stats, StoreRoutes, StoreService, MAX_KEYS_PER_CALL};
 /// the caller must not confuse with a transport failure (no answer at all),
 /// the only UNAVAILABLE that means the peer may be gone.
 pub fn error_to_status(err: Error) -> Status {
-    let msg = err.to_string();
+    // Where the code names the kind, the message is what follows it, so a
+    // caller's own error of that kind does not say it twice ("not found:
+    // not found: chunk ...").
+    let msg = match &err {
+        Error::InvalidArgument(m)
+        | Error::NotFound(m)
+        | Error::Corrupt(m)
+        | Error::DiskFull(m)
+        | Error::Unauthenticated(m) => m.clone(),
+        _ => err.to_string(),
+    };
     let answered = |mut status: Status, header: &'static str| {
         status
             .metadata_mut()
