@@ -65,7 +65,7 @@ impl ClusterToken {
     pub fn from_file(path: &Path) -> Result<ClusterToken> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("reading the token file {}", path.display()), e))?;
-        ClusterToken::new(&text).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+        ClusterToken::new(&text).map_err(|e| e.about(path.display()))
     }
 
     /// The token named by `file`, else by the environment; `None` if no
@@ -80,7 +80,7 @@ impl ClusterToken {
         match std::env::var(TOKEN_ENV) {
             Ok(text) => ClusterToken::new(&text)
                 .map(Some)
-                .map_err(|e| Error::invalid(format!("${TOKEN_ENV}: {e}"))),
+                .map_err(|e| e.about(format_args!("${TOKEN_ENV}"))),
             Err(_) => Ok(None),
         }
     }

@@ -178,10 +178,9 @@ impl Config {
 
     /// Rejects settings the node cannot run with, with a reason.
     pub fn validate(&self) -> Result<()> {
-        wire::validate_addr(&self.advertise)
-            .map_err(|e| Error::invalid(format!("--advertise: {e}")))?;
+        wire::validate_addr(&self.advertise).map_err(|e| e.about("--advertise"))?;
         if let Some(join) = &self.join {
-            wire::validate_addr(join).map_err(|e| Error::invalid(format!("--join: {e}")))?;
+            wire::validate_addr(join).map_err(|e| e.about("--join"))?;
             if *join == self.advertise {
                 return Err(Error::invalid("--join names this node itself"));
             }

@@ -110,4 +110,48 @@ impl Error {
     pub fn invalid(msg: impl Into<String>) -> Error {
         Error::InvalidArgument(msg.into())
     }
+
+    /// The same error, its message led by `what` (the flag or field it is
+    /// about): "invalid argument: --peer: address ..." where wrapping it in
+    /// a new one would say "invalid argument" twice. Errors that name their
+    /// peer already are returned as they are.
+    pub fn about(self, what: impl std::fmt::Display) -> Error {
+        match self {
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{what}: {m}")),
+            Error::NotFound(m) => Error::NotFound(format!("{what}: {m}")),
+            Error::Corrupt(m) => Error::Corrupt(format!("{what}: {m}")),
+            Error::DiskFull(m) => Error::DiskFull(format!("{what}: {m}")),
+            Error::Unauthenticated(m) => Error::Unauthenticated(format!("{what}: {m}")),
+            Error::Unavailable(m) => Error::Unavailable(format!("{what}: {m}")),
+            Error::Io { context, cause } => Error::Io {
+                context: format!("{what}: {context}"),
+                cause,
+            },
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message led by what it is about keeps its kind, said once.
+    #[test]
+    fn about_leads_the_message_and_keeps_the_kind() {
+        let bad = Error::invalid("address \"nonsense\" is not host:port").about("--peer");
+        assert_eq!(
+            bad.to_string(),
+            "invalid argument: --peer: address \"nonsense\" is not host:port"
+        );
+        let missing = Error::NotFound("chunk 97fd".into()).about("a.bin");
+        assert!(matches!(&missing, Error::NotFound(m) if m == "a.bin: chunk 97fd"));
+        let full = Error::io("writing x", io::Error::from_raw_os_error(libc::ENOSPC)).about("out");
+        assert_eq!(full.to_string(), "disk full: out: writing x");
+        // An error that names its peer, or none, is left as it is.
+        assert_eq!(
+            Error::Shutdown.about("x").to_string(),
+            "node is shutting down"
+        );
+    }
 }

@@ -57,7 +57,7 @@ pub fn validate_addr(addr: &str) -> Result<()> {
 pub fn node_from_pb(node: Option<pb::NodeRef>, what: &str) -> Result<NodeRef> {
     let node = node.ok_or_else(|| Error::invalid(format!("{what} is missing")))?;
     validate_addr(&node.addr)?;
-    let id = Id::from_slice(&node.id).map_err(|e| Error::invalid(format!("{what}: {e}")))?;
+    let id = Id::from_slice(&node.id).map_err(|e| e.about(what))?;
     let expected = NodeRef::from_addr(node.addr);
     if expected.id != id {
         return Err(Error::invalid(format!(
@@ -77,7 +77,7 @@ pub fn nodes_from_pb(nodes: Vec<pb::NodeRef>, what: &str) -> Result<Vec<NodeRef>
 }
 
 pub fn id_from_pb(bytes: &[u8], what: &str) -> Result<Id> {
-    Id::from_slice(bytes).map_err(|e| Error::invalid(format!("{what}: {e}")))
+    Id::from_slice(bytes).map_err(|e| e.about(what))
 }
 
 pub fn route_to_pb(route: Route) -> pb::FindStepResponse {
@@ -237,7 +237,7 @@ pub fn events_from_pb(resp: pb::EventsResponse) -> Result<EventBatch> {
         let kind = EventKind::parse(&e.kind)
             .ok_or_else(|| Error::invalid(format!("unknown event kind {:?}", e.kind)))?;
         if !e.peer.is_empty() {
-            validate_addr(&e.peer).map_err(|err| Error::invalid(format!("event peer: {err}")))?;
+            validate_addr(&e.peer).map_err(|err| err.about("event peer"))?;
         }
         events.push(Event {
             seq: e.seq,

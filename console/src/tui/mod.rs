@@ -242,8 +242,7 @@ pub async fn run(
                 .await
                 .with_context(|| format!("cannot read Auto Scaling group {group}"))?;
             if let Some(peer) = peer {
-                chord_node::wire::validate_addr(&peer)
-                    .map_err(|e| anyhow::anyhow!("--peer: {e}"))?;
+                chord_node::wire::validate_addr(&peer).map_err(|e| e.about("--peer"))?;
                 seeds_tx.send_replace(vec![peer]);
             }
             let (fleet_tx, fleet_rx) = mpsc::channel(FLEET_QUEUE);
@@ -265,7 +264,7 @@ pub async fn run(
             (origin, Some(fleet_tx))
         }
         (Some(peer), None) => {
-            chord_node::wire::validate_addr(&peer).map_err(|e| anyhow::anyhow!("--peer: {e}"))?;
+            chord_node::wire::validate_addr(&peer).map_err(|e| e.about("--peer"))?;
             seeds_tx.send_replace(vec![peer.clone()]);
             (Origin::Attached { peer }, None)
         }

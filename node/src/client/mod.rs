@@ -22,7 +22,7 @@ pub use transfer::{
 };
 
 use crate::chord::{Id, NodeRef};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::node::Node;
 use crate::peer::{FingerRow, NodeState, PeerInfo, PeerOptions, PeerPool};
 use memory::PeerMemory;
@@ -64,7 +64,7 @@ impl RingNode {
 impl Client {
     pub fn new(entry: impl Into<String>, opts: PeerOptions) -> Result<Client> {
         let entry = entry.into();
-        crate::wire::validate_addr(&entry).map_err(|e| Error::invalid(format!("--peer: {e}")))?;
+        crate::wire::validate_addr(&entry).map_err(|e| e.about("--peer"))?;
         Ok(Client {
             entry,
             memory: PeerMemory::new(opts.rpc_timeout * SILENT_DEADLINES),
