@@ -299,7 +299,9 @@ impl Store {
                     .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?;
                 match key {
                     // No chunk is that long: moved aside, not indexed.
-                    Some(key) if meta.is_file() && meta.len() > crate::MAX_CHUNK_BYTES as u64 => {
+                    Some(key)
+                        if meta.is_file() && beyond_chunk_limit(&key, meta.len()).is_some() =>
+                    {
                         self.quarantine_if_corrupt(&key)?;
                     }
                     Some(key) if meta.is_file() => found.push((key, meta.len())),
@@ -551,14 +553,21 @@ pub(super) fn touched_ago(age: Duration) -> Instant {
     now.checked_sub(age).unwrap_or(now)
 }
 
-fn check_chunk_len(key: &Id, len: u64) -> Result<()> {
-    if len > crate::MAX_CHUNK_BYTES as u64 {
-        return Err(Error::invalid(format!(
-            "chunk {key} is longer than the limit of {} bytes",
+/// Why `len` bytes cannot be chunk `key`'s, if they cannot: no chunk is
+/// longer than [`crate::MAX_CHUNK_BYTES`]. Bytes arriving that long are
+/// the sender's error ([`check_chunk_len`]); a file on disk that long is
+/// corrupt ([`check_file`]).
+fn beyond_chunk_limit(key: &Id, len: u64) -> Option<String> {
+    (len > crate::MAX_CHUNK_BYTES as u64).then(|| {
+        format!(
+            "chunk {key}: {len} bytes, more than the limit of {}",
             crate::MAX_CHUNK_BYTES
-        )));
-    }
-    Ok(())
+        )
+    })
+}
+
+fn check_chunk_len(key: &Id, len: u64) -> Result<()> {
+    beyond_chunk_limit(key, len).map_or(Ok(()), |why| Err(Error::invalid(why)))
 }
 
 /// Whether `data`, fed whole to `hasher`, is chunk `key`'s
@@ -572,12 +581,8 @@ fn check_bytes(hasher: &KeyHasher, key: &Id, data: &[u8]) -> Result<()> {
 /// the `Error::Corrupt` saying why not. A file longer than any chunk can
 /// be is not read at all.
 fn check_file(layout: &Layout, path: &Path, key: &Id) -> io::Result<Result<()>> {
-    let len = fs::metadata(path)?.len();
-    if len > crate::MAX_CHUNK_BYTES as u64 {
-        return Ok(Err(Error::Corrupt(format!(
-            "chunk {key}: {len} bytes, more than the limit of {}",
-            crate::MAX_CHUNK_BYTES
-        ))));
+    if let Some(why) = beyond_chunk_limit(key, fs::metadata(path)?.len()) {
+        return Ok(Err(Error::Corrupt(why)));
     }
     let mut hasher = KeyHasher::new();
     layout.read_chunk_pieces(path, |p| hasher.update(p))?;
