@@ -65,7 +65,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::client::{
-    file_json, verify_whole, Client, FileDigest, TransferOptions, UploadReport, DIGEST_DEPTH,
+    file_json, pieces, verify_whole, Client, FileDigest, ReadCheck, TransferOptions, UploadReport,
+    DIGEST_DEPTH,
 };
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -82,8 +83,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What every handler shares.
 struct Gateway {
-    /// Enters the ring through this node's own gRPC address.
-    client: Client,
+    /// Enters the ring through this node's own gRPC address; shared with
+    /// the download bodies, which outlive their handlers.
+    client: Arc<Client>,
     /// Chunk size (the node's `chunk_size`), read-ahead and retries.
     opts: TransferOptions,
     /// Copies the ring keeps: how many holders a chunk fetch may try.
@@ -115,7 +117,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let config = node.config();
-    let client = Client::new(config.advertise.clone(), config.peer_options())?.inside(node.clone());
+    let client = Arc::new(
+        Client::new(config.advertise.clone(), config.peer_options())?.inside(node.clone()),
+    );
     let idle = config.http_idle_timeout;
     let gateway = Arc::new(Gateway {
         client,
@@ -768,11 +772,10 @@ async fn upload_named_file(state: State<Arc<Gateway>>) -> Response {
     download(state, Path("upload".to_string())).await
 }
 
-/// The file's chunks in order, fetched `parallel` ahead (as
-/// [`Client::write_to`] does, but owning what it needs so the body can
-/// outlive the handler). Each chunk is checked against its key by the fetch
-/// ([`Client::fetch_verified`], which hands a new file's chunk hashes on to
-/// the whole file's checksum, so each byte is hashed once); the
+/// The file's chunks in order, fetched `parallel` ahead by the same
+/// stream as [`Client::write_to`]'s ([`pieces`]), each checked against its
+/// key ([`Client::fetch_verified`], which hands a new file's chunk hashes
+/// on to the whole file's checksum, so each byte is hashed once); the
 /// running size is checked against the manifest, and the last chunk is only
 /// released once the whole file's checksum matches. The first error ends the
 /// stream, which makes the server cut the connection.
@@ -780,29 +783,20 @@ fn verified_chunks(
     gw: Arc<Gateway>,
     manifest: Manifest,
 ) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
-    let parallel = gw.opts.parallel.max(1);
-    let inline = manifest.inline_piece();
-    let pieces = manifest.chunks.len() + usize::from(inline.is_some());
-    let algorithm = manifest.checksum.algorithm();
-    let fetches = futures::stream::iter(inline.map(|piece| Ok((piece, None))))
-        .chain(
-            futures::stream::iter(manifest.chunks.clone())
-                .map(move |key| {
-                    let gw = gw.clone();
-                    async move {
-                        gw.client
-                            .fetch_verified(key, gw.replicas, gw.opts.attempts, algorithm)
-                            .await
-                    }
-                })
-                .buffered(parallel),
-        )
-        .boxed();
+    let left = manifest.chunks.len() + usize::from(!manifest.inline.is_empty());
+    let fetches = pieces(
+        gw.client.clone(),
+        &manifest,
+        gw.replicas,
+        &gw.opts,
+        ReadCheck::EachChunk,
+    )
+    .boxed();
     let state = Verify {
         fetches,
         digest: None,
         size: 0,
-        left: pieces,
+        left,
         manifest,
         finished: false,
     };

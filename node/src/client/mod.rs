@@ -16,6 +16,7 @@ mod memory;
 mod transfer;
 
 pub(crate) use digest::{FileDigest, DIGEST_DEPTH};
+pub(crate) use transfer::pieces;
 pub use transfer::{
     checksum_of_file, file_json, verify_whole, DownloadReport, FileEntry, NodeStatus, ProgressSink,
     ReadCheck, RingStatus, TransferOptions, UploadReport,

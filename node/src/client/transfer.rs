@@ -713,38 +713,6 @@ impl Client {
             .unwrap_or(&holders[0])
     }
 
-    /// The pieces of `manifest` in order, fetched `parallel` ahead, each
-    /// with its BLAKE3 hash when the file's checksum is made of those. A
-    /// chunk-tree file's chunks, and any file's under
-    /// [`ReadCheck::EachChunk`], are checked against their keys before
-    /// they are handed on ([`Client::fetch_verified`]); an older file's
-    /// under [`ReadCheck::WholeFile`] come unchecked, for the whole file's
-    /// checksum to check.
-    fn pieces<'a>(
-        &'a self,
-        manifest: &'a Manifest,
-        replicas: usize,
-        opts: &'a TransferOptions,
-        check: ReadCheck,
-    ) -> impl Stream<Item = Result<(Bytes, Option<[u8; 32]>)>> + 'a {
-        let algorithm = manifest.checksum.algorithm();
-        let unchecked = check == ReadCheck::WholeFile && !algorithm.is_chunk_tree();
-        futures::stream::iter(manifest.inline_piece().map(|piece| Ok((piece, None)))).chain(
-            futures::stream::iter(manifest.chunks.iter().copied())
-                .map(move |key| async move {
-                    if unchecked {
-                        let data = self
-                            .fetch_chunk(key, replicas, opts.attempts, ReadCheck::WholeFile)
-                            .await?;
-                        return Ok((data, None));
-                    }
-                    self.fetch_verified(key, replicas, opts.attempts, algorithm)
-                        .await
-                })
-                .buffered(opts.parallel.max(1)),
-        )
-    }
-
     /// Downloads `name` to `out`, through a temporary file in the same
     /// directory that is renamed into place only after the checksum matches.
     /// A file whose checksum is made of its chunk hashes has each chunk
@@ -870,7 +838,7 @@ impl Client {
         let target = OutputFile::create(part, manifest.size)?;
         let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, Some(target));
         let fed = async {
-            let mut pieces = std::pin::pin!(self.pieces(manifest, replicas, opts, check));
+            let mut pieces = std::pin::pin!(pieces(self, manifest, replicas, opts, check));
             while let Some(piece) = pieces.next().await {
                 let (chunk, hash) = piece?;
                 let len = chunk.len() as u64;
@@ -899,7 +867,7 @@ impl Client {
         let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, None);
         let fed = async {
             let mut chunks =
-                std::pin::pin!(self.pieces(manifest, replicas, opts, ReadCheck::EachChunk));
+                std::pin::pin!(pieces(self, manifest, replicas, opts, ReadCheck::EachChunk));
             while let Some(chunk) = chunks.next().await {
                 let (chunk, hash) = chunk?;
                 digest.push(chunk.clone(), hash).await?;
@@ -968,6 +936,50 @@ impl Client {
         }
         Ok(status)
     }
+}
+
+/// The pieces of `manifest` in order, fetched `opts.parallel` ahead, each
+/// with its BLAKE3 hash when the file's checksum is made of those. A
+/// chunk-tree file's chunks, and any file's under [`ReadCheck::EachChunk`],
+/// are checked against their keys before they are handed on
+/// ([`Client::fetch_verified`]); an older file's under
+/// [`ReadCheck::WholeFile`] come unchecked, for the whole file's checksum
+/// to check.
+///
+/// The stream holds `client` and a copy of the chunk list, not `manifest`:
+/// a `&Client` serves a download that ends within its caller, an
+/// `Arc<Client>` a response body that outlives its handler (the gateway's).
+pub(crate) fn pieces<C>(
+    client: C,
+    manifest: &Manifest,
+    replicas: usize,
+    opts: &TransferOptions,
+    check: ReadCheck,
+) -> impl Stream<Item = Result<(Bytes, Option<[u8; 32]>)>>
+where
+    C: std::ops::Deref<Target = Client> + Clone,
+{
+    let algorithm = manifest.checksum.algorithm();
+    let unchecked = check == ReadCheck::WholeFile && !algorithm.is_chunk_tree();
+    let attempts = opts.attempts;
+    futures::stream::iter(manifest.inline_piece().map(|piece| Ok((piece, None)))).chain(
+        futures::stream::iter(manifest.chunks.clone())
+            .map(move |key| {
+                let client = client.clone();
+                async move {
+                    if unchecked {
+                        let data = client
+                            .fetch_chunk(key, replicas, attempts, ReadCheck::WholeFile)
+                            .await?;
+                        return Ok((data, None));
+                    }
+                    client
+                        .fetch_verified(key, replicas, attempts, algorithm)
+                        .await
+                }
+            })
+            .buffered(opts.parallel.max(1)),
+    )
 }
 
 /// A listed file as JSON, the same for `chord-console ls --json` and the
