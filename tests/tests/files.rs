@@ -665,6 +665,17 @@ async fn bad_input_is_refused_and_nothing_partial_appears() {
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     }
+    // A header larger than any chunk is refused before a byte is reserved,
+    // saying how large, once.
+    let status = store
+        .put_chunk(futures::stream::iter(vec![header(key, 1 << 40)]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.message(),
+        format!("chunk {key}: 1099511627776 bytes, more than the limit of 67108864"),
+    );
     // None of them leaves a temporary file behind.
     let tmp = cluster.fleet.node(&addr).unwrap().data_dir.join("tmp");
     cluster

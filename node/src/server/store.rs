@@ -427,13 +427,8 @@ impl StoreService {
             _ => return Err(invalid("the first message of PutChunk must be its header")),
         };
         let key = wire::id_from_pb(&header.key, "key").map_err(error_to_status)?;
+        crate::store::check_chunk_len(&key, header.size).map_err(error_to_status)?;
         let size = usize::try_from(header.size).unwrap_or(usize::MAX);
-        if size > crate::MAX_CHUNK_BYTES {
-            return Err(invalid(format!(
-                "chunk of {size} bytes is over the {} byte limit",
-                crate::MAX_CHUNK_BYTES
-            )));
-        }
         // Hashed as the pieces arrive; memory grows with what actually
         // arrives, not with what the header claims, within the budget.
         let _room = self.reserve_buffer(size, header.copies > 1).await?;

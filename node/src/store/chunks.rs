@@ -566,7 +566,9 @@ fn beyond_chunk_limit(key: &Id, len: u64) -> Option<String> {
     })
 }
 
-fn check_chunk_len(key: &Id, len: u64) -> Result<()> {
+/// `InvalidArgument` unless `len` bytes can be chunk `key`'s: for bytes
+/// arriving, and a `PutChunk` header before them.
+pub(crate) fn check_chunk_len(key: &Id, len: u64) -> Result<()> {
     beyond_chunk_limit(key, len).map_or(Ok(()), |why| Err(Error::invalid(why)))
 }
 

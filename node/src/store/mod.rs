@@ -68,6 +68,7 @@ use crate::error::Result;
 pub use aligned::AlignedBuf;
 pub use checksum::{Algorithm, Checksum, Hasher, NEW_FILES};
 pub use chunk_key::{chunk_hash, chunk_key, key_of_hash};
+pub(crate) use chunks::check_chunk_len;
 pub use chunks::{CheckedChunk, ChunkBuffer, ChunkHasher, ChunkWriter};
 pub use disk::{chunk_path, read_whole, OutputFile, DIRECT_BLOCK_BYTES, WRITE_PIECE_BYTES};
 pub use gc::AliveClock;
