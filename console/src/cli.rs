@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chord_node::chord::{Id, NodeRef};
 use chord_node::client::{
-    checksum_of_file, file_json, Client, RingNode, RingStatus, TransferOptions,
+    checksum_of_file, file_json, upload_size, Client, RingNode, RingStatus, TransferOptions,
 };
 use chord_node::peer::PeerOptions;
 use chord_node::store::Manifest;
@@ -508,9 +508,7 @@ async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
                 )
             })?,
     };
-    let size = std::fs::metadata(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?
-        .len();
+    let size = upload_size(&args.file)?;
     let opts = TransferOptions {
         chunk_size: args.chunk_size,
         parallel: args.parallel,

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use chord_node::client::{Client, ProgressSink, TransferOptions};
+use anyhow::Result;
+use chord_node::client::{upload_size, Client, ProgressSink, TransferOptions};
 use chord_node::now_ms;
 use chord_node::peer::{PeerOptions, PeerPool};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -156,10 +156,7 @@ async fn run_transfer(
     match request {
         TransferRequest::Upload { path, name, entry } => {
             let path = expand_home(&path);
-            let total = tokio::fs::metadata(&path)
-                .await
-                .with_context(|| format!("cannot read {}", path.display()))?
-                .len();
+            let total = upload_size(&path)?;
             let _ = update_tx
                 .send(Update::TransferSize {
                     id,

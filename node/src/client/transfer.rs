@@ -204,10 +204,7 @@ impl Client {
     ) -> Result<UploadReport> {
         let file = std::fs::File::open(path)
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?
-            .len();
+        let len = upload_len(path, file.metadata())?;
         check_manifest_fits(name, len, opts.chunk_size as u64)?;
         let size = opts.chunk_size;
         let path: Arc<Path> = Arc::from(path);
@@ -1042,6 +1039,25 @@ where
         .map_err(|e| Error::Unavailable(format!("{what} failed: {e}")))?
 }
 
+/// The size of the file at `path`, for an upload of it to announce before
+/// it starts (a progress bar's total); a directory is refused by name, as
+/// [`Client::upload_file`] refuses it, rather than at its first read.
+pub fn upload_size(path: &Path) -> Result<u64> {
+    upload_len(path, std::fs::metadata(path))
+}
+
+/// [`upload_size`] from `path`'s metadata, however it was read.
+fn upload_len(path: &Path, meta: std::io::Result<std::fs::Metadata>) -> Result<u64> {
+    let meta = meta.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    if meta.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is a directory; an upload takes one file",
+            path.display()
+        )));
+    }
+    Ok(meta.len())
+}
+
 /// Reads the next chunk of up to `size` bytes of `file`, opened from
 /// `path` (fewer only at its end), handing the file back for the next read.
 /// Its first [`FIRST_READ_BYTES`] go in fresh memory, which a small file
@@ -1322,6 +1338,33 @@ mod tests {
             RETRY_BACKOFF * 2
         );
         assert_eq!(time_to_retry(vec![gone(), leaving()]).await, RETRY_BACKOFF);
+    }
+
+    /// A directory given as an upload's source is refused by name, the
+    /// same way before the upload (a progress bar's size) and by it,
+    /// before any call; a missing file says it cannot be read.
+    #[tokio::test]
+    async fn an_upload_refuses_a_directory_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(upload_size(&file).unwrap(), 5);
+
+        let refused = upload_size(dir.path()).unwrap_err();
+        assert!(matches!(refused, Error::InvalidArgument(_)), "{refused:?}");
+        assert!(refused
+            .to_string()
+            .ends_with("is a directory; an upload takes one file"));
+        let client = Client::new("127.0.0.1:1", crate::peer::PeerOptions::default()).unwrap();
+        let by_upload = client
+            .upload_file(dir.path(), "d", &TransferOptions::default(), &|_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(by_upload.to_string(), refused.to_string());
+
+        let missing = upload_size(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }), "{missing:?}");
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
     }
 
     #[test]
