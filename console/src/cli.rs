@@ -13,7 +13,7 @@ use chord_node::client::{
     checksum_of_file, file_json, upload_size, Client, RingNode, RingStatus, TransferOptions,
 };
 use chord_node::peer::PeerOptions;
-use chord_node::store::Manifest;
+use chord_node::store::{validate_name, Manifest};
 use clap::{Args, Parser, Subcommand};
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -508,6 +508,8 @@ async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
                 )
             })?,
     };
+    // Both refused before the progress bar starts, as the upload would.
+    validate_name(&name)?;
     let size = upload_size(&args.file)?;
     let opts = TransferOptions {
         chunk_size: args.chunk_size,

@@ -185,6 +185,8 @@ async fn failures_exit_non_zero_with_one_line() {
     let peer = cluster.addrs()[0].clone();
     let dir = tempfile::tempdir().unwrap();
     let missing_out = dir.path().join("never");
+    let small = dir.path().join("small");
+    std::fs::write(&small, b"a small file").unwrap();
     let dead = format!("127.0.0.1:{}", chord_tests::free_port().unwrap());
     let cases: Vec<(String, Vec<String>, &str)> = vec![
         (
@@ -211,6 +213,22 @@ async fn failures_exit_non_zero_with_one_line() {
             peer.clone(),
             vec!["rm".into(), "a/b".into()],
             "invalid argument",
+        ),
+        // Refused before any progress line.
+        (
+            peer.clone(),
+            vec!["upload".into(), dir.path().display().to_string()],
+            "is a directory; an upload takes one file",
+        ),
+        (
+            peer.clone(),
+            vec![
+                "upload".into(),
+                small.display().to_string(),
+                "--name".into(),
+                "a/b".into(),
+            ],
+            "path separator",
         ),
         (
             peer.clone(),
