@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chord_node::chord::{Id, NodeRef};
 use chord_node::client::{
-    checksum_of_file, file_json, upload_size, Client, RingNode, RingStatus, TransferOptions,
+    checksum_of_file, download_path, file_json, upload_size, Client, RingNode, RingStatus,
+    TransferOptions,
 };
 use chord_node::peer::PeerOptions;
 use chord_node::store::{validate_name, Manifest};
@@ -556,6 +557,8 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
     if out.as_os_str() == "-" {
         return download_to_stdout(&client, &manifest, &opts).await;
     }
+    // Refused before the progress bar starts, as the download would.
+    download_path(&out, &manifest.name)?;
     let progress = Progress::new(&format!("download {}", args.name), manifest.size, cli.json);
     let started = Instant::now();
     let report = client

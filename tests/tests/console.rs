@@ -187,6 +187,9 @@ async fn failures_exit_non_zero_with_one_line() {
     let missing_out = dir.path().join("never");
     let small = dir.path().join("small");
     std::fs::write(&small, b"a small file").unwrap();
+    let stored = console(&peer, &["upload", &small.display().to_string()]).await;
+    assert!(stored.status.success(), "{stored:?}");
+    let nowhere = dir.path().join("no-such-dir").join("small");
     let dead = format!("127.0.0.1:{}", chord_tests::free_port().unwrap());
     let cases: Vec<(String, Vec<String>, &str)> = vec![
         (
@@ -229,6 +232,16 @@ async fn failures_exit_non_zero_with_one_line() {
                 "a/b".into(),
             ],
             "path separator",
+        ),
+        (
+            peer.clone(),
+            vec![
+                "download".into(),
+                "small".into(),
+                "-o".into(),
+                nowhere.display().to_string(),
+            ],
+            "cannot write",
         ),
         (
             peer.clone(),

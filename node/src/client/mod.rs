@@ -18,8 +18,8 @@ mod transfer;
 pub(crate) use digest::{FileDigest, DIGEST_DEPTH};
 pub(crate) use transfer::pieces;
 pub use transfer::{
-    checksum_of_file, file_json, upload_size, verify_whole, DownloadReport, FileEntry, NodeStatus,
-    ProgressSink, ReadCheck, RingStatus, TransferOptions, UploadReport,
+    checksum_of_file, download_path, file_json, upload_size, verify_whole, DownloadReport,
+    FileEntry, NodeStatus, ProgressSink, ReadCheck, RingStatus, TransferOptions, UploadReport,
 };
 
 use crate::chord::{Id, NodeRef};

@@ -765,10 +765,8 @@ impl Client {
         let replicas = self.replicas().await? as usize;
         let name = manifest.name.clone();
         let to = out.to_path_buf();
-        let (out, found) = blocking("the destination's lookup", move || {
-            Ok(destination(&to, &name))
-        })
-        .await?;
+        let (out, found) =
+            blocking("the destination's lookup", move || destination(&to, &name)).await?;
         if found.is_some_and(|meta| is_special(&meta)) {
             let mut sink = tokio::fs::OpenOptions::new()
                 .write(true)
@@ -1160,17 +1158,41 @@ async fn read_into<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Where a download of the file `name` to `out` goes, and what is there
-/// now: `out` itself, or the file under `name` inside `out` if `out` is a
-/// directory, as `cp` does.
-fn destination(out: &Path, name: &str) -> (PathBuf, Option<std::fs::Metadata>) {
+/// Where a download of the file `name` to `out` goes: `out` itself, or
+/// the file under `name` inside `out` if `out` is a directory, as `cp`
+/// does. For a caller that starts something before the download (a
+/// progress bar), so that a destination that cannot be written is refused
+/// first, as [`Client::download_to`] would refuse it.
+pub fn download_path(out: &Path, name: &str) -> Result<PathBuf> {
+    destination(out, name).map(|(path, _)| path)
+}
+
+/// [`download_path`], and what is there now. A new file's directory must
+/// exist: an error names `out`, the path given, not the hidden temporary
+/// file the download is written to first.
+fn destination(out: &Path, name: &str) -> Result<(PathBuf, Option<std::fs::Metadata>)> {
     match std::fs::metadata(out) {
         Ok(meta) if meta.is_dir() => {
             let inside = out.join(name);
             let found = std::fs::metadata(&inside).ok();
-            (inside, found)
+            Ok((inside, found))
         }
-        found => (out.to_path_buf(), found.ok()),
+        Ok(meta) => Ok((out.to_path_buf(), Some(meta))),
+        Err(_) => {
+            let dir = out
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let cannot = |why: String| format!("cannot write {}: {why}", out.display());
+            match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => Ok((out.to_path_buf(), None)),
+                Ok(_) => Err(Error::invalid(cannot(format!(
+                    "{} is not a directory",
+                    dir.display()
+                )))),
+                Err(e) => Err(Error::io(cannot(dir.display().to_string()), e)),
+            }
+        }
     }
 }
 
@@ -1199,7 +1221,7 @@ fn write_held(manifest: &Manifest, out: &Path) -> Result<PathBuf> {
     let bytes = &manifest.inline;
     let checksum = Checksum::of(manifest.checksum.algorithm(), bytes);
     verify_whole(manifest, bytes.len() as u64, checksum)?;
-    let (out, found) = destination(out, &manifest.name);
+    let (out, found) = destination(out, &manifest.name)?;
     if found.is_some_and(|meta| is_special(&meta)) {
         std::fs::OpenOptions::new()
             .write(true)
@@ -1365,6 +1387,36 @@ mod tests {
         let missing = upload_size(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(missing, Error::Io { .. }), "{missing:?}");
         assert!(missing.to_string().contains("cannot read"), "{missing}");
+    }
+
+    /// A download goes to the path given, or under the file's name into a
+    /// directory; a new file's directory must exist, and the error says
+    /// which path could not be written, not the temporary file's.
+    #[test]
+    fn a_download_path_is_checked_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let into = download_path(dir.path(), "a.bin").unwrap();
+        assert_eq!(into, dir.path().join("a.bin"));
+        let new = dir.path().join("b.bin");
+        assert_eq!(download_path(&new, "a.bin").unwrap(), new);
+
+        let nowhere = dir.path().join("missing").join("b.bin");
+        let err = download_path(&nowhere, "a.bin").unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("cannot write {}", nowhere.display())),
+            "{err}"
+        );
+        // The error comes before a temporary file, for small files too.
+        let err = write_held(&held("a.bin", b"held"), &nowhere).unwrap_err();
+        assert!(err.to_string().contains("cannot write"), "{err}");
+
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let under_a_file = dir.path().join("file").join("b.bin");
+        let err = download_path(&under_a_file, "a.bin").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(err.to_string().ends_with("is not a directory"), "{err}");
     }
 
     #[test]
