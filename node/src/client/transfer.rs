@@ -778,32 +778,20 @@ impl Client {
             return Ok(report(out));
         }
         let part = part_path(&out);
-        let mut result = self
-            .download_into(
-                manifest,
-                &part,
-                replicas,
-                opts,
-                progress,
-                ReadCheck::WholeFile,
-            )
-            .await;
+        let (into, named) = (&part, &out);
+        let attempt = |check| async move {
+            let target = create_part(into, named, manifest.size)?;
+            self.download_into(manifest, target, replicas, opts, progress, check)
+                .await
+        };
+        let mut result = attempt(ReadCheck::WholeFile).await;
         // A chunk-tree file's chunks were each checked as they came, so a
         // second pass would read the same bytes to the same end.
         let checked_whole = !manifest.checksum.algorithm().is_chunk_tree();
         if let (Err(Error::Corrupt(reason)), true) = (&result, checked_whole) {
             warn!(name = %manifest.name, %reason, "the download does not match its manifest; fetching it again with every chunk checked");
             progress.restart();
-            result = self
-                .download_into(
-                    manifest,
-                    &part,
-                    replicas,
-                    opts,
-                    progress,
-                    ReadCheck::EachChunk,
-                )
-                .await;
+            result = attempt(ReadCheck::EachChunk).await;
         }
         if let Err(e) = result {
             let _ = tokio::fs::remove_file(&part).await;
@@ -814,7 +802,7 @@ impl Client {
         Ok(report(out))
     }
 
-    /// Writes the file of `manifest` to a new file at `part` and syncs it:
+    /// Writes the file of `manifest` to `target`, a new file, and syncs it:
     /// chunks arrive `parallel` ahead, and one blocking thread writes each
     /// in order. A chunk-tree file's chunks come checked against their
     /// keys and hashed ([`Client::pieces`]); an older file's are checked
@@ -824,13 +812,12 @@ impl Client {
     async fn download_into(
         &self,
         manifest: &Manifest,
-        part: &Path,
+        target: OutputFile,
         replicas: usize,
         opts: &TransferOptions,
         progress: &dyn ProgressSink,
         check: ReadCheck,
     ) -> Result<()> {
-        let target = OutputFile::create(part, manifest.size)?;
         let digest = FileDigest::start(manifest.checksum.algorithm(), DIGEST_DEPTH, Some(target));
         let fed = async {
             let mut pieces = std::pin::pin!(pieces(self, manifest, replicas, opts, check));
@@ -1231,7 +1218,7 @@ fn write_held(manifest: &Manifest, out: &Path) -> Result<PathBuf> {
         return Ok(out);
     }
     let part = part_path(&out);
-    let written = OutputFile::create(&part, manifest.size).and_then(|mut file| {
+    let written = create_part(&part, &out, manifest.size).and_then(|mut file| {
         stages::time(Stage::FileWrite, || file.write_all(bytes))?;
         stages::time(Stage::FileSync, || file.finish())
     });
@@ -1241,6 +1228,13 @@ fn write_held(manifest: &Manifest, out: &Path) -> Result<PathBuf> {
     }
     move_into_place(&part, &out)?;
     Ok(out)
+}
+
+/// Creates `part`, the temporary file a download to `out` is written to
+/// first, for `len` bytes. An error names `out`, the path the user gave,
+/// before the temporary file.
+fn create_part(part: &Path, out: &Path, len: u64) -> Result<OutputFile> {
+    OutputFile::create(part, len).map_err(|e| e.about(format!("cannot write {}", out.display())))
 }
 
 /// `dir/.name.part-<pid>` beside `out`: same file system, so the final
@@ -1417,6 +1411,22 @@ mod tests {
         let err = download_path(&under_a_file, "a.bin").unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
         assert!(err.to_string().ends_with("is not a directory"), "{err}");
+
+        // Where the temporary file cannot be made (here a directory is in
+        // its place, as /proc refuses any new file), the error names the
+        // path given first, and what was there is left as it was.
+        let kept = dir.path().join("kept.bin");
+        std::fs::write(&kept, b"before").unwrap();
+        std::fs::create_dir(part_path(&kept)).unwrap();
+        let err = write_held(&held("a.bin", b"held"), &kept).unwrap_err();
+        let said = err.to_string();
+        assert!(
+            said.starts_with(&format!("i/o error: cannot write {}: ", kept.display())),
+            "{said}"
+        );
+        let err = create_part(&part_path(&kept), &kept, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("cannot write"), "{err}");
+        assert_eq!(std::fs::read(&kept).unwrap(), b"before");
     }
 
     #[test]
