@@ -783,7 +783,7 @@ fn verified_chunks(
     gw: Arc<Gateway>,
     manifest: Manifest,
 ) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
-    let left = manifest.chunks.len() + usize::from(!manifest.inline.is_empty());
+    let left = manifest.piece_count();
     let fetches = pieces(
         gw.client.clone(),
         &manifest,

@@ -282,6 +282,12 @@ impl Manifest {
         (!self.inline.is_empty()).then(|| Bytes::copy_from_slice(&self.inline))
     }
 
+    /// How many pieces a reader streams: the [`Manifest::inline_piece`],
+    /// if any, then one per chunk.
+    pub fn piece_count(&self) -> usize {
+        self.chunks.len() + usize::from(!self.inline.is_empty())
+    }
+
     /// The rules of a manifest that holds its file's bytes: a live file of
     /// exactly those bytes, at most [`MAX_INLINE_BYTES`], with no chunks,
     /// whose checksum they match (so a manifest that decodes holds the bytes
