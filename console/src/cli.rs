@@ -14,7 +14,7 @@ use chord_node::client::{
     TransferOptions,
 };
 use chord_node::peer::PeerOptions;
-use chord_node::store::{validate_name, Manifest};
+use chord_node::store::{check_manifest_fits, validate_name, Manifest};
 use clap::{Args, Parser, Subcommand};
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -352,7 +352,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 fn print_json(value: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
@@ -383,14 +383,18 @@ async fn ring(cli: &Cli) -> Result<()> {
     if cli.json {
         return print_json(&ring_json(&nodes));
     }
-    println!(
+    outln!(
         "{:<3} {:<22} {:<10} {:<22} {:<7} successors",
-        "#", "addr", "id", "predecessor", "fingers"
-    );
+        "#",
+        "addr",
+        "id",
+        "predecessor",
+        "fingers"
+    )?;
     for (i, n) in nodes.iter().enumerate() {
         let pred = n.info.predecessor.as_ref().map_or("-", |p| p.addr.as_str());
         let succs: Vec<&str> = n.info.successors.iter().map(|s| s.addr.as_str()).collect();
-        println!(
+        outln!(
             "{:<3} {:<22} {:<10} {:<22} {:<7} {}",
             i,
             n.info.node.addr,
@@ -398,9 +402,9 @@ async fn ring(cli: &Cli) -> Result<()> {
             pred,
             n.distinct_fingers().len(),
             succs.join(" ")
-        );
+        )?;
     }
-    println!("{} nodes", nodes.len());
+    outln!("{} nodes", nodes.len())?;
     Ok(())
 }
 
@@ -416,10 +420,11 @@ async fn lookup(cli: &Cli, args: &LookupArgs) -> Result<()> {
             &json!({ "key": key.to_hex(), "owner": node_json(&owner), "hops": hops }),
         );
     }
-    println!(
+    outln!(
         "key   {key}\nowner {} ({})\nhops  {hops}",
-        owner.addr, owner.id
-    );
+        owner.addr,
+        owner.id
+    )?;
     Ok(())
 }
 
@@ -509,9 +514,11 @@ async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
                 )
             })?,
     };
-    // Both refused before the progress bar starts, as the upload would.
+    // All refused before the progress bar starts, as the upload would.
     validate_name(&name)?;
     let size = upload_size(&args.file)?;
+    chord_node::check_chunk_size(args.chunk_size)?;
+    check_manifest_fits(&name, size, args.chunk_size as u64)?;
     let opts = TransferOptions {
         chunk_size: args.chunk_size,
         parallel: args.parallel,
@@ -532,29 +539,32 @@ async fn upload(cli: &Cli, args: &UploadArgs) -> Result<()> {
             report.checksum.name(): report.checksum.to_hex(), "seconds": secs,
         }));
     }
-    println!(
+    outln!(
         "uploaded {} ({} bytes, {} chunks, {} already on the ring) in {secs:.2} s, {:.1} MB/s",
         report.name,
         report.size,
         report.chunks,
         report.chunks_skipped,
         mb_per_sec(report.size, secs)
-    );
+    )?;
     Ok(())
 }
 
 async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
     let client = cli.client()?;
     let manifest = client.manifest(&args.name).await?;
-    let out = match &args.output {
-        Some(p) => p.clone(),
-        None => PathBuf::from(&args.name),
-    };
+    // Only `-o -` means stdout: a file named `-` goes, by default, to a
+    // file of that name, as any other name does.
+    let to_stdout = args.output.as_deref() == Some(std::path::Path::new("-"));
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
     let opts = TransferOptions {
         parallel: args.parallel,
         ..TransferOptions::default()
     };
-    if out.as_os_str() == "-" {
+    if to_stdout {
         return download_to_stdout(&client, &manifest, &opts).await;
     }
     // Refused before the progress bar starts, as the download would.
@@ -573,14 +583,14 @@ async fn download(cli: &Cli, args: &DownloadArgs) -> Result<()> {
             report.checksum.name(): report.checksum.to_hex(),
         }));
     }
-    println!(
+    outln!(
         "downloaded {} to {} ({} bytes, {} verified) in {secs:.2} s, {:.1} MB/s",
         report.name,
         report.path.display(),
         report.size,
         report.checksum.label(),
         mb_per_sec(report.size, secs)
-    );
+    )?;
     Ok(())
 }
 
@@ -611,9 +621,9 @@ async fn ls(cli: &Cli) -> Result<()> {
         return print_json(&json!({ "files": files }));
     }
     for f in &files {
-        println!("{:>14}  {:>4} chunks  {}", f.size, f.chunks, f.name);
+        outln!("{:>14}  {:>4} chunks  {}", f.size, f.chunks, f.name)?;
     }
-    println!("{} files", files.len());
+    outln!("{} files", files.len())?;
     Ok(())
 }
 
@@ -627,7 +637,7 @@ async fn checksum(cli: &Cli, args: &ChecksumArgs) -> Result<()> {
             checksum.name(): checksum.to_hex(),
         }));
     }
-    println!("{}  {}", checksum.to_hex(), args.file.display());
+    outln!("{}  {}", checksum.to_hex(), args.file.display())?;
     Ok(())
 }
 
@@ -636,7 +646,7 @@ async fn rm(cli: &Cli, args: &RmArgs) -> Result<()> {
     if cli.json {
         return print_json(&json!({ "name": args.name, "deleted": true, "version": version }));
     }
-    println!("deleted {}", args.name);
+    outln!("deleted {}", args.name)?;
     Ok(())
 }
 
@@ -676,7 +686,7 @@ async fn status(cli: &Cli) -> Result<()> {
         return print_json(&status_json(&status));
     }
     let nodes = &status.nodes;
-    println!(
+    outln!(
         "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14} {:>14} {:>14}",
         "addr",
         "id",
@@ -687,10 +697,10 @@ async fn status(cli: &Cli) -> Result<()> {
         "repair bytes",
         "collected",
         "collectable"
-    );
+    )?;
     for n in nodes {
         let s = &n.stats;
-        println!(
+        outln!(
             "{:<22} {:<10} {:>7} {:>9} {:>14} {:>10} {:>14} {:>14} {:>14}{}",
             n.node.addr,
             n.node.id.short(),
@@ -706,15 +716,15 @@ async fn status(cli: &Cli) -> Result<()> {
             } else {
                 ""
             }
-        );
+        )?;
     }
     for n in &status.silent {
-        println!("{:<22} {:<10} does not answer", n.addr, n.id.short());
+        outln!("{:<22} {:<10} does not answer", n.addr, n.id.short())?;
     }
     let sum = |f: fn(&chord_proto::pb::StoreStats) -> u64| -> u64 {
         nodes.iter().map(|n| f(&n.stats)).sum()
     };
-    println!(
+    outln!(
         "{} nodes{}, {} bytes stored, {} bytes of manifest log; {} bytes collected, {} collectable, {} tombstones expired",
         nodes.len(),
         match status.silent.len() {
@@ -726,7 +736,7 @@ async fn status(cli: &Cli) -> Result<()> {
         sum(|s| s.gc_collected_bytes),
         sum(|s| s.gc_collectable_bytes),
         sum(|s| s.tombstones_expired)
-    );
+    )?;
     Ok(())
 }
 
@@ -801,23 +811,30 @@ async fn bench_lookups(cli: &Cli, args: &BenchLookupsArgs) -> Result<()> {
             "paper_mean_hops": paper,
         }));
     }
-    println!(
+    outln!(
         "{n} nodes, {} lookups ({failed} failed, {wrong} wrong owner)",
         args.count
-    );
-    println!("{:<12} {:>8} {:>8} {:>8}", "", "mean", "p50", "p99");
-    println!(
+    )?;
+    outln!("{:<12} {:>8} {:>8} {:>8}", "", "mean", "p50", "p99")?;
+    outln!(
         "{:<12} {:>8.2} {:>8.1} {:>8.1}",
-        "hops", h_mean, h_p50, h_p99
-    );
-    println!(
+        "hops",
+        h_mean,
+        h_p50,
+        h_p99
+    )?;
+    outln!(
         "{:<12} {:>8.2} {:>8.2} {:>8.2}",
-        "latency ms", l_mean, l_p50, l_p99
-    );
-    println!(
+        "latency ms",
+        l_mean,
+        l_p50,
+        l_p99
+    )?;
+    outln!(
         "{:<12} {:>8.2}   (Chord paper: ½·log2 N)",
-        "paper hops", paper
-    );
+        "paper hops",
+        paper
+    )?;
     Ok(())
 }
 

@@ -47,6 +47,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -468,8 +469,22 @@ async fn upload(
     State(gw): State<Arc<Gateway>>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
+    let multipart = match multipart {
+        Ok(multipart) => multipart,
+        Err(rejection) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "{}: POST /upload takes a multipart/form-data body, each file a part of \
+                     field {UPLOAD_FIELD:?} (curl -F {UPLOAD_FIELD}=@FILE); PUT /<name> takes \
+                     the file itself as the body (curl -T FILE)",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
     let Ok(_running) = gw.uploads.clone().try_acquire_owned() else {
         return busy();
     };

@@ -305,6 +305,55 @@ async fn failures_exit_non_zero_with_one_line() {
     );
 }
 
+/// `chord-console --peer PEER ARGS` with its stdout sent to `stdout`; a
+/// piped stdout's reader goes at once, before the console has asked the
+/// ring anything, so its first write finds the pipe closed.
+async fn console_writing_to(peer: &str, args: &[&str], stdout: std::process::Stdio) -> Output {
+    let mut child = tokio::process::Command::new(console_binary())
+        .arg("--peer")
+        .arg(peer)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the console hung on its stdout")
+        .unwrap()
+}
+
+/// Output to a pipe whose reader has gone (`| head`) ends the command
+/// quietly and successfully; output to a full disk is a one-line failure.
+/// Neither panics.
+#[tokio::test]
+async fn a_closed_or_full_stdout_is_no_panic() {
+    let cluster = TestCluster::start(2, 3, FAST).await.unwrap();
+    let peer = cluster.addrs()[0].clone();
+    for args in [&["status"][..], &["--json", "ring"], &["ls"]] {
+        let out = console_writing_to(&peer, args, std::process::Stdio::piped()).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = console_writing_to(&peer, args, full.into()).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            "chord-console: writing to standard output: No space left on device (os error 28)",
+            "{args:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_console_pointed_at_a_gateway_port_says_so() {
     let mut cluster = TestCluster::new(1, FAST).unwrap();

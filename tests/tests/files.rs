@@ -1078,6 +1078,43 @@ async fn a_file_with_a_bad_copy_on_its_owner(
     (cluster, dir, names, owner, copy)
 }
 
+/// When every copy of a chunk is bad, a download says the data is corrupt,
+/// not that the chunk is missing (each holder sets its bad copy aside when
+/// told, and answers "not found" after), and leaves no file behind.
+#[tokio::test]
+async fn a_chunk_bad_on_every_holder_is_reported_corrupt_not_missing() {
+    let cluster = TestCluster::start_converged(4, 3, &fast_without_repair())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = cluster
+        .upload_random_files(dir.path(), "rotten", 1, |_| 200_000)
+        .await
+        .unwrap();
+    let c = client(&cluster.addrs()[0]).unwrap();
+    let key = c.manifest(&names[0]).await.unwrap().chunks[0];
+    let mut rotted = 0;
+    for addr in cluster.addrs() {
+        let copy = cluster.chunk_path(&addr, &key).unwrap();
+        if copy.exists() {
+            rot(&copy, 0);
+            rotted += 1;
+        }
+    }
+    assert_eq!(rotted, 3, "a copy on each of the three holders");
+    let out = dir.path().join("rotten.out");
+    match c
+        .download(&names[0], &out, &TransferOptions::default(), &no_progress)
+        .await
+    {
+        Err(Error::Corrupt(reason)) => {
+            assert!(reason.contains("no intact copy left"), "{reason}");
+        }
+        other => panic!("want a corrupt-data error, got {other:?}"),
+    }
+    assert!(!out.exists(), "a file was left behind");
+}
+
 /// The owner was told of its bad copy by a reader, re-hashed it and moved
 /// it aside (the owner itself sends what is on disk unchecked).
 async fn the_owner_quarantines(cluster: &TestCluster, owner: &NodeRef, copy: &std::path::Path) {

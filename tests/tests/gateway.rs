@@ -344,6 +344,16 @@ async fn curl_round_trip_through_any_node() {
         assert_eq!(code, 400, "{bad:?}: {body}");
         assert_eq!(body.lines().count(), 1, "{bad:?}: {body:?}");
     }
+    // A body that is not multipart: 400, one line saying what is taken.
+    let (code, body) = status_and_body(
+        &["-H", "Content-Type: text/plain", "--data-binary", "hello"],
+        &format!("{a}/upload"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body.lines().count(), 1, "{body:?}");
+    assert!(body.contains("takes a multipart/form-data body"), "{body}");
     let (code, _) = status_and_body(&[], &format!("{a}/bad%01name"))
         .await
         .unwrap();

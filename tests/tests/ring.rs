@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use chord_node::chord::NodeRef;
 use chord_proto::pb;
 use chord_proto::pb::ring_client::RingClient;
-use chord_tests::{free_port, TestCluster, CONVERGE, FAST};
+use chord_tests::files::{client, no_progress, random_file, small_chunks};
+use chord_tests::{free_port, output_within, TestCluster, CONVERGE, FAST};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
@@ -102,6 +103,51 @@ async fn join_through_a_dead_port_fails_cleanly() {
         "unclear reason: {last:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+/// A second node pointed at a data dir that a live node has open is
+/// refused before it touches anything there, and the first node's files
+/// stay whole.
+#[tokio::test]
+async fn a_second_node_on_a_data_dir_in_use_is_refused() {
+    let cluster = TestCluster::start_converged(3, 3, FAST).await.unwrap();
+    let addrs = cluster.addrs();
+    let dir = tempfile::tempdir().unwrap();
+    let src = random_file(dir.path(), "kept", 300_000).unwrap();
+    let opts = small_chunks();
+    client(&addrs[0])
+        .unwrap()
+        .upload_file(&src, "kept", &opts, &no_progress)
+        .await
+        .unwrap();
+
+    let in_use = cluster.fleet.node(&addrs[0]).unwrap().data_dir.clone();
+    let bin = cluster.fleet.options().binary.clone();
+    let port = free_port().unwrap();
+    let out = output_within(
+        tokio::process::Command::new(bin)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--join", &addrs[1]])
+            .arg("--data-dir")
+            .arg(&in_use),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("chord-node: ") && last.contains("is in use by another chord-node"),
+        "unclear reason: {last:?}"
+    );
+
+    let back = dir.path().join("kept.out");
+    client(&addrs[0])
+        .unwrap()
+        .download("kept", &back, &opts, &no_progress)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&src).unwrap() == std::fs::read(&back).unwrap());
 }
 
 #[tokio::test]

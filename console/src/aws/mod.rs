@@ -137,12 +137,12 @@ async fn print_status(cap: &AsgCapacity, namespace: &str, json: bool, pretty: bo
     if json {
         let doc: Value = status::status_json(&s);
         if pretty {
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            outln!("{}", serde_json::to_string_pretty(&doc)?)?;
         } else {
-            println!("{}", serde_json::to_string(&doc)?);
+            outln!("{}", serde_json::to_string(&doc)?)?;
         }
     } else {
-        print!("{}", status::render_text(&s));
+        out!("{}", status::render_text(&s))?;
     }
     Ok(())
 }
@@ -151,7 +151,7 @@ async fn watch(cap: &AsgCapacity, args: &AwsWatchArgs, json: bool) -> Result<()>
     let interval = Duration::from_secs(args.interval_secs.max(1));
     loop {
         if !json && !args.once {
-            println!("--- {}", refresh_marker());
+            outln!("--- {}", refresh_marker())?;
         }
         // A failed refresh is shown and retried; watching goes on.
         if let Err(e) = print_status(cap, &args.group.metrics_namespace, json, args.once).await {

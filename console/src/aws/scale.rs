@@ -188,7 +188,9 @@ pub async fn run(
     let from = cap.describe().await?.desired;
     let mut print = |s: &Step| {
         if !json {
-            println!("{}", s.to_text());
+            // A stdout that cannot be written must not stop a scaling
+            // half-way; the summary below reports it.
+            let _ = outln!("{}", s.to_text());
         }
     };
     let steps = scale_to(cap, desired, join_timeout, &mut print)
@@ -196,14 +198,14 @@ pub async fn run(
         .with_context(|| format!("scaling group {} to {desired}", cap.group()))?;
     if json {
         let steps: Vec<Value> = steps.iter().map(Step::to_json).collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "group": cap.group(), "from": from, "to": desired, "steps": steps,
             }))?
-        );
+        )?;
     } else {
-        println!("group {} now at desired {desired}", cap.group());
+        outln!("group {} now at desired {desired}", cap.group())?;
     }
     Ok(())
 }

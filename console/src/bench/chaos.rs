@@ -1128,17 +1128,17 @@ pub async fn run(args: &ChaosArgs, json: bool) -> Result<()> {
         "first_bad_history": first_bad_history,
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        outln!(
             "{chaos_secs:.0} s of chaos on {} nodes (R={}): {} ops done ({} uploads, {} overwrites, {} downloads, {} deletes), {} failed, {} stale reads retried",
             args.nodes, args.replicas, tally.ops(), tally.uploads, tally.overwrites, tally.downloads, tally.deletes, tally.failed, tally.stale_reads
-        );
-        println!(
+        )?;
+        outln!(
             "changes   {} kills, {} restarts, {} joins, {} leaves ({} forced); {} killed nodes given up; at most {} down between settles ({} next to the one before); {} settles, {:.1} s waited",
             c.kills, c.restarts, c.joins, c.leaves, c.leaves_forced, c.given_up, c.most_between_settles, c.neighbours, c.settles, c.settle_wait.as_secs_f64()
-        );
-        println!(
+        )?;
+        outln!(
             "end       {} files ({} acknowledged live): {lost} lost, {corrupt} corrupt, {resurrected} resurrected; ring {} ",
             files.len(),
             checked,
@@ -1146,21 +1146,22 @@ pub async fn run(args: &ChaosArgs, json: bool) -> Result<()> {
                 Some(d) => format!("settled {:.1} s after the chaos", d.as_secs_f64()),
                 None => "did not settle".to_string(),
             }
-        );
-        println!("repair    {} bytes pushed by repair", churn.repair.total());
+        )?;
+        outln!("repair    {} bytes pushed by repair", churn.repair.total())?;
         if c.crashed + c.start_failures > 0 {
-            println!(
+            outln!(
                 "nodes     {} exited on their own, {} failed to start",
-                c.crashed, c.start_failures
-            );
+                c.crashed,
+                c.start_failures
+            )?;
         }
         if let Some(why) = &tally.first_failure {
-            println!("first failed op: {why}");
+            outln!("first failed op: {why}")?;
         }
         if let Some(why) = &first_bad {
-            println!("first bad file: {why}");
+            outln!("first bad file: {why}")?;
             for line in &first_bad_history {
-                println!("  {line}");
+                outln!("  {line}")?;
             }
         }
     }

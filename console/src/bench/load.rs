@@ -317,7 +317,7 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
         _ => None,
     };
     if as_json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "offered_rps": args.rps, "seconds": secs, "requests": total,
@@ -332,31 +332,31 @@ pub async fn run(peer: &str, args: &LoadArgs, as_json: bool) -> Result<()> {
                 "nodes": node_rps.map(|(_, n)| n),
                 "first_error": tally.first_error,
             }))?
-        );
+        )?;
         return Ok(());
     }
-    println!(
+    outln!(
         "offered {:.1} req/s for {secs:.1} s: {ok} ok ({} uploads, {} downloads), {} errors, {missed} missed",
         args.rps,
         tally.upload_ms.len(),
         tally.download_ms.len(),
         tally.errors
-    );
-    println!("achieved  {achieved:.1} req/s");
-    println!("latency   p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (upload p50 {up50:.1} / p99 {up99:.1}, download p50 {down50:.1} / p99 {down99:.1})");
+    )?;
+    outln!("achieved  {achieved:.1} req/s")?;
+    outln!("latency   p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (upload p50 {up50:.1} / p99 {up99:.1}, download p50 {down50:.1} / p99 {down99:.1})")?;
     if slowest.len() > 1 {
         let shown: Vec<String> = slowest.iter().map(|ms| format!("{ms:.1}")).collect();
-        println!("slowest   {} ms", shown.join(", "));
+        outln!("slowest   {} ms", shown.join(", "))?;
     }
     if let Some((r, nodes)) = node_rps {
-        println!(
+        outln!(
             "nodes     {r:.0} node requests/s over {nodes} nodes ({:.0} per node; the autoscaler's metric; \
              counters of nodes that left during the run are not in it)",
             r / nodes.max(1) as f64
-        );
+        )?;
     }
     if let Some(e) = &tally.first_error {
-        println!("first error: {e}");
+        outln!("first error: {e}")?;
     }
     Ok(())
 }

@@ -86,21 +86,23 @@ pub fn run(args: &RenderArgs, as_json: bool) -> Result<()> {
             .iter()
             .map(|(l, mean, p50, p99)| json!({ "case": l, "mean_ms": mean, "p50_ms": p50, "p99_ms": p99 }))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "width": args.width, "height": args.height, "frames": args.frames, "cases": cases,
             }))?
-        );
+        )?;
         return Ok(());
     }
-    println!(
+    outln!(
         "one frame at {}x{}, {} frames per case (ms per frame)",
-        args.width, args.height, args.frames
-    );
-    println!("{:<12} {:>8} {:>8} {:>8}", "", "mean", "p50", "p99");
+        args.width,
+        args.height,
+        args.frames
+    )?;
+    outln!("{:<12} {:>8} {:>8} {:>8}", "", "mean", "p50", "p99")?;
     for (label, mean, p50, p99) in rows {
-        println!("{label:<12} {mean:>8.3} {p50:>8.3} {p99:>8.3}");
+        outln!("{label:<12} {mean:>8.3} {p50:>8.3} {p99:>8.3}")?;
     }
     Ok(())
 }

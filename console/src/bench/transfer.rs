@@ -227,12 +227,12 @@ pub async fn run(args: &TransferArgs, json: bool) -> Result<()> {
     rows.push(bench_baseline(args, &root, &source).await?);
 
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report_json(args, &rows))?
-        );
+        )?;
     } else {
-        print_table(args, &rows);
+        print_table(args, &rows)?;
     }
     work_dir.finish()
 }
@@ -941,21 +941,21 @@ fn ratio(took: Duration, baseline: Duration) -> f64 {
     baseline.as_secs_f64() / took.as_secs_f64().max(f64::EPSILON)
 }
 
-fn print_table(args: &TransferArgs, rows: &[Row]) {
+fn print_table(args: &TransferArgs, rows: &[Row]) -> Result<()> {
     let what = if args.files == 1 {
         format!("{} file", format_size(args.size))
     } else {
         format!("{} files of {}", args.files, format_size(args.size))
     };
-    println!(
+    outln!(
         "{what}, {} nodes per ring, {} chunks, {} in flight (MB = 10^6 bytes; ratio = speed / baseline's)",
         args.nodes,
         format_size(args.chunk_size as u64),
         args.parallel
-    );
+    )?;
     let many = args.files > 1;
     if many {
-        println!(
+        outln!(
             "{:<16} {:>10} {:>12} {:>6} {:>10} {:>14} {:>6} {:>18}",
             "setup",
             "up files/s",
@@ -965,9 +965,9 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
             "download MB/s",
             "ratio",
             "peak node RSS MiB"
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "{:<16} {:>12} {:>6} {:>8} {:>14} {:>6} {:>8} {:>18}",
             "setup",
             "upload MB/s",
@@ -977,7 +977,7 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
             "ratio",
             "of disk",
             "peak node RSS MiB"
-        );
+        )?;
     }
     let base = baseline(rows);
     let total = args.size * args.files as u64;
@@ -989,7 +989,7 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
             (ratio(row.upload, b.upload), ratio(row.download, b.download))
         });
         if many {
-            println!(
+            outln!(
                 "{:<16} {:>10.1} {:>12.1} {:>6.2} {:>10.1} {:>14.1} {:>6.2} {:>18}",
                 row.setup,
                 per_s(args.files, row.upload),
@@ -999,13 +999,13 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
                 mb_per_s(total, row.download),
                 down,
                 rss
-            );
+            )?;
         } else {
             let (up_disk, down_disk) = of_disk_alone(row, rows).map_or_else(
                 || ("-".to_string(), "-".to_string()),
                 |(up, down)| (format!("{up:.2}"), format!("{down:.2}")),
             );
-            println!(
+            outln!(
                 "{:<16} {:>12.1} {:>6.2} {:>8} {:>14.1} {:>6.2} {:>8} {:>18}",
                 row.setup,
                 mb_per_s(total, row.upload),
@@ -1015,28 +1015,29 @@ fn print_table(args: &TransferArgs, rows: &[Row]) {
                 down,
                 down_disk,
                 rss
-            );
+            )?;
         }
     }
     if let Some(Direct(direct)) = rows.iter().find_map(|r| r.disk_alone) {
-        println!(
+        outln!(
             "disk alone: the chunk files of one copy or three written as the nodes write them, and one copy read back"
-        );
-        println!(
+        )?;
+        outln!(
             "while a download's file is written, with nothing else{}: about the best a setup can do on this disk;",
             if direct { "" } else { " (through the page cache: this file system takes no direct I/O)" }
-        );
-        println!("of disk = speed / the disk alone's for the same copies, in this run");
+        )?;
+        outln!("of disk = speed / the disk alone's for the same copies, in this run")?;
     }
-    println!();
+    outln!()?;
     let per = if args.files == 1 { "MiB" } else { "file" };
-    println!("where the time went, µs per {per} (stage times add every thread's; see `chord_node::stages`):");
+    outln!("where the time went, µs per {per} (stage times add every thread's; see `chord_node::stages`):")?;
     for row in rows {
         if let Some((up, down)) = &row.stages {
-            println!("{} upload:   {}", row.setup, up.line());
-            println!("{} download: {}", row.setup, down.line());
+            outln!("{} upload:   {}", row.setup, up.line())?;
+            outln!("{} download: {}", row.setup, down.line())?;
         }
     }
+    Ok(())
 }
 
 fn report_json(args: &TransferArgs, rows: &[Row]) -> Value {

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use chord_console::cli::{self, Cli};
+use chord_console::output::StdoutError;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -58,6 +59,14 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output closed it (`| head`): it had what it
+        // wanted, so there is nothing to report.
+        Err(e)
+            if e.downcast_ref::<StdoutError>()
+                .is_some_and(StdoutError::is_closed_pipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("chord-console: {e:#}");
             ExitCode::FAILURE

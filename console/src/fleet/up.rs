@@ -17,6 +17,7 @@ use super::{
     locate_node_binary, Fleet, FleetOptions, Layout, LocalCapacity, LocalLimits, PortLayout, Slot,
     STOP_TIMEOUT,
 };
+use crate::output::StdoutError;
 use crate::scaling::{Controller, ControllerOptions, NodeStatsReader, ScalingEvent};
 
 /// Scaling events buffered between the controller and the printer.
@@ -127,26 +128,26 @@ fn print_table(
             "slots": slots.len(),
             "data_root": data_root,
         });
-        println!("{}", serde_json::to_string(&line)?);
+        outln!("{}", serde_json::to_string(&line)?)?;
         return Ok(());
     }
-    println!("{:<5} {:<22} HTTP", "node", "gRPC");
+    outln!("{:<5} {:<22} HTTP", "node", "gRPC")?;
     for (i, s) in running_slots.iter().enumerate() {
-        println!(
+        outln!(
             "{:<5} {:<22} {}",
             i,
             s.grpc_addr(),
             s.http_addr()
                 .map(|a| format!("{}://{a}/", fleet.options().http_scheme()))
                 .unwrap_or_else(|| "-".into())
-        );
+        )?;
     }
     if slots.len() > running && layout.layout() != Layout::Ports {
         let (first, last) = (slots[running], slots[slots.len() - 1]);
-        println!("nodes added later take {} to {}", first.host, last.host);
+        outln!("nodes added later take {} to {}", first.host, last.host)?;
     } else if slots.len() > running {
         let (first, last) = (slots[running], slots[slots.len() - 1]);
-        println!(
+        outln!(
             "nodes added later take gRPC {}-{}{}",
             first.grpc,
             last.grpc,
@@ -155,12 +156,12 @@ fn print_table(
                 .zip(last.http)
                 .map(|(a, b)| format!(", HTTP {a}-{b}"))
                 .unwrap_or_default()
-        );
+        )?;
     }
-    println!(
+    outln!(
         "{running} nodes up; data in {}; Ctrl-C stops them",
         data_root.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -169,11 +170,19 @@ pub async fn run(opts: &UpOptions) -> Result<()> {
     let stop = watch_stop()?;
     let Started { mut fleet, .. } = start(opts).await?;
     stop.await;
-    if !opts.json {
-        println!("stopping {} nodes", fleet.len());
-    }
+    stop_fleet(&mut fleet, opts.json).await
+}
+
+/// Stops every node gracefully, having said so unless `json`; a stdout
+/// that cannot be written does not keep the nodes from their stop.
+async fn stop_fleet(fleet: &mut Fleet, json: bool) -> Result<()> {
+    let said = if json {
+        Ok(())
+    } else {
+        outln!("stopping {} nodes", fleet.len())
+    };
     fleet.stop_all(STOP_TIMEOUT).await;
-    Ok(())
+    Ok(said?)
 }
 
 /// `local up --autoscale`: start, then let the controller grow and shrink
@@ -192,35 +201,38 @@ pub async fn run_autoscaled(
     let as_json = opts.json;
     let began = std::time::Instant::now();
     let printer = tokio::spawn(async move {
+        // Once stdout cannot be written (`| head`), events are still taken
+        // and dropped, and the fleet runs on until a stop signal.
+        let mut printing = true;
         while let Some(event) = events_rx.recv().await {
-            print_event(&event, as_json, began.elapsed().as_secs_f64());
+            if printing {
+                printing = print_event(&event, as_json, began.elapsed().as_secs_f64()).is_ok();
+            }
         }
     });
     controller.run(events_tx, stop).await;
     // The sender went with `run`; the printer drains what is left.
     let _ = printer.await;
     let mut fleet = controller.into_capacity().into_fleet();
-    if !opts.json {
-        println!("stopping {} nodes", fleet.len());
-    }
-    fleet.stop_all(STOP_TIMEOUT).await;
+    stop_fleet(&mut fleet, opts.json).await?;
     Ok(())
 }
 
-fn print_event(event: &ScalingEvent, as_json: bool, secs: f64) {
+fn print_event(event: &ScalingEvent, as_json: bool, secs: f64) -> Result<(), StdoutError> {
     if as_json {
         match serde_json::to_value(event) {
             Ok(mut v) => {
                 if let Some(obj) = v.as_object_mut() {
                     obj.insert("run_secs".into(), json!((secs * 10.0).round() / 10.0));
                 }
-                println!("{v}");
+                outln!("{v}")?;
             }
             Err(e) => tracing::warn!(error = %e, "cannot print a scaling event as JSON"),
         }
     } else {
-        println!("[{secs:>6.1}s] {}", event.line());
+        outln!("[{secs:>6.1}s] {}", event.line())?;
     }
+    Ok(())
 }
 
 /// Starts watching for Ctrl-C, SIGTERM and SIGHUP now (so a signal during

@@ -204,21 +204,34 @@ impl Client {
     ) -> Result<UploadReport> {
         let file = std::fs::File::open(path)
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        let len = upload_len(path, file.metadata())?;
+        let opened = upload_source(path, file.metadata())?;
+        let len = opened.len();
+        // A regular file is checked at its end against how it was opened;
+        // a pipe or a device has no length to hold it to.
+        let opened = Some(opened).filter(std::fs::Metadata::is_file);
+        // The chunk size's own range first: the manifest's limit below
+        // would otherwise speak of chunks of sizes never allowed.
+        crate::check_chunk_size(opts.chunk_size)?;
         check_manifest_fits(name, len, opts.chunk_size as u64)?;
         let size = opts.chunk_size;
         let path: Arc<Path> = Arc::from(path);
-        let source = futures::stream::try_unfold(Some(file), move |file| {
+        let source = futures::stream::try_unfold(Some((file, 0u64)), move |state| {
             let path = Arc::clone(&path);
+            let opened = opened.clone();
             async move {
-                let Some(file) = file else {
+                let Some((file, read)) = state else {
                     return Ok(None);
                 };
                 let (file, chunk) = blocking("the file reader", move || {
-                    read_file_chunk(file, size, &path)
+                    let (file, chunk) = read_file_chunk(file, size, &path)?;
+                    if let (true, Some(opened)) = (chunk.is_empty(), &opened) {
+                        unchanged_since_open(&file, opened, read, &path)?;
+                    }
+                    Ok((file, chunk))
                 })
                 .await?;
-                Ok((!chunk.is_empty()).then_some((chunk, Some(file))))
+                let read = read + chunk.len() as u64;
+                Ok((!chunk.is_empty()).then_some((chunk, Some((file, read)))))
             }
         });
         self.upload_chunks(source, name, opts, progress).await
@@ -589,6 +602,9 @@ impl Client {
         check: ReadCheck,
     ) -> Result<Bytes> {
         let mut last = None;
+        // Holders whose copy did not match the key: each set it aside, so
+        // the next round hears "not found" from them.
+        let mut corrupt_at: Vec<String> = Vec::new();
         for attempt in 0..attempts.max(1) {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_BACKOFF * attempt as u32).await;
@@ -607,6 +623,9 @@ impl Client {
                     Ok(chunk) => return Ok(chunk),
                     Err(e) => {
                         none_has_it &= matches!(e, Error::NotFound(_));
+                        if matches!(e, Error::Corrupt(_)) && !corrupt_at.contains(&holder.addr) {
+                            corrupt_at.push(holder.addr.clone());
+                        }
                         last = Some(e);
                     }
                 }
@@ -622,8 +641,22 @@ impl Client {
                 }
             }
         }
-        Err(last
-            .unwrap_or_else(|| Error::Unavailable(format!("no holder of chunk {}", key.short()))))
+        match last {
+            // Missing now because its copies were bad: say so, rather than
+            // that the chunk was never there.
+            Some(Error::NotFound(_)) | None if !corrupt_at.is_empty() => {
+                Err(Error::Corrupt(format!(
+                    "chunk {key}: no intact copy left; the copies on {} did not match the key \
+                 and were set aside",
+                    corrupt_at.join(", ")
+                )))
+            }
+            Some(e) => Err(e),
+            None => Err(Error::Unavailable(format!(
+                "no holder of chunk {}",
+                key.short()
+            ))),
+        }
     }
 
     /// One chunk for a reader that hands each chunk on as it comes (the
@@ -1028,11 +1061,15 @@ where
 /// it starts (a progress bar's total); a directory is refused by name, as
 /// [`Client::upload_file`] refuses it, rather than at its first read.
 pub fn upload_size(path: &Path) -> Result<u64> {
-    upload_len(path, std::fs::metadata(path))
+    upload_source(path, std::fs::metadata(path)).map(|meta| meta.len())
 }
 
-/// [`upload_size`] from `path`'s metadata, however it was read.
-fn upload_len(path: &Path, meta: std::io::Result<std::fs::Metadata>) -> Result<u64> {
+/// `path`'s metadata, however it was read, if it can be uploaded: the
+/// checks of [`upload_size`].
+fn upload_source(
+    path: &Path,
+    meta: std::io::Result<std::fs::Metadata>,
+) -> Result<std::fs::Metadata> {
     let meta = meta.map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     if meta.is_dir() {
         return Err(Error::invalid(format!(
@@ -1040,7 +1077,35 @@ fn upload_len(path: &Path, meta: std::io::Result<std::fs::Metadata>) -> Result<u
             path.display()
         )));
     }
-    Ok(meta.len())
+    Ok(meta)
+}
+
+/// Refuses a regular file that changed while its upload read it: one
+/// whose length now, or whose bytes read, differ from its length when
+/// opened, or that was written since. Stored, it would hold bytes the file
+/// never held all at once. Checked at the end of the file, before the
+/// manifest makes anything visible.
+fn unchanged_since_open(
+    file: &std::fs::File,
+    opened: &std::fs::Metadata,
+    read: u64,
+    path: &Path,
+) -> Result<()> {
+    let now = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let written = now.modified().ok() != opened.modified().ok();
+    if read == opened.len() && now.len() == opened.len() && !written {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{} changed while it was uploaded ({} bytes when opened, {read} read, {} now{}); \
+         nothing was stored: upload it again once it is no longer being written",
+        path.display(),
+        opened.len(),
+        now.len(),
+        if written { ", written since" } else { "" }
+    )))
 }
 
 /// Reads the next chunk of up to `size` bytes of `file`, opened from
@@ -1381,6 +1446,41 @@ mod tests {
         let missing = upload_size(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(missing, Error::Io { .. }), "{missing:?}");
         assert!(missing.to_string().contains("cannot read"), "{missing}");
+    }
+
+    /// A file read for upload is refused at its end if it is not as it was
+    /// opened: shorter, longer, or written since.
+    #[test]
+    fn a_file_that_changed_while_read_is_refused() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"12345").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let opened = file.metadata().unwrap();
+        unchanged_since_open(&file, &opened, 5, &path).unwrap();
+
+        // Cut short while read: fewer bytes came than it had.
+        let short = unchanged_since_open(&file, &opened, 3, &path).unwrap_err();
+        assert!(matches!(short, Error::InvalidArgument(_)), "{short:?}");
+        assert!(
+            short
+                .to_string()
+                .contains("changed while it was uploaded (5 bytes when opened, 3 read, 5 now"),
+            "{short}"
+        );
+
+        // Written to meanwhile: its time of change moves on, even where
+        // its length ends as it was.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        writer.write_all(b"9").unwrap();
+        drop(writer);
+        let written = unchanged_since_open(&file, &opened, 5, &path).unwrap_err();
+        assert!(
+            written.to_string().contains("5 now, written since"),
+            "{written}"
+        );
     }
 
     /// A download goes to the path given, or under the file's name into a

@@ -72,6 +72,8 @@ const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
 const SUSPECT_DIR: &str = "suspect";
 const CLOCK_FILE: &str = "alive.json";
+/// Held locked by the process that has the data dir open (`Layout::lock`).
+const LOCK_FILE: &str = "lock";
 /// The manifest log's name under `manifests/`.
 const MANIFEST_LOG: &str = "log";
 /// Suffix of a manifest file, after its 40 hex digits.
@@ -138,6 +140,46 @@ impl Layout {
             fsync_dir(dir)?;
         }
         Ok(())
+    }
+
+    /// Takes the data dir for this process: an exclusive lock on `lock`
+    /// there, held while the returned file stays open, with this process's
+    /// id written in it. A second node started on the same dir is refused
+    /// here, before it clears the first one's `tmp/` or appends to its
+    /// manifest log. The kernel lets go of the lock when the process ends,
+    /// however it ends, so a crash leaves nothing to clean up.
+    pub fn lock(&self) -> Result<File> {
+        let path = self.root.join(LOCK_FILE);
+        let io_error = |e| Error::io(format!("locking {}", path.display()), e);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                // Only for the message: a holder that has not written its
+                // id yet, or an unreadable file, still refuses.
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => String::new(),
+                    pid => format!(" (process {pid})"),
+                };
+                return Err(Error::Unavailable(format!(
+                    "data dir {} is in use by another chord-node{holder}",
+                    self.root.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_error(e)),
+        }
+        file.set_len(0).map_err(io_error)?;
+        file.write_all(std::process::id().to_string().as_bytes())
+            .map_err(io_error)?;
+        Ok(file)
     }
 
     /// `chunks/<first 2 hex>/<40 hex>`: the fan-out keeps directories small.

@@ -57,7 +57,7 @@ pub fn check_manifest_fits(name: &str, size: u64, chunk_size: u64) -> Result<()>
          the {most} one manifest can name (it travels in one {} MiB message); use chunks of at \
          least {} bytes",
         crate::MAX_MESSAGE_BYTES >> 20,
-        size.div_ceil(most)
+        size.div_ceil(most).max(crate::MIN_CHUNK_BYTES as u64)
     )))
 }
 
@@ -582,6 +582,15 @@ pub(super) mod tests {
                  4 MiB message); use chunks of at least {} bytes",
                 (1u64 << 30).div_ceil(most)
             )
+        );
+        // Chunks below the smallest allowed are advised up to it, not to a
+        // size that the chunk size's own check refuses.
+        let err = check_manifest_fits("f", 5_000_000, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(&format!("at least {} bytes", crate::MIN_CHUNK_BYTES)),
+            "{err}"
         );
     }
 

@@ -12,6 +12,7 @@
 //! quarantine/                 files that failed their check, moved aside
 //! suspect/                    manifests set aside after a long absence
 //! alive.json                  when this dir joined and was last in a ring
+//! lock                        locked by the process that has the dir open
 //! ```
 //!
 //! Invariants:
@@ -28,7 +29,8 @@
 //! - The in-memory index (`index.rs`) matches the chunk directories and the
 //!   manifest log: it is rebuilt at open
 //!   and updated under the key's lock after every change this store makes.
-//!   The process must own the data dir: another writer would go unnoticed.
+//!   The process must own the data dir: open takes the dir's `lock`, and a
+//!   second process opening it is refused.
 //!
 //! Concurrency: [`Store`] is a cheap handle (`Clone`, `Send + Sync`). Changes
 //! to one key are serialised by a striped lock; the index has its own short
@@ -106,6 +108,8 @@ struct Inner {
     manifests: ManifestLog,
     index: Mutex<Index>,
     key_locks: [Mutex<()>; KEY_LOCK_STRIPES],
+    /// The data dir's lock ([`Layout::lock`]), held as long as the store.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Store {
@@ -118,6 +122,7 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if need be) the store in `dir`: makes the layout,
+    /// takes the dir's lock (refusing a dir another process has open),
     /// removes what a crash left in `tmp/`, and scans chunks, manifests and
     /// quarantine to rebuild the index. Chunk bytes are not re-hashed here
     /// (that is the scrubber's job via [`Store::verify_chunk`]); manifests
@@ -125,6 +130,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         let layout = Layout::new(dir);
         layout.create()?;
+        let lock = layout.lock()?;
         let cleared = layout.clear_tmp()?;
         let direct = layout.probe_direct();
         let mut scan = ManifestScan::default();
@@ -140,6 +146,7 @@ impl Store {
                 manifests,
                 index: Mutex::new(scan.index),
                 key_locks: std::array::from_fn(|_| Mutex::new(())),
+                _lock: lock,
             }),
         };
         store.scan_quarantine()?;
@@ -245,6 +252,36 @@ mod tests {
         assert_eq!(store.root(), dir.path());
         assert_eq!(store.stats(), StoreStats::default());
         assert_eq!(store.available_bytes(), None);
+    }
+
+    #[test]
+    fn a_dir_is_opened_by_one_store_at_a_time() {
+        let (dir, store) = open_temp();
+        let a = b"kept while the second open is refused".to_vec();
+        store.put_chunk(&chunk_key(&a), &a).unwrap();
+        fs::write(dir.path().join("tmp/9-chunk-in-progress"), b"half").unwrap();
+
+        let Err(err) = Store::open(dir.path()) else {
+            panic!("a second open of a dir in use succeeded");
+        };
+        let message = err.to_string();
+        assert!(matches!(err, crate::Error::Unavailable(_)), "{message}");
+        assert!(
+            message.contains("in use by another chord-node"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("(process {})", std::process::id())),
+            "{message}"
+        );
+        // The refused open touched nothing: the first store's file in
+        // progress and its chunk are where they were.
+        assert!(dir.path().join("tmp/9-chunk-in-progress").exists());
+        assert_eq!(store.read_chunk_unchecked(&chunk_key(&a)).unwrap(), a);
+
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.read_chunk_unchecked(&chunk_key(&a)).unwrap(), a);
     }
 
     #[test]
