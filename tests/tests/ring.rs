@@ -75,6 +75,18 @@ async fn graceful_leave_repairs_neighbours_at_once() {
         .unwrap();
 }
 
+/// A `chord-node` that exited non-zero, its last line on stderr its
+/// one-line reason, which says `why`.
+fn refused_saying(out: &std::process::Output, why: &str) {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("chord-node: ") && last.contains(why),
+        "unclear reason: {last:?}"
+    );
+}
+
 #[tokio::test]
 async fn join_through_a_dead_port_fails_cleanly() {
     let cluster = TestCluster::new(3, &[]).unwrap();
@@ -95,13 +107,7 @@ async fn join_through_a_dead_port_fails_cleanly() {
         .await
         .expect("chord-node hung on a dead --join")
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("chord-node: ") && last.contains("could not join"),
-        "unclear reason: {last:?}"
-    );
+    refused_saying(&out, "could not join");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
@@ -133,13 +139,7 @@ async fn a_second_node_on_a_data_dir_in_use_is_refused() {
         Duration::from_secs(20),
     )
     .await;
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("chord-node: ") && last.contains("is in use by another chord-node"),
-        "unclear reason: {last:?}"
-    );
+    refused_saying(&out, "is in use by another chord-node");
 
     let back = dir.path().join("kept.out");
     client(&addrs[0])

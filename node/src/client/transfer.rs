@@ -644,13 +644,11 @@ impl Client {
         match last {
             // Missing now because its copies were bad: say so, rather than
             // that the chunk was never there.
-            Some(Error::NotFound(_)) | None if !corrupt_at.is_empty() => {
-                Err(Error::Corrupt(format!(
-                    "chunk {key}: no intact copy left; the copies on {} did not match the key \
+            Some(Error::NotFound(_)) if !corrupt_at.is_empty() => Err(Error::Corrupt(format!(
+                "chunk {key}: no intact copy left; the copies on {} did not match the key \
                  and were set aside",
-                    corrupt_at.join(", ")
-                )))
-            }
+                corrupt_at.join(", ")
+            ))),
             Some(e) => Err(e),
             None => Err(Error::Unavailable(format!(
                 "no holder of chunk {}",
